@@ -1,0 +1,125 @@
+"""A whole job, in-process: load data, run the stages in order, write the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+from tuner.backends import executor_for
+from tuner.data import Dataset, load_dataset
+from tuner.errors import SpecError
+from tuner.report import build_report, render_markdown
+from tuner.spec import JobSpec
+from tuner.stages import StageOutcome, StageRun, close_stage, complete_trials, fail_interrupted, open_stage
+from tuner.storage import open_storage
+
+__all__ = ["Progress", "check_against_data", "run_job", "study_name"]
+
+log = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    """What a caller sees while a job runs (the CLI draws bars from it)."""
+
+    def stage_started(self, name: str, study_name: str, total: int, done: int) -> None: ...
+    def trial_finished(self, stage: str, trial: FrozenTrial) -> None: ...
+    def stage_finished(self, outcome: StageOutcome) -> None: ...
+
+
+def study_name(prefix: str, stage: str) -> str:
+    """``<prefix>/<stage>``; the prefix is the job name (CLI) or ``<name>-<job id>`` (service)."""
+    return f"{prefix}/{stage}"
+
+
+def check_against_data(spec: JobSpec, data: Dataset) -> None:
+    """The rules that need the data itself (a CSV's task is known only once it is read).
+
+    Raises:
+        SpecError: a knob or objective that the task cannot use.
+    """
+    if spec.task is None and data.task == "regression":
+        if spec.search.space.label_smoothing is not None:
+            raise SpecError.one("search.space.label_smoothing", "label smoothing needs a classification task, "
+                                "but the dataset's target is continuous (a regression)")
+        if "val_error" in spec.search.objectives:
+            raise SpecError.one("search.objective", "val_error needs a classification task, but the dataset's "
+                                "target is continuous (a regression); use val_loss")
+
+
+@dataclass
+class _Stopper:
+    check: Callable[[], bool] | None
+
+    def __call__(self) -> bool:
+        return bool(self.check and self.check())
+
+
+def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,
+            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Run every stage of ``spec`` against ``storage`` (resuming what is there) and build the report.
+
+    Args:
+        storage: a database URL; the stages' studies are named ``<prefix>/<stage>``.
+        prefix: the study-name prefix; defaults to the job name.
+        out_dir: where ``report.json`` and ``report.md`` go, if anywhere.
+        should_stop: polled at epoch boundaries; when it answers True the job stops (``Cancelled``).
+
+    Returns:
+        The report (a JSON-ready dict).
+
+    Raises:
+        SpecError: a rule that only the data could check.
+        Cancelled: ``should_stop`` answered True.
+        RegtuneError: a stage could not complete its budget.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(max(1, (torch.get_num_threads()) // spec.search.parallelism))
+    prefix = prefix or spec.name
+    rdb = open_storage(storage)
+    data = load_dataset(spec.dataset, spec.seed)
+    check_against_data(spec, data)
+    search_data = data.without_test()  # the search never sees the test split
+    executor = executor_for(spec.search.backend)
+    stop = _Stopper(should_stop)
+    outcomes: list[StageOutcome] = []
+    fixed: dict[str, float] = {}
+    fixed_by: dict[str, str] = {}
+    for index, stage in enumerate(spec.stages):
+        name = study_name(prefix, stage.name)
+        study, _ = open_stage(spec, index, storage=rdb, study_name=name, earlier=outcomes, fixed=fixed,
+                              fixed_by=fixed_by, job=spec.name)
+        if (n := fail_interrupted(study, rdb)):
+            log.warning("%s: %d trial(s) left running by an earlier process marked failed", name, n)
+        done = len(complete_trials(study))
+        if progress:
+            progress.stage_started(stage.name, name, stage.trials, done)
+        run = StageRun(spec=spec, stage=stage, study=study, fixed=dict(fixed), target=stage.trials, done=done,
+                       should_stop=stop,
+                       on_trial=(lambda t, s=stage.name: progress.trial_finished(s, t)) if progress else None)
+        if done < stage.trials:
+            executor(run, search_data, storage)
+        outcome = close_stage(run, outcomes, name)
+        for key, value in outcome.fixed.items():
+            fixed[key] = value
+            fixed_by[key] = stage.name
+        outcomes.append(outcome)
+        if progress:
+            progress.stage_finished(outcome)
+    report = build_report(spec, data, outcomes, should_stop=stop)
+    if out_dir is not None:
+        write_report(report, out_dir)
+    return report
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "report.md").write_text(render_markdown(report))

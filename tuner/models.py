@@ -1,0 +1,88 @@
+"""Torch models. A linear model is an MLP with no hidden layers.
+
+Dropout rates are not baked into the modules: ``forward`` takes them, so one
+module can be trained under any trial's knobs (and, later, K configurations
+can share one stacked model).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from tuner.spec import ModelSpec
+
+__all__ = ["MLP", "build_model", "inverted_dropout"]
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Zero each unit with probability ``p`` and scale the rest by 1/(1-p), so eval needs no rescaling."""
+    if p <= 0.0:
+        return x
+    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+    return x * keep / (1.0 - p)
+
+
+class MLP(nn.Module):
+    """Linear layers with an activation, optional batch norm and dropout after each hidden layer."""
+
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation: str = "relu",
+                 batch_norm: bool = False) -> None:
+        super().__init__()
+        sizes = [n_in, *hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(b) if batch_norm else nn.Identity() for b in hidden
+        )
+        self.act = _ACTIVATIONS[activation]()
+        self.out = nn.Linear(sizes[-1], n_out)
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        """Every linear layer, input side first: the layers whose weights L1 and L2 act on."""
+        return [*self.hidden, self.out]  # type: ignore[list-item]
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """PyTorch's default init, drawn from ``generator`` so concurrent trials stay reproducible."""
+        with torch.no_grad():
+            for lin in self.linears:
+                bound = 1.0 / math.sqrt(lin.in_features)
+                lin.weight.uniform_(-bound, bound, generator=generator)
+                lin.bias.uniform_(-bound, bound, generator=generator)
+            for norm in self.norms:
+                if isinstance(norm, nn.BatchNorm1d):
+                    norm.reset_parameters()
+
+    def forward(self, x: torch.Tensor, dropout: Sequence[float] = (), input_dropout: float = 0.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Args:
+        dropout: one rate per hidden layer (applied in training mode only).
+        input_dropout: the rate on the input features (training mode only).
+        """
+        if self.training:
+            x = inverted_dropout(x, input_dropout, generator)
+        for i, (lin, norm) in enumerate(zip(self.hidden, self.norms, strict=True)):
+            x = self.act(norm(lin(x)))
+            if self.training and i < len(dropout):
+                x = inverted_dropout(x, dropout[i], generator)
+        out: torch.Tensor = self.out(x)
+        return out
+
+
+def build_model(spec: ModelSpec, n_in: int, n_out: int, generator: torch.Generator) -> MLP:
+    """The model a spec describes, initialized from ``generator``."""
+    model = MLP(n_in, spec.hidden or [], n_out, spec.activation, spec.batch_norm)
+    model.reset_parameters(generator)
+    return model

@@ -1,0 +1,94 @@
+"""From a spec's knob ranges to Optuna parameters, and back.
+
+A knob with ``allow_zero`` is two parameters: ``<knob>_on`` (off means exactly 0)
+and, when on, ``<knob>`` on its (log-)uniform prior. Per-layer dropout is one
+parameter per hidden layer, ``dropout_0``, ``dropout_1``, …. On a grid, a knob is a
+categorical over its grid values (0 included when allowed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
+
+from tuner.spec import JobSpec, KnobRange
+
+__all__ = ["encode", "grid_space", "knob_names", "suggest"]
+
+
+def knob_names(knob: str, rng: KnobRange, n_hidden: int) -> list[str]:
+    """The flat parameter names a knob expands to (one per hidden layer for per-layer dropout)."""
+    if knob == "dropout" and rng.per_layer:
+        return [f"dropout_{i}" for i in range(n_hidden)]
+    return [knob]
+
+
+def _distributions(rng: KnobRange, grid: bool) -> tuple[BaseDistribution, BaseDistribution | None]:
+    """(value distribution, on/off distribution or None)."""
+    if grid:
+        return CategoricalDistribution(rng.grid_values() or []), None
+    dist = FloatDistribution(rng.low, rng.high, log=rng.log)
+    return dist, (CategoricalDistribution([False, True]) if rng.allow_zero else None)
+
+
+def _ask(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    assert isinstance(dist, CategoricalDistribution)
+    return trial.suggest_categorical(name, dist.choices)  # type: ignore[call-overload]
+
+
+def suggest(trial: optuna.Trial, spec: JobSpec, params: list[str]) -> dict[str, float]:
+    """Ask the trial for every knob of a stage. Returns flat knob values, 0 for a knob switched off."""
+    grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
+    out: dict[str, float] = {}
+    for knob in params:
+        rng = spec.search.space.ranges()[knob]
+        value_dist, on_dist = _distributions(rng, grid)
+        for name in knob_names(knob, rng, n_hidden):
+            if on_dist is not None and not _ask(trial, f"{name}_on", on_dist):
+                out[name] = 0.0
+            else:
+                out[name] = float(_ask(trial, name, value_dist))
+    return out
+
+
+def _holds(dist: BaseDistribution, v: float) -> bool:
+    if isinstance(dist, FloatDistribution):
+        return dist.low <= v <= dist.high
+    assert isinstance(dist, CategoricalDistribution)
+    return v in dist.choices
+
+
+def encode(config: dict[str, float], spec: JobSpec, params: list[str]
+           ) -> tuple[dict[str, Any], dict[str, BaseDistribution]] | None:
+    """A trained configuration as this stage's Optuna params; None if the stage's priors cannot hold it."""
+    grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
+    values: dict[str, Any] = {}
+    dists: dict[str, BaseDistribution] = {}
+    for knob in params:
+        rng = spec.search.space.ranges()[knob]
+        value_dist, on_dist = _distributions(rng, grid)
+        for name in knob_names(knob, rng, n_hidden):
+            v = float(config.get(name, config.get(knob, 0.0)))
+            if on_dist is not None:
+                values[f"{name}_on"], dists[f"{name}_on"] = v != 0.0, on_dist
+                if v == 0.0:
+                    continue
+            if not _holds(value_dist, v):
+                return None
+            values[name], dists[name] = v, value_dist
+    return values, dists
+
+
+def grid_space(spec: JobSpec, params: list[str]) -> dict[str, list[Any]]:
+    """The GridSampler search space of a stage."""
+    n_hidden = len(spec.model.hidden or [])
+    out: dict[str, list[Any]] = {}
+    for knob in params:
+        rng = spec.search.space.ranges()[knob]
+        for name in knob_names(knob, rng, n_hidden):
+            out[name] = list(rng.grid_values() or [])
+    return out

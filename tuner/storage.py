@@ -1,0 +1,50 @@
+"""Optuna storage from a database URL: SQLite (WAL, busy timeout) by default, any SQLAlchemy URL works."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import optuna
+from sqlalchemy.engine import make_url
+
+__all__ = ["DEFAULT_URL", "open_storage", "prepare_sqlite"]
+
+DEFAULT_URL = "sqlite:///regtune.db"
+SQLITE_BUSY_TIMEOUT_S = 60
+
+_lock = threading.Lock()
+_cache: dict[str, optuna.storages.RDBStorage] = {}
+
+
+def prepare_sqlite(url: str) -> None:
+    """Switch a SQLite file to WAL mode (a property of the file, kept across connections).
+
+    WAL lets readers (the API, the dashboard) read while a runner writes, so
+    nobody sees "database is locked".
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return
+    path = Path(parsed.database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+    con.close()
+
+
+def engine_kwargs(url: str) -> dict[str, object]:
+    """Engine options shared by Optuna's storage and regtune's own tables."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """The Optuna storage for ``url``, one per URL and process."""
+    with _lock:
+        if url not in _cache:
+            prepare_sqlite(url)
+            _cache[url] = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+        return _cache[url]
