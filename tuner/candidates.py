@@ -4,7 +4,9 @@ A single seed can make a configuration look better than it is. The top
 configurations of the last stage and the baseline are trained again with
 other seeds; the choice is made on the mean validation loss (``best``), or on
 the most regularized configuration within one standard error of the best
-(``one_se``, glmnet's lambda.1se).
+(``one_se``, glmnet's lambda.1se). The standard error there combines the
+spread over seeds with the sampling noise of the validation split itself
+(differences smaller than that are not evidence).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tuner.data import Dataset
 from tuner.errors import Cancelled
 from tuner.knobs import Knobs
 from tuner.spec import JobSpec
-from tuner.training import TrainResult, train
+from tuner.training import TrainResult, loss_standard_error, train
 from tuner.trial import objective_values
 
 __all__ = ["Candidate", "choose", "regularization_strength", "retrain_candidates", "top_configs"]
@@ -34,6 +36,7 @@ class Candidate:
     trial: int | None
     config: dict[str, float]
     runs: list[TrainResult]
+    val_se: float = 0.0  # standard error of the first run's val loss over the val examples
 
     @property
     def first(self) -> TrainResult:
@@ -52,17 +55,23 @@ class Candidate:
         return statistics.stdev(self.val_losses) if len(self.runs) > 1 else 0.0
 
     @property
-    def sem(self) -> float:
-        return self.std / math.sqrt(len(self.runs))
+    def se(self) -> float:
+        """Standard error of the mean val loss: seed spread and val-sample noise together."""
+        return math.sqrt(self.std**2 / len(self.runs) + self.val_se**2)
 
 
 def top_configs(spec: JobSpec, trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
     """The ``k`` best trials with distinct configurations, by the first objective."""
     ranked = sorted((t for t in trials if "val_loss" in t.user_attrs),
                     key=lambda t: objective_values(t.user_attrs, spec.search.objectives)[0])
+    return _distinct(ranked, k)
+
+
+def _distinct(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
+    """The first ``k`` trials with distinct configurations, in the given order."""
     seen: set[tuple[tuple[str, float], ...]] = set()
     out = []
-    for t in ranked:
+    for t in trials:
         key = tuple(sorted(t.user_attrs.get("config", {}).items()))
         if key not in seen:
             seen.add(key)
@@ -84,7 +93,9 @@ def retrain_candidates(spec: JobSpec, data: Dataset, picks: list[tuple[str, int 
             if should_stop is not None and should_stop():
                 raise Cancelled("cancelled while re-training the final candidates")
             runs.append(train(data, spec.model, spec.training, Knobs.from_params(config, n_hidden), seed))
-        out.append(Candidate(stage, number, config, runs))
+        assert runs[0].model is not None
+        se = loss_standard_error(runs[0].model, data.val, data.task)
+        out.append(Candidate(stage, number, config, runs, se))
     return out
 
 
@@ -110,11 +121,28 @@ def regularization_strength(spec: JobSpec, config: dict[str, float]) -> float:
     return total
 
 
+def one_se_extras(spec: JobSpec, trials: list[FrozenTrial], candidates: list[Candidate], k: int
+                  ) -> list[FrozenTrial]:
+    """For ``one_se``: the ``k`` most regularized trials whose val loss is within one SE of the best candidate.
+
+    The top trials by val loss crowd around the optimum; glmnet's rule looks
+    along the whole path, so the strongest settings that are statistically
+    as good are re-trained too.
+    """
+    best = min(candidates, key=lambda c: c.mean)
+    bound = best.mean + best.se
+    have = [c.config for c in candidates]
+    within = [t for t in trials if "val_loss" in t.user_attrs and t.user_attrs["val_loss"] <= bound
+              and t.user_attrs.get("config") not in have]
+    within.sort(key=lambda t: regularization_strength(spec, t.user_attrs.get("config", {})), reverse=True)
+    return _distinct(within, k)
+
+
 def choose(spec: JobSpec, candidates: list[Candidate]) -> Candidate:
     """The candidate the report recommends (see the module docstring)."""
     best = min(candidates, key=lambda c: c.mean)
     if spec.report.choose == "best":
         return best
-    bound = best.mean + best.sem
+    bound = best.mean + best.se
     within = [c for c in candidates if c.mean <= bound]
     return max(within, key=lambda c: (regularization_strength(spec, c.config), -c.mean))

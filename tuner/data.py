@@ -75,17 +75,18 @@ def load_dataset(spec: DatasetSpec, seed: int) -> Dataset:
     Raises:
         DataError: the file is missing, escapes REGTUNE_DATA_DIR, or holds unusable values.
     """
+    informative: list[str] = []
+    folds: np.ndarray | None = None
     if spec.source == "sklearn":
         bunch = _SKLEARN_LOADERS[spec.name or ""]()
         X, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
         names = [str(n) for n in getattr(bunch, "feature_names", [])] or [f"x{i}" for i in range(X.shape[1])]
-        task, folds, informative = spec.known_task or "classification", None, []
+        task = spec.known_task or "classification"
     elif spec.source == "synthetic":
         X, y, names, informative = _synthetic(spec, seed)
-        task, folds = spec.task or "classification", None
+        task = spec.task or "classification"
     else:
         X, y, names, folds, task = _read_csv(spec)
-        informative = []
     return _assemble(spec, seed, X, y, names, folds, task, informative)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -42,7 +43,7 @@ class MLP(nn.Module):
                  batch_norm: bool = False) -> None:
         super().__init__()
         sizes = [n_in, *hidden]
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
         self.norms = nn.ModuleList(
             nn.BatchNorm1d(b) if batch_norm else nn.Identity() for b in hidden
         )
@@ -52,7 +53,7 @@ class MLP(nn.Module):
     @property
     def linears(self) -> list[nn.Linear]:
         """Every linear layer, input side first: the layers whose weights L1 and L2 act on."""
-        return [*self.hidden, self.out]  # type: ignore[list-item]
+        return [*self.hidden, self.out]
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """PyTorch's default init, drawn from ``generator`` so concurrent trials stay reproducible."""

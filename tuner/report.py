@@ -15,7 +15,7 @@ import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
 
-from tuner.candidates import Candidate, choose, retrain_candidates, top_configs
+from tuner.candidates import Candidate, choose, one_se_extras, retrain_candidates, top_configs
 from tuner.data import Dataset
 from tuner.report_md import diagnose, render_markdown
 from tuner.spec import JobSpec
@@ -117,7 +117,7 @@ def _stage_summary(spec: JobSpec, outcome: StageOutcome) -> dict[str, Any]:
 
 def _candidate_summary(spec: JobSpec, c: Candidate) -> dict[str, Any]:
     return {"stage": c.stage, "trial": c.trial, "params": _searched(c.config, spec),
-            "val_loss_mean": c.mean, "val_loss_std": c.std, "n": len(c.runs),
+            "val_loss_mean": c.mean, "val_loss_std": c.std, "val_loss_se": c.se, "n": len(c.runs),
             "val_losses": c.val_losses}
 
 
@@ -145,6 +145,10 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
     picks += [(last.name, t.number, t.user_attrs["config"]) for t in top
               if t.user_attrs["config"] != picks[0][2]]
     candidates = retrain_candidates(spec, search_data, picks, should_stop)
+    if spec.report.choose == "one_se" and top:
+        extras = one_se_extras(spec, complete_trials(last.study), candidates, spec.report.top_k)
+        candidates += retrain_candidates(spec, search_data, [(last.name, t.number, t.user_attrs["config"])
+                                                             for t in extras], should_stop)
     chosen = choose(spec, candidates)
     baseline = candidates[0]
     all_trials = [t for o in outcomes for t in complete_trials(o.study)]

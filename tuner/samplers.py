@@ -8,10 +8,9 @@ ones it ran, so its budget and the dashboard count only those.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence
-from typing import Any
-
 import warnings
+from collections.abc import Callable, Container, Mapping, Sequence
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -49,7 +48,7 @@ PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
 
 
 def make_sampler(name: str, seed: int, multi_objective: bool,
-                 grid: dict[str, Sequence[Any]] | None = None) -> BaseSampler:
+                 grid: Mapping[str, Sequence[Any]] | None = None) -> BaseSampler:
     """The sampler called ``name``.
 
     Raises:

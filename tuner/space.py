@@ -37,7 +37,7 @@ def _ask(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     if isinstance(dist, FloatDistribution):
         return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
     assert isinstance(dist, CategoricalDistribution)
-    return trial.suggest_categorical(name, dist.choices)  # type: ignore[call-overload]
+    return trial.suggest_categorical(name, dist.choices)
 
 
 def suggest(trial: optuna.Trial, spec: JobSpec, params: list[str]) -> dict[str, float]:

@@ -105,7 +105,7 @@ class DatasetSpec(_Strict):
     split: Split = Field(default_factory=Split)
     standardize: bool = True
 
-    _only: dict[str, tuple[str, ...]] = {  # noqa: RUF012 - a private class constant
+    _only: dict[str, tuple[str, ...]] = {
         "name": ("sklearn",),
         "path": ("csv",),
         "target": ("csv",),

@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from tuner.models import MLP, build_model
 from tuner.regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
 from tuner.spec import ModelSpec, TrainingSpec
 
-__all__ = ["EpochCallback", "TrainResult", "evaluate", "train"]
+__all__ = ["EpochCallback", "TrainResult", "evaluate", "loss_standard_error", "train"]
 
 EpochCallback = Callable[[int, float, float], None]
 """Called after each epoch with (epoch, train_loss, val_loss); may raise to stop (pruning, cancel)."""
@@ -71,6 +72,18 @@ def plain_loss(out: torch.Tensor, y: torch.Tensor, task: str, smoothing: float =
 
 
 @torch.no_grad()
+def loss_standard_error(model: MLP, split: Split, task: str) -> float:
+    """The standard error of the mean plain loss over the split's examples (its sampling noise)."""
+    model.eval()
+    out = model(split.X)
+    if task == "classification":
+        losses = F.cross_entropy(out, split.y, reduction="none")
+    else:
+        losses = (out.squeeze(-1) - split.y).pow(2)
+    return float(losses.std() / math.sqrt(len(split))) if len(split) > 1 else 0.0
+
+
+@torch.no_grad()
 def evaluate(model: MLP, split: Split, task: str) -> tuple[float, float | None]:
     """Plain loss (unsmoothed, unpenalized) and accuracy (None for regression), in eval mode."""
     model.eval()
@@ -114,7 +127,9 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     min_delta = spec.early_stopping.min_delta if spec.early_stopping else 0.0
     curve_t: list[float] = []
     curve_v: list[float] = []
-    best = (math.inf, 0, None, (0.0, None), (0.0, None))  # val, epoch, state, train eval, val eval
+    # val loss, epoch, saved state, (train loss, acc), (val loss, acc) of the epoch kept
+    best: tuple[float, int, dict[str, Any] | None, tuple[float, float | None], tuple[float, float | None]] = (
+        math.inf, 0, None, (0.0, None), (0.0, None))
     epoch = 0
     for epoch in range(1, spec.epochs + 1):
         model.train()
