@@ -1,0 +1,50 @@
+"""The FastAPI app: wiring only. ``uvicorn --factory api.main:create_app`` or ``regtune serve``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.dashboard import dashboard_app
+from api.db import Database, migrate
+from api.errors import install_error_handlers
+from api.middleware import BearerAuth, BodyLimit
+from api.openapi import install_openapi
+from api.routers import health, jobs, pages, reports, trials
+from api.settings import Settings, get_settings
+from tuner import open_storage
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """Staged hyperparameter search for regularization (L1, L2, dropout, label smoothing).
+
+Submit a job spec to `POST /jobs`; runners claim it, run its stages as Optuna studies in the
+same database, and store the report. `/dashboard` is the Optuna dashboard over that database.
+Every error answers `{"error": {"code", "message", "issues": [{"field", "message", "value"}]}}`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app over ``settings.database_url``, its tables migrated; the dashboard mounted last, at ``/``."""
+    settings = settings or get_settings()
+    db = Database.open(settings.database_url)
+    migrate(db)
+    storage = open_storage(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.close()
+
+    app = FastAPI(title="regtune", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings, app.state.db, app.state.storage = settings, db, storage
+    install_error_handlers(app)
+    for module in (health, jobs, trials, reports, pages):
+        app.include_router(module.router)
+    install_openapi(app)
+    app.mount("/", dashboard_app(storage))  # last: the catch-all for /dashboard, /api/..., /static/...
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if (token := settings.token()) is not None:
+        app.add_middleware(BearerAuth, token=token)  # added last: the outermost, before anything is read
+    return app

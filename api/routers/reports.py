@@ -1,0 +1,27 @@
+"""``/jobs/{id}/report``: the library's report of a job that has succeeded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api import repository
+from api.deps import SessionDep
+from api.errors import ApiError
+from api.models import JobStatus
+from api.openapi import errors
+
+router = APIRouter(prefix="/jobs", tags=["reports"])
+
+
+@router.get("/{job_id}/report", response_model=dict[str, Any], responses=errors(404, 409) | {
+    200: {"description": "the report as DESIGN.md describes it: diagnosis, baseline, chosen, stages, pareto, "
+                         "importances, features"}})
+def read_job_report(session: SessionDep, job_id: str) -> dict[str, Any]:
+    """The report (JSON) once the job has succeeded; 409 while it is queued or running, or when it failed."""
+    row = repository.get_job(session=session, job_id=job_id)
+    if row.status != JobStatus.SUCCEEDED or row.report is None:
+        raise ApiError(409, "report_not_ready", f"job {job_id} is {row.status}; its report exists once it has "
+                       "succeeded")
+    return row.report

@@ -1,0 +1,150 @@
+"""Wire schemas: what the API answers. Tables (``JobRow``) never leave the service as they are."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from api.models import JobRow, JobStatus
+
+__all__ = [
+    "BestSoFar",
+    "ErrorBody",
+    "ErrorDetail",
+    "Health",
+    "IssuePublic",
+    "JobDetail",
+    "JobPublic",
+    "JobsPublic",
+    "StageProgress",
+    "TrialPublic",
+    "TrialsPublic",
+]
+
+
+class IssuePublic(BaseModel):
+    field: str = Field(description="dotted path of the field that broke a rule; empty for the whole body")
+    message: str = Field(description="the rule, and the value received")
+    value: Any = Field(default=None, description="the value received, when it is short")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable: invalid_spec, job_not_found, job_finished, ...")
+    message: str
+    issues: list[IssuePublic] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    """The one shape of every error the service answers."""
+
+    error: ErrorDetail
+
+
+class JobPublic(BaseModel):
+    """A job as listed: where it stands, not how far its stages got."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    status: JobStatus
+    attempts: int = Field(description="how many times a runner has claimed the job")
+    cancel_requested: bool
+    study_prefix: str = Field(description="its stages' studies are named <study_prefix>/<stage>")
+    error: str | None
+    lease_owner: str | None = Field(description="the runner holding the job, or that held it last")
+    lease_expires_at: datetime | None
+    heartbeat_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @field_serializer("lease_expires_at", "heartbeat_at", "created_at", "updated_at", "started_at", "finished_at")
+    def _utc(self, value: datetime | None) -> str | None:
+        """Stored naive in UTC; answered in ISO 8601 with the zone."""
+        if value is None:
+            return None
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+    @classmethod
+    def of(cls, row: JobRow) -> JobPublic:
+        return cls.model_validate(row)
+
+
+class StageProgress(BaseModel):
+    name: str
+    study_name: str
+    params: list[str] = Field(description="the knobs this stage searches")
+    total: int = Field(description="the stage's budget: COMPLETE trials it needs")
+    done: int = Field(description="COMPLETE trials so far")
+    running: int = 0
+    pruned: int = 0
+    failed: int = 0
+    best_value: float | None = Field(default=None, description="lowest first objective among its trials")
+
+
+class BestSoFar(BaseModel):
+    stage: str
+    study_name: str
+    trial: int = Field(description="the trial's number in its study")
+    value: float | None = Field(description="its first objective (the val loss, unless val_error)")
+    params: dict[str, Any] = Field(description="its full knob configuration")
+
+
+class JobDetail(JobPublic):
+    """A job with its per-stage progress, read from Optuna's storage, and the best trial so far."""
+
+    spec: dict[str, Any]
+    stages: list[StageProgress]
+    best: BestSoFar | None
+
+    @classmethod
+    def with_progress(cls, row: JobRow, stages: list[StageProgress], best: BestSoFar | None) -> JobDetail:
+        fields = {name: getattr(row, name) for name in JobPublic.model_fields}
+        return cls(**fields, spec=row.spec, stages=stages, best=best)
+
+
+class JobsPublic(BaseModel):
+    items: list[JobPublic]
+    total: int = Field(description="jobs matching the filter, all pages together")
+    limit: int
+    offset: int
+
+
+class TrialPublic(BaseModel):
+    stage: str
+    study_name: str
+    number: int
+    state: str = Field(description="Optuna's trial state: COMPLETE, PRUNED, FAIL, RUNNING, WAITING")
+    values: list[float | None] | None
+    params: dict[str, Any] = Field(description="the knobs the stage's sampler chose")
+    config: dict[str, Any] = Field(description="every knob the trial trained with (earlier stages' fixed)")
+    train_loss: float | None = None
+    val_loss: float | None = None
+    gap: float | None = None
+    train_acc: float | None = None
+    val_acc: float | None = None
+    sparsity: float | None = None
+    features_kept: int | None = None
+    epochs: int | None = None
+    seconds: float | None = None
+    best_epoch: int | None = None
+    fail_reason: str | None = None
+    interrupted: bool = False
+    datetime_start: datetime | None = None
+    datetime_complete: datetime | None = None
+    train_curve: list[float | None] | None = Field(default=None, description="with ?curves=true")
+    val_curve: list[float | None] | None = Field(default=None, description="with ?curves=true")
+
+
+class TrialsPublic(BaseModel):
+    items: list[TrialPublic]
+    count: int
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok")
+    database: str = Field(description="ok when the database answered")

@@ -1,0 +1,61 @@
+"""The service's settings, read from ``REGTUNE_*`` environment variables (names fixed by DESIGN.md)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["LOCAL_HOSTS", "Settings", "get_settings"]
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class Settings(BaseSettings):
+    """Everything the API and the runners read from the environment.
+
+    The ``max_*`` limits bound what one job spec may ask for; a spec over a limit is
+    refused with 422 naming the limit, before anything is queued.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="REGTUNE_", extra="ignore", frozen=True)
+
+    database_url: str = Field(default="sqlite:///regtune.db", min_length=1,
+                              description="one database for the jobs table and Optuna's tables")
+    api_token: SecretStr | None = Field(default=None, description="Bearer token; unset means local use only")
+    data_dir: Path = Field(default=Path("."), description="where CSV paths in a spec are resolved")
+    lease_seconds: float = Field(default=60.0, gt=0, description="how long a runner's claim on a job lasts")
+    heartbeat_seconds: float = Field(default=10.0, gt=0, description="how often a runner renews its lease")
+    poll_seconds: float = Field(default=1.0, gt=0, description="how often an idle runner looks for work")
+    max_attempts: int = Field(default=3, ge=1, description="runners a job may lose before it fails")
+    max_trials: int = Field(default=1000, ge=1, description="trials one job may ask for, all stages together")
+    max_epochs: int = Field(default=1000, ge=1, description="training.epochs one job may ask for")
+    max_hidden_units: int = Field(default=8192, ge=1, description="model size: the sum of the hidden widths")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body accepted")
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> Self:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                "REGTUNE_HEARTBEAT_SECONDS < REGTUNE_LEASE_SECONDS must hold (a lease must be renewed before "
+                f"it expires), but got (heartbeat={self.heartbeat_seconds}, lease={self.lease_seconds})"
+            )
+        return self
+
+    def token(self) -> str | None:
+        """The API token in clear, or None when the service runs without one."""
+        return self.api_token.get_secret_value() if self.api_token is not None else None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The settings of this process, read once from the environment."""
+    return Settings()
