@@ -33,9 +33,10 @@ class BarProgress:
         if trial.state == TrialState.COMPLETE:
             value = trial.values[0]
             self._best = value if self._best is None else min(self._best, value)
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):  # both count toward the budget
             if self._bar is not None:
                 self._bar.update(1)
-        else:
+        if trial.state != TrialState.COMPLETE:
             key = trial.state.name.lower()
             self._other[key] = self._other.get(key, 0) + 1
         if self._bar is not None:

@@ -78,6 +78,7 @@ def cross_check(spec: JobSpec) -> list[Issue]:
             return [Issue("search.space", "name at least one knob to search (l1, l2, dropout, "
                           "input_dropout, label_smoothing), or give search.stages")]
         _default_stages(spec)
+    given = list(spec.search.stages or [])  # as the user wrote them: field paths index into these
     issues += _check_stages(spec)
     task = spec.task
     if task == "regression" and space.label_smoothing is not None:
@@ -98,7 +99,7 @@ def cross_check(spec: JobSpec) -> list[Issue]:
                             f"{search.pruner!r} with objective {search.objective}; use pruner: none",
                             search.pruner))
     if search.sampler == "grid" and not issues:
-        for i, stage in enumerate(spec.stages):
+        for i, stage in enumerate(given):
             size, missing = _grid_size(spec, stage.params)
             for p in missing:
                 issues.append(Issue(f"search.space.{p}", f"the grid sampler needs a finite grid: give "
@@ -113,4 +114,4 @@ def cross_check(spec: JobSpec) -> list[Issue]:
                                 f"no prior, but got [{rng.low}, {rng.high}]"))
         if not math.isfinite(rng.high):
             issues.append(Issue(f"search.space.{name}.high", "must be finite", rng.high))
-    return issues
+    return list(dict.fromkeys(issues))  # a rule broken in several stages is reported once

@@ -1,6 +1,9 @@
 """Stages: one Optuna study each, earlier stages' best values fixed, their trials warming the sampler.
 
-A stage's budget is its number of COMPLETE trials. Running a stage again
+A stage's budget is its number of trials that reached a verdict: COMPLETE, or
+PRUNED (a pruned trial was judged; counting only survivors would raise the
+pruner's bar with every trial). FAILED trials (a NaN loss, a crash, an
+interruption) are retried and do not count. Running a stage again
 against the same storage resumes it: trials left RUNNING by a killed process are
 marked failed (``interrupted``), completed ones count, a finished stage is skipped.
 """
@@ -24,7 +27,7 @@ from tuner.space import encode, grid_space, suggest
 from tuner.spec import JobSpec, StageSpec
 from tuner.trial import TrialOutcome, objective_values
 
-__all__ = ["StageOutcome", "StageRun", "complete_trials", "fail_interrupted", "open_stage"]
+__all__ = ["StageOutcome", "StageRun", "budget_used", "complete_trials", "fail_interrupted", "open_stage"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,16 @@ class StageOutcome:
     fixed: dict[str, float]
 
 
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
 def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def budget_used(study: optuna.Study) -> int:
+    """How many of the stage's budgeted trials are done (COMPLETE or PRUNED)."""
+    return len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
 
 
 def fail_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
@@ -108,7 +119,7 @@ class StageRun:
         frozen = self.study.tell(number, outcome.values, state=outcome.state)
         with self._lock:
             self.in_flight -= 1
-            if outcome.state == TrialState.COMPLETE:
+            if outcome.state in BUDGET_STATES:
                 self.done += 1
             elif outcome.reason:
                 self.last_failure = outcome.reason
@@ -181,10 +192,10 @@ def close_stage(run: StageRun, earlier: list[StageOutcome], study_name: str) -> 
     """
     if run.cancelled:
         raise Cancelled(f"stage {run.stage.name!r} stopped after {run.done} of {run.target} trials")
-    if run.done < run.target:
-        raise RegtuneError(f"stage {run.stage.name!r}: only {run.done} of {run.target} trials completed after "
-                           f"{run.attempts} attempts; last failure: {run.last_failure}")
     own = complete_trials(run.study)
+    if run.done < run.target or not own:
+        raise RegtuneError(f"stage {run.stage.name!r}: only {run.done} of {run.target} trials finished "
+                           f"({len(own)} completed) after {run.attempts} attempts; last failure: {run.last_failure}")
     objectives = run.spec.search.objectives
     best_own = best_of(own, objectives)
     best_all = best_of(own + [t for e in earlier for t in complete_trials(e.study)], objectives)

@@ -143,7 +143,7 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
             if add_l2:
                 loss = loss + l2_penalty(weights, knobs.l2)
             if not torch.isfinite(loss):
-                raise TrialFailed(f"the training loss became {float(loss)} in epoch {epoch}")
+                raise TrialFailed(f"the training loss became {float(loss.detach())} in epoch {epoch}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,0 +1,126 @@
+"""Whole jobs against a real database: stages, warm starts, failures, the test split, resuming."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tuner import Cancelled, parse_spec, run_job
+
+Tiny = Callable[..., dict[str, Any]]
+
+
+def _trials(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def _count(trials: list[optuna.trial.FrozenTrial], state: TrialState) -> int:
+    return sum(t.state == state for t in trials)
+
+
+def test_end_to_end_on_sqlite_and_postgresql(tiny: Tiny, storage_url: str, tmp_path: Path) -> None:
+    report = run_job(parse_spec(tiny()), storage=storage_url, out_dir=tmp_path / "out")
+    assert sorted(optuna.get_all_study_names(storage_url)) == ["tiny/baseline", "tiny/dropout", "tiny/l2"]
+    for stage, n in (("baseline", 1), ("l2", 3), ("dropout", 3)):
+        trials = _trials(storage_url, f"tiny/{stage}")
+        assert _count(trials, TrialState.COMPLETE) == n
+        for t in trials:
+            assert t.user_attrs["stage"] == stage
+            for key in ("train_loss", "val_loss", "gap", "train_acc", "val_acc", "sparsity", "features_kept",
+                        "epochs", "seconds"):
+                assert key in t.user_attrs, key
+            assert t.user_attrs["gap"] == pytest.approx(t.user_attrs["val_loss"] - t.user_attrs["train_loss"])
+            assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs"] + 1))
+            assert len(t.user_attrs["train_curve"]) == t.user_attrs["epochs"]
+    assert [s["study_name"] for s in report["stages"]] == ["tiny/baseline", "tiny/l2", "tiny/dropout"]
+    for key in ("diagnosis", "baseline", "chosen", "candidates", "pareto", "importances"):
+        assert key in report
+    assert {"test_loss", "test_acc"} <= set(report["chosen"]) and {"test_loss", "test_acc"} <= set(report["baseline"])
+    assert report["chosen"]["seeds"]["n"] == 2
+    assert (tmp_path / "out" / "report.json").exists() and (tmp_path / "out" / "report.md").exists()
+
+
+def test_later_stages_fix_earlier_best_values_and_start_warm(tiny: Tiny, sqlite_url: str) -> None:
+    report = run_job(parse_spec(tiny()), storage=sqlite_url)
+    fixed_l2 = report["stages"][1]["fixes"]["l2"]
+    l2_trials = _trials(sqlite_url, "tiny/l2")
+    candidates = [0.0] + [t.user_attrs["config"]["l2"] for t in l2_trials]
+    assert fixed_l2 in candidates  # the best of the baseline (l2 off) and the l2 stage
+    dropout_study = optuna.load_study(study_name="tiny/dropout", storage=sqlite_url)
+    assert dropout_study.user_attrs["fixed"] == {"l2": fixed_l2}
+    assert dropout_study.user_attrs["fixed_by"] == {"l2": "l2"}
+    assert dropout_study.user_attrs["warm_start_trials"] == 4  # the baseline and the three l2 trials
+    for t in dropout_study.get_trials():
+        assert t.user_attrs["config"]["l2"] == fixed_l2
+        assert list(t.params) == ["dropout"]
+    for t in _trials(sqlite_url, "tiny/baseline"):
+        assert set(t.user_attrs["config"].values()) == {0.0}  # the baseline trains with every regularizer off
+
+
+def test_nan_trials_fail_with_their_reason_and_the_study_goes_on(tiny: Tiny, sqlite_url: str) -> None:
+    spec = parse_spec(tiny(
+        training={"optimizer": "sgd", "lr": 1.0},
+        search={"sampler": "random", "space": {"l2": {"low": 1e-4, "high": 1e4, "log": True}, "dropout": None},
+                "stages": [{"name": "l2", "params": ["l2"], "trials": 4}]},
+    ))
+    run_job(spec, storage=sqlite_url)
+    trials = _trials(sqlite_url, "tiny/l2")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert _count(trials, TrialState.COMPLETE) == 4
+    assert failed, "a λ₂ of 10³ with SGD at lr 1 diverges: some trial must have failed"
+    assert all("loss" in t.user_attrs["fail_reason"] for t in failed)
+
+
+def _csv(path: Path, test_scale: float) -> None:
+    rng = np.random.default_rng(0)
+    lines = ["a,b,c,label,fold"]
+    for i in range(120):
+        fold = "train" if i < 80 else ("val" if i < 100 else "test")
+        x = rng.normal(size=3) * (test_scale if fold == "test" else 1.0)
+        label = int(x[0] + 0.5 * x[1] > 0) if fold != "test" else int(rng.integers(2))
+        lines.append(f"{x[0]},{x[1]},{x[2]},{label},{fold}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_the_search_never_reads_the_test_split(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
+    reports, losses = [], []
+    for i, scale in enumerate((1.0, 1000.0)):  # the second test split is garbage: huge features, random labels
+        _csv(tmp_path / f"d{i}.csv", scale)
+        spec = parse_spec(tiny(dataset={"source": "csv", "name": None, "path": f"d{i}.csv", "target": "label",
+                                        "split": {"column": "fold", "val": None, "test": None}}))
+        storage = f"sqlite:///{tmp_path}/s{i}.db"
+        reports.append(run_job(spec, storage=storage))
+        losses.append([t.user_attrs["val_loss"] for s in ("baseline", "l2", "dropout")
+                       for t in _trials(storage, f"tiny/{s}")])
+    assert losses[0] == losses[1]  # every trial saw the same data
+    assert reports[0]["chosen"]["params"] == reports[1]["chosen"]["params"]
+    assert reports[0]["chosen"]["test_loss"] != reports[1]["chosen"]["test_loss"]  # only the test metrics differ
+
+
+def test_a_cancelled_job_keeps_its_trials_and_resumes_to_the_exact_budget(tiny: Tiny, sqlite_url: str) -> None:
+    spec = parse_spec(tiny())
+    calls = {"n": 0}
+
+    def stop_soon() -> bool:  # polled before each trial and after each epoch
+        calls["n"] += 1
+        return calls["n"] > 14
+
+    with pytest.raises(Cancelled):
+        run_job(spec, storage=sqlite_url, should_stop=stop_soon)
+    l2 = _trials(sqlite_url, "tiny/l2")
+    interrupted = [t for t in l2 if t.user_attrs.get("interrupted")]
+    assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
+    kept = _count(l2, TrialState.COMPLETE)
+    assert 1 <= kept < 3
+    run_job(spec, storage=sqlite_url)
+    for stage, n in (("baseline", 1), ("l2", 3), ("dropout", 3)):
+        trials = _trials(sqlite_url, f"tiny/{stage}")
+        assert _count(trials, TrialState.COMPLETE) == n
+        assert _count(trials, TrialState.RUNNING) == 0

@@ -1,0 +1,80 @@
+"""`regtune run` killed with SIGKILL mid-stage, then run again: exact budgets, nothing left RUNNING."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+Tiny = Callable[..., dict[str, Any]]
+
+
+def _regtune() -> list[str]:
+    exe = shutil.which("regtune")
+    return [exe] if exe else [sys.executable, "-m", "api.cli"]
+
+
+def _states(storage: str, name: str) -> list[TrialState]:
+    try:
+        return [t.state for t in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)]
+    except KeyError:  # the study does not exist yet
+        return []
+
+
+def test_sigkill_mid_stage_then_resume(tiny: Tiny, tmp_path: Path) -> None:
+    spec = tiny(name="killme", training={"epochs": 30}, search={"stages": [
+        {"name": "baseline", "params": [], "trials": 1},
+        {"name": "l2", "params": ["l2"], "trials": 6},
+    ]})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    storage = f"sqlite:///{tmp_path}/runs.db"
+    cmd = [*_regtune(), "run", str(path), "--storage", storage, "--out", str(tmp_path / "out"), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:  # kill once 2 l2 trials are done and the third is training
+            states = _states(storage, "killme/l2")
+            if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:
+                break
+            assert proc.poll() is None, "regtune run ended before it could be killed"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert TrialState.RUNNING in _states(storage, "killme/l2")
+    assert not (tmp_path / "out" / "report.json").exists()
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = optuna.load_study(study_name="killme/l2", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in trials if t.user_attrs.get("interrupted")]
+    assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
+    assert sum(s == TrialState.COMPLETE for s in _states(storage, "killme/baseline")) == 1
+    assert (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_bad_spec_exits_non_zero_with_the_rule_and_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\ndataset: {source: sklearn, name: breast_cancer}\n"
+                    "search: {space: {l2: {low: 1.0, high: 0.001, log: true}}}\n")
+    done = subprocess.run([*_regtune(), "run", str(path), "--storage", f"sqlite:///{tmp_path}/x.db"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "search.space.l2: low <= high must hold, but got (low=1.0, high=0.001)" in done.stderr
+    assert "Traceback" not in done.stderr
