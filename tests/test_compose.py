@@ -1,0 +1,40 @@
+"""docker-compose.yml is written for users (no Docker engine here): it parses and runs the right commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).parents[1]
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def test_compose_names_every_part_of_the_scale_out_layout() -> None:
+    services = _compose()["services"]
+    assert set(services) == {"postgres", "api", "runner", "dashboard", "ray-head"}
+    assert services["api"]["command"][:2] == ["regtune", "serve"] and "--no-runner" in services["api"]["command"]
+    assert services["runner"]["command"] == ["regtune", "worker"]
+    assert services["dashboard"]["command"][0] == "optuna-dashboard"
+    assert services["ray-head"]["command"][:3] == ["ray", "start", "--head"]
+    assert services["postgres"]["image"].startswith("postgres:15")
+
+
+def test_every_regtune_process_shares_one_database() -> None:
+    services = _compose()["services"]
+    urls = {services[s]["environment"]["REGTUNE_DATABASE_URL"] for s in ("api", "runner")}
+    urls.add(services["dashboard"]["command"][1])
+    assert urls == {"postgresql+psycopg://regtune:regtune@postgres:5432/regtune"}
+    assert "REGTUNE_API_TOKEN" in services["api"]["environment"]  # bound to 0.0.0.0: a token is required
+
+
+def test_the_image_installs_the_cpu_torch_first() -> None:
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    torch_line = next(i for i, line in enumerate(lines) if "torch==2.13.0" in line)
+    install_line = next(i for i, line in enumerate(lines) if line.strip() == "RUN pip install --no-cache-dir .")
+    assert torch_line < install_line
