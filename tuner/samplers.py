@@ -47,6 +47,19 @@ PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
 }
 
 
+class _StageGridSampler(optuna.samplers.GridSampler):
+    """A grid sampler that leaves the end of the stage to the stage's budget.
+
+    Optuna's own calls ``study.stop()`` once the grid is used up, which only works
+    inside ``study.optimize``; a stage asks and tells, and the spec already
+    guarantees the budget fits the grid.
+    """
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        return None
+
+
 def make_sampler(name: str, seed: int, multi_objective: bool,
                  grid: Mapping[str, Sequence[Any]] | None = None) -> BaseSampler:
     """The sampler called ``name``.
@@ -55,7 +68,7 @@ def make_sampler(name: str, seed: int, multi_objective: bool,
         ValueError: an unknown name (the message lists every valid one).
     """
     if name == "grid":
-        return optuna.samplers.GridSampler(dict(grid or {}), seed=seed)
+        return _StageGridSampler(dict(grid or {}), seed=seed)
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid samplers are: grid, {', '.join(SAMPLERS)}")
     return SAMPLERS[name](seed, multi_objective)

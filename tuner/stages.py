@@ -113,6 +113,13 @@ class StageRun:
                                    n_hidden).as_params(per_layer)
         return trial, config
 
+    def abort(self, reason: str) -> None:
+        """Stop handing out trials after an error the stage cannot go on from."""
+        with self._lock:
+            self.in_flight -= 1
+            self.attempts = self.max_attempts
+            self.last_failure = reason
+
     def finish(self, trial: optuna.Trial | int, outcome: TrialOutcome) -> None:
         """Tell the study how a trial ended and update the budget."""
         number = trial if isinstance(trial, int) else trial.number
@@ -222,7 +229,12 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 log.exception("trial %d of stage %s crashed", trial.number, run.stage.name)
                 trial.set_user_attr("fail_reason", repr(exc))
                 outcome = TrialOutcome(TrialState.FAIL, reason=repr(exc))
-            run.finish(trial, outcome)
+            try:
+                run.finish(trial, outcome)
+            except Exception as exc:  # the stage ends short of its budget and says why
+                log.exception("could not record trial %d of stage %s", trial.number, run.stage.name)
+                run.abort(f"recording trial {trial.number} failed: {exc!r}")
+                return
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(run.spec.search.parallelism)]
     for t in threads:
