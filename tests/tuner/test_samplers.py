@@ -48,7 +48,8 @@ def test_a_pareto_search_over_val_loss_and_gap(tiny: Tiny, sampler: str, sqlite_
 
 @pytest.mark.parametrize("pruner", list(PRUNERS))
 def test_every_pruner(tiny: Tiny, pruner: str, sqlite_url: str) -> None:
-    spec = parse_spec(tiny(**FAST, search={"pruner": pruner, "stages": [{"name": "l2", "params": ["l2"], "trials": 6}]}))
+    stages = [{"name": "l2", "params": ["l2"], "trials": 6}]
+    spec = parse_spec(tiny(**FAST, search={"pruner": pruner, "stages": stages}))
     run_job(spec, storage=sqlite_url)
     study = optuna.load_study(study_name="tiny/l2", storage=sqlite_url)
     judged = [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]

@@ -72,7 +72,8 @@ def test_zero_trials(tiny: Tiny) -> None:
 def test_grid_sampler_needs_a_finite_grid(tiny: Tiny) -> None:
     got = issues(tiny(search={"sampler": "grid"}))
     assert got == {
-        "search.space.l2": "the grid sampler needs a finite grid: give 'grid' (a number of points) or 'values' for 'l2'",
+        "search.space.l2": "the grid sampler needs a finite grid: give 'grid' (a number of points) or 'values' "
+                           "for 'l2'",
         "search.space.dropout": "the grid sampler needs a finite grid: give 'grid' (a number of points) or 'values' "
                                 "for 'dropout'",
     }
