@@ -398,18 +398,17 @@ def load_spec(source: str | Path | bytes) -> JobSpec:
     Raises:
         SpecError: the document does not parse, or breaks a rule.
     """
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith(
-        (".yaml", ".yml", ".json")
-    )):
-        path = Path(source)
-        try:
-            text: str | bytes = path.read_text()
-        except OSError as exc:
-            raise SpecError.one("", f"cannot read spec file {str(path)!r}: {exc.strerror}") from None
-    else:
-        text = source
+    looks_like_path = isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml", ".json"))
     try:
-        data = json.loads(text) if str(text).lstrip().startswith("{") else yaml.safe_load(text)
+        if isinstance(source, Path) or looks_like_path:
+            path = Path(source)  # type: ignore[arg-type]
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise SpecError.one("", f"cannot read spec file {str(path)!r}: {exc.strerror}") from None
+        else:
+            text = source.decode("utf-8") if isinstance(source, bytes) else str(source)
+        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SpecError([Issue("", f"the spec is not valid YAML or JSON: {first}")]) from None
