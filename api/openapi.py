@@ -31,8 +31,14 @@ _WHY = {
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route: the listed errors, plus 401 and 500 that any route may answer."""
-    return {s: {"model": ErrorBody, "description": _WHY[s]} for s in sorted({401, 500, *statuses})}
+    """``responses=`` for a route: the listed errors, plus 401, 422 and 500 that any route may answer.
+
+    Errors are JSON on every route, an HTML page's included (``content`` says so; ``model``
+    alone would document them in the route's own media type).
+    """
+    json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    return {s: {"model": ErrorBody, "description": _WHY[s], "content": json_body}
+            for s in sorted({401, 422, 500, *statuses})}
 
 
 def install_openapi(app: FastAPI) -> None:

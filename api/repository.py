@@ -73,10 +73,15 @@ def create_job(*, session: Session, spec: JobSpec, idempotency_key: str | None =
     return row, True
 
 
+def _check_id(job_id: str) -> None:
+    """An id this service never makes is unknown without asking the database (which may refuse, e.g. NUL)."""
+    if not JOB_ID.fullmatch(job_id):
+        raise ApiError.not_found(job_id)
+
+
 def get_job(*, session: Session, job_id: str) -> JobRow:
     """Raises: ApiError: 404 when no job has this id."""
-    if not JOB_ID.fullmatch(job_id):  # not an id this service makes: no need to ask the database
-        raise ApiError.not_found(job_id)
+    _check_id(job_id)
     row = session.get(JobRow, job_id, populate_existing=True)
     if row is None:
         raise ApiError.not_found(job_id)
@@ -102,6 +107,7 @@ def cancel_job(*, session: Session, job_id: str) -> JobRow:
     Raises:
         ApiError: 404 for an unknown job, 409 for a finished one.
     """
+    _check_id(job_id)
     now = utcnow()
     for current, values in (
         (JobStatus.QUEUED, {"status": JobStatus.CANCELLED, "cancel_requested": True, "finished_at": now,

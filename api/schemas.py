@@ -78,8 +78,9 @@ class StageProgress(BaseModel):
     name: str
     study_name: str
     params: list[str] = Field(description="the knobs this stage searches")
-    total: int = Field(description="the stage's budget: COMPLETE trials it needs")
-    done: int = Field(description="COMPLETE trials so far")
+    total: int = Field(description="the stage's budget: trials that must reach a verdict")
+    done: int = Field(description="trials that reached a verdict so far: COMPLETE or PRUNED")
+    complete: int = 0
     running: int = 0
     pruned: int = 0
     failed: int = 0

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from api.errors import json_safe
 from api.schemas import BestSoFar, StageProgress, TrialPublic
 from tuner import study_name
+from tuner.stages import BUDGET_STATES
 
 __all__ = ["read_progress", "read_trials", "stage_names"]
 
@@ -62,7 +63,8 @@ def read_progress(*, session: Session, prefix: str, spec: dict[str, Any]) -> tup
     best = session.execute(scored.order_by(om.TrialValueModel.value, om.TrialModel.trial_id).limit(1)).first()
     progress = [
         StageProgress(name=s["name"], study_name=name, params=list(s.get("params", [])), total=s["trials"],
-                      done=counts[name].get(TrialState.COMPLETE, 0), running=counts[name].get(TrialState.RUNNING, 0),
+                      done=sum(counts[name].get(state, 0) for state in BUDGET_STATES),
+                      complete=counts[name].get(TrialState.COMPLETE, 0), running=counts[name].get(TrialState.RUNNING, 0),
                       pruned=counts[name].get(TrialState.PRUNED, 0), failed=counts[name].get(TrialState.FAIL, 0),
                       best_value=_finite(best_value.get(name)))
         for name, s in names.items()

@@ -1,0 +1,149 @@
+"""What a client gets wrong, and what it is told: 4xx in one JSON shape, never a 500; idempotency; auth."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import yaml
+from _service import make_spec
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from api.settings import Settings
+
+YAML = {"content-type": "application/yaml"}
+# The database plays no part in these answers: SQLite alone. Idempotency and 404/409 run on both.
+SQLITE_ONLY = pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
+
+
+def error_of(r: Any, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and isinstance(body["error"]["issues"], list)
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def fields(error: dict[str, Any]) -> list[str]:
+    return [i["field"] for i in error["issues"]]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(("change", "field", "rule"), [
+    (lambda s: s["search"]["space"].update(l2={"low": 1.0, "high": 1e-3, "log": True}), "search.space.l2",
+     "low <= high"),
+    (lambda s: s.update(serch={}), "serch", "unknown field"),
+    (lambda s: s["training"].update(epochs=0), "training.epochs", "greater than or equal to 1"),
+    (lambda s: s["dataset"].update(name="mnist"), "dataset.name", "valid sklearn datasets are"),
+    (lambda s: s["search"]["stages"].append({"name": "x", "params": ["l9"], "trials": 1}), "search.stages", "l9"),
+])
+def test_invalid_spec_names_the_field_and_rule(client: TestClient, change: Any, field: str, rule: str) -> None:
+    spec = make_spec()
+    change(spec)
+    error = error_of(client.post("/jobs", json=spec), 422, "invalid_spec")
+    assert any(f.startswith(field) for f in fields(error)), error
+    assert rule in json.dumps(error), error
+    assert client.get("/jobs").json()["total"] == 0  # never a half-written job
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(("body", "content_type", "says"), [
+    (b"name: [unclosed", "application/yaml", "not valid YAML"),
+    (b'{"name": ', "application/json", "not valid JSON"),
+    (b"", "application/yaml", "empty"),
+    (b"\xff\xfe", "application/yaml", "UTF-8"),
+    (b"- a list\n", "application/yaml", "mapping"),
+    (b"a: &x [1]\nb: *x\n", "application/yaml", "aliases"),
+    (b"[" * 5000 + b"]" * 5000, "application/json", "nests too deeply"),
+])
+def test_bodies_that_are_no_spec(client: TestClient, body: bytes, content_type: str, says: str) -> None:
+    error = error_of(client.post("/jobs", content=body, headers={"content-type": content_type}), 422, "invalid_spec")
+    assert says in error["issues"][0]["message"]
+
+
+@pytest.mark.parametrize(("spec", "field", "limit"), [
+    (make_spec(epochs=11), "training.epochs", "REGTUNE_MAX_EPOCHS"),
+    (make_spec(trials=10), "search.stages", "REGTUNE_MAX_TRIALS"),
+    (make_spec(hidden=[40, 40]), "model.hidden", "REGTUNE_MAX_HIDDEN_UNITS"),
+])
+def test_limits_answer_422_naming_the_limit(sqlite_url: str, spec: dict[str, Any], field: str, limit: str) -> None:
+    settings = Settings(database_url=sqlite_url, api_token=None, max_epochs=10, max_trials=10, max_hidden_units=64)
+    with TestClient(create_app(settings)) as client:
+        error = error_of(client.post("/jobs", json=spec), 422, "limit_exceeded")
+        assert fields(error) == [field] and limit in error["issues"][0]["message"]
+        assert client.post("/jobs", json=make_spec()).status_code == 202
+
+
+@SQLITE_ONLY
+def test_bodies_over_one_mebibyte_answer_413(client: TestClient) -> None:
+    huge = b"name: x\n" + b"#" * (1024 * 1024)
+    error_of(client.post("/jobs", content=huge, headers=YAML), 413, "body_too_large")
+
+    def chunks() -> Any:  # no Content-Length: counted as it streams in
+        for _ in range(20):
+            yield b"#" * 65536
+
+    error_of(client.post("/jobs", content=chunks(), headers=YAML), 413, "body_too_large")
+
+
+def test_unknown_job_is_404(client: TestClient) -> None:
+    for job_id in ("does-not-exist-424242", "0123456789ab", "%00", "x" * 300):
+        for method, path in (("GET", "/jobs/{}"), ("GET", "/jobs/{}/trials"), ("GET", "/jobs/{}/report"),
+                             ("POST", "/jobs/{}/cancel")):
+            error = error_of(client.request(method, path.format(job_id)), 404, "job_not_found")
+            assert "no job has id" in error["message"]
+
+
+def test_report_before_success_is_409(client: TestClient) -> None:
+    job = client.post("/jobs", json=make_spec()).json()
+    error = error_of(client.get(f"/jobs/{job['id']}/report"), 409, "report_not_ready")
+    assert "queued" in error["message"]
+
+
+def test_idempotency_key_returns_the_same_job(client: TestClient) -> None:
+    spec = make_spec("again")
+    first = client.post("/jobs", json=spec, headers={"Idempotency-Key": "k-1"})
+    again = client.post("/jobs", content=yaml.safe_dump(spec), headers={"Idempotency-Key": "k-1", **YAML})
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"] and again.headers["location"] == first.headers["location"]
+    other = client.post("/jobs", json=make_spec("other"), headers={"Idempotency-Key": "k-1"})
+    error = error_of(other, 422, "idempotency_key_reused")
+    assert fields(error) == ["header.Idempotency-Key"] and first.json()["id"] in error["message"]
+    error_of(client.post("/jobs", json=spec, headers={"Idempotency-Key": "has space"}), 422, "invalid_request")
+    assert client.get("/jobs").json()["total"] == 1
+
+
+def test_concurrent_duplicates_make_one_job(client: TestClient) -> None:
+    spec = make_spec("race")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.post("/jobs", json=spec, headers={"Idempotency-Key": "same"}),
+                                range(16)))
+    assert {r.status_code for r in answers} == {202}
+    assert len({r.json()["id"] for r in answers}) == 1
+    assert client.get("/jobs").json()["total"] == 1
+
+
+@SQLITE_ONLY
+def test_health(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "database": "ok"}
+
+
+def test_every_route_needs_the_token_when_one_is_set(sqlite_url: str) -> None:
+    settings = Settings(database_url=sqlite_url, api_token="s3cret-token")
+    with TestClient(create_app(settings)) as client:
+        for path in ("/healthz", "/jobs", "/dashboard", "/api/studies", "/openapi.json", "/jobs/0123456789ab"):
+            bare = error_of(client.get(path), 401, "unauthorized")
+            assert "no Authorization header" in bare["message"]
+            assert client.get(path).headers["www-authenticate"].startswith("Bearer")
+            error_of(client.get(path, headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
+            error_of(client.get(path, headers={"Authorization": "s3cret-token"}), 401, "unauthorized")
+        ok = {"Authorization": "Bearer s3cret-token"}
+        assert client.get("/healthz", headers=ok).status_code == 200
+        assert client.get("/dashboard", headers=ok).status_code == 200
+        assert client.post("/jobs", json=make_spec(), headers=ok).status_code == 202
+        error_of(client.post("/jobs", json=make_spec()), 401, "unauthorized")
+        assert client.get("/jobs", headers=ok).json()["total"] == 1
