@@ -61,14 +61,14 @@ def read_progress(*, session: Session, prefix: str, spec: dict[str, Any]) -> tup
     best_value = dict(session.execute(
         select(per_study.c.study_name, func.min(per_study.c.value)).group_by(per_study.c.study_name)).all())
     best = session.execute(scored.order_by(om.TrialValueModel.value, om.TrialModel.trial_id).limit(1)).first()
-    progress = [
-        StageProgress(name=s["name"], study_name=name, params=list(s.get("params", [])), total=s["trials"],
-                      done=sum(counts[name].get(state, 0) for state in BUDGET_STATES),
-                      complete=counts[name].get(TrialState.COMPLETE, 0), running=counts[name].get(TrialState.RUNNING, 0),
-                      pruned=counts[name].get(TrialState.PRUNED, 0), failed=counts[name].get(TrialState.FAIL, 0),
-                      best_value=_finite(best_value.get(name)))
-        for name, s in names.items()
-    ]
+    progress = []
+    for name, s in names.items():
+        n = counts[name]
+        progress.append(StageProgress(
+            name=s["name"], study_name=name, params=list(s.get("params", [])), total=s["trials"],
+            done=sum(n.get(state, 0) for state in BUDGET_STATES), complete=n.get(TrialState.COMPLETE, 0),
+            running=n.get(TrialState.RUNNING, 0), pruned=n.get(TrialState.PRUNED, 0), failed=n.get(TrialState.FAIL, 0),
+            best_value=_finite(best_value.get(name))))
     if best is None:
         return progress, None
     config = session.scalar(select(om.TrialUserAttributeModel.value_json).where(
