@@ -1,0 +1,22 @@
+"""What every part of the spec shares: strict models and messages that name the field and the rule."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from tuner._spec_errors import FIELD_MARK
+
+
+def _one_of(value: str, valid: tuple[str, ...] | list[str], what: str) -> str:
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid {what}s are: {', '.join(valid)}")
+    return value
+
+
+def _at(field: str, message: str) -> ValueError:
+    """A model-level error that belongs to one field (the converter moves it there)."""
+    return ValueError(f"{FIELD_MARK}{field}{FIELD_MARK}{message}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
