@@ -16,6 +16,8 @@ from optuna.trial import FrozenTrial
 from tuner.backends import executor_for
 from tuner.data import Dataset, load_dataset
 from tuner.errors import SpecError
+from tuner.html import render_html, stage_progress
+from tuner.plots import render_plots
 from tuner.report import build_report, render_markdown
 from tuner.spec import JobSpec
 from tuner.stages import StageOutcome, StageRun, close_stage, complete_trials, fail_interrupted, open_stage
@@ -115,11 +117,23 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
             progress.stage_finished(outcome)
     report = build_report(spec, data, outcomes, should_stop=stop)
     if out_dir is not None:
-        write_report(report, out_dir)
+        write_report(report, out_dir, [t for o in outcomes for t in o.study.get_trials(deepcopy=False)])
     return report
 
 
-def write_report(report: dict[str, Any], out_dir: Path) -> None:
+def write_report(report: dict[str, Any], out_dir: Path, trials: list[FrozenTrial]) -> None:
+    """Write ``report.json``, ``report.md``, the job page ``report.html`` and ``plots/<name>.png``.
+
+    Args:
+        trials: every trial of the job's stage studies (the plots are drawn from them).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(render_markdown(report))
+    plots = render_plots(report, trials)
+    (out_dir / "plots").mkdir(exist_ok=True)
+    for name, png in plots.items():
+        (out_dir / "plots" / f"{name}.png").write_bytes(png)
+    progress = stage_progress([(s["name"], s["study_name"], s["trials"]) for s in report["stages"]], trials)
+    (out_dir / "report.html").write_text(render_html(report, plots, title=report["job"], progress=progress),
+                                        encoding="utf-8")

@@ -1,0 +1,235 @@
+"""The pages in a real browser: ``regtune serve`` runs a small job; headless Chromium loads the jobs page, the
+job page and the Optuna dashboard. Each renders without console errors, draws its charts, and asks for
+nothing outside 127.0.0.1. Screenshots go to ``test-artifacts/``.
+
+Needs Debian's ``chromium`` and Playwright for Python (never its browser download): skipped without them,
+failed without them under CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from _service import regtune, wait_for
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+LOCAL = {"127.0.0.1", "localhost"}
+SPEC: dict[str, Any] = {
+    "name": "browser",
+    "dataset": {"source": "sklearn", "name": "iris"},
+    "model": {"kind": "mlp", "hidden": [8]},
+    "training": {"epochs": 6, "batch_size": 32, "lr": 0.02},
+    "search": {
+        "sampler": "random", "pruner": "none",
+        "space": {"l1": {"low": 1.0e-4, "high": 1.0e-1, "log": True, "allow_zero": True},
+                  "l2": {"low": 1.0e-5, "high": 1.0e-2, "log": True}},
+        "stages": [{"name": "baseline", "params": [], "trials": 1},
+                   {"name": "l2", "params": ["l2"], "trials": 3},
+                   {"name": "joint", "params": ["l1", "l2"], "trials": 4}],
+    },
+    "report": {"top_k": 2, "seeds": 1},
+}
+# Each image drawn on a canvas: its size, and the spread of its pixels' brightness (0 for a blank image).
+IMAGES_JS = """() => Array.from(document.images).map(img => {
+  const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+  if (!c.width || !c.height) return {alt: img.alt, width: 0, height: 0, spread: 0};
+  const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+  const px = ctx.getImageData(0, 0, c.width, c.height).data;
+  let n = 0, sum = 0, sq = 0;
+  for (let i = 0; i < px.length; i += 4 * 7) {
+    const v = (px[i] + px[i + 1] + px[i + 2]) / 3; n++; sum += v; sq += v * v;
+  }
+  const spread = Math.sqrt(sq / n - (sum / n) ** 2);
+  return {alt: img.alt, width: img.naturalWidth, height: img.naturalHeight, spread: spread};
+})"""
+
+
+def _chromium() -> str:
+    """The system's Chromium; skip (or, under CI, fail) without it or without Playwright."""
+    path = shutil.which("chromium")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        path, why = None, "Playwright for Python is not installed (pip install -e '.[dev]')"
+    else:
+        why = "no chromium on PATH (apt-get install chromium)"
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}, and CI needs it", pytrace=False)
+        pytest.skip(why)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``regtune serve`` (API, runner, dashboard) over a fresh SQLite file; its base URL."""
+    _chromium()  # no browser: do not pay for a service
+    tmp = tmp_path_factory.mktemp("browser")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGTUNE_")}
+    env |= {"REGTUNE_DATABASE_URL": f"sqlite:///{tmp}/regtune.db", "REGTUNE_POLL_SECONDS": "0.2"}
+    log = tmp / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([regtune(), "serve", "--port", str(port)], stdout=out,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, f"regtune serve exited:\n{log.read_text()[-3000:]}"
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, timeout=120, every=0.5, what="regtune serve to answer /healthz")
+        yield base
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C for ``serve`` (it stops its runner), then anything left in its process group."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)  # the group is serve's alone (start_new_session)
+        except ProcessLookupError:
+            return
+        time.sleep(5)
+
+
+@pytest.fixture(scope="module")
+def job(service: str) -> dict[str, Any]:
+    """A small job, run by the service to the end."""
+    r = httpx.post(f"{service}/jobs", json=SPEC, timeout=30)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+
+    def finished() -> dict[str, Any] | None:
+        body: dict[str, Any] = httpx.get(f"{service}/jobs/{job_id}", timeout=30).json()
+        return body if body["status"] not in ("queued", "running") else None
+
+    done = wait_for(finished, timeout=240, every=1.0, what=f"job {job_id} to finish")
+    assert done["status"] == "succeeded", done
+    return done
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@dataclass
+class Visit:
+    """A page loaded in the browser, and everything it asked for or complained about."""
+
+    page: Any
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def outside(self) -> list[str]:
+        """Requests for anything but this machine (data: URIs are part of the page itself)."""
+        return [u for u in self.requests if urlsplit(u).scheme not in ("data", "blob", "about")
+                and urlsplit(u).hostname not in LOCAL]
+
+
+@pytest.fixture
+def visit(browser: Any) -> Iterator[Any]:
+    pages: list[Any] = []
+
+    def load(url: str, shot: str, ready: str | None = None) -> Visit:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        pages.append(page)
+        seen = Visit(page)
+        page.on("request", lambda r: seen.requests.append(r.url))
+        page.on("console", lambda m: seen.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: seen.errors.append(str(e)))
+        response = page.goto(url, wait_until="networkidle", timeout=90_000)
+        assert response is not None and response.ok, f"{url}: {response and response.status}"
+        if ready:
+            page.wait_for_selector(ready, timeout=60_000)
+            page.wait_for_load_state("networkidle")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
+        return seen
+
+    yield load
+    for page in pages:
+        page.close()
+
+
+def test_jobs_page(service: str, job: dict[str, Any], visit: Any) -> None:
+    seen = visit(f"{service}/", "jobs-page")
+    assert seen.errors == [] and seen.outside() == []
+    row = seen.page.locator("tr", has_text=job["id"])
+    assert "succeeded" in row.inner_text() and "8/8 trials" in row.inner_text()
+    assert row.locator(f'a[href="/jobs/{job["id"]}/report.html"]').count() == 1
+    assert row.locator('a[href^="/dashboard/studies/"]').all_inner_texts() == ["baseline", "l2", "joint"]
+
+
+def test_job_page_draws_every_chart(service: str, job: dict[str, Any], visit: Any) -> None:
+    seen = visit(f"{service}/jobs/{job['id']}/report.html", "job-page")
+    assert seen.errors == [] and seen.outside() == []
+    assert "Without regularization the model reaches val loss" in seen.page.inner_text(".verdict")
+    images = seen.page.evaluate(IMAGES_JS)
+    drawn = {img["alt"] for img in images
+             if img["width"] >= 600 and img["height"] >= 150 and img["spread"] > 10}
+    assert drawn == {img["alt"] for img in images}, images
+    assert {"learning curves", "pareto", "history", "knobs", "candidates", "sparsity", "features"} <= drawn
+
+
+def test_dashboard_shows_the_studies_with_their_metadata(service: str, job: dict[str, Any],
+                                                         visit: Any) -> None:
+    prefix = job["study_prefix"]
+    seen = visit(f"{service}/dashboard", "dashboard", ready=f"text={prefix}/joint")
+    assert seen.errors == [] and seen.outside() == []
+    assert all(f"{prefix}/{stage}" in seen.page.inner_text("body") for stage in ("baseline", "l2", "joint"))
+
+    sid = httpx.get(f"{service}/api/studies", timeout=30).json()["study_summaries"][-1]["study_id"]
+    study = visit(f"{service}/dashboard/studies/{sid}", "dashboard-study", ready=".main-svg")
+    assert study.errors == [] and study.outside() == []
+    text = study.page.inner_text("body")
+    assert "val_loss" in text  # the objective's name, not "Objective 0"
+    for row in ("job\tbrowser", "stage\tjoint", 'params\t["l1", "l2"]'):  # the study's user attrs
+        assert row in text, f"study user attribute {row!r} not shown"
+    assert study.page.locator(".main-svg").count() >= 2  # plotly drew the history and the importances
+
+    trials = visit(f"{service}/dashboard/studies/{sid}/trials", "dashboard-trials",
+                   ready="text=User Attributes")
+    assert trials.errors == [] and trials.outside() == []
+    body = trials.page.inner_text("body")
+    for key in ("train_loss", "val_loss", "gap", "sparsity"):
+        assert key in body, f"trial user attr {key!r} not shown"
