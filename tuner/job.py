@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ from tuner.html import render_html, stage_progress
 from tuner.plots import render_plots
 from tuner.report import build_report, render_markdown
 from tuner.spec import JobSpec
-from tuner.stages import StageOutcome, StageRun, close_stage, complete_trials, fail_interrupted, open_stage
+from tuner.stages import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage
 from tuner.storage import open_storage
 
 __all__ = ["Progress", "check_against_data", "run_job", "study_name"]
@@ -83,7 +84,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         RegtuneError: a stage could not complete its budget.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    torch.set_num_threads(max(1, (torch.get_num_threads()) // spec.search.parallelism))
+    torch.set_num_threads(1)  # small models train fastest on one thread; parallelism runs trials side by side
     prefix = prefix or spec.name
     rdb = open_storage(storage)
     data = load_dataset(spec.dataset, spec.seed)
@@ -97,15 +98,15 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
     for index, stage in enumerate(spec.stages):
         name = study_name(prefix, stage.name)
         study, _ = open_stage(spec, index, storage=rdb, study_name=name, earlier=outcomes, fixed=fixed,
-                              fixed_by=fixed_by, job=spec.name)
+                              fixed_by=fixed_by, job=prefix)
         if (n := fail_interrupted(study, rdb)):
             log.warning("%s: %d trial(s) left running by an earlier process marked failed", name, n)
-        done = len(complete_trials(study))
+        done = budget_used(study)
         if progress:
             progress.stage_started(stage.name, name, stage.trials, done)
         run = StageRun(spec=spec, stage=stage, study=study, fixed=dict(fixed), target=stage.trials, done=done,
                        should_stop=stop,
-                       on_trial=(lambda t, s=stage.name: progress.trial_finished(s, t)) if progress else None)
+                       on_trial=partial(progress.trial_finished, stage.name) if progress else None)
         if done < stage.trials:
             executor(run, search_data, storage)
         outcome = close_stage(run, outcomes, name)
