@@ -22,6 +22,9 @@ def test_compose_names_every_part_of_the_scale_out_layout() -> None:
     assert services["runner"]["command"] == ["regtune", "worker"]
     assert services["dashboard"]["command"][0] == "optuna-dashboard"
     assert services["ray-head"]["command"][:3] == ["ray", "start", "--head"]
+    runner_env, head_env = services["runner"]["environment"], services["ray-head"]["environment"]
+    assert runner_env["RAY_ADDRESS"] == "ray-head:6379"
+    assert runner_env["RAY_AUTH_TOKEN"] == head_env["RAY_AUTH_TOKEN"]  # Ray 2.60 refuses clients without it
     assert services["postgres"]["image"].startswith("postgres:15")
 
 
