@@ -17,8 +17,6 @@ from optuna.trial import FrozenTrial
 from tuner.backends import executor_for
 from tuner.data import Dataset, load_dataset
 from tuner.errors import SpecError
-from tuner.html import render_html, stage_progress
-from tuner.plots import render_plots
 from tuner.report import build_report, render_markdown
 from tuner.spec import JobSpec
 from tuner.stages import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage
@@ -128,6 +126,9 @@ def write_report(report: dict[str, Any], out_dir: Path, trials: list[FrozenTrial
     Args:
         trials: every trial of the job's stage studies (the plots are drawn from them).
     """
+    from tuner.html import render_html, stage_progress  # matplotlib: only where reports are drawn
+    from tuner.plots import render_plots
+
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(render_markdown(report))
