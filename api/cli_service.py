@@ -19,7 +19,7 @@ from typing import Any
 __all__ = ["add_service_commands"]
 
 log = logging.getLogger("regtune")
-RUNNER_NICE = 10  # the embedded runner yields the CPU to the API, so polls stay fast while it trains
+RUNNER_NICE = 19  # the embedded runner yields the CPU to the API, so polls stay fast while it trains
 RUNNER_STOP_S = 120  # how long `serve` waits for its runner to finish an epoch at shutdown
 
 
@@ -73,7 +73,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     db.close()
     runner = None if args.no_runner else _start_runner()
     try:
-        uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+        uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port, log_level="info",
+                    access_log=args.access_log)
     finally:
         if runner is not None:
             _stop_runner(runner)
@@ -151,6 +152,7 @@ def add_service_commands(sub: Any) -> None:
                        "needs REGTUNE_API_TOKEN)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--no-runner", action="store_true", help="serve only; run `regtune worker`s apart")
+    serve.add_argument("--access-log", action="store_true", help="log every request (off: pollers would flood it)")
     serve.set_defaults(func=_cmd_serve)
 
     worker = sub.add_parser("worker", help="a runner: claims queued jobs from $REGTUNE_DATABASE_URL and runs them")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from api.dashboard import dashboard_app
 from api.db import Database, migrate
 from api.errors import install_error_handlers
+from api.job_view import JobViews
 from api.middleware import BearerAuth, BodyLimit
 from api.openapi import install_openapi
 from api.routers import health, jobs, pages, reports, trials
@@ -34,11 +37,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        gc.freeze()  # the libraries' objects (torch, optuna, ...) are kept out of every later collection
         yield
         db.close()
 
     app = FastAPI(title="regtune", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.db, app.state.storage = settings, db, storage
+    app.state.job_views = JobViews()
     install_error_handlers(app)
     for module in (health, jobs, trials, reports, pages):
         app.include_router(module.router)

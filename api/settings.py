@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     max_epochs: int = Field(default=1000, ge=1, description="training.epochs one job may ask for")
     max_hidden_units: int = Field(default=8192, ge=1, description="model size: the sum of the hidden widths")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body accepted")
+    api_threads: int = Field(default=4, ge=1, le=256, description="threads serving the API's handlers; few "
+                             "beat many, as Python threads take turns on one interpreter lock")
 
     @field_validator("api_token", mode="before")
     @classmethod

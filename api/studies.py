@@ -2,7 +2,7 @@
 
 ``read_trials`` goes through Optuna's storage API (what ``optuna.load_study`` sees).
 ``read_progress``, asked on every poll of ``GET /jobs/{id}``, counts trials by state
-and reads the best value with two aggregate queries over Optuna's own table models,
+and reads the best value with two prebuilt queries over Optuna's own table models,
 instead of loading every trial with its learning curves.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.storages._rdb import models as om
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from api.errors import json_safe
@@ -24,10 +24,10 @@ from api.schemas import BestSoFar, StageProgress, TrialPublic
 from tuner import study_name
 from tuner.stages import BUDGET_STATES
 
-__all__ = ["read_progress", "read_trials", "stage_names"]
+__all__ = ["Progress", "read_progress", "read_trials", "stage_names"]
 
 _NUMBERS = ("train_loss", "val_loss", "gap", "train_acc", "val_acc", "sparsity", "seconds")
-_COUNTS = ("features_kept", "epochs", "best_epoch")
+_INTS = ("features_kept", "epochs", "best_epoch")
 
 
 def stage_names(spec: dict[str, Any]) -> list[str]:
@@ -38,29 +38,31 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def read_progress(*, session: Session, prefix: str, spec: dict[str, Any]) -> tuple[list[StageProgress],
-                                                                                     BestSoFar | None]:
+S, T, V, A = om.StudyModel, om.TrialModel, om.TrialValueModel, om.TrialUserAttributeModel
+_NAMES: BindParameter[list[str]] = bindparam("names", expanding=True)
+# Built once: per stage and state, the trial count and the lowest first objective.
+_COUNTS = (select(S.study_name, T.state, func.count(), func.min(V.value))
+           .join(T, T.study_id == S.study_id).outerjoin(V, and_(V.trial_id == T.trial_id, V.objective == 0))
+           .where(S.study_name.in_(_NAMES)).group_by(S.study_name, T.state))
+# The COMPLETE trial with the lowest first objective over all stages, with its configuration.
+_BEST = (select(S.study_name, T.number, V.value, A.value_json)
+         .join(T, T.study_id == S.study_id).join(V, and_(V.trial_id == T.trial_id, V.objective == 0))
+         .outerjoin(A, and_(A.trial_id == T.trial_id, A.key == "config"))
+         .where(S.study_name.in_(_NAMES), T.state == TrialState.COMPLETE, V.value.is_not(None))
+         .order_by(V.value, T.trial_id).limit(1))
+
+Progress = tuple[list[StageProgress], BestSoFar | None]
+
+
+def read_progress(*, session: Session, prefix: str, spec: dict[str, Any]) -> Progress:
     """Per-stage trial counts and best values, and the best COMPLETE trial of the job so far."""
-    stages = spec["search"]["stages"]
-    names = {study_name(prefix, s["name"]): s for s in stages}
+    names = {study_name(prefix, s["name"]): s for s in spec["search"]["stages"]}
     counts: dict[str, dict[TrialState, int]] = {name: {} for name in names}
-    for name, state, n in session.execute(
-        select(om.StudyModel.study_name, om.TrialModel.state, func.count())
-        .join(om.TrialModel, om.TrialModel.study_id == om.StudyModel.study_id)
-        .where(om.StudyModel.study_name.in_(names)).group_by(om.StudyModel.study_name, om.TrialModel.state)
-    ):
+    lowest: dict[str, float] = {}
+    for name, state, n, low in session.execute(_COUNTS, {"names": list(names)}):
         counts[name][state] = n
-    scored = (
-        select(om.StudyModel.study_name, om.TrialModel.trial_id, om.TrialModel.number, om.TrialValueModel.value)
-        .join(om.TrialModel, om.TrialModel.study_id == om.StudyModel.study_id)
-        .join(om.TrialValueModel, om.TrialValueModel.trial_id == om.TrialModel.trial_id)
-        .where(om.StudyModel.study_name.in_(names), om.TrialModel.state == TrialState.COMPLETE,
-               om.TrialValueModel.objective == 0, om.TrialValueModel.value.is_not(None))
-    )
-    per_study = scored.subquery()
-    best_value = dict(session.execute(
-        select(per_study.c.study_name, func.min(per_study.c.value)).group_by(per_study.c.study_name)).all())
-    best = session.execute(scored.order_by(om.TrialValueModel.value, om.TrialModel.trial_id).limit(1)).first()
+        if state == TrialState.COMPLETE and low is not None:
+            lowest[name] = low
     progress = []
     for name, s in names.items():
         n = counts[name]
@@ -68,19 +70,18 @@ def read_progress(*, session: Session, prefix: str, spec: dict[str, Any]) -> tup
             name=s["name"], study_name=name, params=list(s.get("params", [])), total=s["trials"],
             done=sum(n.get(state, 0) for state in BUDGET_STATES), complete=n.get(TrialState.COMPLETE, 0),
             running=n.get(TrialState.RUNNING, 0), pruned=n.get(TrialState.PRUNED, 0), failed=n.get(TrialState.FAIL, 0),
-            best_value=_finite(best_value.get(name))))
-    if best is None:
+            best_value=_finite(lowest.get(name))))
+    if not lowest:
         return progress, None
-    config = session.scalar(select(om.TrialUserAttributeModel.value_json).where(
-        om.TrialUserAttributeModel.trial_id == best.trial_id, om.TrialUserAttributeModel.key == "config"))
+    best = session.execute(_BEST, {"names": list(names)}).one()
     return progress, BestSoFar(stage=names[best.study_name]["name"], study_name=best.study_name, trial=best.number,
-                               value=_finite(best.value), params=json.loads(config) if config else {})
+                               value=_finite(best.value), params=json.loads(best.value_json or "{}"))
 
 
 def _public(trial: FrozenTrial, stage: str, name: str, curves: bool) -> TrialPublic:
     attrs = trial.user_attrs
     row: dict[str, Any] = {key: _finite(attrs.get(key)) for key in _NUMBERS}
-    row |= {key: int(attrs[key]) if isinstance(attrs.get(key), (int, float)) else None for key in _COUNTS}
+    row |= {key: int(attrs[key]) if isinstance(attrs.get(key), (int, float)) else None for key in _INTS}
     if curves:
         row |= {"train_curve": json_safe(attrs.get("train_curve")), "val_curve": json_safe(attrs.get("val_curve"))}
     reason = attrs.get("fail_reason")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from api import repository
-from api.deps import SessionDep, SettingsDep
+from api.deps import DatabaseDep, JobViewsDep, SessionDep, SettingsDep
 from api.models import JobStatus
 from api.openapi import SPEC_BODY, errors
 from api.schemas import JobDetail, JobPublic, JobsPublic
 from api.specs import check_limits, parse_body
-from api.studies import read_progress
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -54,15 +54,19 @@ def list_jobs(session: SessionDep, status: JobStatus | None = None,
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses=errors(404))
-def read_job(session: SessionDep, job_id: str) -> JobDetail:
-    """A job: status, attempts, per-stage progress (COMPLETE trials of the budget) and the best trial so far."""
-    row = repository.get_job(session=session, job_id=job_id)
-    stages, best = read_progress(session=session, prefix=row.study_prefix, spec=row.spec)
-    return JobDetail.with_progress(row, stages, best)
+async def read_job(db: DatabaseDep, views: JobViewsDep, job_id: str) -> Response:
+    """A job: status, attempts, per-stage progress (trials done of the budget) and the best trial so far.
+
+    The answer may be up to a second old: one read serves every client polling the job.
+    """
+    body = views.fresh(job_id) or await run_in_threadpool(views.load, db, job_id)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=errors(404, 409))
-def cancel_job(session: SessionDep, job_id: str) -> JobPublic:
+def cancel_job(session: SessionDep, views: JobViewsDep, job_id: str) -> JobPublic:
     """Cancel: a queued job never starts; a running one stops at its next epoch boundary (its finished
     trials stay). A job that has already finished answers 409."""
-    return JobPublic.of(repository.cancel_job(session=session, job_id=job_id))
+    row = repository.cancel_job(session=session, job_id=job_id)
+    views.forget(job_id)
+    return JobPublic.of(row)

@@ -54,6 +54,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, every: float =
     pytest.fail(f"waited {timeout}s for {what}")
 
 
+def wait_status(client: Any, job_id: str, *statuses: str, timeout: float = 5.0) -> dict[str, Any]:
+    """``GET /jobs/{id}`` once it shows one of ``statuses`` (an answer may be up to a second old)."""
+    def reached() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        return job if job["status"] in statuses else None
+
+    found: dict[str, Any] = wait_for(reached, timeout, every=0.1, what=f"job {job_id} to be {' or '.join(statuses)}")
+    return found
+
+
 def regtune() -> str:
     found = shutil.which("regtune", path=str(Path(sys.executable).parent)) or shutil.which("regtune")
     assert found, "the regtune command is not installed (pip install -e .)"

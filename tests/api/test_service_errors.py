@@ -10,6 +10,7 @@ import pytest
 import yaml
 from _service import make_spec
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from api.main import create_app
 from api.settings import Settings
@@ -133,7 +134,7 @@ def test_health(client: TestClient) -> None:
 
 
 def test_every_route_needs_the_token_when_one_is_set(sqlite_url: str) -> None:
-    settings = Settings(database_url=sqlite_url, api_token="s3cret-token")
+    settings = Settings(database_url=sqlite_url, api_token=SecretStr("s3cret-token"))
     with TestClient(create_app(settings)) as client:
         for path in ("/healthz", "/jobs", "/dashboard", "/api/studies", "/openapi.json", "/jobs/0123456789ab"):
             bare = error_of(client.get(path), 401, "unauthorized")

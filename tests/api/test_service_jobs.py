@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 import yaml
-from _service import make_spec, wait_for
+from _service import make_spec, wait_for, wait_status
 from fastapi.testclient import TestClient
 
 from api.runner import Runner
@@ -36,7 +36,7 @@ def test_job_goes_queued_running_succeeded_with_report(client: TestClient, runne
             seen.append(status)
         time.sleep(0.02)
     thread.join()
-    final = client.get(f"/jobs/{job['id']}").json()
+    final = wait_status(client, job["id"], "succeeded")
     seen.append(final["status"])
     assert "running" in seen and seen[-1] == "succeeded", seen
     assert final["attempts"] == 1 and final["error"] is None and final["finished_at"] is not None

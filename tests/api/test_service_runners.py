@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _service import make_spec, start_worker, wait_for
+from _service import make_spec, start_worker, wait_for, wait_status
 from fastapi.testclient import TestClient
 from optuna.trial import TrialState
 
@@ -42,8 +42,7 @@ def test_killed_runner_is_replaced_after_its_lease_expires(client: TestClient, s
     os.killpg(workers[0].pid, signal.SIGKILL)
     workers[0].wait()
     workers.append(start_worker(storage_url, tmp_path / "b.log"))
-    final = wait_for(lambda: (j := client.get(f"/jobs/{job['id']}").json())["status"] in ("succeeded", "failed")
-                     and j, 240, every=0.5, what="runner B to finish the job")
+    final = wait_status(client, job["id"], "succeeded", "failed", timeout=240)
     assert final["status"] == "succeeded", final["error"]
     assert final["attempts"] == 2
     states = stage_states(storage_url, final["study_prefix"], ["baseline", "l2"])
@@ -64,14 +63,14 @@ def test_sigterm_finishes_the_epoch_and_gives_the_job_back(client: TestClient, r
     workers[0].send_signal(signal.SIGTERM)
     assert workers[0].wait(60) == 0
     assert time.monotonic() - stopped_at < 30
-    back = client.get(f"/jobs/{job['id']}").json()
+    back = wait_status(client, job["id"], "queued")
     assert back["status"] == "queued" and back["attempts"] == 0 and back["lease_expires_at"] is None
     assert "released" in back["error"]
     trials = client.get(f"/jobs/{job['id']}/trials").json()["items"]
     assert [t["state"] for t in trials if t["interrupted"]] == ["FAIL"]
     assert all(t["state"] != "RUNNING" for t in trials)
     assert runner.run_once()  # another runner resumes it
-    final = client.get(f"/jobs/{job['id']}").json()
+    final = wait_status(client, job["id"], "succeeded")
     assert final["status"] == "succeeded" and [s["done"] for s in final["stages"]] == [1, 3]
 
 
