@@ -33,9 +33,8 @@ class BarProgress:
         if trial.state == TrialState.COMPLETE:
             value = trial.values[0]
             self._best = value if self._best is None else min(self._best, value)
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):  # both count toward the budget
-            if self._bar is not None:
-                self._bar.update(1)
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and self._bar is not None:
+            self._bar.update(1)  # both count toward the budget
         if trial.state != TrialState.COMPLETE:
             key = trial.state.name.lower()
             self._other[key] = self._other.get(key, 0) + 1
@@ -61,4 +60,4 @@ class BarProgress:
         if "features" in report:
             f = report["features"]
             print(f"\nL1 kept {len(f['kept'])} features, removed {len(f['removed'])}")
-        print(f"\nreport: {out / 'report.json'}  {out / 'report.md'}")
+        print(f"\nreport: {out / 'report.html'}  {out / 'report.json'}  {out / 'report.md'}")
