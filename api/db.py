@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from tuner.storage import engine_kwargs, prepare_sqlite
+from tuner.storage import engine_kwargs, open_storage, prepare_sqlite
 
 __all__ = ["Database", "is_postgres", "migrate"]
 
@@ -81,11 +81,16 @@ def _exclusive(conn: Connection, url: str) -> Iterator[None]:
 
 
 def migrate(db: Database) -> None:
-    """Bring regtune's tables to the newest migration (a no-op when they are there already)."""
+    """Bring regtune's tables to the newest migration, and create Optuna's, one process at a time.
+
+    Runners started together on a fresh PostgreSQL database would otherwise race to
+    create Optuna's tables (and its enum types) on their first job, and all but one fail.
+    """
     config = Config(str(MIGRATIONS / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS))
     with db.engine.connect() as conn, _exclusive(conn, db.url):
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+        open_storage(db.url)  # creates Optuna's tables if they are missing
         conn.commit()
     log.debug("regtune tables migrated in %s", db.engine.url.render_as_string(hide_password=True))

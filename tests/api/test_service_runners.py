@@ -79,10 +79,13 @@ def test_two_runners_race_over_30_jobs_and_run_each_once(postgres_url: str, tmp_
                                                          workers: Workers) -> None:
     db = Database.open(postgres_url)
     migrate(db)
+    lease = {"REGTUNE_LEASE_SECONDS": "30", "REGTUNE_HEARTBEAT_SECONDS": "2"}  # no expiry on a busy machine
+    workers.extend(start_worker(postgres_url, tmp_path / f"{n}.log", **lease) for n in ("a", "b"))
+    wait_for(lambda: all("waiting for jobs" in (tmp_path / f"{n}.log").read_text() for n in ("a", "b")), 120,
+             every=0.5, what="both runners to be ready")  # then the queue fills: a race from the first job
     with db.session() as session:
         ids = [repository.create_job(session=session, spec=parse_spec(make_spec(f"race{i}")))[0].id
                for i in range(30)]
-    workers.extend(start_worker(postgres_url, tmp_path / f"{n}.log") for n in ("a", "b"))
 
     def all_done() -> bool:
         with db.session() as session:
@@ -92,7 +95,8 @@ def test_two_runners_race_over_30_jobs_and_run_each_once(postgres_url: str, tmp_
     wait_for(all_done, 300, every=1, what="the 30 jobs to finish")
     with db.session() as session:
         rows = [repository.get_job(session=session, job_id=i) for i in ids]
-    assert {r.status for r in rows} == {"succeeded"} and {r.attempts for r in rows} == {1}
+    assert {r.status for r in rows} == {"succeeded"}, {r.id: r.error for r in rows if r.error}
+    assert {r.attempts for r in rows} == {1}
     logs = {n: (tmp_path / f"{n}.log").read_text() for n in ("a", "b")}
     assert all(logs["a"].count(f"claimed job {i} ") + logs["b"].count(f"claimed job {i} ") == 1 for i in ids)
     assert all("claimed job" in log for log in logs.values())  # a race indeed: both runners took jobs
