@@ -25,6 +25,7 @@ RUNNER_STOP_S = 120  # how long `serve` waits for its runner to finish an epoch 
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _settings() -> Any:
@@ -72,6 +73,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     migrate(db)  # before the runner starts, so the two never race to create the tables
     db.close()
     runner = None if args.no_runner else _start_runner()
+    log.info("serving http://%s:%d (the dashboard at /dashboard, the API's docs at /docs) over %s%s", args.host,
+             args.port, db.engine.url.render_as_string(hide_password=True),
+             "" if runner else "; no runner here: start `regtune worker`s")
     try:
         uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port, log_level="info",
                     access_log=args.access_log)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +65,12 @@ class Database:
 
 @contextlib.contextmanager
 def _exclusive(conn: Connection, url: str) -> Iterator[None]:
-    """Only one process migrates at a time: an advisory lock (PostgreSQL) or a file lock (SQLite)."""
+    """Only one process migrates at a time: an advisory lock (PostgreSQL) or a file lock (SQLite).
+
+    The SQLite lock is a file in the temporary directory named after the database's path, not
+    the database file itself: closing a second descriptor of that file would drop SQLite's own
+    POSIX locks held by this process.
+    """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})  # until commit
         yield
@@ -72,7 +79,8 @@ def _exclusive(conn: Connection, url: str) -> Iterator[None]:
     if conn.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate-lock", "a+") as handle:
+    digest = hashlib.sha256(str(Path(database).resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"regtune-migrate-{digest}.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

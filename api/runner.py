@@ -49,8 +49,8 @@ class Runner:
         def handle(signum: int, frame: FrameType | None) -> None:
             if self.shutdown.is_set():
                 raise KeyboardInterrupt
-            log.info("runner %s: %s received; stopping at the next epoch boundary", self.owner,
-                     signal.Signals(signum).name)
+            log.info("runner %s: %s received; stopping (a job in hand stops at its next epoch boundary and "
+                     "goes back to the queue)", self.owner, signal.Signals(signum).name)
             self.shutdown.set()
 
         signal.signal(signal.SIGTERM, handle)
