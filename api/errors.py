@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuner.errors import Issue, SpecError
@@ -107,6 +108,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return _response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
+async def _database_away(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database error in %s %s: %s", request.method, request.url.path, exc)
+    return _response(503, "database_unavailable", "the database did not answer; try again shortly",
+                     headers={"Retry-After": "5"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return _response(500, "internal_error", "the service failed unexpectedly; the error is in its log")
@@ -116,4 +123,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_away)  # unreachable, locked, restarted
     app.add_exception_handler(Exception, _unexpected)

@@ -26,19 +26,19 @@ _WHY = {
     413: "the request body is larger than 1 MiB (REGTUNE_MAX_BODY_BYTES)",
     422: "a field broke a rule; each issue names the field path and the rule",
     500: "an unexpected failure; the service's log has the traceback",
-    503: "the database cannot be reached",
+    503: "the database cannot be reached (or is locked); Retry-After says when to try again",
 }
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route: the listed errors, plus 401, 422 and 500 that any route may answer.
+    """``responses=`` for a route: the listed errors, plus 401, 422, 500 and 503 that any route may answer.
 
     Errors are JSON on every route, an HTML page's included (``content`` says so; ``model``
     alone would document them in the route's own media type).
     """
     json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     return {s: {"model": ErrorBody, "description": _WHY[s], "content": json_body}
-            for s in sorted({401, 422, 500, *statuses})}
+            for s in sorted({401, 422, 500, 503, *statuses})}
 
 
 def install_openapi(app: FastAPI) -> None:

@@ -12,6 +12,7 @@ from _service import make_spec
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from api.db import Database
 from api.main import create_app
 from api.settings import Settings
 
@@ -148,3 +149,12 @@ def test_every_route_needs_the_token_when_one_is_set(sqlite_url: str) -> None:
         assert client.post("/jobs", json=make_spec(), headers=ok).status_code == 202
         error_of(client.post("/jobs", json=make_spec()), 401, "unauthorized")
         assert client.get("/jobs", headers=ok).json()["total"] == 1
+
+
+@SQLITE_ONLY
+def test_an_unreachable_database_answers_503(client: TestClient) -> None:
+    client.app.state.db = Database.open("postgresql+psycopg://nobody:nothing@127.0.0.1:1/none")  # type: ignore[attr-defined]
+    for path in ("/healthz", "/jobs", "/jobs/0123456789ab"):
+        r = client.get(path)
+        assert r.status_code == 503, (path, r.text)
+        assert r.json()["error"]["code"] in ("database_unreachable", "database_unavailable")
