@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 __all__ = ["add_service_commands"]
@@ -54,6 +55,10 @@ def _stop_runner(runner: subprocess.Popen[bytes]) -> None:
             runner.wait()
 
 
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     _logging()
     settings = _settings()
@@ -76,6 +81,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     log.info("serving http://%s:%d (the dashboard at /dashboard, the API's docs at /docs) over %s%s", args.host,
              args.port, db.engine.url.render_as_string(hide_password=True),
              "" if runner else "; no runner here: start `regtune worker`s")
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with this handler in place
+    # that ends in SystemExit here, so the embedded runner is stopped rather than left behind
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port, log_level="info",
                     access_log=args.access_log)
