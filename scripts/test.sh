@@ -14,7 +14,7 @@ echo "== mypy (packages from pyproject.toml)"
 mypy
 echo "== pytest"
 rc=0
-python -m pytest -q -x --timeout=600 -p no:cacheprovider "$@" || rc=$?
+python -m pytest -q --timeout=600 -p no:cacheprovider "$@" || rc=$?
 if ((rc == 5)); then
   echo "scripts/test.sh: pytest collected no tests (exit code 5); that is a failure" >&2
 fi

@@ -23,7 +23,7 @@ def submit(client: TestClient, spec: dict[str, Any], **headers: str) -> dict[str
 
 def test_job_goes_queued_running_succeeded_with_report(client: TestClient, runner: Runner,
                                                       storage_url: str) -> None:
-    job = submit(client, make_spec("life", epochs=5, trials=3))
+    job = submit(client, make_spec("life", epochs=60, trials=3))  # runs for longer than the 1 s view cache
     assert job["status"] == "queued" and job["attempts"] == 0
     assert client.get(f"/jobs/{job['id']}/report").status_code == 409
 
