@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from tuner._spec_errors import FIELD_MARK
 
@@ -11,6 +11,11 @@ def _one_of(value: str, valid: tuple[str, ...] | list[str], what: str) -> str:
     if value not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid {what}s are: {', '.join(valid)}")
     return value
+
+
+def one_of(valid: tuple[str, ...], what: str) -> AfterValidator:
+    """For ``Annotated[str, one_of(...)]``: the value must be one of ``valid``; the error lists them all."""
+    return AfterValidator(lambda v: _one_of(v, valid, what))
 
 
 def _at(field: str, message: str) -> ValueError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from typing import Annotated
 
-from tuner._spec_base import _at, _one_of, _Strict
+from pydantic import Field, model_validator
+
+from tuner._spec_base import _at, _one_of, _Strict, one_of
 
 SKLEARN_DATASETS = {
     "digits": "classification",
@@ -53,11 +55,11 @@ class Split(_Strict):
 
 
 class DatasetSpec(_Strict):
-    source: str
+    source: Annotated[str, one_of(SOURCES, "source")]
     name: str | None = None
     path: str | None = None
     target: str | None = None
-    task: str | None = None
+    task: Annotated[str, one_of(TASKS, "task")] | None = None
     n_samples: int | None = Field(default=None, ge=20, le=1_000_000)
     n_features: int | None = Field(default=None, ge=1, le=10_000)
     n_informative: int | None = Field(default=None, ge=1)
@@ -66,16 +68,6 @@ class DatasetSpec(_Strict):
     split: Split = Field(default_factory=Split)
     standardize: bool = True
 
-
-    @field_validator("source")
-    @classmethod
-    def _source(cls, v: str) -> str:
-        return _one_of(v, SOURCES, "source")
-
-    @field_validator("task")
-    @classmethod
-    def _task(cls, v: str | None) -> str | None:
-        return None if v is None else _one_of(v, TASKS, "task")
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:

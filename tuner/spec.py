@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from tuner._spec_base import _at, _one_of, _Strict
+from tuner._spec_base import _at, _one_of, _Strict, one_of
 from tuner._spec_data import SKLEARN_DATASETS, DatasetSpec
 from tuner._spec_errors import issues_from_validation_error
 from tuner._spec_knobs import KNOBS, KnobRange, Space
@@ -45,20 +45,10 @@ BACKENDS = ("optuna", "ray")
 
 
 class ModelSpec(_Strict):
-    kind: str = "mlp"
+    kind: Annotated[str, one_of(MODEL_KINDS, "model kind")] = "mlp"
     hidden: list[int] | None = None
-    activation: str = "relu"
+    activation: Annotated[str, one_of(ACTIVATIONS, "activation")] = "relu"
     batch_norm: bool = False
-
-    @field_validator("kind")
-    @classmethod
-    def _kind(cls, v: str) -> str:
-        return _one_of(v, MODEL_KINDS, "model kind")
-
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, v: str) -> str:
-        return _one_of(v, ACTIVATIONS, "activation")
 
     @field_validator("hidden")
     @classmethod
@@ -90,15 +80,10 @@ class EarlyStopping(_Strict):
 class TrainingSpec(_Strict):
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=128, ge=1)
-    optimizer: str = "adam"
+    optimizer: Annotated[str, one_of(OPTIMIZERS, "optimizer")] = "adam"
     lr: float = Field(default=1e-3, gt=0.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     early_stopping: EarlyStopping | None = None
-
-    @field_validator("optimizer")
-    @classmethod
-    def _optimizer(cls, v: str) -> str:
-        return _one_of(v, OPTIMIZERS, "optimizer")
 
 
 class StageSpec(_Strict):
@@ -108,28 +93,13 @@ class StageSpec(_Strict):
 
 
 class SearchSpec(_Strict):
-    backend: str = "optuna"
-    sampler: str = "tpe"
-    pruner: str = "median"
+    backend: Annotated[str, one_of(BACKENDS, "backend")] = "optuna"
+    sampler: Annotated[str, one_of(SAMPLERS, "sampler")] = "tpe"
+    pruner: Annotated[str, one_of(PRUNERS, "pruner")] = "median"
     objective: str | list[str] = "val_loss"
     parallelism: int = Field(default=1, ge=1, le=64)
     space: Space = Field(default_factory=Space)
     stages: list[StageSpec] | None = None
-
-    @field_validator("backend")
-    @classmethod
-    def _backend(cls, v: str) -> str:
-        return _one_of(v, BACKENDS, "backend")
-
-    @field_validator("sampler")
-    @classmethod
-    def _sampler(cls, v: str) -> str:
-        return _one_of(v, SAMPLERS, "sampler")
-
-    @field_validator("pruner")
-    @classmethod
-    def _pruner(cls, v: str) -> str:
-        return _one_of(v, PRUNERS, "pruner")
 
     @field_validator("objective")
     @classmethod
