@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,14 +54,6 @@ def check_against_data(spec: JobSpec, data: Dataset) -> None:
                                 "target is continuous (a regression); use val_loss")
 
 
-@dataclass
-class _Stopper:
-    check: Callable[[], bool] | None
-
-    def __call__(self) -> bool:
-        return bool(self.check and self.check())
-
-
 def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,
             progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Run every stage of ``spec`` against ``storage`` (resuming what is there) and build the report.
@@ -89,7 +80,6 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
     check_against_data(spec, data)
     search_data = data.without_test()  # the search never sees the test split
     executor = executor_for(spec.search.backend)
-    stop = _Stopper(should_stop)
     outcomes: list[StageOutcome] = []
     fixed: dict[str, float] = {}
     fixed_by: dict[str, str] = {}
@@ -103,7 +93,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         if progress:
             progress.stage_started(stage.name, name, stage.trials, done)
         run = StageRun(spec=spec, stage=stage, study=study, fixed=dict(fixed), target=stage.trials, done=done,
-                       should_stop=stop,
+                       should_stop=should_stop,
                        on_trial=partial(progress.trial_finished, stage.name) if progress else None)
         if done < stage.trials:
             executor(run, search_data, storage)
@@ -114,7 +104,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         outcomes.append(outcome)
         if progress:
             progress.stage_finished(outcome)
-    report = build_report(spec, data, outcomes, should_stop=stop)
+    report = build_report(spec, data, outcomes, should_stop=should_stop)
     if out_dir is not None:
         write_report(report, out_dir, [t for o in outcomes for t in o.study.get_trials(deepcopy=False)])
     return report
