@@ -21,11 +21,10 @@ from tuner._plot_base import (
     stage_handles,
     stage_of,
 )
+from tuner.knobs import knob_of
+from tuner.spec import KNOBS
 
 __all__ = ["history", "knobs", "pareto", "sparsity"]
-
-KNOB_ORDER = ["l1", "l2", "dropout", "input_dropout", "label_smoothing"]
-
 
 def _point(t: FrozenTrial) -> tuple[float, float]:
     return float(t.user_attrs["val_loss"]), float(t.user_attrs["gap"])
@@ -93,8 +92,8 @@ def history(report: Report, trials: list[FrozenTrial]) -> Figure | None:
 
 
 def _knob_key(name: str) -> tuple[int, str]:
-    base = "dropout" if name.startswith("dropout_") else name
-    return (KNOB_ORDER.index(base) if base in KNOB_ORDER else len(KNOB_ORDER), name)
+    base = knob_of(name)
+    return (KNOBS.index(base) if base in KNOBS else len(KNOBS), name)
 
 
 def _is_log(name: str, trials: list[FrozenTrial], values: list[float]) -> bool:

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.data import Dataset
 from tuner.errors import Cancelled
-from tuner.knobs import Knobs
+from tuner.knobs import Knobs, knob_of
 from tuner.spec import JobSpec
 from tuner.training import TrainResult, loss_standard_error, train
 from tuner.trial import objective_values
@@ -107,7 +107,7 @@ def regularization_strength(spec: JobSpec, config: dict[str, float]) -> float:
     """
     total = 0.0
     for knob, rng in spec.search.space.ranges().items():
-        values = [v for k, v in config.items() if k == knob or (knob == "dropout" and k.startswith("dropout_"))]
+        values = [v for k, v in config.items() if knob_of(k) == knob]
         for v in values:
             if v <= 0.0:
                 continue

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Knobs"]
+__all__ = ["Knobs", "knob_of"]
+
+
+def knob_of(param: str) -> str:
+    """The knob a flat param belongs to: ``dropout_1`` (one layer's rate) to ``dropout``, others to themselves."""
+    return "dropout" if param.startswith("dropout_") else param
 
 
 @dataclass(frozen=True)

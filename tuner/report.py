@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.candidates import Candidate, choose, one_se_extras, retrain_candidates, top_configs
 from tuner.data import Dataset
+from tuner.knobs import knob_of
 from tuner.report_md import diagnose, render_markdown
 from tuner.spec import JobSpec
 from tuner.stages import StageOutcome, complete_trials
@@ -36,7 +37,7 @@ def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _searched(config: dict[str, float], spec: JobSpec) -> dict[str, float]:
     """The knobs of a configuration that the spec searches (others are always 0)."""
     knobs = spec.search.space.ranges()
-    return {k: v for k, v in config.items() if k in knobs or (k.startswith("dropout_") and "dropout" in knobs)}
+    return {k: v for k, v in config.items() if knob_of(k) in knobs}
 
 
 def _measure(spec: JobSpec, run: TrainResult, data: Dataset) -> dict[str, Any]:
@@ -65,13 +66,13 @@ def _importances(spec: JobSpec, trials: list[FrozenTrial]) -> dict[str, float]:
         return {}
     dists: dict[str, FloatDistribution] = {}
     for k in varying:
-        rng = ranges["dropout" if k.startswith("dropout_") else k]
+        rng = ranges[knob_of(k)]
         dists[k] = (FloatDistribution(math.log10(rng.low) - 1, math.log10(rng.high)) if rng.log
                     else FloatDistribution(min(0.0, rng.low), rng.high))
 
     def encode(k: str, v: float) -> float:
         """Log knobs on a log10 axis, with 0 (off) one decade below ``low``."""
-        d, log = dists[k], ranges["dropout" if k.startswith("dropout_") else k].log
+        d, log = dists[k], ranges[knob_of(k)].log
         x = (math.log10(v) if v > 0 else d.low) if log else v
         return min(max(x, d.low), d.high)
 

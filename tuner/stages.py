@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.data import Dataset
 from tuner.errors import Cancelled, RegtuneError
-from tuner.knobs import Knobs
+from tuner.knobs import Knobs, knob_of
 from tuner.samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
 from tuner.space import encode, grid_space, suggest
 from tuner.spec import JobSpec, StageSpec
@@ -210,7 +210,7 @@ def close_stage(run: StageRun, earlier: list[StageOutcome], study_name: str) -> 
     if best_all is not None:
         config = best_all.user_attrs.get("config", {})
         for key, value in config.items():
-            if any(key == p or key.startswith(f"{p}_") for p in run.stage.params):
+            if knob_of(key) in run.stage.params:
                 fixed[key] = float(value)
     return StageOutcome(run.stage.name, study_name, run.study, len(own), best_own, fixed)
 
