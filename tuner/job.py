@@ -85,7 +85,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
     fixed_by: dict[str, str] = {}
     for index, stage in enumerate(spec.stages):
         name = study_name(prefix, stage.name)
-        study, _ = open_stage(spec, index, storage=rdb, study_name=name, earlier=outcomes, fixed=fixed,
+        study = open_stage(spec, index, storage=rdb, study_name=name, earlier=outcomes, fixed=fixed,
                               fixed_by=fixed_by, job=prefix)
         if (n := fail_interrupted(study, rdb)):
             log.warning("%s: %d trial(s) left running by an earlier process marked failed", name, n)

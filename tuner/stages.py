@@ -158,8 +158,8 @@ def _prior_trials(spec: JobSpec, stage: StageSpec, earlier: list[StageOutcome]) 
 
 def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorage, study_name: str,
                earlier: list[StageOutcome], fixed: dict[str, float], fixed_by: dict[str, str],
-               job: str) -> tuple[optuna.Study, int]:
-    """Create or load a stage's study, with its sampler warm-started. Returns (study, prior trial count)."""
+               job: str) -> optuna.Study:
+    """Create or load a stage's study, with its sampler warm-started."""
     stage = spec.stages[index]
     objectives = spec.search.objectives
     prior = _prior_trials(spec, stage, earlier) if stage.params else []
@@ -175,7 +175,7 @@ def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorag
     )
     attrs: dict[str, Any] = {
         "job": job, "stage": stage.name, "stage_index": index, "params": stage.params,
-        "fixed": {k: v for k, v in fixed.items() if k not in stage.params}, "fixed_by": fixed_by,
+        "fixed": {k: v for k, v in fixed.items() if knob_of(k) not in stage.params}, "fixed_by": fixed_by,
         "objectives": objectives, "trials_budget": stage.trials, "warm_start_trials": len(prior),
         "earlier_studies": [e.study_name for e in earlier],
     }
@@ -184,7 +184,7 @@ def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorag
             study.set_user_attr(key, value)
     if study.metric_names != objectives:
         study.set_metric_names(objectives)
-    return study, len(prior)
+    return study
 
 
 def close_stage(run: StageRun, earlier: list[StageOutcome], study_name: str) -> StageOutcome:
