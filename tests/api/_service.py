@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _gate import ENV as GATE_ENV
+from _gate import GATED, EpochGate
 
 # The smallest real job: iris, a linear model, 2 epochs, one trial per stage, no re-training for the report.
 TINY: dict[str, Any] = {
@@ -76,8 +78,11 @@ def worker_env(url: str, **extra: str) -> dict[str, str]:
                   "REGTUNE_POLL_SECONDS": "0.2"} | extra
 
 
-def start_worker(url: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    """``regtune worker`` as its own process (group), its output in ``log``."""
+def start_worker(url: str, log: Path, gate: EpochGate | None = None, **env: str) -> subprocess.Popen[bytes]:
+    """``regtune worker`` as its own process (group), its output in ``log``; ``gate`` holds one of its trials."""
+    cmd = [sys.executable, str(GATED), "worker"] if gate else [regtune(), "worker"]
+    if gate:
+        env[GATE_ENV] = gate.env
     with log.open("wb") as out:
-        return subprocess.Popen([regtune(), "worker"], stdout=out, stderr=subprocess.STDOUT,
-                                env=worker_env(url, **env), start_new_session=True)
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=worker_env(url, **env),
+                                start_new_session=True)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
+from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 import yaml
+from _gate import EpochGate
 from _service import make_spec, wait_for, wait_status
 from fastapi.testclient import TestClient
 
@@ -21,24 +24,21 @@ def submit(client: TestClient, spec: dict[str, Any], **headers: str) -> dict[str
     return r.json()
 
 
-def test_job_goes_queued_running_succeeded_with_report(client: TestClient, runner: Runner,
-                                                      storage_url: str) -> None:
-    job = submit(client, make_spec("life", epochs=60, trials=3))  # runs for longer than the 1 s view cache
+def test_job_goes_queued_running_succeeded_with_report(client: TestClient, runner: Runner, storage_url: str,
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = submit(client, make_spec("life", epochs=3, trials=3))
     assert job["status"] == "queued" and job["attempts"] == 0
     assert client.get(f"/jobs/{job['id']}/report").status_code == 409
 
-    seen: list[str] = []
+    gate = EpochGate(tmp_path / "gate", trial=2).install(monkeypatch)  # the first l2 trial waits to be seen
     thread = threading.Thread(target=runner.run_once)
     thread.start()
-    while thread.is_alive():
-        status = client.get(f"/jobs/{job['id']}").json()["status"]
-        if not seen or seen[-1] != status:
-            seen.append(status)
-        time.sleep(0.02)
+    gate.wait(alive=thread.is_alive)
+    running = wait_status(client, job["id"], "running")
+    assert running["stages"][1]["running"] == 1
+    gate.release()
     thread.join()
     final = wait_status(client, job["id"], "succeeded")
-    seen.append(final["status"])
-    assert "running" in seen and seen[-1] == "succeeded", seen
     assert final["attempts"] == 1 and final["error"] is None and final["finished_at"] is not None
     assert [(s["name"], s["done"], s["total"], s["running"]) for s in final["stages"]] == [
         ("baseline", 1, 1, 0), ("l2", 3, 3, 0)]
@@ -98,19 +98,21 @@ def test_cancel_queued_job_never_starts(client: TestClient, runner: Runner, stor
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
 
 
-def test_cancel_running_job_stops_at_an_epoch_boundary(client: TestClient, runner: Runner,
-                                                       storage_url: str) -> None:
+def test_cancel_running_job_stops_at_an_epoch_boundary(client: TestClient, runner: Runner, storage_url: str,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     job = submit(client, make_spec("stop", epochs=100, trials=50, hidden=[32], batch_size=8))
+    gate = EpochGate(tmp_path / "gate", trial=2, epoch=3).install(monkeypatch)  # the first l2 trial, epoch 3
     thread = threading.Thread(target=runner.run_once)
     thread.start()
-
-    def training_l2() -> bool:
-        baseline, l2 = client.get(f"/jobs/{job['id']}").json()["stages"]
-        return bool(baseline["done"] == 1 and l2["running"] == 1)
-
-    wait_for(training_l2, 120, what="the baseline finished and a trial of stage l2 training")
+    gate.wait(alive=thread.is_alive)
     r = client.post(f"/jobs/{job['id']}/cancel")
     assert r.status_code == 202 and r.json()["cancel_requested"] is True
+    # The runner sees the flag within its heartbeat tick; the trial then stops at the very next epoch boundary.
+    wait_for(lambda: "stopping at the next epoch boundary (cancel)" in caplog.text, 60,
+             what="the runner to see the cancel")
+    gate.release()
     thread.join(60)
     assert not thread.is_alive()
     final = client.get(f"/jobs/{job['id']}").json()
@@ -119,5 +121,5 @@ def test_cancel_running_job_stops_at_an_epoch_boundary(client: TestClient, runne
     study = optuna.load_study(study_name=f"stop-{job['id']}/l2", storage=storage_url)
     [stopped] = study.get_trials()
     assert stopped.state == optuna.trial.TrialState.FAIL and stopped.user_attrs["interrupted"] is True
-    assert 1 <= stopped.user_attrs["epochs"] < 100  # it stopped at an epoch boundary, long before the end
+    assert stopped.user_attrs["epochs"] == 3  # it stopped at the boundary it was held at, not one epoch later
     assert client.post(f"/jobs/{job['id']}/cancel").status_code == 409

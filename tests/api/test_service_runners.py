@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
 import pytest
+from _gate import EpochGate
 from _service import make_spec, start_worker, wait_for, wait_status
 from fastapi.testclient import TestClient
 from optuna.trial import TrialState
@@ -28,17 +28,12 @@ def stage_states(storage_url: str, prefix: str, stages: list[str]) -> dict[str, 
             for s in stages}
 
 
-def mid_trial(client: TestClient, job_id: str, complete: int) -> bool:
-    """At least ``complete`` trials are done and one is training now."""
-    stages = client.get(f"/jobs/{job_id}").json()["stages"]
-    return sum(s["done"] for s in stages) >= complete and sum(s["running"] for s in stages) == 1
-
-
 def test_killed_runner_is_replaced_after_its_lease_expires(client: TestClient, storage_url: str, tmp_path: Path,
                                                           workers: Workers) -> None:
     job = client.post("/jobs", json=make_spec("crash", epochs=30, trials=5, hidden=[32], batch_size=8)).json()
-    workers.append(start_worker(storage_url, tmp_path / "a.log"))
-    wait_for(lambda: mid_trial(client, job["id"], complete=2), 180, what="runner A in the middle of its 3rd trial")
+    gate = EpochGate(tmp_path / "gate", trial=3, epoch=2)  # runner A's 3rd trial waits after epoch 2
+    workers.append(start_worker(storage_url, tmp_path / "a.log", gate))
+    gate.wait(alive=lambda: workers[0].poll() is None)
     os.killpg(workers[0].pid, signal.SIGKILL)
     workers[0].wait()
     workers.append(start_worker(storage_url, tmp_path / "b.log"))
@@ -57,17 +52,18 @@ def test_killed_runner_is_replaced_after_its_lease_expires(client: TestClient, s
 def test_sigterm_finishes_the_epoch_and_gives_the_job_back(client: TestClient, runner: Runner, storage_url: str,
                                                           tmp_path: Path, workers: Workers) -> None:
     job = client.post("/jobs", json=make_spec("polite", epochs=60, trials=3, hidden=[32], batch_size=8)).json()
-    workers.append(start_worker(storage_url, tmp_path / "w.log"))
-    wait_for(lambda: mid_trial(client, job["id"], complete=1), 180, what="the worker in the middle of a trial")
-    stopped_at = time.monotonic()
+    gate = EpochGate(tmp_path / "gate", trial=2, epoch=2)  # the worker's 2nd trial waits after epoch 2
+    workers.append(start_worker(storage_url, tmp_path / "w.log", gate))
+    gate.wait(alive=lambda: workers[0].poll() is None)
     workers[0].send_signal(signal.SIGTERM)
+    wait_for(lambda: "SIGTERM received" in (tmp_path / "w.log").read_text(), 60, what="the worker to take SIGTERM")
+    gate.release()
     assert workers[0].wait(60) == 0
-    assert time.monotonic() - stopped_at < 30
     back = wait_status(client, job["id"], "queued")
     assert back["status"] == "queued" and back["attempts"] == 0 and back["lease_expires_at"] is None
     assert "released" in back["error"]
     trials = client.get(f"/jobs/{job['id']}/trials").json()["items"]
-    assert [t["state"] for t in trials if t["interrupted"]] == ["FAIL"]
+    assert [(t["state"], t["epochs"]) for t in trials if t["interrupted"]] == [("FAIL", 2)]  # at that boundary
     assert all(t["state"] != "RUNNING" for t in trials)
     assert runner.run_once()  # another runner resumes it
     final = wait_status(client, job["id"], "succeeded")

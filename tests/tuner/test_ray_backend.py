@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -62,6 +63,17 @@ def descendants() -> list[tuple[int, str]]:
     return [(pid, titles.get(pid, "")) for pid in found]
 
 
+def epochs_lasting(tiny: Tiny, seconds: float, tmp_path: Path) -> int:
+    """Epochs of the tiny spec that train for about ``seconds`` here (measured): long on any machine."""
+    url = f"sqlite:///{tmp_path}/timing.db"
+    run_job(parse_spec(tiny(training={"epochs": 30}, search={"stages": [{"name": "baseline", "params": [],
+                                                                          "trials": 1}]},
+                            report={"top_k": 1, "seeds": 0})), storage=url, prefix="timing")
+    [trial] = trials_of(url, "timing/baseline")
+    per_epoch = trial.user_attrs["seconds"] / trial.user_attrs["epochs"]
+    return max(150, math.ceil(seconds / per_epoch))
+
+
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
     """A local Ray cluster for the module, whatever RAY_ADDRESS says: the tests' SQLite files are local."""
@@ -106,9 +118,11 @@ def test_stages_run_on_ray_and_record_what_the_optuna_backend_records(ray_cluste
 
 
 @pytest.mark.ray
-def test_cancel_fails_the_running_trial_as_interrupted(ray_cluster: None, tiny: Tiny, storage_url: str) -> None:
+def test_cancel_fails_the_running_trial_as_interrupted(ray_cluster: None, tiny: Tiny, storage_url: str,
+                                                      tmp_path: Path) -> None:
     """Over SQLite and PostgreSQL: a worker writes the trial, the driver stops it."""
-    spec = ray_spec(tiny, epochs=2000, parallelism=1, stages=[{"name": "baseline", "params": [], "trials": 2}])
+    epochs = epochs_lasting(tiny, 120, tmp_path)  # the driver stops it after an epoch or two: it never runs long
+    spec = ray_spec(tiny, epochs=epochs, parallelism=1, stages=[{"name": "baseline", "params": [], "trials": 2}])
 
     def training_started() -> bool:  # polled by the driver: stop once a trial has reported an epoch
         return any(t.intermediate_values for t in trials_of(storage_url, "tiny/baseline"))
@@ -120,14 +134,15 @@ def test_cancel_fails_the_running_trial_as_interrupted(ray_cluster: None, tiny: 
     assert [t.state for t in trials] == [TrialState.FAIL]
     assert trials[0].user_attrs["interrupted"] is True
     assert "cancelled" in trials[0].user_attrs["fail_reason"]
-    assert 0 < len(trials[0].intermediate_values) < 2000  # stopped early; what it measured stays
+    assert 0 < len(trials[0].intermediate_values) < epochs  # stopped early; what it measured stays
 
 
 @pytest.mark.ray
 def test_a_crashed_worker_fails_its_trial_and_the_stage_goes_on(ray_cluster: None, tiny: Tiny,
                                                                  tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/x.db"
-    spec = ray_spec(tiny, epochs=150, parallelism=1, stages=[{"name": "baseline", "params": [], "trials": 1}])
+    epochs = epochs_lasting(tiny, 5, tmp_path)  # ten of the driver's polls: time to find the worker and kill it
+    spec = ray_spec(tiny, epochs=epochs, parallelism=1, stages=[{"name": "baseline", "params": [], "trials": 1}])
     killed: list[int] = []
 
     def kill_one_trial_worker() -> bool:  # polled by the driver: SIGKILL the first trial's worker

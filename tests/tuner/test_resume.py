@@ -7,13 +7,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
+from _gate import ENV, GATED, EpochGate
 from optuna.trial import TrialState
 
 Tiny = Callable[..., dict[str, Any]]
@@ -39,16 +39,13 @@ def test_sigkill_mid_stage_then_resume(tiny: Tiny, tmp_path: Path) -> None:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     storage = f"sqlite:///{tmp_path}/runs.db"
-    cmd = [*_regtune(), "run", str(path), "--storage", storage, "--out", str(tmp_path / "out"), "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
+    args = ["run", str(path), "--storage", storage, "--out", str(tmp_path / "out"), "--quiet"]
+    gate = EpochGate(tmp_path / "gate", trial=4, epoch=2)  # the baseline, 2 l2 trials, then the third waits
+    proc = subprocess.Popen([sys.executable, str(GATED), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=os.environ | {ENV: gate.env})
     try:
-        while time.time() < deadline:  # kill once 2 l2 trials are done and the third is training
-            states = _states(storage, "killme/l2")
-            if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:
-                break
-            assert proc.poll() is None, "regtune run ended before it could be killed"
-            time.sleep(0.05)
+        gate.wait(alive=lambda: proc.poll() is None)
+        assert _states(storage, "killme/l2").count(TrialState.COMPLETE) == 2
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
@@ -57,7 +54,7 @@ def test_sigkill_mid_stage_then_resume(tiny: Tiny, tmp_path: Path) -> None:
     assert TrialState.RUNNING in _states(storage, "killme/l2")
     assert not (tmp_path / "out" / "report.json").exists()
 
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*_regtune(), *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     study = optuna.load_study(study_name="killme/l2", storage=storage)
     trials = study.get_trials(deepcopy=False)
