@@ -1,4 +1,4 @@
-"""What every plot shares: the figure, the colours, the trials worth drawing, how a configuration reads."""
+"""What every plot shares: the figure, the colours, the trials worth drawing."""
 
 from __future__ import annotations
 
@@ -17,12 +17,6 @@ BASELINE_COLOR, CHOSEN_COLOR, FRONT_COLOR, KEPT_COLOR = "#555555", "#d62728", "#
 STAGE_COLORS = ["#7f7f7f", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 DPI = 100
 LOCK = threading.Lock()  # matplotlib's font and text caches are shared between threads
-
-
-def fmt_params(params: dict[str, float]) -> str:
-    """``l2=3e-04, dropout=0.25`` for the knobs that are on; ``no regularization`` when none is."""
-    on = [f"{k}={v:.2g}" if v < 0.01 else f"{k}={v:.3g}" for k, v in params.items() if v]
-    return ", ".join(on) or "no regularization"
 
 
 def complete(trials: list[FrozenTrial]) -> list[FrozenTrial]:

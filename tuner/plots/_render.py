@@ -14,11 +14,11 @@ from collections.abc import Callable
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial
 
-from tuner._plot_base import DPI, LOCK, Report, fmt_params
-from tuner._plots_report import candidates, features, importances, learning_curves
-from tuner._plots_trials import history, knobs, pareto, sparsity
+from tuner.plots._base import DPI, LOCK, Report
+from tuner.plots._report import candidates, features, importances, learning_curves
+from tuner.plots._trials import history, knobs, pareto, sparsity
 
-__all__ = ["PLOTS", "fmt_params", "render_plot", "render_plots"]
+__all__ = ["PLOTS", "PlotFn", "render_plot", "render_plots"]
 
 PlotFn = Callable[[Report, list[FrozenTrial]], Figure | None]
 

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from optuna.trial import FrozenTrial
 
-from tuner._plot_base import BASELINE_COLOR, CHOSEN_COLOR, FRONT_COLOR, KEPT_COLOR, Report, figure, fmt_params
+from tuner.knobs import fmt_params
+from tuner.plots._base import BASELINE_COLOR, CHOSEN_COLOR, FRONT_COLOR, KEPT_COLOR, Report, figure
 
 __all__ = ["candidates", "features", "importances", "learning_curves"]
 

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
 
-from tuner._plot_base import (
+from tuner.knobs import knob_of
+from tuner.plots._base import (
     BASELINE_COLOR,
     CHOSEN_COLOR,
     FRONT_COLOR,
@@ -21,7 +22,6 @@ from tuner._plot_base import (
     stage_handles,
     stage_of,
 )
-from tuner.knobs import knob_of
 from tuner.spec import KNOBS
 
 __all__ = ["history", "knobs", "pareto", "sparsity"]

@@ -15,15 +15,14 @@ import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
 
-from tuner.candidates import Candidate, choose, one_se_extras, retrain_candidates, top_configs
-from tuner.data import Dataset
 from tuner.knobs import knob_of
-from tuner.report_md import diagnose, render_markdown
+from tuner.report._candidates import Candidate, choose, one_se_extras, retrain_candidates, top_configs
+from tuner.report._markdown import diagnose
+from tuner.search import StageOutcome, complete_trials
 from tuner.spec import JobSpec
-from tuner.stages import StageOutcome, complete_trials
-from tuner.training import TrainResult, evaluate
+from tuner.train import Dataset, TrainResult, evaluate
 
-__all__ = ["build_report", "pareto_front", "render_markdown"]
+__all__ = ["build_report", "pareto_front"]
 
 
 def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:

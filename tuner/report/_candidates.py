@@ -18,14 +18,13 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
-from tuner.data import Dataset
 from tuner.errors import Cancelled
 from tuner.knobs import Knobs, knob_of
+from tuner.search import objective_values
 from tuner.spec import JobSpec
-from tuner.training import TrainResult, loss_standard_error, train
-from tuner.trial import objective_values
+from tuner.train import Dataset, TrainResult, loss_standard_error, train
 
-__all__ = ["Candidate", "choose", "regularization_strength", "retrain_candidates", "top_configs"]
+__all__ = ["Candidate", "choose", "one_se_extras", "regularization_strength", "retrain_candidates", "top_configs"]
 
 
 @dataclass

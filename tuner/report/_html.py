@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.plots import fmt_params
+from tuner.knobs import fmt_params
 
 __all__ = ["CAPTIONS", "CSS", "StageLike", "StageProgress", "html_document", "render_html", "stage_progress"]
 

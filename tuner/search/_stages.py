@@ -10,7 +10,6 @@ marked failed (``interrupted``), completed ones count, a finished stage is skipp
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,18 +18,24 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.data import Dataset
 from tuner.errors import Cancelled, RegtuneError
 from tuner.knobs import Knobs, knob_of
-from tuner.samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
-from tuner.space import encode, grid_space, suggest
+from tuner.search._samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
+from tuner.search._space import encode, grid_space, suggest
+from tuner.search._trial import TrialOutcome, objective_values
 from tuner.spec import JobSpec, StageSpec
-from tuner.trial import TrialOutcome, objective_values
 
-__all__ = ["StageOutcome", "StageRun", "budget_used", "complete_trials", "fail_interrupted", "open_stage"]
-
-log = logging.getLogger(__name__)
-
+__all__ = [
+    "BUDGET_STATES",
+    "StageOutcome",
+    "StageRun",
+    "best_of",
+    "budget_used",
+    "close_stage",
+    "complete_trials",
+    "fail_interrupted",
+    "open_stage",
+]
 
 @dataclass
 class StageOutcome:
@@ -135,10 +140,6 @@ class StageRun:
             self.on_trial(frozen)
 
 
-StageExecutor = Callable[[StageRun, Dataset, str], None]
-"""Runs a stage's trials (the Optuna backend: threads; the Ray backend: Ray Tune)."""
-
-
 def _prior_trials(spec: JobSpec, stage: StageSpec, earlier: list[StageOutcome]) -> list[FrozenTrial]:
     """Earlier stages' finished trials, re-expressed in this stage's parameters."""
     prior: list[FrozenTrial] = []
@@ -213,31 +214,3 @@ def close_stage(run: StageRun, earlier: list[StageOutcome], study_name: str) -> 
             if knob_of(key) in run.stage.params:
                 fixed[key] = float(value)
     return StageOutcome(run.stage.name, study_name, run.study, len(own), best_own, fixed)
-
-
-def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
-    """The Optuna backend: ``parallelism`` threads, each asking for a trial and training it."""
-    from tuner.trial import run_trial
-
-    def worker() -> None:
-        while (asked := run.ask()) is not None:
-            trial, config = asked
-            try:
-                outcome = run_trial(trial, config, spec=run.spec, data=data, stage=run.stage.name,
-                                    should_stop=run.should_stop)
-            except Exception as exc:  # a bug in one trial must not leave it RUNNING
-                log.exception("trial %d of stage %s crashed", trial.number, run.stage.name)
-                trial.set_user_attr("fail_reason", repr(exc))
-                outcome = TrialOutcome(TrialState.FAIL, reason=repr(exc))
-            try:
-                run.finish(trial, outcome)
-            except Exception as exc:  # the stage ends short of its budget and says why
-                log.exception("could not record trial %d of stage %s", trial.number, run.stage.name)
-                run.abort(f"recording trial {trial.number} failed: {exc!r}")
-                return
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(run.spec.search.parallelism)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()

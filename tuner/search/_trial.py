@@ -8,11 +8,10 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from tuner.data import Dataset
 from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import JobSpec
-from tuner.training import TrainResult, train
+from tuner.train import Dataset, TrainResult, train
 
 __all__ = ["TrialOutcome", "objective_values", "run_trial"]
 

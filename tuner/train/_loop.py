@@ -12,12 +12,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tuner.data import Dataset, Split
 from tuner.errors import TrialFailed
 from tuner.knobs import Knobs
-from tuner.models import MLP, build_model
-from tuner.regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
 from tuner.spec import ModelSpec, TrainingSpec
+from tuner.train._data import Dataset, Split
+from tuner.train._models import MLP, build_model
+from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
 
 __all__ = ["EpochCallback", "TrainResult", "evaluate", "loss_standard_error", "train"]
 

@@ -15,7 +15,7 @@ import ray
 from optuna.trial import TrialState
 
 from tuner import Cancelled, JobSpec, RegtuneError, open_storage, parse_spec, run_job
-from tuner.ray_backend import ensure_ray, worker_storage_url
+from tuner.backends.ray import ensure_ray, worker_storage_url
 
 Tiny = Callable[..., dict[str, Any]]
 

@@ -15,10 +15,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 from PIL import Image, ImageStat
 
-from tuner import load_spec, run_job
-from tuner.html import StageProgress, render_html, stage_progress
-from tuner.job import write_report
+from tuner import load_spec, run_job, write_report
 from tuner.plots import PLOTS, render_plot, render_plots
+from tuner.report import StageProgress, render_html, stage_progress
 
 TRIAL_PLOTS = {"pareto", "history", "knobs", "sparsity"}
 L1 = FloatDistribution(1e-5, 1e-1, log=True)

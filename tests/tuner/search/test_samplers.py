@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner import parse_spec, run_job
-from tuner.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from tuner.search import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from tuner.spec import SAMPLERS as SPEC_SAMPLERS
 
 Tiny = Callable[..., dict[str, Any]]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tuner import DataError, parse_spec
-from tuner.data import load_dataset
+from tuner.train import load_dataset
 
 Tiny = Callable[..., dict[str, Any]]
 

@@ -9,11 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from tuner import parse_spec
-from tuner.data import load_dataset
 from tuner.knobs import Knobs
-from tuner.models import MLP, inverted_dropout
-from tuner.regularizers import l2_penalty, prox_l1_, sparsity
-from tuner.training import evaluate, train
+from tuner.train import MLP, evaluate, l2_penalty, load_dataset, prox_l1_, sparsity, train
+from tuner.train._models import inverted_dropout
 
 Tiny = Callable[..., dict[str, Any]]
 

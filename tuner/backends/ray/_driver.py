@@ -2,10 +2,10 @@
 
 The driver keeps the Optuna side, as the Optuna backend does: a Tune searcher
 asks the ``StageRun`` for every trial (the sampler suggests in the driver) and
-tells the study how each one ended (``_ray_search``). A Ray worker rebuilds the
+tells the study how each one ended (``_searcher``). A Ray worker rebuilds the
 trial from the shared storage and trains it with ``run_trial``, so its user
 attributes and intermediate values are written exactly as with the Optuna
-backend; it also reports each epoch, and the outcome, to Tune (``_ray_trainable``).
+backend; it also reports each epoch, and the outcome, to Tune (``_trainable``).
 
 The storage must be one the workers can open: a SQLite file on one machine
 (its path made absolute, since Tune runs each trial in a directory of its own),
@@ -27,11 +27,11 @@ from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from sqlalchemy.engine import make_url
 
-from tuner._ray_search import StageSearcher, TrialRegistry
-from tuner._ray_trainable import train_trial
-from tuner.data import Dataset
+from tuner.backends.ray._searcher import StageSearcher, TrialRegistry
+from tuner.backends.ray._trainable import train_trial
 from tuner.errors import RegtuneError
-from tuner.stages import StageRun
+from tuner.search import StageRun
+from tuner.train import Dataset
 
 __all__ = ["ensure_ray", "run_ray", "worker_storage_url"]
 

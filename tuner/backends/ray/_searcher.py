@@ -18,9 +18,8 @@ from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.search import Searcher
 
-from tuner._ray_trainable import outcome_from
-from tuner.stages import StageRun
-from tuner.trial import TrialOutcome
+from tuner.backends.ray._trainable import outcome_from
+from tuner.search import StageRun, TrialOutcome
 
 __all__ = ["INTERRUPTED", "STOP_POLL_S", "StageSearcher", "TrialRegistry"]
 

@@ -15,11 +15,10 @@ import optuna
 from optuna.trial import TrialState
 from ray import tune
 
-from tuner.data import Dataset
-from tuner.samplers import make_pruner
+from tuner.search import TrialOutcome, make_pruner, run_trial
 from tuner.spec import parse_spec
 from tuner.storage import open_storage
-from tuner.trial import TrialOutcome, run_trial
+from tuner.train import Dataset
 
 __all__ = ["TuneReportingTrial", "outcome_from", "train_trial"]
 
