@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from tuner._spec_errors import FIELD_MARK
+from tuner.spec._errors import FIELD_MARK
 
 
-def _one_of(value: str, valid: tuple[str, ...] | list[str], what: str) -> str:
+def check_one_of(value: str, valid: tuple[str, ...] | list[str], what: str) -> str:
+    """``value`` if it is one of ``valid``; else a ValueError that lists every valid name."""
     if value not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid {what}s are: {', '.join(valid)}")
     return value
@@ -15,13 +16,13 @@ def _one_of(value: str, valid: tuple[str, ...] | list[str], what: str) -> str:
 
 def one_of(valid: tuple[str, ...], what: str) -> AfterValidator:
     """For ``Annotated[str, one_of(...)]``: the value must be one of ``valid``; the error lists them all."""
-    return AfterValidator(lambda v: _one_of(v, valid, what))
+    return AfterValidator(lambda v: check_one_of(v, valid, what))
 
 
-def _at(field: str, message: str) -> ValueError:
+def field_error(field: str, message: str) -> ValueError:
     """A model-level error that belongs to one field (the converter moves it there)."""
     return ValueError(f"{FIELD_MARK}{field}{FIELD_MARK}{message}")
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):  # every part of the spec: an unknown field is an error, never dropped
     model_config = ConfigDict(extra="forbid")

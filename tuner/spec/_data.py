@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from tuner._spec_base import _at, _one_of, _Strict, one_of
+from tuner.spec._base import Strict, check_one_of, field_error, one_of
 
 SKLEARN_DATASETS = {
     "digits": "classification",
@@ -30,7 +30,7 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {  # a field and the sources it applies t
 }
 
 
-class Split(_Strict):
+class Split(Strict):
     """Fractions for val and test, or a column whose values are train/val/test."""
 
     val: float | None = None
@@ -41,20 +41,20 @@ class Split(_Strict):
     def _check(self) -> Split:
         if self.column is not None:
             if self.val is not None or self.test is not None:
-                raise _at("column", "give either 'column' or the fractions 'val' and 'test', not both")
+                raise field_error("column", "give either 'column' or the fractions 'val' and 'test', not both")
             return self
         val = 0.15 if self.val is None else self.val
         test = 0.15 if self.test is None else self.test
         for key, frac in (("val", val), ("test", test)):
             if not 0.0 < frac < 1.0:
-                raise _at(key, f"must be in the open interval (0, 1), but got {frac}")
+                raise field_error(key, f"must be in the open interval (0, 1), but got {frac}")
         if val + test >= 0.9:
             raise ValueError(f"val + test must leave at least 10% for training, but got val={val}, test={test}")
         self.val, self.test = val, test
         return self
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(Strict):
     source: Annotated[str, one_of(SOURCES, "source")]
     name: str | None = None
     path: str | None = None
@@ -73,17 +73,17 @@ class DatasetSpec(_Strict):
     def _check(self) -> DatasetSpec:
         for key, sources in ONLY_FOR.items():
             if getattr(self, key) is not None and self.source not in sources:
-                raise _at(key, f"applies to source {' or '.join(sources)}, not {self.source!r}")
+                raise field_error(key, f"applies to source {' or '.join(sources)}, not {self.source!r}")
         if self.source == "sklearn":
             if self.name is None:
-                raise _at("name", "source 'sklearn' needs 'name'")
+                raise field_error("name", "source 'sklearn' needs 'name'")
             try:
-                _one_of(self.name, list(SKLEARN_DATASETS), "sklearn dataset")
+                check_one_of(self.name, list(SKLEARN_DATASETS), "sklearn dataset")
             except ValueError as exc:
-                raise _at("name", str(exc)) from None
+                raise field_error("name", str(exc)) from None
         elif self.source == "csv":
             if not self.path or not self.target:
-                raise _at("path" if not self.path else "target", "source 'csv' needs 'path' and 'target'")
+                raise field_error("path" if not self.path else "target", "source 'csv' needs 'path' and 'target'")
         else:
             self.task = self.task or "classification"
             self.n_samples = self.n_samples or 1000
@@ -93,15 +93,15 @@ class DatasetSpec(_Strict):
             if self.task == "classification":
                 self.n_classes = self.n_classes or 2
             elif self.n_classes is not None:
-                raise _at("n_classes", "applies to task 'classification' only")
+                raise field_error("n_classes", "applies to task 'classification' only")
             if self.n_informative > self.n_features:
-                raise _at(
+                raise field_error(
                     "n_informative",
                     f"n_informative <= n_features must hold, but got "
                     f"(n_informative={self.n_informative}, n_features={self.n_features})"
                 )
         if self.split.column is not None and self.source != "csv":
-            raise _at("split", "split by 'column' needs source 'csv'")
+            raise field_error("split", "split by 'column' needs source 'csv'")
         return self
 
     @property

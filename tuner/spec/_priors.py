@@ -6,12 +6,12 @@ import math
 
 from pydantic import Field, model_validator
 
-from tuner._spec_base import _at, _Strict
+from tuner.spec._base import Strict, field_error
 
 KNOBS = ("l1", "l2", "dropout", "input_dropout", "label_smoothing")
 
 
-class KnobRange(_Strict):
+class KnobRange(Strict):
     """A prior over one knob: uniform or log-uniform in [low, high], optionally also exactly 0."""
 
     low: float
@@ -62,7 +62,7 @@ class KnobRange(_Strict):
         return sorted(set(([0.0] if self.allow_zero else []) + vals))
 
 
-class Space(_Strict):
+class Space(Strict):
     l1: KnobRange | None = None
     l2: KnobRange | None = None
     dropout: KnobRange | None = None
@@ -74,11 +74,11 @@ class Space(_Strict):
         for knob in ("dropout", "input_dropout", "label_smoothing"):
             rng = getattr(self, knob)
             if rng is not None and rng.high >= 1.0:
-                raise _at(knob, f"high < 1 must hold, but got high={rng.high}")
+                raise field_error(knob, f"high < 1 must hold, but got high={rng.high}")
         for knob in KNOBS:
             rng = getattr(self, knob)
             if rng is not None and rng.per_layer and knob != "dropout":
-                raise _at(knob, "per_layer applies to 'dropout' only")
+                raise field_error(knob, "per_layer applies to 'dropout' only")
         return self
 
     def ranges(self) -> dict[str, KnobRange]:

@@ -1,34 +1,23 @@
-"""Rules that span several parts of a spec (stages vs space, task vs knobs, sampler vs objective)."""
+"""Rules that span several parts of a spec (stages vs space, task vs knobs, sampler vs objective).
+
+Checking only: nothing here changes the spec (completing it is ``complete_stages``'s part).
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from tuner.errors import Issue
+from tuner.spec._job import JobSpec
+from tuner.spec._models import StageSpec
+from tuner.spec._priors import KnobRange
+from tuner.spec._stages import BASELINE, default_stages
 
-if TYPE_CHECKING:
-    from tuner.spec import JobSpec
-
-BASELINE = "baseline"
-
-
-def _default_stages(spec: JobSpec) -> None:
-    from tuner.spec import StageSpec
-
-    knobs = list(spec.search.space.ranges())
-    stages = [StageSpec(name=BASELINE, params=[], trials=1)]
-    if knobs:
-        stages.append(StageSpec(name="joint", params=knobs, trials=30))
-    spec.search.stages = stages
+__all__ = ["check_spec"]
 
 
-def _check_stages(spec: JobSpec) -> list[Issue]:
-    from tuner.spec import StageSpec
-
+def _check_stages(stages: list[StageSpec], ranges: dict[str, KnobRange]) -> list[Issue]:
     issues: list[Issue] = []
-    stages = spec.search.stages or []
-    ranges = spec.search.space.ranges()
     seen: set[str] = set()
     for i, stage in enumerate(stages):
         where = f"search.stages[{i}]"
@@ -48,11 +37,8 @@ def _check_stages(spec: JobSpec) -> list[Issue]:
         if not stage.params and i > 0:
             issues.append(Issue(f"{where}.params", f"only the first stage may search nothing, but stage "
                                 f"{stage.name!r} (number {i}) has no params"))
-    if stages and stages[0].params and not issues:
-        if BASELINE in seen:
-            issues.append(Issue("search.stages", f"the stage named {BASELINE!r} must search nothing"))
-        else:  # a baseline always runs first: it answers "is there overfitting at all?"
-            spec.search.stages = [StageSpec(name=BASELINE, params=[], trials=1), *stages]
+    if stages and stages[0].params and not issues and BASELINE in seen:  # else complete_stages puts one first
+        issues.append(Issue("search.stages", f"the stage named {BASELINE!r} must search nothing"))
     return issues
 
 
@@ -69,17 +55,20 @@ def _grid_size(spec: JobSpec, params: list[str]) -> tuple[int, list[str]]:
     return size, missing
 
 
-def cross_check(spec: JobSpec) -> list[Issue]:
-    """Check the rules between fields; fill in the default stages. Returns the broken rules."""
+def check_spec(spec: JobSpec) -> list[Issue]:
+    """Check the rules between fields. Changes nothing.
+
+    Returns:
+        The broken rules, each once; empty when the spec may be completed and run.
+    """
     search, space = spec.search, spec.search.space
     issues: list[Issue] = []
-    if search.stages is None:
-        if not space.ranges():
-            return [Issue("search.space", "name at least one knob to search (l1, l2, dropout, "
-                          "input_dropout, label_smoothing), or give search.stages")]
-        _default_stages(spec)
-    given = list(spec.search.stages or [])  # as the user wrote them: field paths index into these
-    issues += _check_stages(spec)
+    if search.stages is None and not space.ranges():
+        return [Issue("search.space", "name at least one knob to search (l1, l2, dropout, "
+                      "input_dropout, label_smoothing), or give search.stages")]
+    # as the user wrote them (field paths index into these), or the default ones
+    given = list(search.stages) if search.stages is not None else default_stages(space)
+    issues += _check_stages(given, space.ranges())
     task = spec.task
     if task == "regression" and space.label_smoothing is not None:
         issues.append(Issue("search.space.label_smoothing",
