@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tuner import SpecError, load_spec, parse_spec
+from tuner.spec import JobSpec, check_spec
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -107,6 +108,22 @@ def test_unknown_fields_are_errors_not_dropped(tiny: Tiny) -> None:
 def test_a_baseline_is_put_first_when_missing(tiny: Tiny) -> None:
     spec = parse_spec(tiny(search={"stages": [{"name": "l2", "params": ["l2"], "trials": 2}]}))
     assert [(s.name, s.params, s.trials) for s in spec.stages] == [("baseline", [], 1), ("l2", ["l2"], 2)]
+
+
+def test_checking_changes_nothing_and_parsing_completes_the_stages(tiny: Tiny) -> None:
+    given = tiny(search={"stages": [{"name": "l2", "params": ["l2"], "trials": 2}]})
+    spec = JobSpec.model_validate(given)
+    assert check_spec(spec) == []
+    assert [s.name for s in spec.search.stages or []] == ["l2"]  # as written: checking fills in nothing
+    assert [s.name for s in spec.stages] == ["baseline", "l2"]  # the stages it will run
+    assert [s.name for s in parse_spec(given).search.stages or []] == ["baseline", "l2"]
+
+
+def test_default_stages_when_none_are_given(tiny: Tiny) -> None:
+    spec = parse_spec(tiny(search={"stages": None}))
+    assert [(s.name, s.params, s.trials) for s in spec.stages] == [
+        ("baseline", [], 1), ("joint", ["l2", "dropout"], 30)]
+    assert spec.search.stages == spec.stages  # completed in the spec itself, so a dumped spec names them
 
 
 def test_pareto_objective_rules(tiny: Tiny) -> None:
