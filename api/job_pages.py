@@ -18,8 +18,9 @@ from optuna.trial import FrozenTrial
 from api.models import FINISHED, JobRow, JobStatus
 from api.schemas import BestSoFar, StageProgress
 from tuner import study_name
-from tuner.html import html_document
-from tuner.plots import fmt_params, render_plots
+from tuner.knobs import fmt_params
+from tuner.plots import render_plots
+from tuner.report import html_document
 
 __all__ = ["PlotCache", "dashboard_links", "job_studies", "job_trials", "render_jobs_page", "study_ids"]
 

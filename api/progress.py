@@ -9,7 +9,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from tuner.stages import StageOutcome
+from tuner.search import StageOutcome
 
 __all__ = ["BarProgress"]
 

@@ -28,7 +28,7 @@ from api.models import JobRow, JobStatus
 from api.queue import Expired, claim_job, finish_job, release_job, requeue_expired
 from api.settings import Settings
 from tuner import Cancelled, RegtuneError, SpecError, open_storage, parse_spec, run_job, study_name
-from tuner.stages import fail_interrupted
+from tuner.search import fail_interrupted
 
 __all__ = ["Runner"]
 

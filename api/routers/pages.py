@@ -18,8 +18,8 @@ from api.job_pages import PlotCache, dashboard_links, job_trials, render_jobs_pa
 from api.models import JobStatus
 from api.openapi import errors
 from api.studies import read_progress
-from tuner.html import render_html
 from tuner.plots import PLOTS, render_plot
+from tuner.report import render_html
 
 router = APIRouter(tags=["pages"])
 
