@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from api.models import FINISHED, JobRow, JobStatus, utcnow
 from api.specs import spec_hash
+from api.tables import FINISHED, JobRow, JobStatus, utcnow
 from tuner import JobSpec
 from tuner.errors import Issue
 

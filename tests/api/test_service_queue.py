@@ -10,7 +10,7 @@ from _service import make_spec
 
 from api import queue, repository
 from api.db import Database, migrate
-from api.models import JobRow, JobStatus
+from api.tables import JobRow, JobStatus
 from tuner import parse_spec
 
 
