@@ -98,7 +98,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     if args.nice:
         os.nice(args.nice)
-    from api.runner import Runner
+    from api.worker import Runner
 
     runner = Runner(settings)
     runner.install_signal_handlers()

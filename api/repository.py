@@ -1,6 +1,6 @@
 """The jobs table as the API uses it: create (idempotently), read, list, cancel.
 
-The runners' side of the table (claims, leases, results) is in ``api.queue``.
+The runners' side of the table (claims, leases, results) is in ``api.worker.queue``.
 """
 
 from __future__ import annotations
