@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from api.specs import spec_hash
+from api.spec_body import spec_hash
 from api.tables import FINISHED, JobRow, JobStatus, utcnow
 from tuner import JobSpec
 from tuner.errors import Issue
