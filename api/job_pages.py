@@ -15,8 +15,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from api.models import FINISHED, JobRow, JobStatus
 from api.schemas import BestSoFar, StageProgress
+from api.tables import FINISHED, JobRow, JobStatus
 from tuner import study_name
 from tuner.knobs import fmt_params
 from tuner.plots import render_plots

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from api.models import JobRow, JobStatus, utcnow
+from api.tables import JobRow, JobStatus, utcnow
 
 __all__ = ["Expired", "claim_job", "finish_job", "read_cancel", "release_job", "renew_lease", "requeue_expired"]
 

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import pytest
 from _service import make_spec
 
-from api import queue, repository
+from api import repository
 from api.db import Database, migrate
-from api.models import JobRow, JobStatus
+from api.tables import JobRow, JobStatus
+from api.worker import queue
 from tuner import parse_spec
 
 

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from api import repository
 from api.db import Database, migrate
-from api.runner import Runner
+from api.worker import Runner
 from tuner import parse_spec
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from types import TracebackType
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.db import Database
-from api.queue import read_cancel, renew_lease
+from api.worker.queue import read_cancel, renew_lease
 
 __all__ = ["CANCEL", "LOST", "SHUTDOWN", "Lease"]
 

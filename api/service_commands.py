@@ -7,12 +7,14 @@ too, and must not pay for (or depend on) the service's modules.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -22,6 +24,27 @@ __all__ = ["add_service_commands"]
 log = logging.getLogger("regtune")
 RUNNER_NICE = 19  # the embedded runner yields the CPU to the API, so polls stay fast while it trains
 RUNNER_STOP_S = 120  # how long `serve` waits for its runner to finish an epoch at shutdown
+# What the `service` extra installs (pyproject.toml): a library-only install has none of these
+SERVICE_MODULES = frozenset({"fastapi", "starlette", "uvicorn", "a2wsgi", "httpx", "pydantic_settings",
+                             "optuna_dashboard"})
+
+
+def _needs_service(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Say which extra to install when a service command is run where only the library is installed."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if missing not in SERVICE_MODULES:
+                raise
+            print(f"regtune {args.command}: the service's libraries are not installed ({missing} is missing); "
+                  f"install them with: pip install 'regtune[service]'", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def _logging() -> None:
@@ -98,7 +121,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     if args.nice:
         os.nice(args.nice)
-    from api.runner import Runner
+    from api.worker import Runner
 
     runner = Runner(settings)
     runner.install_signal_handlers()
@@ -165,11 +188,11 @@ def add_service_commands(sub: Any) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--no-runner", action="store_true", help="serve only; run `regtune worker`s apart")
     serve.add_argument("--access-log", action="store_true", help="log every request (off: pollers would flood it)")
-    serve.set_defaults(func=_cmd_serve)
+    serve.set_defaults(func=_needs_service(_cmd_serve))
 
     worker = sub.add_parser("worker", help="a runner: claims queued jobs from $REGTUNE_DATABASE_URL and runs them")
     worker.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by N")
-    worker.set_defaults(func=_cmd_worker)
+    worker.set_defaults(func=_needs_service(_cmd_worker))
 
     server_help = "the service's URL (default: $REGTUNE_SERVER or http://127.0.0.1:8000)"
     submit = sub.add_parser("submit", help="send a job spec to the service")
@@ -178,10 +201,10 @@ def add_service_commands(sub: Any) -> None:
     submit.add_argument("--wait", action="store_true", help="follow the job's progress until it ends")
     submit.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --wait")
     submit.add_argument("--idempotency-key", help="send again with the same key to get the same job back")
-    submit.set_defaults(func=_cmd_submit)
+    submit.set_defaults(func=_needs_service(_cmd_submit))
 
     status = sub.add_parser("status", help="where a job stands")
     status.add_argument("id", help="the job id")
     status.add_argument("--server", help=server_help)
     status.add_argument("--json", action="store_true", help="the whole job as JSON")
-    status.set_defaults(func=_cmd_status)
+    status.set_defaults(func=_needs_service(_cmd_status))

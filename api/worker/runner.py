@@ -23,10 +23,10 @@ import optuna
 
 from api.db import Database, migrate
 from api.errors import json_safe
-from api.lease import CANCEL, LOST, Lease
-from api.models import JobRow, JobStatus
-from api.queue import Expired, claim_job, finish_job, release_job, requeue_expired
 from api.settings import Settings
+from api.tables import JobRow, JobStatus
+from api.worker.lease import CANCEL, LOST, Lease
+from api.worker.queue import Expired, claim_job, finish_job, release_job, requeue_expired
 from tuner import Cancelled, RegtuneError, SpecError, open_storage, parse_spec, run_job, study_name
 from tuner.search import fail_interrupted
 
