@@ -9,7 +9,7 @@ ones it ran, so its budget and the dashboard count only those.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -17,34 +17,57 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.registry import PRUNERS, SAMPLERS
+
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 __all__ = ["PRUNERS", "SAMPLERS", "WARM_STARTABLE", "WarmStartSampler", "make_pruner", "make_sampler"]
 
+Grid = Mapping[str, Sequence[Any]] | None
+"""The stage's grid (knob → values) for the grid sampler; None for the others."""
 
-def _tpe(seed: int, multi: bool) -> BaseSampler:
+
+# The factories the registries (``tuner.registry.SAMPLERS`` and ``PRUNERS``) name.
+
+def grid_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+    return _StageGridSampler(dict(grid or {}), seed=seed)
+
+
+def random_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def tpe_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
     # multivariate + group: the knobs interact, and allow_zero knobs make conditional parameters
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True)
 
 
-SAMPLERS: dict[str, Callable[[int, bool], BaseSampler]] = {
-    "random": lambda seed, multi: optuna.samplers.RandomSampler(seed=seed),
-    "tpe": _tpe,
-    "gp": lambda seed, multi: optuna.samplers.GPSampler(seed=seed, n_startup_trials=5),
-    "cmaes": lambda seed, multi: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=3),
-    "qmc": lambda seed, multi: optuna.samplers.QMCSampler(seed=seed),
-    "nsga2": lambda seed, multi: optuna.samplers.NSGAIISampler(seed=seed, population_size=8),
-}
-"""Every sampler but grid, which needs its grid (see ``make_sampler``)."""
+def gp_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5)
+
+
+def cmaes_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+    return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=3)
+
+
+def qmc_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+    return optuna.samplers.QMCSampler(seed=seed)
+
+
+def nsga2_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+
+
+def median_pruner() -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+
+
+def hyperband_pruner() -> optuna.pruners.BasePruner:
+    return optuna.pruners.HyperbandPruner(min_resource=2)
+
 
 WARM_STARTABLE = frozenset({"tpe", "gp"})
 """Samplers whose model reads the study's finished trials and so benefits from earlier stages."""
-
-PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-    "none": optuna.pruners.NopPruner,
-    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3),
-    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=2),
-}
 
 
 class _StageGridSampler(optuna.samplers.GridSampler):
@@ -60,24 +83,22 @@ class _StageGridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def make_sampler(name: str, seed: int, multi_objective: bool,
-                 grid: Mapping[str, Sequence[Any]] | None = None) -> BaseSampler:
-    """The sampler called ``name``.
+def make_sampler(name: str, seed: int, multi_objective: bool, grid: Grid = None) -> BaseSampler:
+    """The sampler called ``name`` (``grid``: over the stage's ``grid``).
 
     Raises:
         ValueError: an unknown name (the message lists every valid one).
     """
-    if name == "grid":
-        return _StageGridSampler(dict(grid or {}), seed=seed)
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; valid samplers are: grid, {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](seed, multi_objective)
+    return SAMPLERS.load(name)(seed, multi_objective, grid)
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    if name not in PRUNERS:
-        raise ValueError(f"unknown pruner {name!r}; valid pruners are: {', '.join(PRUNERS)}")
-    return PRUNERS[name]()
+    """The pruner called ``name``.
+
+    Raises:
+        ValueError: an unknown name (the message lists every valid one).
+    """
+    return PRUNERS.load(name)()
 
 
 class _StudyView:

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from tuner.registry import check_name as check_one_of
 from tuner.spec._errors import FIELD_MARK
-
-
-def check_one_of(value: str, valid: tuple[str, ...] | list[str], what: str) -> str:
-    """``value`` if it is one of ``valid``; else a ValueError that lists every valid name."""
-    if value not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid {what}s are: {', '.join(valid)}")
-    return value
 
 
 def one_of(valid: tuple[str, ...], what: str) -> AfterValidator:

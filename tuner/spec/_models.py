@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tuner import registry
 from tuner.spec._base import Strict, check_one_of, field_error, one_of
 from tuner.spec._priors import Space
 
@@ -28,13 +29,14 @@ __all__ = [
     "TrainingSpec",
 ]
 
-MODEL_KINDS = ("mlp", "linear")
-ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "elu", "leaky_relu")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2")
-PRUNERS = ("none", "median", "hyperband")
+# the names come from the registries, where the code that builds each thing loads it
+MODEL_KINDS = registry.MODEL_KINDS.names
+ACTIVATIONS = registry.ACTIVATIONS.names
+OPTIMIZERS = registry.OPTIMIZERS.names
+SAMPLERS = registry.SAMPLERS.names
+PRUNERS = registry.PRUNERS.names
 METRICS = ("val_loss", "val_error", "gap")
-BACKENDS = ("optuna", "ray")
+BACKENDS = registry.BACKENDS.names
 
 
 class ModelSpec(Strict):

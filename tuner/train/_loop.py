@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from tuner.errors import TrialFailed
 from tuner.knobs import Knobs
+from tuner.registry import OPTIMIZERS
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
 from tuner.train._models import MLP, build_model
@@ -93,16 +94,23 @@ def evaluate(model: MLP, split: Split, task: str) -> tuple[float, float | None]:
     return loss, acc
 
 
-def _optimizer(model: MLP, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Optimizer:
+# The optimizers ``tuner.registry.OPTIMIZERS`` names: (model, training spec, knobs) → optimizer.
+
+def adam(model: MLP, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=spec.lr)
+
+
+def adamw(model: MLP, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Optimizer:
+    """Decoupled decay on weights only; 2λ₂ matches the gradient of λ₂·Σw² (so ``train`` adds no L2 term)."""
     weights = [lin.weight for lin in model.linears]
     ids = {id(w) for w in weights}
     others = [p for p in model.parameters() if id(p) not in ids]
-    if spec.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
-    if spec.optimizer == "adamw":  # decoupled decay on weights only; 2λ₂ matches the gradient of λ₂·Σw²
-        return torch.optim.AdamW([{"params": weights, "weight_decay": 2.0 * knobs.l2},
-                                  {"params": others, "weight_decay": 0.0}], lr=spec.lr)
-    return torch.optim.Adam(model.parameters(), lr=spec.lr)
+    return torch.optim.AdamW([{"params": weights, "weight_decay": 2.0 * knobs.l2},
+                              {"params": others, "weight_decay": 0.0}], lr=spec.lr)
+
+
+def sgd(model: MLP, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
 
 
 def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
@@ -119,7 +127,7 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     started = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     model = build_model(model_spec, data.n_features, data.n_outputs, gen)
-    opt = _optimizer(model, spec, knobs)
+    opt = OPTIMIZERS.load(spec.optimizer)(model, spec, knobs)
     weights = [lin.weight for lin in model.linears]
     add_l2 = spec.optimizer != "adamw"
     X, y, n = data.train.X, data.train.y, len(data.train)

@@ -14,18 +14,10 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from tuner.registry import ACTIVATIONS, MODEL_KINDS
 from tuner.spec import ModelSpec
 
 __all__ = ["MLP", "build_model", "inverted_dropout"]
-
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "elu": nn.ELU,
-    "leaky_relu": nn.LeakyReLU,
-}
 
 
 def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -47,7 +39,7 @@ class MLP(nn.Module):
         self.norms = nn.ModuleList(
             nn.BatchNorm1d(b) if batch_norm else nn.Identity() for b in hidden
         )
-        self.act = _ACTIVATIONS[activation]()
+        self.act = ACTIVATIONS.load(activation)()
         self.out = nn.Linear(sizes[-1], n_out)
 
     @property
@@ -82,8 +74,13 @@ class MLP(nn.Module):
         return out
 
 
+def build_mlp(spec: ModelSpec, n_in: int, n_out: int) -> MLP:
+    """The ``mlp`` and ``linear`` kinds (``tuner.registry.MODEL_KINDS``): the linear one has no hidden layers."""
+    return MLP(n_in, spec.hidden or [], n_out, spec.activation, spec.batch_norm)
+
+
 def build_model(spec: ModelSpec, n_in: int, n_out: int, generator: torch.Generator) -> MLP:
     """The model a spec describes, initialized from ``generator``."""
-    model = MLP(n_in, spec.hidden or [], n_out, spec.activation, spec.batch_norm)
+    model = MODEL_KINDS.load(spec.kind)(spec, n_in, n_out)
     model.reset_parameters(generator)
     return model
