@@ -8,6 +8,9 @@ from typing import Any
 
 import httpx
 
+from tuner.knobs import fmt_params
+from tuner.report import held_out_metric
+
 __all__ = ["DEFAULT_SERVER", "Client", "ClientError", "describe", "progress_line", "summary"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -78,11 +81,6 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
-def _params(params: dict[str, Any]) -> str:
-    shown = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items() if v]
-    return ", ".join(shown) or "no regularization"
-
-
 def summary(job: dict[str, Any], report: dict[str, Any] | None) -> str:
     """What a finished job came to: its status, and for a success the diagnosis and the choice."""
     lines = [f"job {job['id']} ({job['name']}): {job['status']}"]
@@ -92,8 +90,8 @@ def summary(job: dict[str, Any], report: dict[str, Any] | None) -> str:
         lines.append(f"  {report.get('diagnosis', '')}")
         for label in ("baseline", "chosen"):
             row = report.get(label) or {}
-            metric = next((k for k in ("test_acc", "test_rmse") if k in row), None)
-            tested = f", {metric} {_fmt(row[metric])}" if metric else ""
+            metric, value = held_out_metric(row)
+            tested = f", {metric} {_fmt(value)}" if metric in row else ""
             lines.append(f"  {label:<8} val loss {_fmt(row.get('val_loss'))}, gap {_fmt(row.get('gap'))}{tested}: "
-                         f"{_params(row.get('params') or {})}")
+                         f"{fmt_params(row.get('params') or {})}")
     return "\n".join(lines)

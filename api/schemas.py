@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from api.tables import JobRow, JobStatus
+from tuner.report import StageProgress  # the job page's model, answered as it is
 
 __all__ = [
     "BestSoFar",
@@ -72,19 +73,6 @@ class JobPublic(BaseModel):
     @classmethod
     def of(cls, row: JobRow) -> JobPublic:
         return cls.model_validate(row)
-
-
-class StageProgress(BaseModel):
-    name: str
-    study_name: str
-    params: list[str] = Field(description="the knobs this stage searches")
-    total: int = Field(description="the stage's budget: trials that must reach a verdict")
-    done: int = Field(description="trials that reached a verdict so far: COMPLETE or PRUNED")
-    complete: int = 0
-    running: int = 0
-    pruned: int = 0
-    failed: int = 0
-    best_value: float | None = Field(default=None, description="lowest first objective among its trials")
 
 
 class BestSoFar(BaseModel):

@@ -17,7 +17,7 @@ from tuner.backends import executor_for
 from tuner.errors import SpecError
 from tuner.report import build_report, render_html, render_markdown, stage_progress
 from tuner.search import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage
-from tuner.spec import JobSpec
+from tuner.spec import JobSpec, check_task
 from tuner.storage import open_storage
 from tuner.train import Dataset, load_dataset
 
@@ -45,13 +45,9 @@ def check_against_data(spec: JobSpec, data: Dataset) -> None:
     Raises:
         SpecError: a knob or objective that the task cannot use.
     """
-    if spec.task is None and data.task == "regression":
-        if spec.search.space.label_smoothing is not None:
-            raise SpecError.one("search.space.label_smoothing", "label smoothing needs a classification task, "
-                                "but the dataset's target is continuous (a regression)")
-        if "val_error" in spec.search.objectives:
-            raise SpecError.one("search.objective", "val_error needs a classification task, but the dataset's "
-                                "target is continuous (a regression); use val_loss")
+    if spec.task is None and (issues := check_task(spec, data.task, "the dataset's target is continuous "
+                                                   "(a regression)")):
+        raise SpecError(issues)
 
 
 def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Knobs", "fmt_params", "knob_of"]
 
@@ -13,10 +14,19 @@ def knob_of(param: str) -> str:
     return "dropout" if param.startswith("dropout_") else param
 
 
-def fmt_params(params: dict[str, float]) -> str:
-    """``l2=3e-04, dropout=0.25`` for the knobs that are on; ``no regularization`` when none is."""
-    on = [f"{k}={v:.2g}" if v < 0.01 else f"{k}={v:.3g}" for k, v in params.items() if v]
+def fmt_params(params: Mapping[str, Any]) -> str:
+    """``l2=0.0003, dropout=0.25`` for the knobs that are on; ``no regularization`` when none is.
+
+    The one way parameters are written as text: the report, the job page, the command line.
+    """
+    on = [f"{k}={_fmt_value(v)}" for k, v in params.items() if v]
     return ", ".join(on) or "no regularization"
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.2g}" if abs(v) < 0.01 else f"{v:.3g}"
+    return str(v)
 
 
 @dataclass(frozen=True)

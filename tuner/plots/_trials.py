@@ -11,6 +11,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
 
 from tuner.knobs import knob_of
+from tuner.pareto import pareto_front
 from tuner.plots._base import (
     BASELINE_COLOR,
     CHOSEN_COLOR,
@@ -28,11 +29,6 @@ __all__ = ["history", "knobs", "pareto", "sparsity"]
 
 def _point(t: FrozenTrial) -> tuple[float, float]:
     return float(t.user_attrs["val_loss"]), float(t.user_attrs["gap"])
-
-
-def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The points no other point beats on both val loss and gap, by val loss."""
-    return sorted({p for p in points if not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points)})
 
 
 def _report_point(trials: list[FrozenTrial], row: dict[str, Any]) -> tuple[float, float]:
@@ -53,7 +49,7 @@ def pareto(report: Report, trials: list[FrozenTrial]) -> Figure | None:
         pts = [_point(t) for t in done if stage_of(t) == stage]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=22, color=color, alpha=0.75,
                    label=f"{stage} ({len(pts)})")
-    front = _front([_point(t) for t in done])
+    front = [_point(t) for t in pareto_front(done, key=_point)]
     ax.plot([p[0] for p in front], [p[1] for p in front], "-o", color=FRONT_COLOR, mfc="none", ms=9, lw=1.2,
             drawstyle="steps-post", label="Pareto front")
     marks = (("baseline", "X", 120, BASELINE_COLOR), ("chosen", "*", 240, CHOSEN_COLOR))

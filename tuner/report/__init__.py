@@ -5,27 +5,28 @@ split, the only place that reads it. The page (``render_html``) embeds plots it
 is given; drawing them is ``tuner.plots``'s part, so this package needs no matplotlib.
 """
 
-from tuner.report._build import build_report, pareto_front
+from tuner.pareto import pareto_front
+from tuner.report._build import build_report
 from tuner.report._candidates import Candidate
 from tuner.report._html import (
     CAPTIONS,
     CSS,
-    StageLike,
     StageProgress,
     html_document,
     render_html,
     stage_progress,
 )
 from tuner.report._markdown import diagnose, render_markdown
+from tuner.report._metric import held_out_metric
 
 __all__ = [
     "CAPTIONS",
     "CSS",
     "Candidate",
-    "StageLike",
     "StageProgress",
     "build_report",
     "diagnose",
+    "held_out_metric",
     "html_document",
     "pareto_front",
     "render_html",

@@ -16,21 +16,14 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
 
 from tuner.knobs import knob_of
+from tuner.pareto import pareto_front
 from tuner.report._candidates import Candidate, choose, one_se_extras, retrain_candidates, top_configs
 from tuner.report._markdown import diagnose
 from tuner.search import StageOutcome, complete_trials
 from tuner.spec import JobSpec
 from tuner.train import Dataset, TrainResult, evaluate
 
-__all__ = ["build_report", "pareto_front"]
-
-
-def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The points not dominated in (val_loss, gap), both to be minimized, sorted by val loss."""
-    front = [p for p in points if not any(
-        q["val_loss"] <= p["val_loss"] and q["gap"] <= p["gap"]
-        and (q["val_loss"] < p["val_loss"] or q["gap"] < p["gap"]) for q in points)]
-    return sorted(front, key=lambda p: p["val_loss"])
+__all__ = ["build_report"]
 
 
 def _searched(config: dict[str, float], spec: JobSpec) -> dict[str, float]:
@@ -168,7 +161,7 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
         "choose": spec.report.choose,
         "candidates": [_candidate_summary(spec, c) for c in candidates],
         "stages": [_stage_summary(spec, o) for o in outcomes],
-        "pareto": pareto_front(points),
+        "pareto": pareto_front(points, key=lambda p: (p["val_loss"], p["gap"])),
         "importances": _importances(spec, all_trials),
         "curves": {"baseline": {"train": baseline.first.curve_train, "val": baseline.first.curve_val},
                    "chosen": {"train": chosen.first.curve_train, "val": chosen.first.curve_val}},

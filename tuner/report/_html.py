@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
 from html import escape
-from typing import Any, Protocol
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import BaseModel, Field
 
 from tuner.knobs import fmt_params
+from tuner.report._metric import held_out_metric
+from tuner.search import BUDGET_STATES
 
-__all__ = ["CAPTIONS", "CSS", "StageLike", "StageProgress", "html_document", "render_html", "stage_progress"]
+__all__ = ["CAPTIONS", "CSS", "StageProgress", "html_document", "render_html", "stage_progress"]
 
 ACTIVE = ("queued", "running")
 
@@ -37,39 +39,22 @@ CAPTIONS = {
 }
 
 
-class StageLike(Protocol):
-    """What the page reads of a stage's progress (``StageProgress`` here, or the service's schema)."""
+class StageProgress(BaseModel):
+    """How far one stage has come: trials of its budget that reached a verdict, and its best so far.
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def study_name(self) -> str: ...
-    @property
-    def done(self) -> int: ...
-    @property
-    def total(self) -> int: ...
-    @property
-    def running(self) -> int: ...
-    @property
-    def pruned(self) -> int: ...
-    @property
-    def failed(self) -> int: ...
-    @property
-    def best_value(self) -> float | None: ...
-
-
-@dataclass(frozen=True)
-class StageProgress:
-    """How far one stage has come: completed trials of its budget, and its best first objective so far."""
+    The job page reads it, and the service answers it as it is (``GET /jobs/{id}``).
+    """
 
     name: str
     study_name: str
-    done: int
-    total: int
+    params: list[str] = Field(default_factory=list, description="the knobs this stage searches")
+    total: int = Field(description="the stage's budget: trials that must reach a verdict")
+    done: int = Field(description="trials that reached a verdict so far: COMPLETE or PRUNED")
+    complete: int = 0
     running: int = 0
     pruned: int = 0
     failed: int = 0
-    best_value: float | None = None
+    best_value: float | None = Field(default=None, description="lowest first objective among its trials")
 
 
 def stage_progress(stages: list[tuple[str, str, int]], trials: list[FrozenTrial]) -> list[StageProgress]:
@@ -77,11 +62,13 @@ def stage_progress(stages: list[tuple[str, str, int]], trials: list[FrozenTrial]
     out = []
     for name, study, total in stages:
         own = [t for t in trials if t.user_attrs.get("stage") == name]
-        done = [t for t in own if t.state == TrialState.COMPLETE and t.values]
+        complete = [t for t in own if t.state == TrialState.COMPLETE and t.values]
         count = {state: sum(t.state == state for t in own) for state in TrialState}
-        out.append(StageProgress(name, study, len(done), total, count[TrialState.RUNNING],
-                                 count[TrialState.PRUNED], count[TrialState.FAIL],
-                                 min(t.values[0] for t in done) if done else None))
+        out.append(StageProgress(name=name, study_name=study, total=total,
+                                 done=sum(count[state] for state in BUDGET_STATES), complete=len(complete),
+                                 running=count[TrialState.RUNNING], pruned=count[TrialState.PRUNED],
+                                 failed=count[TrialState.FAIL],
+                                 best_value=min(t.values[0] for t in complete) if complete else None))
     return out
 
 
@@ -89,8 +76,8 @@ def _finished_stage(summary: dict[str, Any]) -> StageProgress:
     """A finished stage as the report summarizes it (its best value: the first objective's)."""
     best = summary.get("best_value")
     best = best[0] if isinstance(best, list) else best
-    return StageProgress(summary["name"], summary["study_name"], summary["trials"], summary["trials"],
-                         best_value=float(best) if isinstance(best, (int, float)) else None)
+    return StageProgress(name=summary["name"], study_name=summary["study_name"], total=summary["trials"],
+                         done=summary["trials"], best_value=float(best) if isinstance(best, (int, float)) else None)
 
 
 def _n(v: Any, digits: int = 4) -> str:
@@ -100,9 +87,10 @@ def _n(v: Any, digits: int = 4) -> str:
 
 
 def _test(row: dict[str, Any]) -> str:
-    if "test_acc" in row:
-        return f"test loss {_n(row['test_loss'])}, accuracy {100 * row['test_acc']:.1f}%"
-    return f"test loss {_n(row['test_loss'])}, RMSE {_n(row.get('test_rmse'))}"
+    metric, value = held_out_metric(row)
+    if metric == "test_rmse":
+        return f"test loss {_n(row['test_loss'])}, RMSE {_n(value)}"
+    return f"test loss {_n(row['test_loss'])}, accuracy {'–' if value is None else f'{100 * value:.1f}%'}"
 
 
 def verdict(report: dict[str, Any]) -> str:
@@ -129,7 +117,7 @@ def verdict(report: dict[str, Any]) -> str:
 
 
 def _table(report: dict[str, Any]) -> str:
-    metric = "test_acc" if "test_acc" in report["chosen"] else "test_rmse"
+    metric, _ = held_out_metric(report["chosen"])
     head = ["", "params", "train loss", "val loss", "gap", "val loss over seeds", "test loss", metric]
     rows = []
     for label in ("baseline", "chosen"):
@@ -137,12 +125,12 @@ def _table(report: dict[str, Any]) -> str:
         s = r["seeds"]
         cells = [label, escape(fmt_params(r.get("params", {}))), _n(r["train_loss"]), _n(r["val_loss"]),
                  _n(r["gap"]), f"{_n(s['val_loss_mean'])} ± {_n(s['val_loss_std'], 2)} (n={s['n']})",
-                 _n(r["test_loss"]), _n(r.get(metric))]
+                 _n(r["test_loss"]), _n(held_out_metric(r)[1])]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
 
 
-def _stages(progress: Sequence[StageLike], links: dict[str, str]) -> str:
+def _stages(progress: Sequence[StageProgress], links: dict[str, str]) -> str:
     rows = []
     for p in progress:
         name = escape(p.name)
@@ -190,7 +178,7 @@ pre{background:#fee;padding:1em;white-space:pre-wrap}"""
 
 
 def render_html(report: dict[str, Any] | None, plots: dict[str, bytes], *, title: str,
-                status: str = "succeeded", progress: Sequence[StageLike] | None = None,
+                status: str = "succeeded", progress: Sequence[StageProgress] | None = None,
                 error: str | None = None, study_links: dict[str, str] | None = None,
                 png_href: str | None = "plots/{name}.png", home_href: str | None = None,
                 refresh_seconds: int = 5) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuner.knobs import fmt_params
+from tuner.report._metric import held_out_metric
+
 __all__ = ["diagnose", "render_markdown"]
 
 OVERFIT_RELATIVE_GAP = 0.10  # gap as a fraction of the val loss
@@ -36,14 +39,14 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, dict):
-        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items()) or "none"
+        return fmt_params(v)
     return "-" if v is None else str(v)
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     """A report a person reads in a minute: verdict, baseline vs chosen, stages, features."""
     b, c = report["baseline"], report["chosen"]
-    metric = "test_acc" if "test_acc" in c else "test_rmse"
+    metric, _ = held_out_metric(c)
     lines = [f"# regtune report: {report['job']}", "", f"**Diagnosis.** {report['diagnosis']}", "",
              f"**Chosen** ({report.get('choose', 'best')}): stage `{c['stage']}`, trial {c['trial']}, "
              f"{_fmt(c['params'])}.", "",
@@ -53,7 +56,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         s = row["seeds"]
         lines.append(f"| {label} | {_fmt(row['params'])} | {_fmt(row['train_loss'])} | {_fmt(row['val_loss'])} | "
                      f"{_fmt(row['gap'])} | {s['val_loss_mean']:.4g} ± {s['val_loss_std']:.2g} (n={s['n']}) | "
-                     f"{_fmt(row['test_loss'])} | {_fmt(row.get(metric))} |")
+                     f"{_fmt(row['test_loss'])} | {_fmt(held_out_metric(row)[1])} |")
     lines += ["", "## Candidates re-trained over seeds", "", "| stage | trial | params | val loss mean ± std |",
               "|---|---|---|---|"]
     for cand in report["candidates"]:

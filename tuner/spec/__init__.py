@@ -24,7 +24,7 @@ from tuner.spec._models import (
 )
 from tuner.spec._parse import complete, load_spec, parse_spec
 from tuner.spec._priors import KNOBS, KnobRange, Space
-from tuner.spec._rules import check_spec
+from tuner.spec._rules import check_spec, check_task
 from tuner.spec._stages import BASELINE, complete_stages, default_stages
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "StageSpec",
     "TrainingSpec",
     "check_spec",
+    "check_task",
     "complete",
     "complete_stages",
     "default_stages",

@@ -13,7 +13,7 @@ from tuner.spec._models import StageSpec
 from tuner.spec._priors import KnobRange
 from tuner.spec._stages import BASELINE, default_stages
 
-__all__ = ["check_spec"]
+__all__ = ["check_spec", "check_task"]
 
 
 def _check_stages(stages: list[StageSpec], ranges: dict[str, KnobRange]) -> list[Issue]:
@@ -55,6 +55,27 @@ def _grid_size(spec: JobSpec, params: list[str]) -> tuple[int, list[str]]:
     return size, missing
 
 
+def check_task(spec: JobSpec, task: str, why: str = "the dataset is a regression") -> list[Issue]:
+    """The rules between the task and the search: label smoothing and val_error need a classification.
+
+    Checked with the spec when the dataset names its task, and once the data is read when only the data
+    tells (a CSV's target).
+
+    Args:
+        task: classification | regression.
+        why: how the message says the task is a regression.
+
+    Returns:
+        The broken rules; empty when the task can run the search.
+    """
+    issues: list[Issue] = []
+    if task == "regression" and spec.search.space.label_smoothing is not None:
+        issues.append(Issue("search.space.label_smoothing", f"label smoothing needs a classification task, but {why}"))
+    if task == "regression" and "val_error" in spec.search.objectives:
+        issues.append(Issue("search.objective", f"val_error needs a classification task, but {why}; use val_loss"))
+    return issues
+
+
 def check_spec(spec: JobSpec) -> list[Issue]:
     """Check the rules between fields. Changes nothing.
 
@@ -69,13 +90,8 @@ def check_spec(spec: JobSpec) -> list[Issue]:
     # as the user wrote them (field paths index into these), or the default ones
     given = list(search.stages) if search.stages is not None else default_stages(space)
     issues += _check_stages(given, space.ranges())
-    task = spec.task
-    if task == "regression" and space.label_smoothing is not None:
-        issues.append(Issue("search.space.label_smoothing",
-                            "label smoothing needs a classification task, but the dataset is a regression"))
-    if task == "regression" and "val_error" in search.objectives:
-        issues.append(Issue("search.objective", "val_error needs a classification task, but the dataset "
-                            "is a regression; use val_loss"))
+    if spec.task is not None:
+        issues += check_task(spec, spec.task)
     if spec.model.kind == "linear" and space.dropout is not None:
         issues.append(Issue("search.space.dropout", "the linear model has no hidden layer to drop out; "
                             "use input_dropout"))
