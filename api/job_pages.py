@@ -16,8 +16,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from api.schemas import BestSoFar, StageProgress
+from api.studies import stage_studies
 from api.tables import FINISHED, JobRow, JobStatus
-from tuner import study_name
 from tuner.knobs import fmt_params
 from tuner.plots import render_plots
 from tuner.report import html_document
@@ -31,7 +31,7 @@ def job_studies(row: JobRow) -> list[tuple[str, str]]:
     """``(stage, study name)`` of each stage in order: the report's names once it has one, else the spec's."""
     if row.report and row.report.get("stages"):
         return [(s["name"], s["study_name"]) for s in row.report["stages"]]
-    return [(s["name"], study_name(row.study_prefix, s["name"])) for s in row.spec["search"]["stages"]]
+    return [(stage.name, name) for stage, name in stage_studies(prefix=row.study_prefix, spec=row.spec)]
 
 
 def study_ids(storage: optuna.storages.BaseStorage, studies: list[tuple[str, str]]) -> dict[str, int]:

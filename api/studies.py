@@ -23,15 +23,22 @@ from api.errors import json_safe
 from api.schemas import BestSoFar, StageProgress, TrialPublic
 from tuner import study_name
 from tuner.search import BUDGET_STATES
+from tuner.spec import StageSpec
 
-__all__ = ["Progress", "read_progress", "read_trials", "stage_names"]
+__all__ = ["Progress", "read_progress", "read_trials", "stage_studies"]
 
 _NUMBERS = ("train_loss", "val_loss", "gap", "train_acc", "val_acc", "sparsity", "seconds")
 _INTS = ("features_kept", "epochs", "best_epoch")
 
 
-def stage_names(spec: dict[str, Any]) -> list[str]:
-    return [stage["name"] for stage in spec["search"]["stages"]]
+def stage_studies(*, prefix: str, spec: dict[str, Any]) -> list[tuple[StageSpec, str]]:
+    """Each stage of a stored spec, in order, with its study's name (``tuner.study_name``).
+
+    Args:
+        spec: a job's spec as stored, completed when it was queued (default stages, baseline first).
+    """
+    return [(stage, study_name(prefix, stage.name))
+            for stage in (StageSpec.model_validate(s) for s in spec["search"]["stages"])]
 
 
 def _finite(value: Any) -> float | None:
@@ -56,7 +63,7 @@ Progress = tuple[list[StageProgress], BestSoFar | None]
 
 def read_progress(*, session: Session, prefix: str, spec: dict[str, Any]) -> Progress:
     """Per-stage trial counts and best values, and the best COMPLETE trial of the job so far."""
-    names = {study_name(prefix, s["name"]): s for s in spec["search"]["stages"]}
+    names = {name: stage for stage, name in stage_studies(prefix=prefix, spec=spec)}
     counts: dict[str, dict[TrialState, int]] = {name: {} for name in names}
     lowest: dict[str, float] = {}
     for name, state, n, low in session.execute(_COUNTS, {"names": list(names)}):
@@ -67,14 +74,14 @@ def read_progress(*, session: Session, prefix: str, spec: dict[str, Any]) -> Pro
     for name, s in names.items():
         n = counts[name]
         progress.append(StageProgress(
-            name=s["name"], study_name=name, params=list(s.get("params", [])), total=s["trials"],
+            name=s.name, study_name=name, params=list(s.params), total=s.trials,
             done=sum(n.get(state, 0) for state in BUDGET_STATES), complete=n.get(TrialState.COMPLETE, 0),
             running=n.get(TrialState.RUNNING, 0), pruned=n.get(TrialState.PRUNED, 0), failed=n.get(TrialState.FAIL, 0),
             best_value=_finite(lowest.get(name))))
     if not lowest:
         return progress, None
     best = session.execute(_BEST, {"names": list(names)}).one()
-    return progress, BestSoFar(stage=names[best.study_name]["name"], study_name=best.study_name, trial=best.number,
+    return progress, BestSoFar(stage=names[best.study_name].name, study_name=best.study_name, trial=best.number,
                                value=_finite(best.value), params=json.loads(best.value_json or "{}"))
 
 
@@ -100,15 +107,14 @@ def read_trials(*, storage: optuna.storages.BaseStorage, prefix: str, spec: dict
                 stage: str | None = None, state: TrialState | None = None, curves: bool = False) -> list[TrialPublic]:
     """Every trial of the job's stages, in stage order then trial number; optionally one stage or state."""
     out: list[TrialPublic] = []
-    for name_of_stage in stage_names(spec):
-        if stage is not None and name_of_stage != stage:
+    for this, name in stage_studies(prefix=prefix, spec=spec):
+        if stage is not None and this.name != stage:
             continue
-        name = study_name(prefix, name_of_stage)
         try:
             study_id = storage.get_study_id_from_name(name)
         except KeyError:  # the stage has not started yet
             continue
         states = (state,) if state is not None else None
         trials = storage.get_all_trials(study_id, deepcopy=False, states=states)
-        out.extend(_public(t, name_of_stage, name, curves) for t in sorted(trials, key=lambda t: t.number))
+        out.extend(_public(t, this.name, name, curves) for t in sorted(trials, key=lambda t: t.number))
     return out

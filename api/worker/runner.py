@@ -24,10 +24,11 @@ import optuna
 from api.db import Database, migrate
 from api.errors import json_safe
 from api.settings import Settings
+from api.studies import stage_studies
 from api.tables import JobRow, JobStatus
 from api.worker.lease import CANCEL, LOST, Lease
 from api.worker.queue import Expired, claim_job, finish_job, release_job, requeue_expired
-from tuner import Cancelled, RegtuneError, SpecError, open_storage, parse_spec, run_job, study_name
+from tuner import Cancelled, RegtuneError, SpecError, open_storage, parse_spec, run_job
 from tuner.search import fail_interrupted
 
 __all__ = ["Runner"]
@@ -85,8 +86,7 @@ class Runner:
     def _fail_interrupted(self, job: Expired) -> None:
         """Mark the lost runner's RUNNING trials failed with ``interrupted: true``."""
         storage = open_storage(self.db.url)
-        for stage in job.spec["search"]["stages"]:
-            name = study_name(job.study_prefix, stage["name"])
+        for _, name in stage_studies(prefix=job.study_prefix, spec=job.spec):
             try:
                 study = optuna.load_study(study_name=name, storage=storage,
                                           sampler=optuna.samplers.RandomSampler())
