@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from optuna.trial import TrialState
-
-from tuner.search import StageRun, TrialOutcome, run_trial
+from tuner.search import StageRun, run_trial
 from tuner.train import Dataset
 
 __all__ = ["run_threads"]
@@ -21,13 +19,8 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
     def worker() -> None:
         while (asked := run.ask()) is not None:
             trial, config = asked
-            try:
-                outcome = run_trial(trial, config, spec=run.spec, data=data, stage=run.stage.name,
-                                    should_stop=run.should_stop)
-            except Exception as exc:  # a bug in one trial must not leave it RUNNING
-                log.exception("trial %d of stage %s crashed", trial.number, run.stage.name)
-                trial.set_user_attr("fail_reason", repr(exc))
-                outcome = TrialOutcome(TrialState.FAIL, reason=repr(exc))
+            outcome = run_trial(trial, config, spec=run.spec, data=data, stage=run.stage.name,
+                                should_stop=run.should_stop)
             try:
                 run.finish(trial, outcome)
             except Exception as exc:  # the stage ends short of its budget and says why

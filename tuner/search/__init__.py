@@ -18,7 +18,7 @@ from tuner.search._stages import (
     fail_interrupted,
     open_stage,
 )
-from tuner.search._trial import TrialOutcome, objective_values, run_trial
+from tuner.search._trial import TrialOutcome, fail_trial, objective_values, run_trial
 
 __all__ = [
     "BUDGET_STATES",
@@ -35,6 +35,7 @@ __all__ = [
     "complete_trials",
     "encode",
     "fail_interrupted",
+    "fail_trial",
     "grid_space",
     "knob_names",
     "make_pruner",

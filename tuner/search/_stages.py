@@ -22,7 +22,7 @@ from tuner.errors import Cancelled, RegtuneError
 from tuner.knobs import Knobs, knob_of
 from tuner.search._samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
 from tuner.search._space import encode, grid_space, suggest
-from tuner.search._trial import TrialOutcome, objective_values
+from tuner.search._trial import TrialOutcome, fail_trial, objective_values
 from tuner.spec import JobSpec, StageSpec
 
 __all__ = [
@@ -65,8 +65,7 @@ def fail_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) 
     """Mark trials left RUNNING by a process that died as FAIL with ``interrupted: true``."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        storage.set_trial_user_attr(t._trial_id, "fail_reason", "the process running it stopped")
+        fail_trial(storage, t._trial_id, "the process running it stopped", interrupted=True)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     return len(stale)
 

@@ -1,7 +1,13 @@
-"""One trial: train under a configuration, report each epoch, record what DESIGN.md lists."""
+"""One trial: train under a configuration, report each epoch, record what DESIGN.md lists.
+
+Every backend runs a trial through ``run_trial``, which never raises: a trial that
+fails, is pruned, is cancelled or crashes comes back as its outcome. A failed
+trial is failed in one place, ``fail_trial``, whoever finds it failed.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,7 +19,9 @@ from tuner.knobs import Knobs
 from tuner.spec import JobSpec
 from tuner.train import Dataset, TrainResult, train
 
-__all__ = ["TrialOutcome", "objective_values", "run_trial"]
+__all__ = ["TrialOutcome", "fail_trial", "objective_values", "run_trial"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,24 @@ class TrialOutcome:
     values: list[float] | None = None
     reason: str | None = None
     cancelled: bool = False
+
+
+def fail_trial(storage: optuna.storages.BaseStorage, trial_id: int, reason: str, *, interrupted: bool = False,
+               cancelled: bool = False) -> TrialOutcome:
+    """Record why a trial failed and return the outcome that tells the study so.
+
+    The trial keeps ``fail_reason``, and ``interrupted: true`` when it was stopped (a cancel, a process
+    or a worker that went away) rather than broken.
+
+    Args:
+        trial_id: the trial's id in ``storage`` (``trial._trial_id``), not its number in the study.
+        interrupted: it was stopped before it finished, not broken.
+        cancelled: the stop was the job's cancel; the stage hands out no more trials.
+    """
+    if interrupted:
+        storage.set_trial_user_attr(trial_id, "interrupted", True)
+    storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+    return TrialOutcome(TrialState.FAIL, reason=reason, cancelled=cancelled)
 
 
 def objective_values(metrics: dict[str, float | int | None], objectives: list[str]) -> list[float]:
@@ -39,7 +65,21 @@ def objective_values(metrics: dict[str, float | int | None], objectives: list[st
 
 def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
               should_stop: Callable[[], bool] | None = None) -> TrialOutcome:
-    """Train one configuration for ``trial``; never raises for a failed, pruned or cancelled trial."""
+    """Train one configuration for ``trial`` and record it; never raises.
+
+    Returns:
+        How the trial ended: COMPLETE with its values, PRUNED, or FAIL with its reason (a NaN loss, a
+        cancel, or a crash: a bug in one trial must not leave it RUNNING nor stop its stage).
+    """
+    try:
+        return _run_trial(trial, config, spec=spec, data=data, stage=stage, should_stop=should_stop)
+    except Exception as exc:
+        log.exception("trial %d of stage %s crashed", trial.number, stage)
+        return fail_trial(trial.storage, trial._trial_id, repr(exc))
+
+
+def _run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
+               should_stop: Callable[[], bool] | None) -> TrialOutcome:
     objectives = spec.search.objectives
     prune = len(objectives) == 1 and spec.search.pruner != "none"
     curve_t: list[float] = []
@@ -65,13 +105,10 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
         return TrialOutcome(TrialState.PRUNED)
     except TrialFailed as exc:
         _record_partial(trial, curve_t, curve_v)
-        trial.set_user_attr("fail_reason", str(exc))
-        return TrialOutcome(TrialState.FAIL, reason=str(exc))
+        return fail_trial(trial.storage, trial._trial_id, str(exc))
     except Cancelled as exc:
         _record_partial(trial, curve_t, curve_v)
-        trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("fail_reason", str(exc))
-        return TrialOutcome(TrialState.FAIL, reason=str(exc), cancelled=True)
+        return fail_trial(trial.storage, trial._trial_id, str(exc), interrupted=True, cancelled=True)
     _record(trial, result)
     return TrialOutcome(TrialState.COMPLETE, values=objective_values(result.metrics(), objectives))
 

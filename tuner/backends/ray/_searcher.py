@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.search import Searcher
 
 from tuner.backends.ray._trainable import outcome_from
-from tuner.search import StageRun, TrialOutcome
+from tuner.search import StageRun, TrialOutcome, fail_trial
 
 __all__ = ["INTERRUPTED", "STOP_POLL_S", "StageSearcher", "TrialRegistry"]
 
@@ -60,9 +59,8 @@ class StageSearcher(Searcher):
             return
         with self._recording(trial):
             if error:
-                reason = f"the Ray worker running it failed: {_error_of(tune_trial)}"
-                trial.set_user_attr("fail_reason", reason)
-                outcome = TrialOutcome(TrialState.FAIL, reason=reason)
+                outcome = fail_trial(trial.storage, trial._trial_id,
+                                     f"the Ray worker running it failed: {_error_of(tune_trial)}")
             else:
                 outcome = outcome_from(result) or self._interrupted(trial)
             self.run.finish(trial, outcome)
@@ -77,9 +75,7 @@ class StageSearcher(Searcher):
     def _interrupted(self, trial: optuna.Trial) -> TrialOutcome:
         cancelled = self.stopper.fired
         reason = INTERRUPTED if cancelled else "stopped before it finished: Ray Tune ended the run"
-        trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("fail_reason", reason)
-        return TrialOutcome(TrialState.FAIL, reason=reason, cancelled=cancelled)
+        return fail_trial(trial.storage, trial._trial_id, reason, interrupted=True, cancelled=cancelled)
 
     @contextlib.contextmanager
     def _recording(self, trial: optuna.Trial) -> Iterator[None]:

@@ -8,7 +8,6 @@ the driver tells the study.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import optuna
@@ -21,8 +20,6 @@ from tuner.storage import open_storage
 from tuner.train import Dataset
 
 __all__ = ["TuneReportingTrial", "outcome_from", "train_trial"]
-
-log = logging.getLogger(__name__)
 
 REPORTED = ("train_loss", "val_loss", "gap", "epochs")
 """The metrics in a trial's last Tune result, beside its outcome."""
@@ -50,12 +47,7 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], study_name: str
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url),
                               pruner=make_pruner(job.search.pruner))
     trial = TuneReportingTrial(study, config["trial_id"])
-    try:
-        outcome = run_trial(trial, config["params"], spec=job, data=data, stage=config["stage"])
-    except Exception as exc:  # a bug in one trial must not leave it RUNNING
-        log.exception("trial %d of stage %s crashed", trial.number, config["stage"])
-        trial.set_user_attr("fail_reason", repr(exc))
-        outcome = TrialOutcome(TrialState.FAIL, reason=repr(exc))
+    outcome = run_trial(trial, config["params"], spec=job, data=data, stage=config["stage"])
     attrs = trial.user_attrs
     metrics: dict[str, Any] = {key: attrs[key] for key in REPORTED if key in attrs}
     tune.report({**metrics, "outcome_state": outcome.state.name, "outcome_values": outcome.values,
