@@ -1,4 +1,7 @@
-"""Whole jobs against a real database: stages, warm starts, failures, the test split, resuming."""
+"""Whole jobs against a real database: stages, warm starts, the test split, resuming.
+
+What every backend must do (budgets, resume, cancel, NaN trials) is ``backends/test_conformance.py``'s.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tuner import Cancelled, parse_spec, run_job
+from tuner import Cancelled, SpecError, parse_spec, run_job
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -63,20 +66,6 @@ def test_later_stages_fix_earlier_best_values_and_start_warm(tiny: Tiny, sqlite_
         assert set(t.user_attrs["config"].values()) == {0.0}  # the baseline trains with every regularizer off
 
 
-def test_nan_trials_fail_with_their_reason_and_the_study_goes_on(tiny: Tiny, sqlite_url: str) -> None:
-    spec = parse_spec(tiny(
-        training={"optimizer": "sgd", "lr": 1.0},
-        search={"sampler": "random", "space": {"l2": {"low": 1e-4, "high": 1e4, "log": True}, "dropout": None},
-                "stages": [{"name": "l2", "params": ["l2"], "trials": 4}]},
-    ))
-    run_job(spec, storage=sqlite_url)
-    trials = _trials(sqlite_url, "tiny/l2")
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert _count(trials, TrialState.COMPLETE) == 4
-    assert failed, "a λ₂ of 10³ with SGD at lr 1 diverges: some trial must have failed"
-    assert all("loss" in t.user_attrs["fail_reason"] for t in failed)
-
-
 def _csv(path: Path, test_scale: float) -> None:
     rng = np.random.default_rng(0)
     lines = ["a,b,c,label,fold"]
@@ -102,6 +91,24 @@ def test_the_search_never_reads_the_test_split(tiny: Tiny, tmp_path: Path, monke
     assert losses[0] == losses[1]  # every trial saw the same data
     assert reports[0]["chosen"]["params"] == reports[1]["chosen"]["params"]
     assert reports[0]["chosen"]["test_loss"] != reports[1]["chosen"]["test_loss"]  # only the test metrics differ
+
+
+def test_a_task_only_the_data_tells_is_checked_once_the_data_is_read(tiny: Tiny, sqlite_url: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CSV's task comes from its target column: the spec's task rules run again once it is read."""
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
+    rng = np.random.default_rng(0)
+    rows = [f"{a},{b},{a + 0.5 * b + 0.01 * rng.normal()}" for a, b in rng.normal(size=(60, 2))]
+    (tmp_path / "r.csv").write_text("\n".join(["a,b,y", *rows]) + "\n")
+    spec = parse_spec(tiny(dataset={"source": "csv", "name": None, "path": "r.csv", "target": "y"},
+                           search={"objective": "val_error", "space": {"label_smoothing": {"low": 0.0, "high": 0.2}}}))
+    with pytest.raises(SpecError) as info:
+        run_job(spec, storage=sqlite_url)
+    why = "the dataset's target is continuous (a regression)"
+    assert {i.field: i.message for i in info.value.issues} == {
+        "search.space.label_smoothing": f"label smoothing needs a classification task, but {why}",
+        "search.objective": f"val_error needs a classification task, but {why}; use val_loss"}
+    assert optuna.get_all_study_names(sqlite_url) == []  # refused before any stage started
 
 
 def test_a_cancelled_job_keeps_its_trials_and_resumes_to_the_exact_budget(tiny: Tiny, sqlite_url: str) -> None:

@@ -1,0 +1,43 @@
+"""Helpers of the backend tests: a stage's trials, how many ran at once, epochs that last a while."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tuner import open_storage, parse_spec, run_job
+
+Tiny = Callable[..., dict[str, Any]]
+
+RECORDED = ("stage", "config", "train_loss", "val_loss", "gap", "train_acc", "val_acc", "sparsity",
+            "features_kept", "epochs", "seconds", "train_curve", "val_curve")
+"""What every trial records, whichever backend ran it (DESIGN.md), beside its configuration and curves."""
+
+
+def trials_of(url: str, study_name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study_name, storage=open_storage(url)).get_trials(deepcopy=False)
+
+
+def most_at_once(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """The most trials that were running at the same moment (from their start and end times)."""
+    events = sorted([(t.datetime_start, 1) for t in trials] + [(t.datetime_complete, -1) for t in trials])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def epochs_lasting(tiny: Tiny, seconds: float, tmp_path: Path) -> int:
+    """Epochs of the tiny spec that train for about ``seconds`` here (measured): long on any machine."""
+    url = f"sqlite:///{tmp_path}/timing.db"
+    run_job(parse_spec(tiny(training={"epochs": 30}, search={"stages": [{"name": "baseline", "params": [],
+                                                                          "trials": 1}]},
+                            report={"top_k": 1, "seeds": 0})), storage=url, prefix="timing")
+    [trial] = trials_of(url, "timing/baseline")
+    per_epoch = trial.user_attrs["seconds"] / trial.user_attrs["epochs"]
+    return max(150, math.ceil(seconds / per_epoch))

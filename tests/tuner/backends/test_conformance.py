@@ -1,0 +1,131 @@
+"""One suite that every backend passes, as Optuna runs one storage suite over every storage.
+
+Parametrized over the backend registry (``tuner.registry.BACKENDS``): a new backend is tested here
+for free, and is not done until it passes. Budgets are exact, a finished job run again adds no trial,
+a cancel fails the running trial as interrupted and the job resumes to the exact budget, a trial whose
+loss turns NaN fails with its reason while the stage still meets its budget, and every trial records
+what DESIGN.md lists. Checks that belong to one backend (a Ray worker's crash) stay in its own file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _backends import RECORDED, Tiny, epochs_lasting, most_at_once, trials_of
+from optuna.trial import TrialState
+
+from tuner import Cancelled, JobSpec, parse_spec, run_job
+from tuner.registry import BACKENDS
+
+MARKS = {"ray": [pytest.mark.ray]}  # a backend that starts a cluster
+FIXTURES = {"ray": "ray_cluster"}  # … and the fixture that starts it, once per module
+
+BASELINE_L2 = [{"name": "baseline", "params": [], "trials": 1}, {"name": "l2", "params": ["l2"], "trials": 3}]
+
+
+@pytest.fixture(params=[pytest.param(name, marks=MARKS.get(name, [])) for name in BACKENDS.names])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend of the registry in turn."""
+    name: str = request.param
+    if name in FIXTURES:
+        request.getfixturevalue(FIXTURES[name])
+    return name
+
+
+def spec_on(tiny: Tiny, backend: str, *, epochs: int, stages: list[dict[str, Any]], parallelism: int = 1,
+            **search: Any) -> JobSpec:
+    """The tiny spec on ``backend``: few epochs, the given stages, one re-training seed."""
+    return parse_spec(tiny(training={"epochs": epochs},
+                           search={"backend": backend, "parallelism": parallelism, "stages": stages, **search},
+                           report={"top_k": 1, "seeds": 1}))
+
+
+def _states(trials: list[Any]) -> list[tuple[int, str, Any]]:
+    """What a failed assertion shows: each trial's number, state and why it failed."""
+    return [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials]
+
+
+def test_budgets_are_exact_and_every_trial_records_what_design_lists(backend: str, tiny: Tiny,
+                                                                     tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    spec = spec_on(tiny, backend, epochs=3, parallelism=2, stages=BASELINE_L2, pruner="median")
+
+    report = run_job(spec, storage=url)
+
+    for stage in spec.stages:
+        trials = trials_of(url, f"tiny/{stage.name}")
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * stage.trials, _states(trials)
+        for t in trials:
+            assert set(t.user_attrs) == {*RECORDED, "best_epoch"}, sorted(t.user_attrs)
+            assert t.user_attrs["stage"] == stage.name
+            assert t.user_attrs["gap"] == pytest.approx(t.user_attrs["val_loss"] - t.user_attrs["train_loss"])
+            assert sorted(t.intermediate_values) == [1, 2, 3]
+            assert len(t.user_attrs["train_curve"]) == len(t.user_attrs["val_curve"]) == t.user_attrs["epochs"]
+            assert t.values == [pytest.approx(t.user_attrs["val_loss"])]
+    assert most_at_once(trials_of(url, "tiny/l2")) <= spec.search.parallelism
+    assert [s["study_name"] for s in report["stages"]] == ["tiny/baseline", "tiny/l2"]
+    assert {"val_loss", "test_loss", "test_acc"} <= set(report["baseline"])
+    assert report["chosen"]["stage"] in ("baseline", "l2") and "test_loss" in report["chosen"]
+
+
+def test_a_finished_job_run_again_adds_no_trial(backend: str, tiny: Tiny, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    spec = spec_on(tiny, backend, epochs=2, stages=BASELINE_L2)
+    run_job(spec, storage=url)
+    before = {s.name: _states(trials_of(url, f"tiny/{s.name}")) for s in spec.stages}
+
+    report = run_job(spec, storage=url)
+
+    assert {s.name: _states(trials_of(url, f"tiny/{s.name}")) for s in spec.stages} == before
+    assert [len(trials) for trials in before.values()] == [1, 3]
+    assert [s["trials"] for s in report["stages"]] == [1, 3]
+
+
+def test_a_cancel_fails_the_running_trial_as_interrupted_and_the_job_resumes_to_the_exact_budget(
+        backend: str, tiny: Tiny, storage_url: str, tmp_path: Path) -> None:
+    """Over SQLite and PostgreSQL. The trial lasts long enough to be caught whoever polls the stop (a
+    Ray driver polls between results); it stops an epoch or two in, so it never runs long."""
+    stages = [{"name": "baseline", "params": [], "trials": 2}]
+    epochs = epochs_lasting(tiny, 120, tmp_path)
+    spec = spec_on(tiny, backend, epochs=epochs, stages=stages)
+
+    def training_started() -> bool:  # stop once a trial has reported an epoch
+        return any(t.intermediate_values for t in trials_of(storage_url, "tiny/baseline"))
+
+    with pytest.raises(Cancelled):
+        run_job(spec, storage=storage_url, should_stop=training_started)
+
+    [stopped] = trials_of(storage_url, "tiny/baseline")
+    assert stopped.state == TrialState.FAIL
+    assert stopped.user_attrs["interrupted"] is True
+    assert "cancelled" in stopped.user_attrs["fail_reason"]
+    assert 0 < len(stopped.intermediate_values) < epochs  # stopped early; what it measured stays
+
+    # Resumed (with short trials: what is under test is the budget), the interrupted trial does not count.
+    run_job(spec_on(tiny, backend, epochs=2, stages=stages), storage=storage_url)
+    trials = trials_of(storage_url, "tiny/baseline")
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE], _states(trials)
+
+
+def test_nan_trials_fail_with_their_reason_and_the_stage_still_meets_its_budget(backend: str, tiny: Tiny,
+                                                                               tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    spec = parse_spec(tiny(
+        training={"optimizer": "sgd", "lr": 1.0},
+        search={"backend": backend, "sampler": "random",
+                "space": {"l2": {"low": 1e-4, "high": 1e4, "log": True}, "dropout": None},
+                "stages": [{"name": "l2", "params": ["l2"], "trials": 4}]},
+        report={"top_k": 1, "seeds": 1},
+    ))
+
+    run_job(spec, storage=url)
+
+    trials = trials_of(url, "tiny/l2")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4, _states(trials)
+    assert failed, "a λ₂ of 10³ with SGD at lr 1 diverges: some trial must have failed"
+    for t in failed:
+        assert "loss" in t.user_attrs["fail_reason"] and "interrupted" not in t.user_attrs, _states(failed)
+        assert t.user_attrs["stage"] == "l2" and "config" in t.user_attrs
