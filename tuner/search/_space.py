@@ -8,6 +8,7 @@ categorical over its grid values (0 included when allowed).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -40,18 +41,25 @@ def _ask(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     return trial.suggest_categorical(name, dist.choices)
 
 
-def suggest(trial: optuna.Trial, spec: JobSpec, params: list[str]) -> dict[str, float]:
-    """Ask the trial for every knob of a stage. Returns flat knob values, 0 for a knob switched off."""
+def _stage_params(spec: JobSpec, params: list[str]
+                  ) -> Iterator[tuple[str, str, BaseDistribution, BaseDistribution | None]]:
+    """``(knob, param name, value distribution, on/off distribution or None)`` of each param a stage asks."""
     grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
-    out: dict[str, float] = {}
     for knob in params:
         rng = spec.search.space.ranges()[knob]
         value_dist, on_dist = _distributions(rng, grid)
         for name in knob_names(knob, rng, n_hidden):
-            if on_dist is not None and not _ask(trial, f"{name}_on", on_dist):
-                out[name] = 0.0
-            else:
-                out[name] = float(_ask(trial, name, value_dist))
+            yield knob, name, value_dist, on_dist
+
+
+def suggest(trial: optuna.Trial, spec: JobSpec, params: list[str]) -> dict[str, float]:
+    """Ask the trial for every knob of a stage. Returns flat knob values, 0 for a knob switched off."""
+    out: dict[str, float] = {}
+    for _, name, value_dist, on_dist in _stage_params(spec, params):
+        if on_dist is not None and not _ask(trial, f"{name}_on", on_dist):
+            out[name] = 0.0
+        else:
+            out[name] = float(_ask(trial, name, value_dist))
     return out
 
 
@@ -65,21 +73,17 @@ def _holds(dist: BaseDistribution, v: float) -> bool:
 def encode(config: dict[str, float], spec: JobSpec, params: list[str]
            ) -> tuple[dict[str, Any], dict[str, BaseDistribution]] | None:
     """A trained configuration as this stage's Optuna params; None if the stage's priors cannot hold it."""
-    grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
     values: dict[str, Any] = {}
     dists: dict[str, BaseDistribution] = {}
-    for knob in params:
-        rng = spec.search.space.ranges()[knob]
-        value_dist, on_dist = _distributions(rng, grid)
-        for name in knob_names(knob, rng, n_hidden):
-            v = float(config.get(name, config.get(knob, 0.0)))
-            if on_dist is not None:
-                values[f"{name}_on"], dists[f"{name}_on"] = v != 0.0, on_dist
-                if v == 0.0:
-                    continue
-            if not _holds(value_dist, v):
-                return None
-            values[name], dists[name] = v, value_dist
+    for knob, name, value_dist, on_dist in _stage_params(spec, params):
+        v = float(config.get(name, config.get(knob, 0.0)))
+        if on_dist is not None:
+            values[f"{name}_on"], dists[f"{name}_on"] = v != 0.0, on_dist
+            if v == 0.0:
+                continue
+        if not _holds(value_dist, v):
+            return None
+        values[name], dists[name] = v, value_dist
     return values, dists
 
 
