@@ -24,4 +24,13 @@ def _at(field: str, message: str) -> ValueError:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The base of every part of the spec, so each rule below holds for every field, in one place.
+
+    - unknown fields are errors, never dropped;
+    - every float is finite: ``inf`` or ``NaN`` (``lr: .inf``, ``min_delta: .nan``) would train
+      nothing and still let a trial "complete";
+    - types are strict: ``epochs: true`` is no integer and ``standardize: 1`` no boolean
+      (an int still counts as a float).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)

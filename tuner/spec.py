@@ -17,6 +17,7 @@ from tuner._spec_base import _at, _one_of, _Strict, one_of
 from tuner._spec_data import SKLEARN_DATASETS, DatasetSpec
 from tuner._spec_errors import issues_from_validation_error
 from tuner._spec_knobs import KNOBS, KnobRange, Space
+from tuner._spec_load import SpecLoader, loads_json
 from tuner._spec_rules import cross_check
 from tuner.errors import Issue, SpecError
 
@@ -29,9 +30,11 @@ __all__ = [
     "ModelSpec",
     "ReportSpec",
     "SearchSpec",
+    "SpecLoader",
     "StageSpec",
     "TrainingSpec",
     "load_spec",
+    "loads_json",
     "parse_spec",
 ]
 
@@ -178,7 +181,7 @@ def load_spec(source: str | Path | bytes) -> JobSpec:
                 raise SpecError.one("", f"cannot read spec file {str(path)!r}: {exc.strerror}") from None
         else:
             text = source.decode("utf-8") if isinstance(source, bytes) else str(source)
-        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        data = loads_json(text) if text.lstrip().startswith("{") else yaml.load(text, Loader=SpecLoader)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SpecError([Issue("", f"the spec is not valid YAML or JSON: {first}")]) from None
