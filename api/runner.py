@@ -27,6 +27,7 @@ from api.lease import CANCEL, LOST, Lease
 from api.models import JobRow, JobStatus
 from api.queue import Expired, claim_job, finish_job, release_job, requeue_expired
 from api.settings import Settings
+from api.specs import job_limits
 from tuner import Cancelled, RegtuneError, SpecError, open_storage, parse_spec, run_job, study_name
 from tuner.stages import fail_interrupted
 
@@ -102,13 +103,21 @@ class Runner:
         lease = Lease(self.db, job_id=row.id, owner=self.owner, lease_seconds=self.settings.lease_seconds,
                       heartbeat_seconds=self.settings.heartbeat_seconds, shutdown=self.shutdown)
         status, report, error = JobStatus.FAILED, None, None
+        deadline = started + self.settings.max_job_seconds
+
+        def should_stop() -> bool:
+            return lease.should_stop() or time.monotonic() > deadline
+
         with lease:
             try:
                 report = run_job(parse_spec(row.spec), storage=self.db.url, prefix=row.study_prefix,
-                                 should_stop=lease.should_stop)
+                                 should_stop=should_stop, limits=job_limits(self.settings))
                 status = JobStatus.SUCCEEDED
             except Cancelled as exc:
                 status, error = JobStatus.CANCELLED, str(exc)
+                if lease.reason is None:  # no cancel, no shutdown, no lost lease: the deadline passed
+                    status, error = JobStatus.FAILED, (f"the job ran longer than {self.settings.max_job_seconds:g} s "
+                                                       "(REGTUNE_MAX_JOB_SECONDS) and was stopped")
             except SpecError as exc:
                 error = str(exc)
             except RegtuneError as exc:
