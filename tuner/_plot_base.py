@@ -19,6 +19,17 @@ DPI = 100
 LOCK = threading.Lock()  # matplotlib's font and text caches are shared between threads
 
 
+def plain(text: object) -> str:
+    """User text (a feature, stage or job name) as matplotlib draws it literally.
+
+    An even number of ``$`` turns a matplotlib string into mathtext, and a header
+    such as ``$x^2$`` or ``cost$ (in $)`` would then be parsed as TeX: drawn as a
+    formula, or failing the whole plot (and the job page) with a parse error. Each
+    ``$`` escaped as ``\\$`` is drawn as a dollar sign and never starts math.
+    """
+    return str(text).replace("$", r"\$")
+
+
 def fmt_params(params: dict[str, float]) -> str:
     """``l2=3e-04, dropout=0.25`` for the knobs that are on; ``no regularization`` when none is."""
     on = [f"{k}={v:.2g}" if v < 0.01 else f"{k}={v:.3g}" for k, v in params.items() if v]
@@ -42,7 +53,7 @@ def stage_colors(trials: list[FrozenTrial]) -> dict[str, str]:
 
 def stage_handles(colors: dict[str, str]) -> list[Line2D]:
     """Legend entries for the stage colours."""
-    return [Line2D([], [], ls="", marker="o", color=c, label=s) for s, c in colors.items()]
+    return [Line2D([], [], ls="", marker="o", color=c, label=plain(s)) for s, c in colors.items()]
 
 
 def figure(width: float = 7.5, height: float = 4.2) -> Figure:
