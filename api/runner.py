@@ -23,7 +23,7 @@ import optuna
 
 from api.db import Database, migrate
 from api.errors import json_safe
-from api.lease import CANCEL, LOST, Lease
+from api.lease import CANCEL, LOST, STALLED, Lease
 from api.models import JobRow, JobStatus
 from api.queue import Expired, claim_job, finish_job, release_job, requeue_expired
 from api.settings import Settings
@@ -101,7 +101,8 @@ class Runner:
         log.info("runner %s: claimed job %s (%s), attempt %d", self.owner, row.id, row.name, row.attempts)
         started = time.monotonic()
         lease = Lease(self.db, job_id=row.id, owner=self.owner, lease_seconds=self.settings.lease_seconds,
-                      heartbeat_seconds=self.settings.heartbeat_seconds, shutdown=self.shutdown)
+                      heartbeat_seconds=self.settings.heartbeat_seconds, shutdown=self.shutdown,
+                      stall_seconds=self.settings.stall_seconds)
         status, report, error = JobStatus.FAILED, None, None
         deadline = started + self.settings.max_job_seconds
 
@@ -130,8 +131,9 @@ class Runner:
     def _record(self, row: JobRow, status: JobStatus, report: dict[str, Any] | None, error: str | None,
                 reason: str | None, seconds: float) -> None:
         with self.db.session() as session:
-            if reason == LOST:
-                log.warning("job %s: lease lost after %.0fs; another runner owns it now", row.id, seconds)
+            if reason in (LOST, STALLED):
+                log.warning("job %s: lease %s after %.0fs; another runner owns it now", row.id,
+                            "lost" if reason == LOST else "left to expire (the job stalled)", seconds)
                 return
             if status == JobStatus.CANCELLED and reason != CANCEL:  # shutting down: back to the queue
                 release_job(session=session, job_id=row.id, owner=self.owner, reason=f"released by runner "

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
                            "working directory: it holds .env files and databases)")
     lease_seconds: float = Field(default=60.0, gt=0, description="how long a runner's claim on a job lasts")
     heartbeat_seconds: float = Field(default=10.0, gt=0, description="how often a runner renews its lease")
+    stall_seconds: float = Field(default=600.0, gt=0, allow_inf_nan=False, description="how long a job may "
+                                 "make no progress (no epoch, no batch, no trial) before its runner stops renewing "
+                                 "its lease, so that another runner takes it back")
     poll_seconds: float = Field(default=1.0, gt=0, description="how often an idle runner looks for work")
     max_attempts: int = Field(default=3, ge=1, description="runners a job may lose before it fails")
     max_trials: int = Field(default=1000, ge=1, description="trials one job may ask for, all stages together")
