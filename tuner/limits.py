@@ -22,11 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 
-from tuner._spec_rules import _grid_size
 from tuner.errors import Issue, RegtuneError
-from tuner.spec import JobSpec
+from tuner.spec import JobSpec, grid_points
 
-__all__ = ["Limits", "Work", "attempts_allowed", "check_limits", "check_work", "estimate_work", "grid_points"]
+__all__ = ["Limits", "Work", "attempts_allowed", "check_limits", "check_work", "estimate_work"]
 
 SKLEARN_OUTPUTS = {"digits": 10, "breast_cancer": 2, "wine": 3, "iris": 3, "diabetes": 1}
 
@@ -119,11 +118,6 @@ class Work:
     def __str__(self) -> str:
         return (f"{self.trainings} trainings (retries and seed re-runs counted) × {self.epochs} epochs × "
                 f"{self.steps_per_epoch} steps per epoch × {self.parameters} parameters = {self.total:.3g}")
-
-
-def grid_points(spec: JobSpec, params: list[str]) -> int:
-    """Points in one stage's grid: the product over its knobs' grids, a per-layer knob once per layer."""
-    return _grid_size(spec, params)[0]
 
 
 def _parameters(spec: JobSpec, n_in: int, n_out: int) -> int:

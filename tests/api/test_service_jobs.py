@@ -15,8 +15,8 @@ from _service import make_spec, wait_for, wait_status
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.runner import Runner
 from api.settings import Settings
+from api.worker import Runner
 
 
 def submit(client: TestClient, spec: dict[str, Any], **headers: str) -> dict[str, Any]:
