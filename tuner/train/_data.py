@@ -134,6 +134,9 @@ def _open_csv(spec: DatasetSpec) -> BinaryIO:
     path = (root / (spec.path or "")).resolve()
     if not path.is_relative_to(root):
         raise DataError.one("dataset.path", f"must stay inside REGTUNE_DATA_DIR, but got {spec.path!r}", spec.path)
+    if any(part.startswith(".") for part in path.relative_to(root).parts):  # a link to a dotfile
+        raise DataError.one("dataset.path", f"must name no hidden file or folder, but {spec.path!r} leads to one",
+                            spec.path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:

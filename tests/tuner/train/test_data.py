@@ -132,6 +132,13 @@ def test_files_that_are_not_regular_are_refused_before_they_are_opened(
                                            "a FIFO or a device)")
 
 
+def test_a_link_to_a_dotfile_is_refused(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("y,PASSWORD\n1,hunter2\n")
+    (tmp_path / "d.csv").symlink_to(tmp_path / ".env")
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
+    assert _load_error(tiny) == "dataset.path: must name no hidden file or folder, but 'd.csv' leads to one"
+
+
 def test_the_default_data_dir_is_a_data_folder(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "data").mkdir()
     _csv(tmp_path / "d.csv", [["a", "y"], *[[i, i % 2] for i in range(30)]])  # in the working directory: not found
