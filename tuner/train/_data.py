@@ -171,6 +171,8 @@ def _read_rows(spec: DatasetSpec, max_cells: int | None) -> list[list[str]]:
         reader = csv.reader(_lines(fh, spec))
         try:
             for row in reader:
+                if not row:
+                    continue  # a blank line (a trailing one, mostly) holds no row
                 rows.append(row)
                 if len(row) != len(rows[0]):
                     raise DataError.one("dataset.path", f"line {reader.line_num} of {spec.path!r} has {len(row)} "
@@ -179,7 +181,8 @@ def _read_rows(spec: DatasetSpec, max_cells: int | None) -> list[list[str]]:
                     raise DataError.one("dataset.path", f"{spec.path!r} holds more than {max_cells} cells (rows × "
                                         "columns), the most allowed (REGTUNE_MAX_DATA_CELLS)")
         except csv.Error as exc:
-            rule = "a field is larger than 128 kB" if "field limit" in str(exc) else "it is not valid CSV"
+            too_large = f"a field is larger than {csv.field_size_limit() // 1024} kB"
+            rule = too_large if "field limit" in str(exc) else "it is not valid CSV"
             raise DataError.one("dataset.path", f"cannot read line {reader.line_num} of {spec.path!r}: "
                                 f"{rule}") from None
     return rows

@@ -111,7 +111,7 @@ GOOD_ROWS = "".join(f"{i},{i % 3}\n" for i in range(30))
      "dataset.target: line 6, column 2 of 'd.csv': the target is missing (empty, NaN or NA); every row needs one"),
     (b"a,y\n" + "".join(f"{i},{'' if i == 4 else i % 2}\n" for i in range(30)).encode(),
      "dataset.target: line 6, column 2 of 'd.csv': the target is missing (empty, NaN or NA); every row needs one"),
-    (b"a,y\n1,0\n2,1,3\n", "dataset.path: line 3 of 'd.csv' has 3 fields, the header 2"),
+    (b"a,y\n1,0\n\n2,1,3\n", "dataset.path: line 4 of 'd.csv' has 3 fields, the header 2"),
     (b"PASSWORD=hunter2\n1\n", "dataset.target: column 'y' is not in the header of 'd.csv' (line 1, 1 columns)"),
 ])
 def test_bad_csv_files_fail_naming_the_field_and_line(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
