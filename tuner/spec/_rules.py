@@ -13,7 +13,7 @@ from tuner.spec._models import StageSpec
 from tuner.spec._priors import KnobRange
 from tuner.spec._stages import BASELINE, default_stages
 
-__all__ = ["check_spec", "check_task"]
+__all__ = ["check_spec", "check_task", "grid_points"]
 
 
 def _check_stages(stages: list[StageSpec], ranges: dict[str, KnobRange]) -> list[Issue]:
@@ -74,6 +74,14 @@ def check_task(spec: JobSpec, task: str, why: str = "the dataset is a regression
     if task == "regression" and "val_error" in spec.search.objectives:
         issues.append(Issue("search.objective", f"val_error needs a classification task, but {why}; use val_loss"))
     return issues
+
+
+def grid_points(spec: JobSpec, params: list[str]) -> int:
+    """Points in a stage's grid over ``params``: the product of their grids, a per-layer knob once per layer.
+
+    A knob without a finite grid counts 1 (``check_spec`` refuses it under the grid sampler).
+    """
+    return _grid_size(spec, params)[0]
 
 
 def check_spec(spec: JobSpec) -> list[Issue]:
