@@ -1,8 +1,8 @@
 """The final choice: re-train the best few configurations over seeds, choose on the mean.
 
 A single seed can make a configuration look better than it is. The top
-configurations of the last stage and the baseline are trained again with
-other seeds; the choice is made on the mean validation loss (``best``), or on
+configurations over every stage (a later stage need not improve on an earlier
+one) and the baseline are trained again with other seeds; the choice is made on the mean validation loss (``best``), or on
 the most regularized configuration within one standard error of the best
 (``one_se``, glmnet's lambda.1se). The standard error there combines the
 spread over seeds with the sampling noise of the validation split itself

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.plots import fmt_params
+from tuner.report_md import epoch_gaps
 
 __all__ = ["CAPTIONS", "CSS", "StageLike", "StageProgress", "html_document", "render_html", "stage_progress"]
 
@@ -112,7 +113,7 @@ def verdict(report: dict[str, Any]) -> str:
     pct = f" ({100 * b['gap'] / b['val_loss']:.0f}% of the val loss)" if b["val_loss"] > 0 else ""
     text = (f"<strong>{escape(kind.replace('_', ' ').capitalize())}.</strong> Without regularization the "
             f"model reaches val loss {_n(b['val_loss'])} against train loss {_n(b['train_loss'])}: a gap of "
-            f"<strong>{_n(b['gap'])}</strong>{pct}. ")
+            f"<strong>{_n(b['gap'])}</strong>{pct}. {escape(epoch_gaps(b))}")
     bs, cs = b["seeds"], c["seeds"]
     if not any(c.get("params", {}).values()):
         text += (f"regtune <strong>keeps the baseline</strong>: no setting beat it on the mean val loss over "

@@ -55,6 +55,24 @@ def _measure(spec: JobSpec, run: TrainResult, data: Dataset) -> dict[str, Any]:
     return out
 
 
+def _epoch_gaps(run: TrainResult) -> dict[str, Any]:
+    """The gap at the epoch of lowest val loss and at the last epoch trained, from the learning curves.
+
+    Early stopping is itself a regularizer: the kept model's gap hides how far
+    training would have overfit had it gone on.
+    """
+    if not run.curve_val:
+        return {}
+    best = min(range(len(run.curve_val)), key=run.curve_val.__getitem__)
+    last = len(run.curve_val) - 1
+
+    def at(i: int) -> dict[str, Any]:
+        return {"epoch": i + 1, "train_loss": run.curve_train[i], "val_loss": run.curve_val[i],
+                "gap": run.curve_val[i] - run.curve_train[i]}
+
+    return {"best_epoch": at(best), "last_epoch": at(last)}
+
+
 def _importances(spec: JobSpec, trials: list[FrozenTrial]) -> dict[str, float]:
     """fANOVA importances of the knobs for the val loss, over every trial of every stage."""
     ranges = spec.search.space.ranges()
@@ -132,24 +150,27 @@ def _constant_loss(data: Dataset) -> float:
     return float(y.var(unbiased=False))
 
 
+def _pick(trial: FrozenTrial) -> tuple[str, int | None, dict[str, float]]:
+    """A trial as a candidate to re-train: its stage, its number in that stage's study, its configuration."""
+    return str(trial.user_attrs["stage"]), trial.number, trial.user_attrs["config"]
+
+
 def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
                  should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Re-train the final candidates, choose, and measure the test split once."""
     search_data = data.without_test()
     baseline_outcome = outcomes[0]
-    last = outcomes[-1]
-    top = top_configs(spec, complete_trials(last.study), spec.report.top_k) if last is not baseline_outcome else []
+    searched = [t for o in outcomes[1:] for t in complete_trials(o.study)]  # every stage: a late one may not help
+    top = top_configs(spec, searched, spec.report.top_k)
     base_trial = baseline_outcome.best
     picks: list[tuple[str, int | None, dict[str, float]]] = [
         (baseline_outcome.name, base_trial.number if base_trial else None,
          base_trial.user_attrs["config"] if base_trial else {})]
-    picks += [(last.name, t.number, t.user_attrs["config"]) for t in top
-              if t.user_attrs["config"] != picks[0][2]]
+    picks += [_pick(t) for t in top if t.user_attrs["config"] != picks[0][2]]
     candidates = retrain_candidates(spec, search_data, picks, should_stop)
     if spec.report.choose == "one_se" and top:
-        extras = one_se_extras(spec, complete_trials(last.study), candidates, spec.report.top_k)
-        candidates += retrain_candidates(spec, search_data, [(last.name, t.number, t.user_attrs["config"])
-                                                             for t in extras], should_stop)
+        extras = one_se_extras(spec, searched, candidates, spec.report.top_k)
+        candidates += retrain_candidates(spec, search_data, [_pick(t) for t in extras], should_stop)
     chosen = choose(spec, candidates)
     baseline = candidates[0]
     all_trials = [t for o in outcomes for t in complete_trials(o.study)]
@@ -160,7 +181,7 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
     report: dict[str, Any] = {
         "job": spec.name,
         "task": data.task,
-        "baseline": {"params": {}, **_measure(spec, baseline.first, data),
+        "baseline": {"params": {}, **_measure(spec, baseline.first, data), **_epoch_gaps(baseline.first),
                      "seeds": {"n": len(baseline.runs), "val_loss_mean": baseline.mean,
                                "val_loss_std": baseline.std}},
         "chosen": {"stage": chosen.stage, "trial": chosen.trial, "params": _searched(chosen.config, spec),

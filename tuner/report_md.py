@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["diagnose", "render_markdown"]
+__all__ = ["diagnose", "epoch_gaps", "render_markdown"]
 
 OVERFIT_RELATIVE_GAP = 0.10  # gap as a fraction of the val loss
 OVERFIT_ABSOLUTE_GAP = 0.01
@@ -32,6 +32,19 @@ def diagnose(report: dict[str, Any], constant_loss: float) -> str:
             f"so expect the baseline or a light setting to win.")
 
 
+def epoch_gaps(baseline: dict[str, Any]) -> str:
+    """The baseline's gap at its best and at its last epoch (early stopping hides part of the overfitting)."""
+    best, last = baseline.get("best_epoch"), baseline.get("last_epoch")
+    if not best or not last:
+        return ""
+    if best["epoch"] == last["epoch"]:
+        return f"Its val loss was lowest at the last epoch trained ({last['epoch']}). "
+    hidden = (": the gap kept growing after the best epoch, overfitting that early stopping hides"
+              if last["gap"] > best["gap"] else "")
+    return (f"At its best epoch ({best['epoch']}) the gap is {best['gap']:.4g}; at its last epoch "
+            f"({last['epoch']}) it is {last['gap']:.4g}{hidden}. ")
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -44,7 +57,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     """A report a person reads in a minute: verdict, baseline vs chosen, stages, features."""
     b, c = report["baseline"], report["chosen"]
     metric = "test_acc" if "test_acc" in c else "test_rmse"
-    lines = [f"# regtune report: {report['job']}", "", f"**Diagnosis.** {report['diagnosis']}", "",
+    lines = [f"# regtune report: {report['job']}", "", f"**Diagnosis.** {report['diagnosis']} {epoch_gaps(b)}",
+             "",
              f"**Chosen** ({report.get('choose', 'best')}): stage `{c['stage']}`, trial {c['trial']}, "
              f"{_fmt(c['params'])}.", "",
              "| | params | train loss | val loss | gap | val loss over seeds | test loss | " + metric + " |",
