@@ -2,9 +2,10 @@
 
 A single seed can make a configuration look better than it is. The top
 configurations over every stage (a later stage need not improve on an earlier
-one) and the baseline are trained again with other seeds; the choice is made on the mean validation loss (``best``), or on
-the most regularized configuration within one standard error of the best
-(``one_se``, glmnet's lambda.1se). The standard error there combines the
+one) and the baseline are trained again with other seeds; the choice is made
+on the mean validation loss (``best``), or on the most regularized
+configuration within one standard error of the best (``one_se``, glmnet's
+lambda.1se). The standard error there combines the
 spread over seeds with the sampling noise of the validation split itself
 (differences smaller than that are not evidence).
 """
@@ -104,6 +105,7 @@ def regularization_strength(spec: JobSpec, config: dict[str, float]) -> float:
 
     Off counts 0; on, a log-prior knob counts 0.5 at ``low`` up to 1 at ``high``
     (switching a knob on is already a step), a uniform one its fraction of the range.
+    A log knob beyond ``high`` (an L1 path starts above the prior) keeps counting up.
     """
     total = 0.0
     for knob, rng in spec.search.space.ranges().items():
@@ -114,7 +116,7 @@ def regularization_strength(spec: JobSpec, config: dict[str, float]) -> float:
             if rng.log:
                 span = math.log(rng.high) - math.log(rng.low)
                 pos = (math.log(v) - math.log(rng.low)) / span if span > 0 else 1.0
-                total += (0.5 + 0.5 * min(max(pos, 0.0), 1.0)) / len(values)
+                total += (0.5 + 0.5 * max(pos, 0.0)) / len(values)
             else:
                 span = rng.high - rng.low
                 total += (min(max((v - rng.low) / span, 0.0), 1.0) if span > 0 else 1.0) / len(values)

@@ -34,6 +34,9 @@ CAPTIONS = {
     "candidates": "The final candidates trained again with other seeds. Overlapping bars mean the choice is "
                   "within noise.",
     "sparsity": "Fraction of weights exactly zero against the L1 strength.",
+    "l1_path": "The L1 path: λ₁ from the value that removes every input column down, each point warm-started "
+               "from the last. Val loss ± one standard error (blue) and columns kept (green); the red line is "
+               "the choice. one_se takes the sparsest point within one SE of the best (the dotted line).",
     "features": "Input features the chosen model still uses (a non-zero weight) and those L1 removed.",
 }
 
@@ -143,6 +146,21 @@ def _table(report: dict[str, Any]) -> str:
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
 
 
+def _cost(report: dict[str, Any]) -> str:
+    """What the search cost, per stage and for re-training the candidates over seeds."""
+    rows = report.get("cost") or []
+    if not rows:
+        return ""
+    head = ["stage", "trials", "pruned", "failed", "epochs run / budgeted", "saved by pruning",
+            "saved by early stopping", "compute seconds"]
+    body = "".join(
+        f"<tr><td>{escape(str(r['stage']))}</td><td>{r['trials']}</td><td>{r['pruned']}</td><td>{r['failed']}</td>"
+        f"<td>{r['epochs_run']} / {r['epochs_budgeted']}</td><td>{r['epochs_saved_by_pruning']}</td>"
+        f"<td>{r['epochs_saved_by_early_stopping']}</td><td>{r['seconds']:.1f}</td></tr>" for r in rows)
+    return ('<h2>What the search cost</h2><table id="cost"><tr>' + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr>" + body + "</table>")
+
+
 def _stages(progress: Sequence[StageLike], links: dict[str, str]) -> str:
     rows = []
     for p in progress:
@@ -230,6 +248,8 @@ def render_html(report: dict[str, Any] | None, plots: dict[str, bytes], *, title
                      "over seeds are done. The plots below are drawn from the trials so far.</p>")
     if progress:
         parts += ["<h2>Stages</h2>", _stages(progress, links)]
+    if report:
+        parts.append(_cost(report))
     if plots:
         parts += ["<h2>Plots</h2>", _figures(plots, png_href)]
     if report:

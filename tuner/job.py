@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial
 from tuner.backends import executor_for
 from tuner.data import Dataset, load_dataset
 from tuner.errors import SpecError
+from tuner.l1_path import run_path
 from tuner.report import build_report, render_markdown
 from tuner.spec import JobSpec
 from tuner.stages import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage
@@ -96,7 +97,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
                        should_stop=should_stop,
                        on_trial=partial(progress.trial_finished, stage.name) if progress else None)
         if done < stage.trials:
-            executor(run, search_data, storage)
+            (run_path if stage.path else executor)(run, search_data, storage)
         outcome = close_stage(run, outcomes, name)
         for key, value in outcome.fixed.items():
             fixed[key] = value

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial
 
 from tuner._plot_base import DPI, LOCK, Report, fmt_params
+from tuner._plots_path import l1_path
 from tuner._plots_report import candidates, features, importances, learning_curves
 from tuner._plots_trials import history, knobs, pareto, sparsity
 
@@ -30,6 +31,7 @@ PLOTS: dict[str, PlotFn] = {
     "importances": importances,
     "candidates": candidates,
     "sparsity": sparsity,
+    "l1_path": l1_path,
     "features": features,
 }
 """Every plot by name, in the order the job page shows them."""

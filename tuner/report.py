@@ -16,8 +16,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
 
 from tuner.candidates import Candidate, choose, one_se_extras, retrain_candidates, top_configs
+from tuner.cost import retrain_cost, stage_cost, total_cost
 from tuner.data import Dataset
 from tuner.knobs import knob_of
+from tuner.l1_path import one_se_point, path_summary
 from tuner.report_md import diagnose, render_markdown
 from tuner.spec import JobSpec
 from tuner.stages import StageOutcome, complete_trials
@@ -168,9 +170,17 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
          base_trial.user_attrs["config"] if base_trial else {})]
     picks += [_pick(t) for t in top if t.user_attrs["config"] != picks[0][2]]
     candidates = retrain_candidates(spec, search_data, picks, should_stop)
+    path_trials = [t for o, st in zip(outcomes, spec.stages, strict=True) if st.path for t in complete_trials(o.study)]
+    path = path_summary(path_trials, data.feature_names)
     if spec.report.choose == "one_se" and top:
         extras = one_se_extras(spec, searched, candidates, spec.report.top_k)
-        candidates += retrain_candidates(spec, search_data, [_pick(t) for t in extras], should_stop)
+        sparse = one_se_point(path)  # the path's own lambda.1se is always a candidate
+        if sparse is not None:
+            extras += [t for t in path_trials if t.user_attrs["stage"] == sparse["stage"]
+                       and t.number == sparse["trial"] and t not in extras]
+        have = [c.config for c in candidates]
+        candidates += retrain_candidates(spec, search_data, [_pick(t) for t in extras
+                                                             if t.user_attrs["config"] not in have], should_stop)
     chosen = choose(spec, candidates)
     baseline = candidates[0]
     all_trials = [t for o in outcomes for t in complete_trials(o.study)]
@@ -198,6 +208,11 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
     if data.task == "regression":
         report["loss_units"] = "mean squared error of the standardized target" if spec.dataset.standardize \
             else "mean squared error"
+    if path:
+        report["l1_path"] = path
+    cost = [stage_cost(o.name, o.study.get_trials(deepcopy=False), spec.training.epochs) for o in outcomes]
+    cost.append(retrain_cost([(r.epochs, r.seconds) for c in candidates for r in c.runs], spec.training.epochs))
+    report["cost"] = [*cost, total_cost(cost)]
     features = _features(spec, data, chosen.first)
     if features is not None:
         report["features"] = features

@@ -77,6 +77,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     for st in report["stages"]:
         lines.append(f"| {st['name']} | `{st['study_name']}` | {st['trials']} | {_fmt(st['best_value'])} | "
                      f"{_fmt(st['best_params'])} |")
+    if report.get("cost"):
+        lines += ["", "## What the search cost", "",
+                  "| stage | trials | pruned | failed | epochs run / budgeted | saved by pruning | "
+                  "saved by early stopping | seconds |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['stage']} | {r['trials']} | {r['pruned']} | {r['failed']} | {r['epochs_run']} / "
+                  f"{r['epochs_budgeted']} | {r['epochs_saved_by_pruning']} | {r['epochs_saved_by_early_stopping']} "
+                  f"| {r['seconds']:.1f} |" for r in report["cost"]]
     if report.get("importances"):
         lines += ["", "## Importances (fANOVA, val loss)", "",
                   ", ".join(f"{k}: {v:.2f}" for k, v in report["importances"].items())]

@@ -106,12 +106,13 @@ def _optimizer(model: MLP, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Opti
 
 
 def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
-          on_epoch: EpochCallback | None = None) -> TrainResult:
+          on_epoch: EpochCallback | None = None, init: dict[str, torch.Tensor] | None = None) -> TrainResult:
     """Train one model under ``knobs`` and return its measurements at the kept epoch.
 
     Args:
         data: train and val splits (the test split is never read here).
         on_epoch: called with (epoch, train_loss, val_loss) after each epoch; may raise to stop.
+        init: start from these weights (a ``state_dict``) instead of a fresh draw: the L1 path's warm start.
 
     Raises:
         TrialFailed: a loss became NaN or infinite.
@@ -119,6 +120,8 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     started = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     model = build_model(model_spec, data.n_features, data.n_outputs, gen)
+    if init is not None:
+        model.load_state_dict(init)
     opt = _optimizer(model, spec, knobs)
     weights = [lin.weight for lin in model.linears]
     add_l2 = spec.optimizer != "adamw"

@@ -6,13 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from tuner.data import Dataset
 from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import JobSpec
-from tuner.training import TrainResult, train
+from tuner.training import TrainResult, loss_standard_error, train
 
 __all__ = ["TrialOutcome", "objective_values", "run_trial"]
 
@@ -25,6 +26,7 @@ class TrialOutcome:
     values: list[float] | None = None
     reason: str | None = None
     cancelled: bool = False
+    result: TrainResult | None = None  # a completed trial's run: its model warm-starts the next path point
 
 
 def objective_values(metrics: dict[str, float | int | None], objectives: list[str]) -> list[float]:
@@ -39,10 +41,16 @@ def objective_values(metrics: dict[str, float | int | None], objectives: list[st
 
 
 def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
-              should_stop: Callable[[], bool] | None = None) -> TrialOutcome:
-    """Train one configuration for ``trial``; never raises for a failed, pruned or cancelled trial."""
+              should_stop: Callable[[], bool] | None = None, init: dict[str, torch.Tensor] | None = None,
+              prunable: bool = True) -> TrialOutcome:
+    """Train one configuration for ``trial``; never raises for a failed, pruned or cancelled trial.
+
+    Args:
+        init: weights to start from (a path point starts from the previous point's).
+        prunable: False for a trial that must run to the end (a path point: the path needs every point).
+    """
     objectives = spec.search.objectives
-    prune = len(objectives) == 1 and spec.search.pruner != "none"
+    prune = prunable and len(objectives) == 1 and spec.search.pruner != "none"
     curve_t: list[float] = []
     curve_v: list[float] = []
 
@@ -60,7 +68,7 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
     trial.set_user_attr("config", config)
     knobs = Knobs.from_params(config, len(spec.model.hidden or []))
     try:
-        result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch)
+        result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch, init)
     except optuna.TrialPruned:
         _record_partial(trial, curve_t, curve_v)
         return TrialOutcome(TrialState.PRUNED)
@@ -74,7 +82,9 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
         trial.set_user_attr("fail_reason", str(exc))
         return TrialOutcome(TrialState.FAIL, reason=str(exc), cancelled=True)
     _record(trial, result)
-    return TrialOutcome(TrialState.COMPLETE, values=objective_values(result.metrics(), objectives))
+    assert result.model is not None
+    trial.set_user_attr("val_loss_se", loss_standard_error(result.model, data.val, data.task))
+    return TrialOutcome(TrialState.COMPLETE, values=objective_values(result.metrics(), objectives), result=result)
 
 
 def _record(trial: optuna.Trial, result: TrainResult) -> None:
