@@ -192,13 +192,31 @@ def _features(report: dict[str, Any]) -> str:
     if not f:
         return ""
     removed = ", ".join(escape(n) for n in f["removed"]) or "none"
-    return (f"<h2>Features (L1)</h2><p>Kept {len(f['kept'])}, removed {len(f['removed'])}. "
-            f"Removed: {removed}.</p>")
+    out = (f"<h2>Features (L1)</h2><p>Kept {len(f['kept'])}, removed {len(f['removed'])}. "
+           f"Removed: {removed}.</p>")
+    stability = f.get("stability") or []
+    if stability and f.get("seeds", 0) > 1:
+        cells = "".join(f"<tr><td>{escape(s['name'])}</td><td>{s['seeds']} of {f['seeds']}</td>"
+                        f"<td>{100 * s['share']:.0f}%</td></tr>" for s in stability)
+        out += (f'<p>How stable the selection is: the columns kept by any of the chosen configuration\'s '
+                f'{f["seeds"]} seed runs, with the share of runs that kept each.</p><table id="stability">'
+                f"<tr><th>column</th><th>kept by</th><th>share</th></tr>{cells}</table>")
+    return out
+
+
+def notes(report: dict[str, Any]) -> str:
+    """What qualifies the verdict: a choice at the edge of its prior, and its place on a Pareto front."""
+    out = [f'<p class="bound">{escape(h["message"])}.</p>' for h in report.get("bound_hits") or []]
+    pc = report.get("pareto_choice")
+    if pc:
+        out.append(f'<p id="pareto-choice">Two objectives: {escape(pc["why"])}</p>')
+    return "\n".join(out)
 
 
 CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1000px;
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.5em;margin-bottom:.2em}
 .meta{color:#666}
+.bound{background:#fff6e0;border-left:4px solid #e8a33d;padding:.4em 1em}
 .verdict{font-size:1.08em;background:#f4f7fb;border-left:4px solid #1f77b4;padding:.8em 1em}.why{color:#555}
 .status{display:inline-block;padding:.1em .6em;border-radius:1em;background:#eee}.failed{background:#fdd}
 .succeeded{background:#dfd}.running,.queued{background:#ffd}table{border-collapse:collapse;margin:1em 0}
@@ -242,7 +260,7 @@ def render_html(report: dict[str, Any] | None, plots: dict[str, bytes], *, title
     if error:
         parts.append(f"<h2>Error</h2><pre>{escape(error)}</pre>")
     if report:
-        parts += ["<h2>Verdict</h2>", verdict(report), _table(report)]
+        parts += ["<h2>Verdict</h2>", verdict(report), notes(report), _table(report)]
     elif status in ACTIVE:
         parts.append("<p>The job is under way; the verdict comes when the last stage and the re-training "
                      "over seeds are done. The plots below are drawn from the trials so far.</p>")

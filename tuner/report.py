@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 from tuner.candidates import Candidate, choose, one_se_extras, retrain_candidates, top_configs
 from tuner.cost import retrain_cost, stage_cost, total_cost
 from tuner.data import Dataset
+from tuner.explain import bound_hits, pareto_choice, stable_features
 from tuner.knobs import knob_of
 from tuner.l1_path import one_se_point, path_summary
 from tuner.report_md import diagnose, render_markdown
@@ -210,11 +211,19 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
             else "mean squared error"
     if path:
         report["l1_path"] = path
+    path_stages = {st.name for st in spec.stages if st.path}
+    report["bound_hits"] = bound_hits(spec, report["chosen"]["params"], path, chosen.stage in path_stages)
+    explained = pareto_choice(spec.search.objectives, report["pareto"], points, report["chosen"],
+                              spec.report.choose)
+    if explained is not None:
+        report["pareto_choice"] = explained
     cost = [stage_cost(o.name, o.study.get_trials(deepcopy=False), spec.training.epochs) for o in outcomes]
     cost.append(retrain_cost([(r.epochs, r.seconds) for c in candidates for r in c.runs], spec.training.epochs))
     report["cost"] = [*cost, total_cost(cost)]
     features = _features(spec, data, chosen.first)
     if features is not None:
+        features["stability"] = stable_features(data.feature_names, [r.features_mask for r in chosen.runs])
+        features["seeds"] = len(chosen.runs)
         report["features"] = features
     report["diagnosis"] = diagnose(report, _constant_loss(data))
     return report

@@ -61,6 +61,8 @@ def render_markdown(report: dict[str, Any]) -> str:
              "",
              f"**Chosen** ({report.get('choose', 'best')}): stage `{c['stage']}`, trial {c['trial']}, "
              f"{_fmt(c['params'])}.", "",
+             *[f"**At a bound.** {h['message']}.\n" for h in report.get("bound_hits") or []],
+             *([f"**Two objectives.** {report['pareto_choice']['why']}\n"] if report.get("pareto_choice") else []),
              "| | params | train loss | val loss | gap | val loss over seeds | test loss | " + metric + " |",
              "|---|---|---|---|---|---|---|---|"]
     for label, row in (("baseline", b), ("chosen", c)):
@@ -94,6 +96,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     if feats is not None:
         lines += ["", "## Features (L1)", "", f"Kept {len(feats['kept'])}, removed {len(feats['removed'])}.", "",
                   f"Removed: {', '.join(feats['removed']) or 'none'}"]
+        if feats.get("seeds", 0) > 1:
+            lines.append(f"\nKept over {feats['seeds']} seed runs: "
+                         + ", ".join(f"{x['name']} {x['seeds']}/{feats['seeds']}" for x in feats["stability"]) + ".")
         if "informative_total" in feats:
             lines.append(f"\nInformative features kept: {feats['informative_kept']} of {feats['informative_total']}; "
                          f"noise features removed: {feats['noise_removed']} of {feats['noise_total']}.")

@@ -124,6 +124,9 @@ def test_one_se_on_the_path_finds_the_informative_columns_and_no_more_noise_than
     X = torch.cat([data.train.X, data.val.X]).numpy()  # scikit-learn cross-validates over the same non-test rows
     y = torch.cat([data.train.y, data.val.y]).numpy()
     assert noise_kept <= _sklearn_noise_kept(X, y)
+    stability = {f["name"]: f["share"] for f in feats["stability"]}  # the chosen λ₁ over its 2 seed runs
+    assert feats["seeds"] == 2 and set(feats["kept"]) <= set(stability)
+    assert set(stability.values()) <= {0.5, 1.0}
 
     page = (tmp_path / "out" / "report.html").read_text()
     assert 'id="l1_path"' in page and 'id="cost"' in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import optuna
 import pytest
 
 from tuner import parse_spec, run_job
+from tuner.explain import bound_hits, stable_features
 
 SPARSE: dict[str, Any] = {
     "name": "late-stage", "seed": 0,
@@ -70,3 +72,58 @@ def test_the_report_says_what_each_stage_cost(sqlite_url: str) -> None:
         assert row["seconds"] > 0
     assert rows["re-training over seeds"]["trials"] == 2 * len(report["candidates"])
     assert rows["total"]["epochs_run"] == sum(rows[s]["epochs_run"] for s in list(rows)[:-1])
+
+
+def test_a_pareto_search_explains_the_choice_from_the_front(tiny: Callable[..., dict[str, Any]],
+                                                             sqlite_url: str, tmp_path: Path) -> None:
+    spec = parse_spec(tiny(search={"objective": ["val_loss", "gap"], "sampler": "random", "pruner": "none"}))
+    report = run_job(spec, storage=sqlite_url, out_dir=tmp_path / "out")
+    pc, front, chosen = report["pareto_choice"], report["pareto"], report["chosen"]
+    assert pc["front_size"] == len(front) >= 1
+    assert (pc["val_loss"], pc["gap"]) == pytest.approx((chosen["val_loss"], chosen["gap"]))
+    on = any((p["stage"], p["trial"]) == (chosen["stage"], chosen["trial"]) for p in front)
+    assert pc["on_front"] == on
+    if on:
+        assert front[pc["rank"] - 1]["val_loss"] == pytest.approx(chosen["val_loss"])
+        assert f"point {pc['rank']} of the {len(front)} on the front" in pc["why"]
+    else:
+        assert "behind the front" in pc["why"]
+    assert 'id="pareto-choice"' in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_one_objective_needs_no_front_explained(tiny: Callable[..., dict[str, Any]], sqlite_url: str) -> None:
+    assert "pareto_choice" not in run_job(parse_spec(tiny()), storage=sqlite_url)
+
+
+@pytest.mark.parametrize(("params", "edge", "suggestion"), [
+    ({"l2": 0.09}, "high", "try high: 1"),
+    ({"l2": 1.2e-5}, "low", "try low: 1e-06"),
+    ({"dropout": 0.58}, "high", "try high: 0.9"),
+    ({"l2": 1e-3, "dropout": 0.3}, None, None),
+    ({"l2": 0.0}, None, None),  # off is no edge
+])
+def test_a_choice_at_the_edge_of_its_prior_says_so(tiny: Callable[..., dict[str, Any]], params: dict[str, float],
+                                                    edge: str | None, suggestion: str | None) -> None:
+    spec = parse_spec(tiny(search={"space": {"l2": {"low": 1e-5, "high": 1e-1, "log": True},
+                                             "dropout": {"low": 0.0, "high": 0.6}}}))
+    hits = bound_hits(spec, params)
+    if edge is None:
+        assert hits == []
+    else:
+        assert [h["edge"] for h in hits] == [edge]
+        assert suggestion is not None and hits[0]["message"].endswith(suggestion)
+
+
+def test_a_choice_at_the_end_of_the_l1_path_asks_for_a_longer_path(tiny: Callable[..., dict[str, Any]]) -> None:
+    spec = parse_spec(tiny(search={"space": {"l1": {"low": 1e-5, "high": 1e-1, "log": True}},
+                                   "stages": [{"name": "l1", "params": ["l1"]}]}))
+    path = [{"l1": 0.5 * 0.1**i} for i in range(4)]
+    assert bound_hits(spec, {"l1": 0.5}, path, path_stage=True) == []  # λ_max: nothing beyond it
+    hit, = bound_hits(spec, {"l1": 0.0005}, path, path_stage=True)
+    assert hit["range"] == "the L1 path" and "a smaller path_eps" in hit["message"]
+
+
+def test_stable_features_count_the_seeds_that_kept_each_column() -> None:
+    got = stable_features(["a", "b", "c"], [[True, False, True], [True, False, False], [True, True, False]])
+    assert got == [{"name": "a", "seeds": 3, "share": 1.0}, {"name": "b", "seeds": 1, "share": pytest.approx(1 / 3)},
+                   {"name": "c", "seeds": 1, "share": pytest.approx(1 / 3)}]
