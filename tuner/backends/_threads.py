@@ -1,0 +1,42 @@
+"""The thread backend (named ``optuna``): a stage's trials trained in this process, side by side in threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from optuna.trial import TrialState
+
+from tuner.search import StageRun, TrialOutcome, run_trial
+from tuner.train import Dataset
+
+__all__ = ["run_threads"]
+
+log = logging.getLogger(__name__)
+
+
+def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
+    """The Optuna backend: ``parallelism`` threads, each asking for a trial and training it."""
+
+    def worker() -> None:
+        while (asked := run.ask()) is not None:
+            trial, config = asked
+            try:
+                outcome = run_trial(trial, config, spec=run.spec, data=data, stage=run.stage.name,
+                                    should_stop=run.should_stop)
+            except Exception as exc:  # a bug in one trial must not leave it RUNNING
+                log.exception("trial %d of stage %s crashed", trial.number, run.stage.name)
+                trial.set_user_attr("fail_reason", repr(exc))
+                outcome = TrialOutcome(TrialState.FAIL, reason=repr(exc))
+            try:
+                run.finish(trial, outcome)
+            except Exception as exc:  # the stage ends short of its budget and says why
+                log.exception("could not record trial %d of stage %s", trial.number, run.stage.name)
+                run.abort(f"recording trial {trial.number} failed: {exc!r}")
+                return
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(run.spec.search.parallelism)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
