@@ -15,14 +15,14 @@ import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
 
-from tuner.knobs import knob_of
+from tuner.knobs import Knobs, knob_of
 from tuner.report._candidates import Candidate, choose, one_se_extras, retrain_candidates, top_configs
 from tuner.report._cost import retrain_cost, stage_cost, total_cost
 from tuner.report._explain import bound_hits, pareto_choice, stable_features
 from tuner.report._markdown import diagnose
 from tuner.search import StageOutcome, complete_trials, one_se_point, path_summary
 from tuner.spec import JobSpec
-from tuner.train import Dataset, TrainResult, evaluate
+from tuner.train import Dataset, TrainResult, evaluate, refit
 
 __all__ = ["build_report", "pareto_front"]
 
@@ -41,13 +41,31 @@ def _searched(config: dict[str, float], spec: JobSpec) -> dict[str, float]:
     return {k: v for k, v in config.items() if knob_of(k) in knobs}
 
 
-def _measure(spec: JobSpec, run: TrainResult, data: Dataset) -> dict[str, Any]:
+def _final(spec: JobSpec, data: Dataset, cand: Candidate) -> TrainResult:
+    """The model whose test score is reported: the candidate's own run, or with folds a refit on every non-test row.
+
+    A cross-validated run has one model per fold and none for all the data; the
+    refit trains for the folds' mean best epoch, as no validation rows are left.
+    """
+    if not data.folds:
+        return cand.first
+    knobs = Knobs.from_params(cand.config, len(spec.model.hidden or []))
+    return refit(data, spec.model, spec.training, knobs, spec.seed, cand.first.best_epoch)
+
+
+def _measure(spec: JobSpec, run: TrainResult, data: Dataset, fitted: TrainResult) -> dict[str, Any]:
+    """Train/val measures of ``run`` and the one test score of ``fitted`` (the same run without folds)."""
     out: dict[str, Any] = {"train_loss": run.train_loss, "val_loss": run.val_loss, "gap": run.gap,
-                           "epochs": run.epochs, "sparsity": run.sparsity, "features_kept": run.features_kept}
+                           "epochs": run.epochs, "sparsity": fitted.sparsity, "features_kept": fitted.features_kept}
     if run.train_acc is not None:
         out |= {"train_acc": run.train_acc, "val_acc": run.val_acc}
-    assert data.test is not None and run.model is not None
-    test_loss, test_acc = evaluate(run.model, data.test, data.task)
+    if run.val_loss_se is not None:
+        out["val_loss_se"] = run.val_loss_se
+        out["fold_val_losses"] = run.fold_val_losses
+    if fitted is not run:
+        out["refit"] = {"rows": len(data.train), "epochs": fitted.epochs}
+    assert data.test is not None and fitted.model is not None
+    test_loss, test_acc = evaluate(fitted.model, data.test, data.task)
     out["test_loss"] = test_loss
     if data.task == "classification":
         out["test_acc"] = test_acc
@@ -182,6 +200,7 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
                                                              if t.user_attrs["config"] not in have], should_stop)
     chosen = choose(spec, candidates)
     baseline = candidates[0]
+    base_fit, chosen_fit = _final(spec, search_data, baseline), _final(spec, search_data, chosen)
     all_trials = [t for o in outcomes for t in complete_trials(o.study)]
     points = [{"stage": t.user_attrs.get("stage"), "trial": t.number,
                "params": _searched(t.user_attrs.get("config", {}), spec),
@@ -190,11 +209,11 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
     report: dict[str, Any] = {
         "job": spec.name,
         "task": data.task,
-        "baseline": {"params": {}, **_measure(spec, baseline.first, data), **_epoch_gaps(baseline.first),
+        "baseline": {"params": {}, **_measure(spec, baseline.first, data, base_fit), **_epoch_gaps(baseline.first),
                      "seeds": {"n": len(baseline.runs), "val_loss_mean": baseline.mean,
                                "val_loss_std": baseline.std}},
         "chosen": {"stage": chosen.stage, "trial": chosen.trial, "params": _searched(chosen.config, spec),
-                   **_measure(spec, chosen.first, data),
+                   **_measure(spec, chosen.first, data, chosen_fit),
                    "seeds": {"n": len(chosen.runs), "val_loss_mean": chosen.mean, "val_loss_std": chosen.std}},
         "choose": spec.report.choose,
         "candidates": [_candidate_summary(spec, c) for c in candidates],
@@ -209,16 +228,28 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
             else "mean squared error"
     if path:
         report["l1_path"] = path
+    if search_data.folds:
+        k = len(search_data.folds)
+        report["validation"] = {
+            "method": "cross-validation", "folds": k, "rows": len(search_data.train),
+            "note": f"every val loss is the mean over {k} folds of the {len(search_data.train)} non-test rows, its "
+                    f"standard error from the folds; the baseline and the chosen configuration were then refit "
+                    f"on all {len(search_data.train)} non-test rows (for the folds' mean best epoch) before their "
+                    f"one test score."}
     path_stages = {st.name for st in spec.stages if st.path}
     report["bound_hits"] = bound_hits(spec, report["chosen"]["params"], path, chosen.stage in path_stages)
     explained = pareto_choice(spec.search.objectives, report["pareto"], points, report["chosen"],
                               spec.report.choose)
     if explained is not None:
         report["pareto_choice"] = explained
-    cost = [stage_cost(o.name, o.study.get_trials(deepcopy=False), spec.training.epochs) for o in outcomes]
-    cost.append(retrain_cost([(r.epochs, r.seconds) for c in candidates for r in c.runs], spec.training.epochs))
+    per_run = spec.training.epochs * (len(search_data.folds) or 1)  # a cross-validated run trains every fold
+    cost = [stage_cost(o.name, o.study.get_trials(deepcopy=False), per_run) for o in outcomes]
+    cost.append(retrain_cost([(r.epochs, r.seconds) for c in candidates for r in c.runs], per_run))
+    if search_data.folds:
+        refits = [(f.epochs, f.seconds) for f in (base_fit, chosen_fit)]
+        cost.append(retrain_cost(refits, None, name="refit on all non-test rows"))
     report["cost"] = [*cost, total_cost(cost)]
-    features = _features(spec, data, chosen.first)
+    features = _features(spec, data, chosen_fit)
     if features is not None:
         features["stability"] = stable_features(data.feature_names, [r.features_mask for r in chosen.runs])
         features["seeds"] = len(chosen.runs)

@@ -23,7 +23,7 @@ from tuner.errors import Cancelled
 from tuner.knobs import Knobs, knob_of
 from tuner.search import objective_values
 from tuner.spec import JobSpec
-from tuner.train import Dataset, TrainResult, loss_standard_error, train
+from tuner.train import Dataset, TrainResult, loss_standard_error, train, train_cv
 
 __all__ = ["Candidate", "choose", "one_se_extras", "regularization_strength", "retrain_candidates", "top_configs"]
 
@@ -92,9 +92,12 @@ def retrain_candidates(spec: JobSpec, data: Dataset, picks: list[tuple[str, int 
         for seed in seeds:
             if should_stop is not None and should_stop():
                 raise Cancelled("cancelled while re-training the final candidates")
-            runs.append(train(data, spec.model, spec.training, Knobs.from_params(config, n_hidden), seed))
-        assert runs[0].model is not None
-        se = loss_standard_error(runs[0].model, data.val, data.task)
+            runs.append((train_cv if data.folds else train)(data, spec.model, spec.training,
+                                                            Knobs.from_params(config, n_hidden), seed))
+        se = runs[0].val_loss_se  # cross-validation: the folds' spread
+        if se is None:  # one val split: the sampling noise of its examples
+            assert runs[0].model is not None
+            se = loss_standard_error(runs[0].model, data.val, data.task)
         out.append(Candidate(stage, number, config, runs, se))
     return out
 

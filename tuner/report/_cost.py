@@ -51,12 +51,18 @@ def stage_cost(name: str, trials: list[FrozenTrial], epochs_per_trial: int) -> d
     }
 
 
-def retrain_cost(runs: list[tuple[int, float]], epochs_per_run: int) -> dict[str, Any]:
-    """The bill of re-training the final candidates over seeds, from each run's (epochs, seconds)."""
-    return {"stage": "re-training over seeds", "trials": len(runs), "complete": len(runs), "pruned": 0,
-            "failed": 0, "epochs_run": sum(e for e, _ in runs), "epochs_budgeted": epochs_per_run * len(runs),
+def retrain_cost(runs: list[tuple[int, float]], epochs_per_run: int | None,
+                 name: str = "re-training over seeds") -> dict[str, Any]:
+    """The bill of runs outside the stages (re-training the candidates over seeds), from each (epochs, seconds).
+
+    Args:
+        epochs_per_run: each run's budget; None for runs of a set length (a refit), which stop at nothing.
+    """
+    budgets = [e if epochs_per_run is None else epochs_per_run for e, _ in runs]
+    return {"stage": name, "trials": len(runs), "complete": len(runs), "pruned": 0,
+            "failed": 0, "epochs_run": sum(e for e, _ in runs), "epochs_budgeted": sum(budgets),
             "epochs_saved_by_pruning": 0,
-            "epochs_saved_by_early_stopping": sum(epochs_per_run - e for e, _ in runs),
+            "epochs_saved_by_early_stopping": sum(b - e for b, (e, _) in zip(budgets, runs, strict=True)),
             "seconds": round(sum(s for _, s in runs), 3)}
 
 

@@ -207,6 +207,8 @@ def _features(report: dict[str, Any]) -> str:
 def notes(report: dict[str, Any]) -> str:
     """What qualifies the verdict: a choice at the edge of its prior, and its place on a Pareto front."""
     out = [f'<p class="bound">{escape(h["message"])}.</p>' for h in report.get("bound_hits") or []]
+    if report.get("validation"):
+        out.insert(0, f'<p id="validation">Cross-validation: {escape(report["validation"]["note"])}</p>')
     pc = report.get("pareto_choice")
     if pc:
         out.append(f'<p id="pareto-choice">Two objectives: {escape(pc["why"])}</p>')

@@ -61,6 +61,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              "",
              f"**Chosen** ({report.get('choose', 'best')}): stage `{c['stage']}`, trial {c['trial']}, "
              f"{_fmt(c['params'])}.", "",
+             *([f"**Cross-validation.** {report['validation']['note']}\n"] if report.get("validation") else []),
              *[f"**At a bound.** {h['message']}.\n" for h in report.get("bound_hits") or []],
              *([f"**Two objectives.** {report['pareto_choice']['why']}\n"] if report.get("pareto_choice") else []),
              "| | params | train loss | val loss | gap | val loss over seeds | test loss | " + metric + " |",

@@ -144,8 +144,9 @@ def run_path(run: StageRun, data: Dataset, storage_url: str) -> None:
     spec, study = run.spec, run.study
     n_hidden = len(spec.model.hidden or [])
     knobs = Knobs.from_params({**run.fixed, "l1": 0.0}, n_hidden)
-    if "l1_max" not in study.user_attrs:
-        lam_max, how = find_lambda_max(spec, data, knobs, spec.seed)
+    if "l1_max" not in study.user_attrs:  # with folds, from every non-test row (the loop's val rows repeat them)
+        whole = replace(data, val=data.train, folds=()) if data.folds else data
+        lam_max, how = find_lambda_max(spec, whole, knobs, spec.seed)
         study.set_user_attr("l1_max", lam_max)
         study.set_user_attr("l1_max_found", how)
     lam_max = float(study.user_attrs["l1_max"])
@@ -153,8 +154,9 @@ def run_path(run: StageRun, data: Dataset, storage_url: str) -> None:
     dist = FloatDistribution(values[-1], values[0], log=True)
     done = {int(t.user_attrs["path_index"]) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if "path_index" in t.user_attrs}
-    state: dict[str, torch.Tensor] | None = null_state(spec, data, knobs, spec.seed)
-    start = "null model"
+    cold_cv = "cold (cross-validation keeps one model per fold, none to carry on)"
+    state: dict[str, torch.Tensor] | None = None if data.folds else null_state(spec, data, knobs, spec.seed)
+    start = cold_cv if data.folds else "null model"
     for index, lam in enumerate(values):
         if index in done:
             state, start = None, "cold (resumed)"
@@ -167,9 +169,12 @@ def run_path(run: StageRun, data: Dataset, storage_url: str) -> None:
         trial.set_user_attr("warm_start", start)
         outcome = run_trial(trial, config, spec=spec, data=data, stage=run.stage.name,
                             should_stop=run.should_stop, init=state, prunable=False)
-        if outcome.result is not None and outcome.result.model is not None:
+        if outcome.result is not None:
             trial.set_user_attr("kept_columns", [i for i, k in enumerate(outcome.result.features_mask) if k])
+        if outcome.result is not None and outcome.result.model is not None:
             state, start = copy.deepcopy(outcome.result.model.state_dict()), "previous point"
+        elif outcome.result is not None:
+            state, start = None, cold_cv
         else:
             state, start = None, "cold (the previous point did not complete)"
         run.finish(trial, outcome)

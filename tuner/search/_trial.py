@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import JobSpec
-from tuner.train import Dataset, TrainResult, loss_standard_error, train
+from tuner.train import Dataset, TrainResult, loss_standard_error, train, train_cv
 
 __all__ = ["TrialOutcome", "objective_values", "run_trial"]
 
@@ -53,21 +53,32 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
     curve_t: list[float] = []
     curve_v: list[float] = []
 
+    step = "fold" if data.folds else "epoch"  # with cross-validation a step is a fold: its value the mean so far
+
     def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
         curve_t.append(train_loss)
         curve_v.append(val_loss)
         if should_stop is not None and should_stop():
-            raise Cancelled(f"cancelled in epoch {epoch}")
+            raise Cancelled(f"cancelled in {step} {epoch}")
         if len(objectives) == 1:
             trial.report(val_loss, epoch)
             if prune and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+                raise optuna.TrialPruned(f"pruned after {step} {epoch}")
+
+    def cancel_check(epoch: int, train_loss: float, val_loss: float) -> None:
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"cancelled in epoch {epoch} of fold {len(curve_v) + 1}")
 
     trial.set_user_attr("stage", stage)
     trial.set_user_attr("config", config)
     knobs = Knobs.from_params(config, len(spec.model.hidden or []))
     try:
-        result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch, init)
+        if data.folds:
+            trial.set_user_attr("cv_folds", len(data.folds))
+            result = train_cv(data, spec.model, spec.training, knobs, spec.seed, on_fold=on_epoch,
+                              on_epoch=cancel_check)
+        else:
+            result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch, init)
     except optuna.TrialPruned:
         _record_partial(trial, curve_t, curve_v)
         return TrialOutcome(TrialState.PRUNED)
@@ -81,8 +92,12 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
         trial.set_user_attr("fail_reason", str(exc))
         return TrialOutcome(TrialState.FAIL, reason=str(exc), cancelled=True)
     _record(trial, result)
-    assert result.model is not None
-    trial.set_user_attr("val_loss_se", loss_standard_error(result.model, data.val, data.task))
+    if result.val_loss_se is not None:  # cross-validation: the spread of the folds
+        trial.set_user_attr("val_loss_se", result.val_loss_se)
+        trial.set_user_attr("fold_val_losses", result.fold_val_losses)
+    else:  # one val split: the sampling noise of its examples
+        assert result.model is not None
+        trial.set_user_attr("val_loss_se", loss_standard_error(result.model, data.val, data.task))
     return TrialOutcome(TrialState.COMPLETE, values=objective_values(result.metrics(), objectives), result=result)
 
 

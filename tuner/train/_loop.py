@@ -41,6 +41,8 @@ class TrainResult:
     curve_train: list[float] = field(default_factory=list)
     curve_val: list[float] = field(default_factory=list)
     model: MLP | None = None
+    val_loss_se: float | None = None  # cross-validation: the standard error of the mean over the folds
+    fold_val_losses: list[float] = field(default_factory=list)
 
     @property
     def gap(self) -> float:
