@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from sklearn.linear_model import LogisticRegressionCV
 
 from tuner import parse_spec, run_job
-from tuner.errors import SpecError
+from tuner.errors import Cancelled, SpecError
 from tuner.knobs import Knobs
 from tuner.search import find_lambda_max, gradient_lambda_max, null_state, path_values
 from tuner.train import load_dataset, train
@@ -130,3 +130,40 @@ def test_one_se_on_the_path_finds_the_informative_columns_and_no_more_noise_than
     page = (tmp_path / "out" / "report.html").read_text()
     assert 'id="l1_path"' in page and 'id="cost"' in page
     assert (tmp_path / "out" / "plots" / "l1_path.png").exists()
+
+
+class _StopAfter:
+    """Progress that asks the job to stop once ``n`` path points have finished (a cancel mid-path)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.done = n, 0
+
+    def stage_started(self, name: str, study_name: str, total: int, done: int) -> None: ...
+
+    def trial_finished(self, stage: str, trial: optuna.trial.FrozenTrial) -> None:
+        self.done += stage == "l1"
+
+    def stage_finished(self, outcome: Any) -> None: ...
+
+    def __call__(self) -> bool:
+        return self.done >= self.n
+
+
+def test_a_stopped_path_resumes_at_its_next_point_with_the_same_lambda_max(sqlite_url: str) -> None:
+    spec = parse_spec(_sparse(search={"pruner": "none", "space": {"l1": {"low": 1e-4, "high": 1e-1, "log": True}},
+                                      "stages": [{"name": "l1", "params": ["l1"], "trials": 6, "path_eps": 0.05}]},
+                              report={"top_k": 1, "seeds": 0, "choose": "best"}))
+    stop = _StopAfter(3)
+    with pytest.raises(Cancelled):
+        run_job(spec, storage=sqlite_url, progress=stop, should_stop=stop)
+    study = optuna.load_study(study_name="sparse-path/l1", storage=sqlite_url)
+    lam_max = study.user_attrs["l1_max"]
+    assert sorted(t.user_attrs["path_index"] for t in study.get_trials(states=(TrialState.COMPLETE,))) == [0, 1, 2]
+
+    report = run_job(spec, storage=sqlite_url)
+    study = optuna.load_study(study_name="sparse-path/l1", storage=sqlite_url)
+    done = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.user_attrs["path_index"])
+    assert [t.user_attrs["path_index"] for t in done] == list(range(6))  # each point once, none lost or doubled
+    assert study.user_attrs["l1_max"] == lam_max
+    assert [p["l1"] for p in report["l1_path"]] == pytest.approx(path_values(lam_max, 0.05, 6))
+    assert [t.user_attrs["warm_start"] for t in done][3:] == ["cold (resumed)", "previous point", "previous point"]
