@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
@@ -40,6 +41,15 @@ def _sparse(**over: Any) -> dict[str, Any]:
     return spec | over
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small models train fastest on one thread, as ``run_job`` trains them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_a_stage_searching_l1_alone_is_a_path_of_30_points_by_default() -> None:
     spec = parse_spec(_sparse(search={"space": {"l1": {"low": 1e-4, "high": 1e-1, "log": True}},
                                       "stages": [{"name": "l1", "params": ["l1"]}]}))
@@ -72,6 +82,25 @@ def test_lambda_max_removes_every_column_and_a_little_less_keeps_one() -> None:
 
     assert kept(lam_max) == 0
     assert kept(lam_max / 1.02) >= 1
+
+
+def test_an_mlps_lambda_max_is_found_by_bisection() -> None:
+    spec = parse_spec(_sparse(
+        dataset={"source": "synthetic", "task": "classification", "n_samples": 200, "n_features": 10,
+                 "n_informative": 3, "noise": 0.02, "split": {"val": 0.25, "test": 0.2}},
+        model={"kind": "mlp", "hidden": [4]},
+        training={"epochs": 40, "batch_size": 512, "lr": 0.05, "early_stopping": {"patience": 5}}))
+    data = load_dataset(spec.dataset, spec.seed).without_test()
+    knobs = Knobs()
+    lam_max, how = find_lambda_max(spec, data, knobs, spec.seed)
+    assert how["method"] == "bisection" and lam_max != how["gradient"]  # L1 on every layer: the gradient only guesses
+
+    def kept(lam: float) -> int:
+        init = null_state(spec, data, knobs, spec.seed)
+        return train(data, spec.model, spec.training, replace(knobs, l1=lam), spec.seed, init=init).features_kept
+
+    assert kept(lam_max) == 0
+    assert kept(lam_max / 1.05) >= 1
 
 
 def test_sgd_momentum_scales_lambda_max_by_one_over_one_minus_mu() -> None:
