@@ -144,13 +144,17 @@ def _features(spec: JobSpec, data: Dataset, chosen: TrainResult) -> dict[str, An
 
 def _stage_summary(spec: JobSpec, outcome: StageOutcome) -> dict[str, Any]:
     best = outcome.best
-    return {
+    out = {
         "name": outcome.name, "study_name": outcome.study_name, "trials": outcome.trials,
         "best_trial": best.number if best else None,
         "best_value": (best.values[0] if len(best.values) == 1 else best.values) if best and best.values else None,
         "best_params": _searched(best.user_attrs.get("config", {}), spec) if best else {},
         "fixes": outcome.fixed,
     }
+    attrs = outcome.study.user_attrs
+    if "l1_max" in attrs:  # a path stage: where it started, and the fits that found it (outside the trials)
+        out |= {"l1_max": attrs["l1_max"], "l1_max_found": attrs.get("l1_max_found", {})}
+    return out
 
 
 def _candidate_summary(spec: JobSpec, c: Candidate) -> dict[str, Any]:

@@ -137,6 +137,8 @@ def test_one_se_on_the_path_finds_the_informative_columns_and_no_more_noise_than
     assert [t.user_attrs["warm_start"] for t in trials] == ["null model"] + ["previous point"] * 19
 
     path = report["l1_path"]
+    stage = report["stages"][1]
+    assert stage["l1_max"] == path[0]["l1"] and stage["l1_max_found"]["method"] == "gradient"
     assert [p["l1"] for p in path] == sorted((p["l1"] for p in path), reverse=True)
     assert path[0]["features_kept"] == 0 and path[0]["kept"] == []
     assert path[-1]["features_kept"] > 2 * N_INFORMATIVE
