@@ -41,7 +41,8 @@ def _searched(config: dict[str, float], spec: JobSpec) -> dict[str, float]:
     return {k: v for k, v in config.items() if knob_of(k) in knobs}
 
 
-def _final(spec: JobSpec, data: Dataset, cand: Candidate) -> TrainResult:
+def _final(spec: JobSpec, data: Dataset, cand: Candidate,
+           should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """The model whose test score is reported: the candidate's own run, or with folds a refit on every non-test row.
 
     A cross-validated run has one model per fold and none for all the data; the
@@ -50,7 +51,7 @@ def _final(spec: JobSpec, data: Dataset, cand: Candidate) -> TrainResult:
     if not data.folds:
         return cand.first
     knobs = Knobs.from_params(cand.config, len(spec.model.hidden or []))
-    return refit(data, spec.model, spec.training, knobs, spec.seed, cand.first.best_epoch)
+    return refit(data, spec.model, spec.training, knobs, spec.seed, cand.first.best_epoch, should_stop)
 
 
 def _measure(spec: JobSpec, run: TrainResult, data: Dataset, fitted: TrainResult) -> dict[str, Any]:
@@ -204,7 +205,8 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
                                                              if t.user_attrs["config"] not in have], should_stop)
     chosen = choose(spec, candidates)
     baseline = candidates[0]
-    base_fit, chosen_fit = _final(spec, search_data, baseline), _final(spec, search_data, chosen)
+    base_fit = _final(spec, search_data, baseline, should_stop)
+    chosen_fit = _final(spec, search_data, chosen, should_stop)
     all_trials = [t for o in outcomes for t in complete_trials(o.study)]
     points = [{"stage": t.user_attrs.get("stage"), "trial": t.number,
                "params": _searched(t.user_attrs.get("config", {}), spec),

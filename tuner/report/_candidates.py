@@ -93,7 +93,8 @@ def retrain_candidates(spec: JobSpec, data: Dataset, picks: list[tuple[str, int 
             if should_stop is not None and should_stop():
                 raise Cancelled("cancelled while re-training the final candidates")
             runs.append((train_cv if data.folds else train)(data, spec.model, spec.training,
-                                                            Knobs.from_params(config, n_hidden), seed))
+                                                            Knobs.from_params(config, n_hidden), seed,
+                                                            should_stop=should_stop))
         se = runs[0].val_loss_se  # cross-validation: the folds' spread
         if se is None:  # one val split: the sampling noise of its examples
             assert runs[0].model is not None

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import Cancelled, RegtuneError
 from tuner.knobs import Knobs, knob_of
+from tuner.limits import attempts_allowed
 from tuner.search._samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
 from tuner.search._space import encode, grid_space, suggest
 from tuner.search._trial import TrialOutcome, objective_values
@@ -100,7 +101,7 @@ class StageRun:
 
     @property
     def max_attempts(self) -> int:
-        return 4 * self.target + 10
+        return attempts_allowed(self.target)
 
     def _reserve(self) -> bool:
         """Take one slot of the budget; False when it is spent or a stop was asked. Holds the lock."""

@@ -76,9 +76,9 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
         if data.folds:
             trial.set_user_attr("cv_folds", len(data.folds))
             result = train_cv(data, spec.model, spec.training, knobs, spec.seed, on_fold=on_epoch,
-                              on_epoch=cancel_check)
+                              on_epoch=cancel_check, should_stop=should_stop)
         else:
-            result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch, init)
+            result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch, should_stop, init=init)
     except optuna.TrialPruned:
         _record_partial(trial, curve_t, curve_v)
         return TrialOutcome(TrialState.PRUNED)

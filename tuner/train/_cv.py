@@ -24,13 +24,15 @@ __all__ = ["refit", "train_cv"]
 
 
 def train_cv(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
-             on_fold: EpochCallback | None = None, on_epoch: EpochCallback | None = None) -> TrainResult:
+             on_fold: EpochCallback | None = None, on_epoch: EpochCallback | None = None,
+             should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train on every fold of ``data.folds``; the result holds the fold means and the folds' standard error.
 
     Args:
         on_fold: called after each fold with (fold number, mean train loss so far, mean val loss so far);
             may raise to stop (pruning on the folds seen).
         on_epoch: called after each epoch of each fold; may raise to stop (a cancel).
+        should_stop: asked between batches of each fold (``train``'s); True stops the run.
 
     Returns:
         A ``TrainResult`` with no model: the means over the folds (``epochs`` summed, ``best_epoch`` the
@@ -38,7 +40,7 @@ def train_cv(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Kn
     """
     runs: list[TrainResult] = []
     for number, fold in enumerate(data.folds, start=1):
-        runs.append(train(fold, model_spec, spec, knobs, seed, on_epoch))
+        runs.append(train(fold, model_spec, spec, knobs, seed, on_epoch, should_stop))
         if on_fold is not None:
             on_fold(number, statistics.fmean(r.train_loss for r in runs), statistics.fmean(r.val_loss for r in runs))
     k = len(runs)
@@ -63,7 +65,7 @@ def train_cv(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Kn
 
 
 def refit(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
-          epochs: int, on_epoch: Callable[[int, float, float], None] | None = None) -> TrainResult:
+          epochs: int, should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train on every non-test row for ``epochs`` epochs (the folds' mean best epoch), no early stopping.
 
     There are no validation rows left to stop on: the folds chose the length. The
@@ -71,4 +73,4 @@ def refit(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     """
     fit = replace(data, val=data.train, folds=())
     return train(fit, model_spec, spec.model_copy(update={"epochs": max(1, epochs), "early_stopping": None}),
-                 knobs, seed, on_epoch)
+                 knobs, seed, should_stop=should_stop)
