@@ -29,6 +29,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.knobs import Knobs
+from tuner.limits import LAMBDA_MAX_FITS
 from tuner.search._stages import StageRun
 from tuner.search._trial import run_trial
 from tuner.spec import JobSpec
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 BISECT_TOLERANCE = 1.02  # λ_max is found to within 2 %
 ROUNDING = 1e-3  # float32 sums in another order: a gradient equal to λ₁ may round either way
-MAX_FITS = 16
+MAX_FITS = LAMBDA_MAX_FITS  # counted in the job's work estimate (tuner.limits)
 
 
 def path_values(lambda_max: float, eps: float, points: int) -> list[float]:
