@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import JobSpec
-from tuner.train import Dataset, TrainResult, train
+from tuner.train import Dataset, TrainResult, loss_standard_error, train, train_cv
 
 __all__ = ["TrialOutcome", "fail_trial", "objective_values", "run_trial"]
 
@@ -32,6 +33,7 @@ class TrialOutcome:
     values: list[float] | None = None
     reason: str | None = None
     cancelled: bool = False
+    result: TrainResult | None = None  # a completed trial's run: its model warm-starts the next path point
 
 
 def fail_trial(storage: optuna.storages.BaseStorage, trial_id: int, reason: str, *, interrupted: bool = False,
@@ -64,42 +66,60 @@ def objective_values(metrics: dict[str, float | int | None], objectives: list[st
 
 
 def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
-              should_stop: Callable[[], bool] | None = None) -> TrialOutcome:
+              should_stop: Callable[[], bool] | None = None, init: dict[str, torch.Tensor] | None = None,
+              prunable: bool = True) -> TrialOutcome:
     """Train one configuration for ``trial`` and record it; never raises.
+
+    Args:
+        init: weights to start from (a path point starts from the previous point's).
+        prunable: False for a trial that must run to the end (a path point: the path needs every point).
 
     Returns:
         How the trial ended: COMPLETE with its values, PRUNED, or FAIL with its reason (a NaN loss, a
         cancel, or a crash: a bug in one trial must not leave it RUNNING nor stop its stage).
     """
     try:
-        return _run_trial(trial, config, spec=spec, data=data, stage=stage, should_stop=should_stop)
+        return _run_trial(trial, config, spec=spec, data=data, stage=stage, should_stop=should_stop, init=init,
+                          prunable=prunable)
     except Exception as exc:
         log.exception("trial %d of stage %s crashed", trial.number, stage)
         return fail_trial(trial.storage, trial._trial_id, repr(exc))
 
 
 def _run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
-               should_stop: Callable[[], bool] | None) -> TrialOutcome:
+               should_stop: Callable[[], bool] | None, init: dict[str, torch.Tensor] | None,
+               prunable: bool) -> TrialOutcome:
     objectives = spec.search.objectives
-    prune = len(objectives) == 1 and spec.search.pruner != "none"
+    prune = prunable and len(objectives) == 1 and spec.search.pruner != "none"
     curve_t: list[float] = []
     curve_v: list[float] = []
+
+    step = "fold" if data.folds else "epoch"  # with cross-validation a step is a fold: its value the mean so far
 
     def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
         curve_t.append(train_loss)
         curve_v.append(val_loss)
         if should_stop is not None and should_stop():
-            raise Cancelled(f"cancelled in epoch {epoch}")
+            raise Cancelled(f"cancelled in {step} {epoch}")
         if len(objectives) == 1:
             trial.report(val_loss, epoch)
             if prune and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+                raise optuna.TrialPruned(f"pruned after {step} {epoch}")
+
+    def cancel_check(epoch: int, train_loss: float, val_loss: float) -> None:
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"cancelled in epoch {epoch} of fold {len(curve_v) + 1}")
 
     trial.set_user_attr("stage", stage)
     trial.set_user_attr("config", config)
     knobs = Knobs.from_params(config, len(spec.model.hidden or []))
     try:
-        result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch, should_stop)
+        if data.folds:
+            trial.set_user_attr("cv_folds", len(data.folds))
+            result = train_cv(data, spec.model, spec.training, knobs, spec.seed, on_fold=on_epoch,
+                              on_epoch=cancel_check, should_stop=should_stop)
+        else:
+            result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch, should_stop, init=init)
     except optuna.TrialPruned:
         _record_partial(trial, curve_t, curve_v)
         return TrialOutcome(TrialState.PRUNED)
@@ -110,7 +130,13 @@ def _run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, 
         _record_partial(trial, curve_t, curve_v)
         return fail_trial(trial.storage, trial._trial_id, str(exc), interrupted=True, cancelled=True)
     _record(trial, result)
-    return TrialOutcome(TrialState.COMPLETE, values=objective_values(result.metrics(), objectives))
+    if result.val_loss_se is not None:  # cross-validation: the spread of the folds
+        trial.set_user_attr("val_loss_se", result.val_loss_se)
+        trial.set_user_attr("fold_val_losses", result.fold_val_losses)
+    else:  # one val split: the sampling noise of its examples
+        assert result.model is not None
+        trial.set_user_attr("val_loss_se", loss_standard_error(result.model, data.val, data.task))
+    return TrialOutcome(TrialState.COMPLETE, values=objective_values(result.metrics(), objectives), result=result)
 
 
 def _record(trial: optuna.Trial, result: TrainResult) -> None:
