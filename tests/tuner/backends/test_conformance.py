@@ -58,7 +58,7 @@ def test_budgets_are_exact_and_every_trial_records_what_design_lists(backend: st
         trials = trials_of(url, f"tiny/{stage.name}")
         assert [t.state for t in trials] == [TrialState.COMPLETE] * stage.trials, _states(trials)
         for t in trials:
-            assert set(t.user_attrs) == {*RECORDED, "best_epoch"}, sorted(t.user_attrs)
+            assert set(t.user_attrs) == {*RECORDED, "best_epoch", "val_loss_se"}, sorted(t.user_attrs)
             assert t.user_attrs["stage"] == stage.name
             assert t.user_attrs["gap"] == pytest.approx(t.user_attrs["val_loss"] - t.user_attrs["train_loss"])
             assert sorted(t.intermediate_values) == [1, 2, 3]
