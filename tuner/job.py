@@ -17,6 +17,7 @@ from tuner.backends import executor_for
 from tuner.data import Dataset, load_dataset
 from tuner.errors import SpecError
 from tuner.report import build_report, render_markdown
+from tuner.resume import delete_studies
 from tuner.spec import JobSpec
 from tuner.stages import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage
 from tuner.storage import open_storage
@@ -55,7 +56,8 @@ def check_against_data(spec: JobSpec, data: Dataset) -> None:
 
 
 def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,
-            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+            fresh: bool = False) -> dict[str, Any]:
     """Run every stage of ``spec`` against ``storage`` (resuming what is there) and build the report.
 
     Args:
@@ -63,12 +65,13 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         prefix: the study-name prefix; defaults to the job name.
         out_dir: where ``report.json`` and ``report.md`` go, if anywhere.
         should_stop: polled at epoch boundaries; when it answers True the job stops (``Cancelled``).
+        fresh: delete the job's studies (``<prefix>/*``) first, instead of resuming them.
 
     Returns:
         The report (a JSON-ready dict).
 
     Raises:
-        SpecError: a rule that only the data could check.
+        SpecError: a rule that only the data could check, or studies of a different spec to resume.
         Cancelled: ``should_stop`` answered True.
         RegtuneError: a stage could not complete its budget.
     """
@@ -76,6 +79,9 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
     torch.set_num_threads(1)  # small models train fastest on one thread; parallelism runs trials side by side
     prefix = prefix or spec.name
     rdb = open_storage(storage)
+    if fresh and (deleted := delete_studies(rdb, prefix)):
+        log.warning("--fresh: deleted %d earlier stud%s of %s", len(deleted), "y" if len(deleted) == 1 else "ies",
+                    prefix)
     data = load_dataset(spec.dataset, spec.seed)
     check_against_data(spec, data)
     search_data = data.without_test()  # the search never sees the test split

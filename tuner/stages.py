@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.data import Dataset
 from tuner.errors import Cancelled, RegtuneError
 from tuner.knobs import Knobs, knob_of
+from tuner.resume import check_fingerprint
 from tuner.samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
 from tuner.space import encode, grid_space, off_is_known, suggest
 from tuner.spec import JobSpec, StageSpec
@@ -194,7 +195,11 @@ def _prior_trials(spec: JobSpec, stage: StageSpec, earlier: list[StageOutcome],
 def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorage, study_name: str,
                earlier: list[StageOutcome], fixed: dict[str, float], fixed_by: dict[str, str],
                job: str) -> optuna.Study:
-    """Create or load a stage's study, with its sampler warm-started."""
+    """Create or load a stage's study, with its sampler warm-started.
+
+    Raises:
+        SpecError: the study exists and was run with a different spec (see ``tuner.resume``).
+    """
     stage = spec.stages[index]
     objectives = spec.search.objectives
     prior = _prior_trials(spec, stage, earlier, fixed) if stage.params else []
@@ -208,6 +213,7 @@ def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorag
         storage=storage, study_name=study_name, sampler=sampler, pruner=make_pruner(spec.search.pruner),
         directions=["minimize"] * len(objectives), load_if_exists=True,
     )
+    check_fingerprint(study, spec, stage, fixed)
     attrs: dict[str, Any] = {
         "job": job, "stage": stage.name, "stage_index": index, "params": stage.params,
         "fixed": {k: v for k, v in fixed.items() if knob_of(k) not in stage.params}, "fixed_by": fixed_by,
@@ -273,8 +279,41 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 run.abort(f"recording trial {trial.number} failed: {exc!r}")
                 return
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(run.spec.search.parallelism)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    interrupted = threading.Event()
+    asked_to_stop = run.should_stop
+    run.should_stop = lambda: interrupted.is_set() or (asked_to_stop is not None and asked_to_stop())
+    ended = [threading.Event() for _ in range(run.spec.search.parallelism)]
+
+    def until_ended(done: threading.Event) -> None:
+        try:
+            worker()
+        finally:
+            done.set()
+
+    for done in ended:
+        threading.Thread(target=until_ended, args=(done,), daemon=True).start()
+    try:
+        _wait_all(ended)
+    except KeyboardInterrupt:
+        # Ctrl-C: the running trials stop at their next epoch boundary and are recorded FAIL
+        # (interrupted). Leaving them to die with the interpreter aborts the process (torch's threads).
+        interrupted.set()
+        log.warning("interrupted: stopping %d running trial(s) of stage %s at their next epoch",
+                    run.in_flight, run.stage.name)
+        while True:
+            try:
+                _wait_all(ended)
+                break
+            except KeyboardInterrupt:  # more Ctrl-Cs while they wind down: keep waiting
+                continue
+        raise
+    finally:
+        run.should_stop = asked_to_stop
+
+
+def _wait_all(events: list[threading.Event]) -> None:
+    """Wait for every event. Not ``Thread.join``: a Ctrl-C inside ``join`` can mark a thread that still
+    runs as ended, so a second ``join`` would return at once (CPython 3.11, bpo-45274)."""
+    for event in events:
+        while not event.wait(1.0):
+            pass
