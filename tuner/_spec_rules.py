@@ -115,3 +115,9 @@ def cross_check(spec: JobSpec) -> list[Issue]:
         if not math.isfinite(rng.high):
             issues.append(Issue(f"search.space.{name}.high", "must be finite", rng.high))
     return list(dict.fromkeys(issues))  # a rule broken in several stages is reported once
+
+
+def unsearched_knobs(spec: JobSpec) -> list[str]:
+    """Knobs given a prior in ``search.space`` that no stage searches: they stay at 0 (off)."""
+    searched = {p for stage in spec.search.stages or [] for p in stage.params}
+    return [k for k in spec.search.space.ranges() if k not in searched]

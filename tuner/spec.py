@@ -7,6 +7,7 @@ fails half-way. Field names follow DESIGN.md.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,7 +18,7 @@ from tuner._spec_base import _at, _one_of, _Strict, one_of
 from tuner._spec_data import SKLEARN_DATASETS, DatasetSpec
 from tuner._spec_errors import issues_from_validation_error
 from tuner._spec_knobs import KNOBS, KnobRange, Space
-from tuner._spec_rules import cross_check
+from tuner._spec_rules import cross_check, unsearched_knobs
 from tuner.errors import Issue, SpecError
 
 __all__ = [
@@ -42,6 +43,8 @@ SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
 METRICS = ("val_loss", "val_error", "gap")
 BACKENDS = ("optuna", "ray")
+
+log = logging.getLogger(__name__)
 
 
 class ModelSpec(_Strict):
@@ -99,7 +102,9 @@ class SearchSpec(_Strict):
     objective: str | list[str] = "val_loss"
     parallelism: int = Field(default=1, ge=1, le=64)
     space: Space = Field(default_factory=Space)
-    stages: list[StageSpec] | None = None
+    stages: list[StageSpec] | None = Field(default=None, description=(
+        "run in order, each fixing its best values for the later ones; left out: a 'baseline' stage "
+        "(1 trial, no regularization) then one 'joint' stage over every knob in space, 30 trials"))
 
     @field_validator("objective")
     @classmethod
@@ -159,6 +164,9 @@ def parse_spec(data: Any) -> JobSpec:
     issues = cross_check(spec)
     if issues:
         raise SpecError(issues)
+    for knob in unsearched_knobs(spec):
+        log.warning("search.space.%s: no stage searches %r, so it stays 0 (off); add it to a stage's params, "
+                    "or remove it from search.space", knob, knob)
     return spec
 
 
@@ -180,6 +188,20 @@ def load_spec(source: str | Path | bytes) -> JobSpec:
             text = source.decode("utf-8") if isinstance(source, bytes) else str(source)
         data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SpecError([Issue("", f"the spec is not valid YAML or JSON: {first}")]) from None
+        raise SpecError([Issue("", f"the spec is not valid YAML or JSON: {_syntax_error(exc)}")]) from None
     return parse_spec(data)
+
+
+def _syntax_error(exc: Exception) -> str:
+    """Where a document fails to parse (line, column, 1-based) and why, in one line."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        why = exc.problem or exc.context or "cannot parse"
+        if "'\\t'" in why:
+            why += " (a tab: YAML indents with spaces only)"
+        context = f" ({exc.context})" if exc.context and exc.problem else ""
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        return f"{where}{why}{context}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
