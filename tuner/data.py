@@ -118,7 +118,8 @@ def _read_csv(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, list[str], np.
         with path.open(newline="") as fh:
             rows = list(csv.reader(fh))
     except OSError as exc:
-        raise DataError.one("dataset.path", f"cannot read {spec.path!r}: {exc.strerror}", spec.path) from None
+        raise DataError.one("dataset.path", f"cannot read {spec.path!r} in {root} (REGTUNE_DATA_DIR, or the "
+                            f"working directory when it is unset): {exc.strerror}", spec.path) from None
     if len(rows) < 2:
         raise DataError.one("dataset.path", f"{spec.path!r} needs a header row and data rows")
     header, body = rows[0], rows[1:]
@@ -148,7 +149,8 @@ def _read_csv(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, list[str], np.
     if folds is not None:
         bad = sorted(set(folds) - set(_FOLDS))
         if bad:
-            raise DataError.one("dataset.split.column", f"values must be train, val or test, but got {bad[:5]}")
+            shown = ", ".join(repr(str(b)) for b in bad[:5])
+            raise DataError.one("dataset.split.column", f"values must be train, val or test, but got {shown}")
     return X, y, [header[i] for i in feat_idx], folds, task
 
 

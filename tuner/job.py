@@ -132,6 +132,7 @@ def write_report(report: dict[str, Any], out_dir: Path, trials: list[FrozenTrial
     (out_dir / "plots").mkdir(exist_ok=True)
     for name, png in plots.items():
         (out_dir / "plots" / f"{name}.png").write_bytes(png)
-    progress = stage_progress([(s["name"], s["study_name"], s["trials"]) for s in report["stages"]], trials)
+    progress = stage_progress([(s["name"], s["study_name"], s.get("budget", s["trials"])) for s in report["stages"]],
+                              trials)
     (out_dir / "report.html").write_text(render_html(report, plots, title=report["job"], progress=progress),
                                         encoding="utf-8")

@@ -16,6 +16,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
 
 from tuner.candidates import Candidate, choose, one_se_extras, retrain_candidates, top_configs
+from tuner.counts import TrialCount
 from tuner.data import Dataset
 from tuner.knobs import knob_of
 from tuner.report_md import diagnose, render_markdown
@@ -107,8 +108,10 @@ def _features(spec: JobSpec, data: Dataset, chosen: TrainResult) -> dict[str, An
 
 def _stage_summary(spec: JobSpec, outcome: StageOutcome) -> dict[str, Any]:
     best = outcome.best
+    budget = next(s.trials for s in spec.stages if s.name == outcome.name)
+    count = TrialCount.of((t.state for t in outcome.study.get_trials(deepcopy=False)), budget)
     return {
-        "name": outcome.name, "study_name": outcome.study_name, "trials": outcome.trials,
+        "name": outcome.name, "study_name": outcome.study_name, **count.as_dict(),
         "best_trial": best.number if best else None,
         "best_value": (best.values[0] if len(best.values) == 1 else best.values) if best and best.values else None,
         "best_params": _searched(best.user_attrs.get("config", {}), spec) if best else {},

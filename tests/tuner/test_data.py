@@ -81,3 +81,16 @@ def test_csv_with_text_in_a_feature_column(tiny: Tiny, tmp_path: Path, monkeypat
     spec = parse_spec(tiny(dataset={"source": "csv", "name": None, "path": "d.csv", "target": "y"}))
     with pytest.raises(DataError, match="column 'a' must be numeric, but line 3 holds 'oops'"):
         load_dataset(spec.dataset, seed=0)
+
+
+def test_csv_errors_read_as_a_person_writes(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
+    spec = parse_spec(tiny(dataset={"source": "csv", "name": None, "path": "missing.csv", "target": "y"}))
+    with pytest.raises(DataError, match=f"cannot read 'missing.csv' in {tmp_path} \\(REGTUNE_DATA_DIR"):
+        load_dataset(spec.dataset, seed=0)
+    _csv(tmp_path / "d.csv", [["a", "y", "fold"], [1, 0, "train"], [2, 1, "validation"]])
+    spec = parse_spec(tiny(dataset={"source": "csv", "name": None, "path": "d.csv", "target": "y",
+                                    "split": {"column": "fold", "val": None, "test": None}}))
+    with pytest.raises(DataError) as info:
+        load_dataset(spec.dataset, seed=0)
+    assert info.value.issues[0].message == "values must be train, val or test, but got 'validation'"
