@@ -32,9 +32,8 @@ name, or pass --fresh to delete its studies first."""
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from api.progress import BarProgress
-    from tuner import DEFAULT_URL, RegtuneError, SpecError, load_spec, run_job
-    from tuner.storage import storage_url
+    from api.progress_bars import BarProgress
+    from tuner import DEFAULT_URL, RegtuneError, SpecError, load_spec, run_job, storage_url
 
     try:
         spec = load_spec(Path(args.spec))
@@ -71,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
     try:
-        from api.cli_service import add_service_commands
+        from api.service_commands import add_service_commands
     except ImportError:  # the service commands are optional in a library-only checkout
         pass
     else:

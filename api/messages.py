@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.models import JobStatus
+from api.tables import JobStatus
 
 __all__ = ["already_finished", "no_report"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer
 
-from api.models import JobRow, JobStatus
-from tuner.counts import count_text
+from api.tables import JobRow, JobStatus
+from tuner.search import count_text
 
 __all__ = [
     "BestSoFar",

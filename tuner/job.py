@@ -14,15 +14,22 @@ import torch
 from optuna.trial import FrozenTrial
 
 from tuner.backends import executor_for
-from tuner.data import Dataset, load_dataset
 from tuner.errors import SpecError
-from tuner.report import build_report, render_markdown
-from tuner.resume import delete_studies
+from tuner.report import build_report, render_html, render_markdown, stage_progress
+from tuner.search import (
+    StageOutcome,
+    StageRun,
+    budget_used,
+    close_stage,
+    delete_studies,
+    fail_interrupted,
+    open_stage,
+)
 from tuner.spec import JobSpec
-from tuner.stages import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage
 from tuner.storage import open_storage
+from tuner.train import Dataset, load_dataset
 
-__all__ = ["Progress", "check_against_data", "run_job", "study_name"]
+__all__ = ["Progress", "check_against_data", "run_job", "study_name", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +129,7 @@ def write_report(report: dict[str, Any], out_dir: Path, trials: list[FrozenTrial
     Args:
         trials: every trial of the job's stage studies (the plots are drawn from them).
     """
-    from tuner.html import render_html, stage_progress  # matplotlib: only where reports are drawn
-    from tuner.plots import render_plots
+    from tuner.plots import render_plots  # matplotlib: imported only where plots are drawn
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))

@@ -13,7 +13,7 @@ from sqlalchemy.exc import ArgumentError
 
 from tuner.errors import SpecError
 
-__all__ = ["DEFAULT_URL", "open_storage", "prepare_sqlite", "storage_url"]
+__all__ = ["DEFAULT_URL", "engine_kwargs", "open_storage", "prepare_sqlite", "storage_url"]
 
 DEFAULT_URL = "sqlite:///regtune.db"
 SQLITE_BUSY_TIMEOUT_S = 60

@@ -10,8 +10,8 @@ from api import repository
 from api.deps import SessionDep
 from api.errors import ApiError
 from api.messages import no_report
-from api.models import JobStatus
 from api.openapi import errors
+from api.tables import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["reports"])
 

@@ -9,10 +9,10 @@ from optuna.trial import TrialState
 
 from api import repository
 from api.deps import SessionDep, StorageDep
-from api.models import AnyCaseStrEnum
 from api.openapi import errors
 from api.schemas import TrialsPublic
 from api.studies import read_trials
+from api.tables import AnyCaseStrEnum
 
 router = APIRouter(prefix="/jobs", tags=["trials"])
 

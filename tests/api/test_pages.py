@@ -11,7 +11,7 @@ from _service import make_spec
 from fastapi.testclient import TestClient
 from PIL import Image, ImageStat
 
-from api.runner import Runner
+from api.worker import Runner
 from tuner.plots import PLOTS, render_plot
 
 REPORT_PLOTS = {"learning_curves", "importances", "candidates", "features"}

@@ -14,7 +14,7 @@ from _gate import EpochGate
 from _service import make_spec, wait_for, wait_status
 from fastapi.testclient import TestClient
 
-from api.runner import Runner
+from api.worker import Runner
 
 
 def submit(client: TestClient, spec: dict[str, Any], **headers: str) -> dict[str, Any]:

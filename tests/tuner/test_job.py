@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner import Cancelled, parse_spec, run_job
-from tuner.report_md import diagnose
+from tuner.report import diagnose
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -129,7 +129,7 @@ def test_a_cancelled_job_keeps_its_trials_and_resumes_to_the_exact_budget(tiny: 
 
 def test_one_trial_count_everywhere_judged_of_budget_with_pruned_beside(
         tiny: Tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from api.progress import BarProgress
+    from api.progress_bars import BarProgress
 
     spec = parse_spec(tiny(training={"epochs": 6}, search={
         "sampler": "random", "pruner": "median",

@@ -11,7 +11,7 @@ import yaml
 from sklearn.linear_model import LogisticRegressionCV
 
 from tuner import load_spec, parse_spec, run_job
-from tuner.data import load_dataset
+from tuner.train import load_dataset
 
 STUDIES = sorted((Path(__file__).parents[2] / "studies").glob("*.yaml"))
 

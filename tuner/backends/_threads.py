@@ -1,0 +1,75 @@
+"""The thread backend (named ``optuna``): a stage's trials trained in this process, side by side in threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from optuna.trial import TrialState
+
+from tuner.search import StageRun, TrialOutcome, run_trial
+from tuner.train import Dataset
+
+__all__ = ["run_threads"]
+
+log = logging.getLogger(__name__)
+
+
+def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
+    """The Optuna backend: ``parallelism`` threads, each asking for a trial and training it."""
+
+    def worker() -> None:
+        while (asked := run.ask()) is not None:
+            trial, config = asked
+            try:
+                outcome = run_trial(trial, config, spec=run.spec, data=data, stage=run.stage.name,
+                                    should_stop=run.should_stop)
+            except Exception as exc:  # a bug in one trial must not leave it RUNNING
+                log.exception("trial %d of stage %s crashed", trial.number, run.stage.name)
+                trial.set_user_attr("fail_reason", repr(exc))
+                outcome = TrialOutcome(TrialState.FAIL, reason=repr(exc))
+            try:
+                run.finish(trial, outcome)
+            except Exception as exc:  # the stage ends short of its budget and says why
+                log.exception("could not record trial %d of stage %s", trial.number, run.stage.name)
+                run.abort(f"recording trial {trial.number} failed: {exc!r}")
+                return
+
+    interrupted = threading.Event()
+    asked_to_stop = run.should_stop
+    run.should_stop = lambda: interrupted.is_set() or (asked_to_stop is not None and asked_to_stop())
+    ended = [threading.Event() for _ in range(run.spec.search.parallelism)]
+
+    def until_ended(done: threading.Event) -> None:
+        try:
+            worker()
+        finally:
+            done.set()
+
+    for done in ended:
+        threading.Thread(target=until_ended, args=(done,), daemon=True).start()
+    try:
+        _wait_all(ended)
+    except KeyboardInterrupt:
+        # Ctrl-C: the running trials stop at their next epoch boundary and are recorded FAIL
+        # (interrupted). Leaving them to die with the interpreter aborts the process (torch's threads).
+        interrupted.set()
+        log.warning("interrupted: stopping %d running trial(s) of stage %s at their next epoch",
+                    run.in_flight, run.stage.name)
+        while True:
+            try:
+                _wait_all(ended)
+                break
+            except KeyboardInterrupt:  # more Ctrl-Cs while they wind down: keep waiting
+                continue
+        raise
+    finally:
+        run.should_stop = asked_to_stop
+
+
+def _wait_all(events: list[threading.Event]) -> None:
+    """Wait for every event. Not ``Thread.join``: a Ctrl-C inside ``join`` can mark a thread that still
+    runs as ended, so a second ``join`` would return at once (CPython 3.11, bpo-45274)."""
+    for event in events:
+        while not event.wait(1.0):
+            pass
