@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,20 +142,29 @@ def test_ctrl_c_mid_trial_exits_130_and_fails_the_trial_as_interrupted(tiny: Tin
     path = _write(tmp_path, tiny(name="ctrlc", training={"epochs": 30}))
     storage = f"sqlite:///{tmp_path}/runs.db"
     gate = EpochGate(tmp_path / "gate", trial=2, epoch=1)  # the first l2 trial waits after its first epoch
-    proc = subprocess.Popen([sys.executable, str(GATED), "run", str(path), "--storage", storage, "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env=os.environ | {ENV: gate.env},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal has it
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, str(GATED), "run", str(path), "--storage", storage, "--quiet"],
+                                stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
+                                env=os.environ | {ENV: gate.env},  # SIGINT as a terminal has it: not ignored
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         gate.wait(alive=lambda: proc.poll() is None)
         proc.send_signal(signal.SIGINT)
+        # the trial is let go only once the process has taken the Ctrl-C, so it stops after this very epoch
+        deadline = time.monotonic() + 120
+        while "interrupted: stopping 1 running trial(s) of stage l2" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
         gate.release()
-        _, err = proc.communicate(timeout=240)
+        proc.wait(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
+    err = log.read_text()
     assert proc.returncode == 130, err[-2000:]
     assert "terminate called" not in err and "Traceback" not in err
     assert "interrupted; run the same command again to resume" in err
     trials = optuna.load_study(study_name="ctrlc/l2", storage=storage).get_trials()
-    assert [(t.state, t.user_attrs.get("interrupted")) for t in trials] == [(TrialState.FAIL, True)]
+    assert [(t.state, t.user_attrs.get("interrupted"), t.user_attrs.get("fail_reason")) for t in trials] == [
+        (TrialState.FAIL, True, "interrupted (Ctrl-C) after epoch 1")]

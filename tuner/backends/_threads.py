@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
 from optuna.trial import TrialState
 
@@ -16,7 +17,12 @@ log = logging.getLogger(__name__)
 
 
 def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
-    """The Optuna backend: ``parallelism`` threads, each asking for a trial and training it."""
+    """The Optuna backend: ``parallelism`` threads, each asking for a trial and training it.
+
+    Ctrl-C in the calling thread stops the running trials at their next epoch boundary, records them
+    FAIL (``interrupted``) and raises ``KeyboardInterrupt`` once every thread has ended.
+    """
+    interrupted = threading.Event()
 
     def worker() -> None:
         while (asked := run.ask()) is not None:
@@ -28,6 +34,10 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 log.exception("trial %d of stage %s crashed", trial.number, run.stage.name)
                 trial.set_user_attr("fail_reason", repr(exc))
                 outcome = TrialOutcome(TrialState.FAIL, reason=repr(exc))
+            if outcome.cancelled and interrupted.is_set():  # say why it stopped: Ctrl-C, not a cancel
+                reason = f"interrupted (Ctrl-C) after epoch {trial.user_attrs.get('epochs', 0)}"
+                trial.set_user_attr("fail_reason", reason)
+                outcome = replace(outcome, reason=reason)
             try:
                 run.finish(trial, outcome)
             except Exception as exc:  # the stage ends short of its budget and says why
@@ -35,7 +45,6 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 run.abort(f"recording trial {trial.number} failed: {exc!r}")
                 return
 
-    interrupted = threading.Event()
     asked_to_stop = run.should_stop
     run.should_stop = lambda: interrupted.is_set() or (asked_to_stop is not None and asked_to_stop())
     ended = [threading.Event() for _ in range(run.spec.search.parallelism)]
