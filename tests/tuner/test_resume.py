@@ -168,3 +168,23 @@ def test_ctrl_c_mid_trial_exits_130_and_fails_the_trial_as_interrupted(tiny: Tin
     trials = optuna.load_study(study_name="ctrlc/l2", storage=storage).get_trials()
     assert [(t.state, t.user_attrs.get("interrupted"), t.user_attrs.get("fail_reason")) for t in trials] == [
         (TrialState.FAIL, True, "interrupted (Ctrl-C) after epoch 1")]
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("training: {lr: .inf}\n", "training.lr: must be a finite number (not inf or NaN), but got inf"),
+    ("training: {epochs: true}\n", "training.epochs: must be an integer"),
+    ("training: {lr: 0.1, lr: 0.2}\n", "training.lr: the key 'lr' appears more than once in one mapping"),
+    ("search: {sampler: grid, space: {l2: {low: 1.0e-5, high: 0.1, grid: 30}}}\n",
+     "REGTUNE_MAX_GRID_POINTS"),
+])
+def test_regtune_run_refuses_what_the_service_refuses(tmp_path: Path, text: str, says: str,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from api.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\ndataset: {source: sklearn, name: iris}\n" + text)
+    monkeypatch.setenv("REGTUNE_MAX_GRID_POINTS", "20")  # regtune run reads the limits from the environment
+    code = main(["run", str(path), "--storage", f"sqlite:///{tmp_path}/x.db", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err, err

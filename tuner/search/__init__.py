@@ -6,6 +6,15 @@ trials warm the sampler. Where a stage's trials run is a backend's business
 """
 
 from tuner.search._counts import TrialCount, count_text
+from tuner.search._l1_path import (
+    find_lambda_max,
+    gradient_lambda_max,
+    null_state,
+    one_se_point,
+    path_summary,
+    path_values,
+    run_path,
+)
 from tuner.search._resume import check_fingerprint, delete_studies, fingerprint_parts
 from tuner.search._samplers import PRUNERS, SAMPLERS, WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
 from tuner.search._space import encode, grid_space, knob_names, off_is_known, suggest
@@ -41,14 +50,21 @@ __all__ = [
     "delete_studies",
     "encode",
     "fail_interrupted",
+    "find_lambda_max",
     "fingerprint_parts",
+    "gradient_lambda_max",
     "grid_space",
     "knob_names",
     "make_pruner",
     "make_sampler",
+    "null_state",
     "objective_values",
     "off_is_known",
+    "one_se_point",
     "open_stage",
+    "path_summary",
+    "path_values",
+    "run_path",
     "run_trial",
     "suggest",
 ]

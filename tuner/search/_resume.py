@@ -37,6 +37,8 @@ def fingerprint_parts(spec: JobSpec, stage: StageSpec, fixed: dict[str, float]) 
         "search.objective": spec.search.objectives,
         "search.space": {k: ranges[k].model_dump(mode="json") for k in stage.params},
         "fixed by earlier stages": dict(sorted(fixed.items())),
+        # an L1 path's points are set by its number and its end, not sampled: they are part of what it ran
+        **({"path": {"trials": stage.trials, "path_eps": stage.path_eps}} if stage.path else {}),
     }
 
 

@@ -49,7 +49,7 @@ def off_is_known(spec: JobSpec, stage: StageSpec, fixed: dict[str, float]) -> fr
     for it again would only spend the budget on a copy, so such a stage searches the "on"
     range alone. A grid keeps its 0 point: the spec sized the budget to the whole grid.
     """
-    if len(stage.params) != 1 or spec.search.sampler == "grid":
+    if len(stage.params) != 1 or spec.search.sampler == "grid" or stage.path:
         return frozenset()
     knob = stage.params[0]
     rng = spec.search.space.ranges()[knob]

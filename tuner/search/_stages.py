@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import Cancelled, RegtuneError
 from tuner.knobs import Knobs, knob_of
+from tuner.limits import attempts_allowed
 from tuner.search._resume import check_fingerprint
 from tuner.search._samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
 from tuner.search._space import encode, grid_space, off_is_known, suggest
@@ -104,18 +106,24 @@ class StageRun:
 
     @property
     def max_attempts(self) -> int:
-        return 4 * self.target + 10
+        return attempts_allowed(self.target)
+
+    def _reserve(self) -> bool:
+        """Take one slot of the budget; False when it is spent or a stop was asked. Holds the lock."""
+        if self.cancelled or self.done + self.in_flight >= self.target or self.attempts >= self.max_attempts:
+            return False
+        if self.should_stop is not None and self.should_stop():
+            self.cancelled = True
+            return False
+        self.in_flight += 1
+        self.attempts += 1
+        return True
 
     def ask(self) -> tuple[optuna.Trial, dict[str, float]] | None:
         """A new trial and its full configuration, or None when the budget is spent or a stop was asked."""
         with self._lock:
-            if self.cancelled or self.done + self.in_flight >= self.target or self.attempts >= self.max_attempts:
+            if not self._reserve():
                 return None
-            if self.should_stop is not None and self.should_stop():
-                self.cancelled = True
-                return None
-            self.in_flight += 1
-            self.attempts += 1
             try:
                 trial = self.study.ask()
             except Exception as exc:  # the sampler's before_trial, or the storage
@@ -155,6 +163,20 @@ class StageRun:
             self.study.tell(trial.number, state=TrialState.FAIL)
         except Exception:  # the storage failed too: the next run marks the trial interrupted
             log.exception("could not record trial %d of stage %s as failed", trial.number, self.stage.name)
+
+    def ask_fixed(self, params: dict[str, float], dists: dict[str, FloatDistribution]
+                  ) -> tuple[optuna.Trial, dict[str, float]] | None:
+        """A new trial with ``params`` set rather than sampled (a path point), and its full configuration."""
+        with self._lock:
+            if not self._reserve():
+                return None
+            self.study.enqueue_trial(params)
+            trial = self.study.ask()
+        for name, dist in dists.items():  # enqueued values are fixed: the sampler is not asked
+            trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        n_hidden = len(self.spec.model.hidden or [])
+        per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
+        return trial, Knobs.from_params({**self.fixed, **params}, n_hidden).as_params(per_layer)
 
     def abort(self, reason: str) -> None:
         """Stop handing out trials after an error the stage cannot go on from."""
@@ -207,9 +229,10 @@ def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorag
     """
     stage = spec.stages[index]
     objectives = spec.search.objectives
-    prior = _prior_trials(spec, stage, earlier, fixed) if stage.params else []
-    grid = grid_space(spec, stage.params) if spec.search.sampler == "grid" else None
-    sampler = make_sampler(spec.search.sampler, spec.seed + 1000 * index, len(objectives) > 1, grid)
+    prior = _prior_trials(spec, stage, earlier, fixed) if stage.params and not stage.path else []
+    grid = grid_space(spec, stage.params) if spec.search.sampler == "grid" and not stage.path else None
+    sampler = make_sampler("random" if stage.path else spec.search.sampler, spec.seed + 1000 * index,
+                           len(objectives) > 1, grid)  # a path's points are set, never sampled
     if prior and spec.search.sampler in WARM_STARTABLE:
         sampler = WarmStartSampler(sampler, prior)
     else:

@@ -13,7 +13,7 @@ from tuner.spec._models import StageSpec
 from tuner.spec._priors import KnobRange
 from tuner.spec._stages import BASELINE, default_stages
 
-__all__ = ["check_spec", "unsearched_knobs"]
+__all__ = ["check_spec", "grid_points", "unsearched_knobs"]
 
 
 def _check_stages(stages: list[StageSpec], ranges: dict[str, KnobRange]) -> list[Issue]:
@@ -55,6 +55,14 @@ def _grid_size(spec: JobSpec, params: list[str]) -> tuple[int, list[str]]:
     return size, missing
 
 
+def grid_points(spec: JobSpec, params: list[str]) -> int:
+    """Points in a stage's grid over ``params``: the product of their grids, a per-layer knob once per layer.
+
+    A knob without a finite grid counts 1 (``check_spec`` refuses it under the grid sampler).
+    """
+    return _grid_size(spec, params)[0]
+
+
 def check_spec(spec: JobSpec) -> list[Issue]:
     """Check the rules between fields. Changes nothing.
 
@@ -89,6 +97,8 @@ def check_spec(spec: JobSpec) -> list[Issue]:
                             search.pruner))
     if search.sampler == "grid" and not issues:
         for i, stage in enumerate(given):
+            if stage.path:  # a path sets its own λ₁ values; the grid is not asked
+                continue
             size, missing = _grid_size(spec, stage.params)
             for p in missing:
                 issues.append(Issue(f"search.space.{p}", f"the grid sampler needs a finite grid: give "

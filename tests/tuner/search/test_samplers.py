@@ -117,11 +117,11 @@ def test_a_sampler_that_fails_fails_its_trial_with_the_reason(tiny: Tiny, sqlite
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
 def test_a_one_knob_stage_does_not_re_ask_the_configuration_it_starts_from(tiny: Tiny, sampler: str,
                                                                            sqlite_url: str) -> None:
-    # l1 off is the baseline's configuration, already trained; the stage spends its budget on l1 > 0
-    space = {"l1": {"low": 1e-5, "high": 1e-2, "log": True, "allow_zero": True}}
-    stages = [{"name": "l1", "params": ["l1"], "trials": 8}]
+    # l2 off is the baseline's configuration, already trained; the stage spends its budget on l2 > 0
+    space = {"l2": {"low": 1e-5, "high": 1e-2, "log": True, "allow_zero": True}}
+    stages = [{"name": "l2", "params": ["l2"], "trials": 8}]
     spec = parse_spec(tiny(**FAST, search={"sampler": sampler, "space": space, "stages": stages}))
     report = run_job(spec, storage=sqlite_url)
-    l1 = [t.user_attrs["config"]["l1"] for t in _complete(sqlite_url, "tiny/l1")]
-    assert len(l1) == 8 and all(1e-5 <= v <= 1e-2 for v in l1)
-    assert report["chosen"]["params"].get("l1", 0.0) in {0.0, *l1}  # off stays choosable: the baseline
+    l2 = [t.user_attrs["config"]["l2"] for t in _complete(sqlite_url, "tiny/l2")]
+    assert len(l2) == 8 and all(1e-5 <= v <= 1e-2 for v in l2)
+    assert report["chosen"]["params"].get("l2", 0.0) in {0.0, *l2}  # off stays choosable: the baseline
