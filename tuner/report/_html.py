@@ -13,12 +13,12 @@ from html import escape
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from tuner.knobs import fmt_params
 from tuner.report._markdown import epoch_gaps
 from tuner.report._metric import held_out_metric
-from tuner.search import BUDGET_STATES
+from tuner.search import TrialCount, count_text
 
 __all__ = ["CAPTIONS", "CSS", "StageProgress", "html_document", "render_html", "stage_progress"]
 
@@ -60,6 +60,11 @@ class StageProgress(BaseModel):
     failed: int = 0
     best_value: float | None = Field(default=None, description="lowest first objective among its trials")
 
+    @computed_field(description="the count as every regtune page shows it: \"8/8 trials (4 pruned, 1 failed)\"")  # type: ignore[prop-decorator]
+    @property
+    def count(self) -> str:
+        return count_text(self.done, self.total, pruned=self.pruned, failed=self.failed, running=self.running)
+
 
 def stage_progress(stages: list[tuple[str, str, int]], trials: list[FrozenTrial]) -> list[StageProgress]:
     """Progress per stage from ``(name, study_name, budget)`` and the job's trials (stage in user attrs)."""
@@ -67,11 +72,10 @@ def stage_progress(stages: list[tuple[str, str, int]], trials: list[FrozenTrial]
     for name, study, total in stages:
         own = [t for t in trials if t.user_attrs.get("stage") == name]
         complete = [t for t in own if t.state == TrialState.COMPLETE and t.values]
-        count = {state: sum(t.state == state for t in own) for state in TrialState}
-        out.append(StageProgress(name=name, study_name=study, total=total,
-                                 done=sum(count[state] for state in BUDGET_STATES), complete=len(complete),
-                                 running=count[TrialState.RUNNING], pruned=count[TrialState.PRUNED],
-                                 failed=count[TrialState.FAIL],
+        count = TrialCount.of((t.state for t in own), total)
+        out.append(StageProgress(name=name, study_name=study, total=total, done=count.judged,
+                                 complete=count.complete, running=count.running, pruned=count.pruned,
+                                 failed=count.failed,
                                  best_value=min(t.values[0] for t in complete) if complete else None))
     return out
 
@@ -80,8 +84,10 @@ def _finished_stage(summary: dict[str, Any]) -> StageProgress:
     """A finished stage as the report summarizes it (its best value: the first objective's)."""
     best = summary.get("best_value")
     best = best[0] if isinstance(best, list) else best
-    return StageProgress(name=summary["name"], study_name=summary["study_name"], total=summary["trials"],
-                         done=summary["trials"], best_value=float(best) if isinstance(best, (int, float)) else None)
+    return StageProgress(name=summary["name"], study_name=summary["study_name"],
+                         total=summary.get("budget", summary["trials"]), done=summary["trials"],
+                         pruned=summary.get("pruned", 0), failed=summary.get("failed", 0),
+                         best_value=float(best) if isinstance(best, (int, float)) else None)
 
 
 def _n(v: Any, digits: int = 4) -> str:
@@ -154,11 +160,9 @@ def _stages(progress: Sequence[StageProgress], links: dict[str, str]) -> str:
     for p in progress:
         name = escape(p.name)
         link = f' <a href="{escape(links[p.name])}">dashboard</a>' if p.name in links else ""
-        other = ", ".join(f"{n} {k}" for k, n in (("running", p.running), ("pruned", p.pruned),
-                                                 ("failed", p.failed)) if n)
         rows.append(f"<tr><td>{name}</td><td><code>{escape(p.study_name)}</code>{link}</td>"
                     f'<td><progress max="{p.total}" value="{min(p.done, p.total)}"></progress> '
-                    f"{p.done}/{p.total}{f' ({other})' if other else ''}</td>"
+                    f"{escape(p.count)}</td>"
                     f"<td>{_n(p.best_value)}</td></tr>")
     return ("<table><tr><th>stage</th><th>study</th><th>trials</th><th>best objective</th></tr>"
             + "".join(rows) + "</table>")
