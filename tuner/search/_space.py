@@ -8,6 +8,7 @@ categorical over its grid values (0 included when allowed).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -59,6 +60,20 @@ def off_is_known(spec: JobSpec, stage: StageSpec, fixed: dict[str, float]) -> fr
     return frozenset()
 
 
+def _stage_params(spec: JobSpec, params: list[str], known_off: frozenset[str]
+                  ) -> Iterator[tuple[str, str, BaseDistribution, BaseDistribution | None]]:
+    """``(knob, param name, value distribution, on/off distribution or None)`` of each param a stage asks.
+
+    The on/off distribution is None for a knob without ``allow_zero`` and for one in ``known_off``.
+    """
+    grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
+    for knob in params:
+        rng = spec.search.space.ranges()[knob]
+        value_dist, on_dist = _distributions(rng, grid)
+        for name in knob_names(knob, rng, n_hidden):
+            yield knob, name, value_dist, None if knob in known_off else on_dist
+
+
 def suggest(trial: optuna.Trial, spec: JobSpec, params: list[str],
             known_off: frozenset[str] = frozenset()) -> dict[str, float]:
     """Ask the trial for every knob of a stage. Returns flat knob values, 0 for a knob switched off.
@@ -66,18 +81,12 @@ def suggest(trial: optuna.Trial, spec: JobSpec, params: list[str],
     Args:
         known_off: knobs whose "off" setting is not asked (see ``off_is_known``).
     """
-    grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
     out: dict[str, float] = {}
-    for knob in params:
-        rng = spec.search.space.ranges()[knob]
-        value_dist, on_dist = _distributions(rng, grid)
-        if knob in known_off:
-            on_dist = None
-        for name in knob_names(knob, rng, n_hidden):
-            if on_dist is not None and not _ask(trial, f"{name}_on", on_dist):
-                out[name] = 0.0
-            else:
-                out[name] = float(_ask(trial, name, value_dist))
+    for _, name, value_dist, on_dist in _stage_params(spec, params, known_off):
+        if on_dist is not None and not _ask(trial, f"{name}_on", on_dist):
+            out[name] = 0.0
+        else:
+            out[name] = float(_ask(trial, name, value_dist))
     return out
 
 
@@ -91,23 +100,17 @@ def _holds(dist: BaseDistribution, v: float) -> bool:
 def encode(config: dict[str, float], spec: JobSpec, params: list[str],
            known_off: frozenset[str] = frozenset()) -> tuple[dict[str, Any], dict[str, BaseDistribution]] | None:
     """A trained configuration as this stage's Optuna params; None if the stage's priors cannot hold it."""
-    grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
     values: dict[str, Any] = {}
     dists: dict[str, BaseDistribution] = {}
-    for knob in params:
-        rng = spec.search.space.ranges()[knob]
-        value_dist, on_dist = _distributions(rng, grid)
-        if knob in known_off:
-            on_dist = None
-        for name in knob_names(knob, rng, n_hidden):
-            v = float(config.get(name, config.get(knob, 0.0)))
-            if on_dist is not None:
-                values[f"{name}_on"], dists[f"{name}_on"] = v != 0.0, on_dist
-                if v == 0.0:
-                    continue
-            if not _holds(value_dist, v):
-                return None
-            values[name], dists[name] = v, value_dist
+    for knob, name, value_dist, on_dist in _stage_params(spec, params, known_off):
+        v = float(config.get(name, config.get(knob, 0.0)))
+        if on_dist is not None:
+            values[f"{name}_on"], dists[f"{name}_on"] = v != 0.0, on_dist
+            if v == 0.0:
+                continue
+        if not _holds(value_dist, v):
+            return None
+        values[name], dists[name] = v, value_dist
     return values, dists
 
 
