@@ -19,7 +19,7 @@ from tuner.report import build_report, render_html, render_markdown, stage_progr
 from tuner.search import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage
 from tuner.spec import JobSpec
 from tuner.storage import open_storage
-from tuner.train import Dataset, load_dataset
+from tuner.train import Dataset, check_model, load_dataset
 
 __all__ = ["Progress", "check_against_data", "run_job", "study_name", "write_report"]
 
@@ -55,13 +55,15 @@ def check_against_data(spec: JobSpec, data: Dataset) -> None:
 
 
 def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,
-            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+            model_dir: Path | None = None) -> dict[str, Any]:
     """Run every stage of ``spec`` against ``storage`` (resuming what is there) and build the report.
 
     Args:
         storage: a database URL; the stages' studies are named ``<prefix>/<stage>``.
         prefix: the study-name prefix; defaults to the job name.
-        out_dir: where ``report.json`` and ``report.md`` go, if anywhere.
+        out_dir: where ``report.json`` and ``report.md`` go, if anywhere; the chosen model goes there too.
+        model_dir: where ``model.safetensors`` and ``model.json`` go (default: ``out_dir``).
         should_stop: polled at epoch boundaries; when it answers True the job stops (``Cancelled``).
 
     Returns:
@@ -78,6 +80,9 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
     rdb = open_storage(storage)
     data = load_dataset(spec.dataset, spec.seed)
     check_against_data(spec, data)
+    if spec.model.kind == "module":  # build the plug-in once and run one batch before any stage
+        layers = check_model(spec, data)
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"dropout_layers": layers})})
     search_data = data.without_test()  # the search never sees the test split
     executor = executor_for(spec.search.backend)
     outcomes: list[StageOutcome] = []
@@ -104,7 +109,8 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         outcomes.append(outcome)
         if progress:
             progress.stage_finished(outcome)
-    report = build_report(spec, data, outcomes, should_stop=should_stop)
+    report = build_report(spec, data, outcomes, should_stop=should_stop,
+                          model_dir=model_dir if model_dir is not None else out_dir)
     if out_dir is not None:
         write_report(report, out_dir, [t for o in outcomes for t in o.study.get_trials(deepcopy=False)])
     return report

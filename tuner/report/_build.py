@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -20,7 +21,7 @@ from tuner.report._candidates import Candidate, choose, one_se_extras, retrain_c
 from tuner.report._markdown import diagnose
 from tuner.search import StageOutcome, complete_trials
 from tuner.spec import JobSpec
-from tuner.train import Dataset, TrainResult, evaluate
+from tuner.train import Dataset, TrainResult, evaluate, export_model
 
 __all__ = ["build_report", "pareto_front"]
 
@@ -132,8 +133,12 @@ def _constant_loss(data: Dataset) -> float:
 
 
 def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Re-train the final candidates, choose, and measure the test split once."""
+                 should_stop: Callable[[], bool] | None = None, model_dir: Path | None = None) -> dict[str, Any]:
+    """Re-train the final candidates, choose, and measure the test split once.
+
+    Args:
+        model_dir: where to export the chosen model (the one whose test metrics the report gives), if anywhere.
+    """
     search_data = data.without_test()
     baseline_outcome = outcomes[0]
     last = outcomes[-1]
@@ -176,8 +181,14 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
     if data.task == "regression":
         report["loss_units"] = "mean squared error of the standardized target" if spec.dataset.standardize \
             else "mean squared error"
-    features = _features(spec, data, chosen.first)
+    if spec.model.kind == "module" and spec.model.dropout_layers:
+        # per-layer knobs are numbered in named_modules() order: dropout_2 is the third dropout module
+        report["dropout_layers"] = {f"dropout_{i}": name for i, name in enumerate(spec.model.dropout_layers)}
+    features = _features(spec, data, chosen.first) if spec.model.kind != "module" else None
     if features is not None:
         report["features"] = features
     report["diagnosis"] = diagnose(report, _constant_loss(data))
+    if model_dir is not None and chosen.first.model is not None:
+        measured = {k: v for k, v in report["chosen"].items() if k.startswith("test_")}
+        export_model(model_dir, chosen.first.model, spec=spec, data=data, params=chosen.config, measured=measured)
     return report

@@ -42,7 +42,7 @@ def _ask(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
 
 def suggest(trial: optuna.Trial, spec: JobSpec, params: list[str]) -> dict[str, float]:
     """Ask the trial for every knob of a stage. Returns flat knob values, 0 for a knob switched off."""
-    grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
+    grid, n_hidden = spec.search.sampler == "grid", spec.model.dropout_slots
     out: dict[str, float] = {}
     for knob in params:
         rng = spec.search.space.ranges()[knob]
@@ -65,7 +65,7 @@ def _holds(dist: BaseDistribution, v: float) -> bool:
 def encode(config: dict[str, float], spec: JobSpec, params: list[str]
            ) -> tuple[dict[str, Any], dict[str, BaseDistribution]] | None:
     """A trained configuration as this stage's Optuna params; None if the stage's priors cannot hold it."""
-    grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
+    grid, n_hidden = spec.search.sampler == "grid", spec.model.dropout_slots
     values: dict[str, Any] = {}
     dists: dict[str, BaseDistribution] = {}
     for knob in params:
@@ -85,7 +85,7 @@ def encode(config: dict[str, float], spec: JobSpec, params: list[str]
 
 def grid_space(spec: JobSpec, params: list[str]) -> dict[str, list[Any]]:
     """The GridSampler search space of a stage."""
-    n_hidden = len(spec.model.hidden or [])
+    n_hidden = spec.model.dropout_slots
     out: dict[str, list[Any]] = {}
     for knob in params:
         rng = spec.search.space.ranges()[knob]

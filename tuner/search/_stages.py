@@ -112,7 +112,7 @@ class StageRun:
             self.in_flight += 1
             self.attempts += 1
             trial = self.study.ask()
-        n_hidden = len(self.spec.model.hidden or [])
+        n_hidden = self.spec.model.dropout_slots
         per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
         config = Knobs.from_params({**self.fixed, **suggest(trial, self.spec, self.stage.params)},
                                    n_hidden).as_params(per_layer)

@@ -5,7 +5,7 @@ The dataset part and the knob priors have modules of their own. Field names foll
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -28,7 +28,7 @@ __all__ = [
     "TrainingSpec",
 ]
 
-MODEL_KINDS = ("mlp", "linear")
+MODEL_KINDS = ("mlp", "linear", "module")
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "elu", "leaky_relu")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2")
@@ -42,6 +42,19 @@ class ModelSpec(Strict):
     hidden: list[int] | None = None
     activation: Annotated[str, one_of(ACTIVATIONS, "activation")] = "relu"
     batch_norm: bool = False
+    # kind 'module': a factory the operator installed (tuner.plugins), and its keyword arguments
+    factory: str | None = Field(default=None, min_length=1, max_length=200)
+    args: dict[str, Any] | None = None
+    # kind 'module': the dropout modules' names in named_modules() order; the job fills this in
+    # when it checks the model against the data (given, it must match)
+    dropout_layers: list[str] | None = None
+
+    @property
+    def dropout_slots(self) -> int:
+        """How many dropout rates the model takes: one per hidden layer, or per dropout module."""
+        if self.kind == "module":
+            return len(self.dropout_layers or [])
+        return len(self.hidden or [])
 
     @field_validator("hidden")
     @classmethod
@@ -52,6 +65,19 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
+        own = ("factory", "args", "dropout_layers")
+        if self.kind == "module":
+            if self.factory is None:
+                raise field_error("factory", "kind 'module' needs 'factory' ('<file>:<function>' or an entry point)")
+            for key in ("hidden", "activation", "batch_norm"):
+                if key in self.model_fields_set:
+                    raise field_error(key, f"applies to kinds mlp and linear; a module's factory takes "
+                                      f"its settings in 'args', so drop {key!r}")
+            self.args = self.args or {}
+            return self
+        for key in own:
+            if getattr(self, key) is not None:
+                raise field_error(key, f"applies to kind 'module' only, not {self.kind!r}")
         if self.kind == "linear":
             if self.hidden:
                 raise field_error("hidden", f"the linear model has no hidden layers, but got hidden={self.hidden}")

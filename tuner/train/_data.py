@@ -54,10 +54,21 @@ class Dataset:
     test: Split | None
     target_scale: float = 1.0  # regression: std of the raw target (losses are in standardized units)
     informative: list[str] = field(default_factory=list)  # synthetic data: the features that matter
+    # what it takes to feed the model new data the same way: the classes (output i is classes[i]),
+    # the standardization fitted on the training split, the regression target's mean
+    classes: list[str | int | float] = field(default_factory=list)
+    feature_mean: list[float] = field(default_factory=list)
+    feature_std: list[float] = field(default_factory=list)
+    target_mean: float = 0.0
 
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example, as a model's factory is told it."""
+        return tuple(int(d) for d in self.train.X.shape[1:])
 
     def without_test(self) -> Dataset:
         """The same data with the test split removed: all the search may see."""
@@ -172,8 +183,11 @@ def _infer_task(values: list[str]) -> str:
 
 def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names: list[str],
               folds: np.ndarray | None, task: str, informative: list[str]) -> Dataset:
+    classes: list[str | int | float] = []
+    y_mu = 0.0
     if task == "classification":
-        classes, y = np.unique(y, return_inverse=True)
+        labels, y = np.unique(y, return_inverse=True)
+        classes = [v.item() if isinstance(v, np.generic) else v for v in labels]
         if len(classes) < 2:
             raise DataError.one("dataset.target", f"classification needs at least 2 classes, got {len(classes)}")
         n_outputs = len(classes)
@@ -198,7 +212,8 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names:
         return Split(torch.as_tensor(X[rows], dtype=torch.float32), torch.as_tensor(y[rows], dtype=y_dtype))
 
     return Dataset(task=task, feature_names=names, n_outputs=n_outputs, train=part(tr), val=part(idx["val"]),
-                   test=part(idx["test"]), target_scale=target_scale, informative=informative)
+                   test=part(idx["test"]), target_scale=target_scale, informative=informative, classes=classes,
+                   feature_mean=[float(v) for v in mu], feature_std=[float(v) for v in sd], target_mean=y_mu)
 
 
 def _split(spec: DatasetSpec, seed: int, y: np.ndarray, task: str) -> dict[str, np.ndarray]:

@@ -11,12 +11,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from tuner.errors import TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
-from tuner.train._models import MLP, build_model
+from tuner.train._models import MLP
+from tuner.train._module import build_any, decay_weights, has_batch_norm
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
 
 __all__ = ["EpochCallback", "TrainResult", "evaluate", "loss_standard_error", "train"]
@@ -40,7 +42,7 @@ class TrainResult:
     seconds: float
     curve_train: list[float] = field(default_factory=list)
     curve_val: list[float] = field(default_factory=list)
-    model: MLP | None = None
+    model: nn.Module | None = None  # the MLP, or a plug-in wrapped (``PluginModel``)
 
     @property
     def gap(self) -> float:
@@ -72,7 +74,7 @@ def plain_loss(out: torch.Tensor, y: torch.Tensor, task: str, smoothing: float =
 
 
 @torch.no_grad()
-def loss_standard_error(model: MLP, split: Split, task: str) -> float:
+def loss_standard_error(model: nn.Module, split: Split, task: str) -> float:
     """The standard error of the mean plain loss over the split's examples (its sampling noise)."""
     model.eval()
     out = model(split.X)
@@ -84,7 +86,7 @@ def loss_standard_error(model: MLP, split: Split, task: str) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: MLP, split: Split, task: str) -> tuple[float, float | None]:
+def evaluate(model: nn.Module, split: Split, task: str) -> tuple[float, float | None]:
     """Plain loss (unsmoothed, unpenalized) and accuracy (None for regression), in eval mode."""
     model.eval()
     out = model(split.X)
@@ -93,8 +95,8 @@ def evaluate(model: MLP, split: Split, task: str) -> tuple[float, float | None]:
     return loss, acc
 
 
-def _optimizer(model: MLP, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Optimizer:
-    weights = [lin.weight for lin in model.linears]
+def _optimizer(model: nn.Module, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Optimizer:
+    weights = decay_weights(model)
     ids = {id(w) for w in weights}
     others = [p for p in model.parameters() if id(p) not in ids]
     if spec.optimizer == "sgd":
@@ -103,6 +105,13 @@ def _optimizer(model: MLP, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Opti
         return torch.optim.AdamW([{"params": weights, "weight_decay": 2.0 * knobs.l2},
                                   {"params": others, "weight_decay": 0.0}], lr=spec.lr)
     return torch.optim.Adam(model.parameters(), lr=spec.lr)
+
+
+def _features_mask(model: nn.Module, weights: list[nn.Parameter], n_features: int) -> list[bool]:
+    """Input features with a non-zero weight: read off an MLP's first layer; a plug-in keeps them all."""
+    if isinstance(model, MLP):
+        return features_kept_mask(weights[0])
+    return [True] * n_features
 
 
 def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
@@ -118,9 +127,10 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     """
     started = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
-    model = build_model(model_spec, data.n_features, data.n_outputs, gen)
+    model = build_any(model_spec, data, gen)
     opt = _optimizer(model, spec, knobs)
-    weights = [lin.weight for lin in model.linears]
+    weights = decay_weights(model)
+    batch_norm = has_batch_norm(model)
     add_l2 = spec.optimizer != "adamw"
     X, y, n = data.train.X, data.train.y, len(data.train)
     patience = spec.early_stopping.patience if spec.early_stopping else None
@@ -136,7 +146,7 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, spec.batch_size):
             rows = order[start:start + spec.batch_size]
-            if len(rows) < 2 and model_spec.batch_norm:
+            if len(rows) < 2 and batch_norm:
                 continue  # batch norm cannot normalize a single row
             out = model(X[rows], knobs.dropout, knobs.input_dropout, gen)
             loss = plain_loss(out, y[rows], data.task, knobs.label_smoothing)
@@ -167,7 +177,7 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     model.eval()
     return TrainResult(
         train_loss=tr[0], val_loss=va[0], train_acc=tr[1], val_acc=va[1],
-        sparsity=sparsity(weights), features_mask=features_kept_mask(weights[0]),
+        sparsity=sparsity(weights), features_mask=_features_mask(model, weights, data.n_features),
         epochs=epoch, best_epoch=best_epoch, seconds=time.perf_counter() - started,
         curve_train=curve_t, curve_val=curve_v, model=model,
     )
