@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
 
 from tuner.errors import SpecError
 from tuner.plugins import load_factory
@@ -45,9 +46,10 @@ def decay_weights(model: nn.Module) -> list[nn.Parameter]:
     return out
 
 
-def dropout_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def dropout_modules(model: nn.Module) -> list[tuple[str, _DropoutNd]]:
     """Every dropout module with its name, in ``named_modules()`` order: the per-layer knobs' numbering."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, DROPOUT_TYPES)]
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, DROPOUT_TYPES)
+            and isinstance(m, _DropoutNd)]
 
 
 def has_batch_norm(model: nn.Module) -> bool:
