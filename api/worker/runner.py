@@ -13,9 +13,11 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -23,6 +25,7 @@ import optuna
 
 from api.db import Database, migrate
 from api.errors import json_safe
+from api.model_files import pack_model
 from api.settings import Settings
 from api.tables import JobRow, JobStatus
 from api.worker.lease import CANCEL, LOST, Lease
@@ -101,11 +104,12 @@ class Runner:
         started = time.monotonic()
         lease = Lease(self.db, job_id=row.id, owner=self.owner, lease_seconds=self.settings.lease_seconds,
                       heartbeat_seconds=self.settings.heartbeat_seconds, shutdown=self.shutdown)
-        status, report, error = JobStatus.FAILED, None, None
-        with lease:
+        status, report, error, archive = JobStatus.FAILED, None, None, None
+        with lease, tempfile.TemporaryDirectory(prefix="regtune-model-") as model_dir:
             try:
                 report = run_job(parse_spec(row.spec), storage=self.db.url, prefix=row.study_prefix,
-                                 should_stop=lease.should_stop)
+                                 should_stop=lease.should_stop, model_dir=Path(model_dir))
+                archive = pack_model(Path(model_dir))
                 status = JobStatus.SUCCEEDED
             except Cancelled as exc:
                 status, error = JobStatus.CANCELLED, str(exc)
@@ -116,10 +120,10 @@ class Runner:
             except Exception as exc:  # a bug must fail the job, not the runner
                 log.exception("job %s crashed", row.id)
                 error = f"{type(exc).__name__}: {exc}"
-        self._record(row, status, report, error, lease.reason, time.monotonic() - started)
+        self._record(row, status, report, error, lease.reason, time.monotonic() - started, archive)
 
     def _record(self, row: JobRow, status: JobStatus, report: dict[str, Any] | None, error: str | None,
-                reason: str | None, seconds: float) -> None:
+                reason: str | None, seconds: float, archive: bytes | None = None) -> None:
         with self.db.session() as session:
             if reason == LOST:
                 log.warning("job %s: lease lost after %.0fs; another runner owns it now", row.id, seconds)
@@ -130,7 +134,8 @@ class Runner:
                 log.info("job %s: given back to the queue after %.0fs (%s)", row.id, seconds, error)
                 return
             kept = finish_job(session=session, job_id=row.id, owner=self.owner, status=status,
-                              report=json_safe(report) if report is not None else None, error=error)
+                              report=json_safe(report) if report is not None else None, error=error,
+                              model_archive=archive)
         if kept:
             log.info("job %s: %s in %.0fs%s", row.id, status, seconds, f": {error}" if error else "")
         else:

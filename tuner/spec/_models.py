@@ -69,10 +69,12 @@ class ModelSpec(Strict):
         if self.kind == "module":
             if self.factory is None:
                 raise field_error("factory", "kind 'module' needs 'factory' ('<file>:<function>' or an entry point)")
-            for key in ("hidden", "activation", "batch_norm"):
-                if key in self.model_fields_set:
-                    raise field_error(key, f"applies to kinds mlp and linear; a module's factory takes "
-                                      f"its settings in 'args', so drop {key!r}")
+            # the defaults stand for "not given" (a dumped spec holds them, and must parse again)
+            given = {"hidden": self.hidden is not None, "activation": self.activation != "relu",
+                     "batch_norm": self.batch_norm}
+            for key in (k for k, v in given.items() if v):
+                raise field_error(key, f"applies to kinds mlp and linear; a module's factory takes "
+                                  f"its settings in 'args', so drop {key!r}")
             self.args = self.args or {}
             return self
         for key in own:

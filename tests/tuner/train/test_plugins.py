@@ -195,3 +195,11 @@ def test_per_layer_knobs_are_reported_with_their_module_names(tiny: Tiny, models
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout | torch.nn.AlphaDropout)] == list(
         meta["dropout_layers"].values())
     assert "dropout_1 (7)" in (out / "report.md").read_text()
+
+
+def test_a_module_spec_survives_its_own_dump(tiny: Tiny, models_dir: Path) -> None:
+    """The service stores ``model_dump``, and the Ray backend ships it: it must parse again, unchanged."""
+    spec = parse_spec(module_spec(tiny, "nets:bn_net") | {"model": {"kind": "module", "factory": "nets:bn_net",
+                                                                    "args": {"hidden": 4}}})
+    again = parse_spec(spec.model_dump(mode="json"))
+    assert again == spec and again.model.args == {"hidden": 4}
