@@ -14,6 +14,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 from tuner.backends import executor_for
+from tuner.devices import resolve_device
 from tuner.errors import SpecError
 from tuner.report import build_report, render_html, render_markdown, stage_progress
 from tuner.search import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage
@@ -85,6 +86,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"dropout_layers": layers})})
     search_data = data.without_test()  # the search never sees the test split
     executor = executor_for(spec.search.backend)
+    device = str(resolve_device(spec.training.device))
     outcomes: list[StageOutcome] = []
     fixed: dict[str, float] = {}
     fixed_by: dict[str, str] = {}
@@ -92,6 +94,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         name = study_name(prefix, stage.name)
         study = open_stage(spec, index, storage=rdb, study_name=name, earlier=outcomes, fixed=fixed,
                               fixed_by=fixed_by, job=prefix)
+        study.set_user_attr("device", device)  # each study records the device that ran it
         if (n := fail_interrupted(study, rdb)):
             log.warning("%s: %d trial(s) left running by an earlier process marked failed", name, n)
         done = budget_used(study)
@@ -111,6 +114,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
             progress.stage_finished(outcome)
     report = build_report(spec, data, outcomes, should_stop=should_stop,
                           model_dir=model_dir if model_dir is not None else out_dir)
+    report["device"] = device
     if out_dir is not None:
         write_report(report, out_dir, [t for o in outcomes for t in o.study.get_trials(deepcopy=False)])
     return report

@@ -105,6 +105,9 @@ class TrainingSpec(Strict):
     lr: float = Field(default=1e-3, gt=0.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     early_stopping: EarlyStopping | None = None
+    # auto: a GPU when one is visible; checked against the machine at submit (tuner.devices)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast; fp16 with a gradient scaler
 
 
 class StageSpec(Strict):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from tuner.devices import device_problem
 from tuner.errors import Issue, SpecError
 from tuner.plugins import load_factory
 from tuner.spec._job import JobSpec
@@ -85,6 +86,8 @@ def check_spec(spec: JobSpec) -> list[Issue]:
             load_factory(spec.model.factory)
         except SpecError as exc:
             issues += exc.issues
+    if (problem := device_problem(spec.training.device, spec.training.precision)) is not None:
+        issues.append(Issue(problem[0], problem[1], getattr(spec.training, problem[0].split(".")[1])))
     multi = len(search.objectives) > 1
     if multi and search.sampler == "cmaes":
         issues.append(Issue("search.sampler", "cmaes optimizes one objective only; for a Pareto "

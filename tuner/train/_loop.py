@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tuner.devices import resolve_device
 from tuner.errors import TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import ModelSpec, TrainingSpec
@@ -73,25 +74,32 @@ def plain_loss(out: torch.Tensor, y: torch.Tensor, task: str, smoothing: float =
     return F.mse_loss(out.squeeze(-1), y)
 
 
+def _on_device(model: nn.Module, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's tensors where the model lives (data stays on the CPU between uses)."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    return split.X.to(device), split.y.to(device)
+
+
 @torch.no_grad()
 def loss_standard_error(model: nn.Module, split: Split, task: str) -> float:
     """The standard error of the mean plain loss over the split's examples (its sampling noise)."""
     model.eval()
-    out = model(split.X)
-    if task == "classification":
-        losses = F.cross_entropy(out, split.y, reduction="none")
-    else:
-        losses = (out.squeeze(-1) - split.y).pow(2)
+    X, y = _on_device(model, split)
+    out = model(X).float()
+    losses = (F.cross_entropy(out, y, reduction="none") if task == "classification"
+              else (out.squeeze(-1) - y).pow(2))
     return float(losses.std() / math.sqrt(len(split))) if len(split) > 1 else 0.0
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, task: str) -> tuple[float, float | None]:
-    """Plain loss (unsmoothed, unpenalized) and accuracy (None for regression), in eval mode."""
+    """Plain loss (unsmoothed, unpenalized) and accuracy (None for regression), in eval mode, in fp32."""
     model.eval()
-    out = model(split.X)
-    loss = float(plain_loss(out, split.y, task))
-    acc = float((out.argmax(dim=1) == split.y).float().mean()) if task == "classification" else None
+    X, y = _on_device(model, split)
+    out = model(X).float()
+    loss = float(plain_loss(out, y, task))
+    acc = float((out.argmax(dim=1) == y).float().mean()) if task == "classification" else None
     return loss, acc
 
 
@@ -127,12 +135,15 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     """
     started = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
-    model = build_any(model_spec, data, gen)
+    device = resolve_device(spec.device)
+    model = build_any(model_spec, data, gen).to(device)  # built on the CPU: the same start on any device
     opt = _optimizer(model, spec, knobs)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16")
     weights = decay_weights(model)
     batch_norm = has_batch_norm(model)
     add_l2 = spec.optimizer != "adamw"
-    X, y, n = data.train.X, data.train.y, len(data.train)
+    X, y, n = data.train.X.to(device), data.train.y.to(device), len(data.train)
     patience = spec.early_stopping.patience if spec.early_stopping else None
     min_delta = spec.early_stopping.min_delta if spec.early_stopping else 0.0
     curve_t: list[float] = []
@@ -143,20 +154,22 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     epoch = 0
     for epoch in range(1, spec.epochs + 1):
         model.train()
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=gen).to(device)
         for start in range(0, n, spec.batch_size):
             rows = order[start:start + spec.batch_size]
             if len(rows) < 2 and batch_norm:
                 continue  # batch norm cannot normalize a single row
-            out = model(X[rows], knobs.dropout, knobs.input_dropout, gen)
-            loss = plain_loss(out, y[rows], data.task, knobs.label_smoothing)
+            with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
+                out = model(X[rows], knobs.dropout, knobs.input_dropout, gen)
+            loss = plain_loss(out.float(), y[rows], data.task, knobs.label_smoothing)
             if add_l2:
                 loss = loss + l2_penalty(weights, knobs.l2)
             if not torch.isfinite(loss):
                 raise TrialFailed(f"the training loss became {float(loss.detach())} in epoch {epoch}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             prox_l1_(weights, knobs.l1, opt)
         tr = evaluate(model, data.train, data.task)
         va = evaluate(model, data.val, data.task)

@@ -32,7 +32,8 @@ def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator | Non
     """Zero each unit with probability ``p`` and scale the rest by 1/(1-p), so eval needs no rescaling."""
     if p <= 0.0:
         return x
-    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+    device = generator.device if generator is not None else x.device  # the trial's generator lives on the CPU
+    keep = (torch.rand(x.shape, generator=generator, device=device) >= p).to(x.device)
     return x * keep / (1.0 - p)
 
 
