@@ -81,7 +81,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
     rdb = open_storage(storage)
     data = load_dataset(spec.dataset, spec.seed)
     check_against_data(spec, data)
-    if spec.model.kind == "module":  # build the plug-in once and run one batch before any stage
+    if spec.model.kind in ("module", "cnn"):  # build the model once and run one batch before any stage
         layers = check_model(spec, data)
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"dropout_layers": layers})})
     search_data = data.without_test()  # the search never sees the test split

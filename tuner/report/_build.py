@@ -181,10 +181,10 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
     if data.task == "regression":
         report["loss_units"] = "mean squared error of the standardized target" if spec.dataset.standardize \
             else "mean squared error"
-    if spec.model.kind == "module" and spec.model.dropout_layers:
+    if spec.model.kind in ("module", "cnn") and spec.model.dropout_layers:
         # per-layer knobs are numbered in named_modules() order: dropout_2 is the third dropout module
         report["dropout_layers"] = {f"dropout_{i}": name for i, name in enumerate(spec.model.dropout_layers)}
-    features = _features(spec, data, chosen.first) if spec.model.kind != "module" else None
+    features = _features(spec, data, chosen.first) if spec.model.kind in ("mlp", "linear") else None
     if features is not None:
         report["features"] = features
     report["diagnosis"] = diagnose(report, _constant_loss(data))

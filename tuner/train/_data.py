@@ -23,6 +23,7 @@ __all__ = ["Dataset", "Split", "data_dir", "load_dataset"]
 
 _SKLEARN_LOADERS = {
     "digits": skdatasets.load_digits,
+    "digits_images": skdatasets.load_digits,
     "breast_cancer": skdatasets.load_breast_cancer,
     "wine": skdatasets.load_wine,
     "iris": skdatasets.load_iris,
@@ -91,11 +92,15 @@ def load_dataset(spec: DatasetSpec, seed: int) -> Dataset:
     if spec.source == "sklearn":
         bunch = _SKLEARN_LOADERS[spec.name or ""]()
         X, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
+        if spec.name == "digits_images":
+            X = np.asarray(bunch.images, dtype=np.float64)[:, None, :, :]  # (n, 1, 8, 8)
         names = [str(n) for n in getattr(bunch, "feature_names", [])] or [f"x{i}" for i in range(X.shape[1])]
         task = spec.known_task or "classification"
     elif spec.source == "synthetic":
         X, y, names, informative = _synthetic(spec, seed)
         task = spec.task or "classification"
+    elif spec.source == "npz":
+        X, y, names, folds, task = _read_npz(spec)
     else:
         X, y, names, folds, task = _read_csv(spec)
     return _assemble(spec, seed, X, y, names, folds, task, informative)
@@ -119,12 +124,52 @@ def _synthetic(spec: DatasetSpec, seed: int) -> tuple[np.ndarray, np.ndarray, li
     return X, y, names, names[:k]  # shuffle=False puts the informative features first
 
 
-def _read_csv(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+def _inside_data_dir(spec: DatasetSpec) -> Path:
     root = data_dir()
     path = (root / (spec.path or "")).resolve()
     if not path.is_relative_to(root):
         raise DataError.one("dataset.path", f"must stay inside REGTUNE_DATA_DIR ({root}), but got "
                             f"{spec.path!r}", spec.path)
+    return path
+
+
+def _read_npz(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+    """Arrays ``X`` (first axis: examples, any shape after it), ``y`` and optionally ``fold``; no pickles."""
+    path = _inside_data_dir(spec)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError.one("dataset.path", f"cannot read {spec.path!r} as an .npz of plain arrays: {exc}",
+                            spec.path) from None
+    for key in ("X", "y"):
+        if key not in arrays:
+            raise DataError.one("dataset.path", f"{spec.path!r} needs an array {key!r}; it holds "
+                                f"{', '.join(arrays) or 'none'}", spec.path)
+    X, y, fold = arrays["X"], arrays["y"], arrays.get("fold")
+    n = X.shape[0] if X.ndim else 0
+    if X.ndim < 2 or y.shape != (n,) or (fold is not None and fold.shape != (n,)):
+        raise DataError.one("dataset.path", f"X must have an examples axis and y (and fold) one value per example, "
+                            f"but got X {X.shape}, y {y.shape}" + (f", fold {fold.shape}" if fold is not None else ""))
+    if X.dtype.kind not in "biuf" or not np.isfinite(X).all():
+        raise DataError.one("dataset.path", f"X must hold finite numbers, but its dtype is {X.dtype}"
+                            + ("" if X.dtype.kind not in "biuf" else " and it holds NaN or inf"))
+    folds = None
+    if fold is not None:
+        folds = np.asarray([(v.decode() if isinstance(v, bytes) else str(v)).strip().lower() for v in fold.tolist()])
+        bad = sorted(set(folds) - set(_FOLDS))
+        if bad:
+            raise DataError.one("dataset.path", f"fold values must be train, val or test, but got {bad[:5]}")
+    task = spec.task or _infer_task([str(v) for v in y.tolist()])
+    if task == "regression" and y.dtype.kind not in "biuf":
+        raise DataError.one("dataset.path", f"a regression target must be numeric, but y has dtype {y.dtype}")
+    width = len(str(int(np.prod(X.shape[1:])) - 1))
+    names = [f"x{i:0{width}d}" for i in range(int(np.prod(X.shape[1:])))]
+    return X.astype(np.float64), y if task == "classification" else y.astype(np.float64), names, folds, task
+
+
+def _read_csv(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+    path = _inside_data_dir(spec)
     try:
         with path.open(newline="") as fh:
             rows = list(csv.reader(fh))
@@ -199,8 +244,8 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names:
             raise DataError.one("dataset.split", f"the {f} split is empty")
     tr = idx["train"]
     scale, target_scale = spec.standardize, 1.0
-    mu = X[tr].mean(axis=0) if scale else np.zeros(X.shape[1])
-    sd = X[tr].std(axis=0) if scale else np.ones(X.shape[1])
+    mu = X[tr].mean(axis=0) if scale else np.zeros(X.shape[1:])  # per feature (per pixel of an image)
+    sd = X[tr].std(axis=0) if scale else np.ones(X.shape[1:])
     sd[sd == 0] = 1.0
     X = (X - mu) / sd
     if task == "regression" and scale:
@@ -213,7 +258,8 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names:
 
     return Dataset(task=task, feature_names=names, n_outputs=n_outputs, train=part(tr), val=part(idx["val"]),
                    test=part(idx["test"]), target_scale=target_scale, informative=informative, classes=classes,
-                   feature_mean=[float(v) for v in mu], feature_std=[float(v) for v in sd], target_mean=y_mu)
+                   feature_mean=[float(v) for v in mu.ravel()], feature_std=[float(v) for v in sd.ravel()],
+                   target_mean=y_mu)
 
 
 def _split(spec: DatasetSpec, seed: int, y: np.ndarray, task: str) -> dict[str, np.ndarray]:

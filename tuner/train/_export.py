@@ -36,10 +36,9 @@ def _bare(model: nn.Module) -> nn.Module:
 
 def _model_spec(spec: ModelSpec) -> dict[str, Any]:
     """The model part of the spec, only the fields of its kind (so it validates again as it is)."""
-    own = {"factory", "args", "dropout_layers"}
     if spec.kind == "module":
-        return spec.model_dump(mode="json", include=own | {"kind"})
-    return spec.model_dump(mode="json", exclude=own)
+        return spec.model_dump(mode="json", include={"kind", "factory", "args", "dropout_layers"})
+    return spec.model_dump(mode="json", exclude_none=True)
 
 
 def export_model(out_dir: Path, model: nn.Module, *, spec: JobSpec, data: Dataset, params: dict[str, float],
@@ -71,7 +70,7 @@ def export_model(out_dir: Path, model: nn.Module, *, spec: JobSpec, data: Datase
         "target_scaling": {"mean": data.target_mean, "std": data.target_scale}
         if data.task == "regression" and spec.dataset.standardize else None,
     }
-    if spec.model.kind == "module":
+    if spec.model.kind in ("module", "cnn"):
         meta["dropout_layers"] = {name: p for (name, _), p in
                                   zip(dropout_modules(bare), knobs.dropout or [0.0] * len(dropout_modules(bare)),
                                       strict=True)}
@@ -103,7 +102,7 @@ def load_model(path: str | Path) -> nn.Module:
     n_out = int(meta["n_outputs"])
     input_shape = tuple(int(d) for d in meta["input_shape"])
     model: nn.Module
-    if spec.kind == "module":
+    if spec.kind in ("module", "cnn"):
         model = make_plugin(spec, input_shape, n_out, seed=0)
         for (_, module), p in zip(dropout_modules(model), meta.get("dropout_layers", {}).values(), strict=False):
             module.p = float(p)

@@ -73,6 +73,7 @@ class MLP(nn.Module):
         dropout: one rate per hidden layer (applied in training mode only).
         input_dropout: the rate on the input features (training mode only).
         """
+        x = x.flatten(1)  # image-shaped examples reach an MLP as their pixels
         if self.training:
             x = inverted_dropout(x, input_dropout, generator)
         for i, (lin, norm) in enumerate(zip(self.hidden, self.norms, strict=True)):

@@ -20,6 +20,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from tuner.errors import SpecError
 from tuner.plugins import load_factory
 from tuner.spec import JobSpec, ModelSpec
+from tuner.train._cnn import CNN
 from tuner.train._data import Dataset
 from tuner.train._models import MLP, build_model, inverted_dropout
 
@@ -85,11 +86,22 @@ class PluginModel(nn.Module):
 
 
 def make_plugin(spec: ModelSpec, input_shape: tuple[int, ...], n_out: int, seed: int) -> nn.Module:
-    """Call the spec's factory with torch's global generator seeded, so equal seeds give equal initial weights.
+    """Call the spec's factory (or build the CNN) with torch's global generator seeded, so equal seeds give
+    equal initial weights.
 
     Raises:
-        SpecError: on ``model.factory``: the factory is not on offer, raised, or returned no Module.
+        SpecError: on ``model.factory``: the factory is not on offer, raised, or returned no Module; on
+            ``model.kind``: a cnn for examples that are not images.
     """
+    if spec.kind == "cnn":
+        if len(input_shape) != 3:
+            raise SpecError.one("model.kind", f"a cnn needs image-shaped examples (C, H, W), but this dataset's "
+                                f"examples have shape {tuple(input_shape)}; use an npz source with images, or "
+                                "sklearn's digits_images")
+        with _init_lock:
+            torch.manual_seed(seed)
+            return CNN(input_shape, spec.channels or [], spec.kernel or 3, spec.hidden or [], n_out,
+                       spec.activation, spec.batch_norm)
     factory = load_factory(spec.factory or "")
     with _init_lock:
         torch.manual_seed(seed)
@@ -107,7 +119,7 @@ def make_plugin(spec: ModelSpec, input_shape: tuple[int, ...], n_out: int, seed:
 
 def build_any(spec: ModelSpec, data: Dataset, generator: torch.Generator) -> MLP | PluginModel:
     """The model a spec describes for this data: the built-in MLP, or the factory's module wrapped."""
-    if spec.kind != "module":
+    if spec.kind not in ("module", "cnn"):
         return build_model(spec, data.n_features, data.n_outputs, generator)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     return PluginModel(make_plugin(spec, data.input_shape, data.n_outputs, seed))
@@ -123,8 +135,9 @@ def check_model(spec: JobSpec, data: Dataset) -> list[str]:
         SpecError: the factory fails, returns no Module, its forward pass fails or gives outputs of the wrong
             shape; a dropout knob on a model with no dropout module; ``model.dropout_layers`` that do not match.
     """
-    if spec.model.kind != "module":
+    if spec.model.kind not in ("module", "cnn"):
         return []
+    what = f"the model of {spec.model.factory!r}" if spec.model.kind == "module" else "the cnn"
     model = build_any(spec.model, data, torch.Generator().manual_seed(spec.seed))
     rows = min(len(data.train), max(2, min(spec.training.batch_size, 8)))
     x = data.train.X[:rows]
@@ -133,17 +146,17 @@ def check_model(spec: JobSpec, data: Dataset) -> list[str]:
         with torch.no_grad():
             out = model(x)
     except Exception as exc:
-        raise SpecError.one("model.factory", f"the model of {spec.model.factory!r} fails on one batch of "
+        raise SpecError.one("model.factory", f"{what} fails on one batch of "
                             f"shape {tuple(x.shape)}: {type(exc).__name__}: {exc}", spec.model.factory) from None
     want = (rows, data.n_outputs)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise SpecError.one("model.factory", f"the model of {spec.model.factory!r} must map a batch of shape "
+        raise SpecError.one("model.factory", f"{what} must map a batch of shape "
                             f"{tuple(x.shape)} to outputs of shape {want} ({data.n_outputs} outputs for this "
                             f"{data.task}), but gave {got}", spec.model.factory)
     names = [name for name, _ in dropout_modules(model.net if isinstance(model, PluginModel) else model)]
     if spec.search.space.dropout is not None and not names:
-        raise SpecError.one("search.space.dropout", f"the model of {spec.model.factory!r} has no dropout module "
+        raise SpecError.one("search.space.dropout", f"{what} has no dropout module "
                             "(nn.Dropout, Dropout1d/2d/3d, AlphaDropout, FeatureAlphaDropout) for the "
                             "dropout knob to set; drop 'dropout' from search.space")
     if spec.model.dropout_layers is not None and spec.model.dropout_layers != names:

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from api.cli import main as regtune
-from tuner import SpecError, load_model, parse_spec, run_job
-from tuner.plugins import list_factories
+from tuner import SpecError, load_model, load_spec, parse_spec, run_job
+from tuner.plugins import list_factories, load_factory
 from tuner.train import evaluate, load_dataset
 
 Tiny = Callable[..., dict[str, Any]]
@@ -203,3 +203,20 @@ def test_a_module_spec_survives_its_own_dump(tiny: Tiny, models_dir: Path) -> No
                                                                     "args": {"hidden": 4}}})
     again = parse_spec(spec.model_dump(mode="json"))
     assert again == spec and again.model.args == {"hidden": 4}
+
+
+def test_regtune_models_lists_name_and_docstring(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert regtune(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split() == ["nets:plain", "No", "dropout", "at", "all."] for line in lines), lines
+
+
+def test_the_example_plugin_and_its_spec_are_on_offer(monkeypatch: pytest.MonkeyPatch) -> None:
+    examples = Path(__file__).resolve().parents[3] / "examples" / "models"
+    monkeypatch.setenv("REGTUNE_MODELS_DIR", str(examples))
+    spec = load_spec(examples / "digits-resnet.yaml")
+    assert spec.model.factory == "digits_models:resnet"
+    net = load_factory("digits_models:resnet")((64,), 10, channels=4, blocks=1)
+    assert net(torch.zeros(2, 64)).shape == (2, 10)
+    kinds = [type(m).__name__ for m in net.modules()]
+    assert kinds.count("BatchNorm2d") == 3 and "Dropout2d" in kinds and "Dropout" in kinds
