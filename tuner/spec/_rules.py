@@ -15,7 +15,7 @@ from tuner.spec._models import StageSpec
 from tuner.spec._priors import KnobRange
 from tuner.spec._stages import BASELINE, default_stages
 
-__all__ = ["check_spec"]
+__all__ = ["check_spec", "grid_points"]
 
 
 def _check_stages(stages: list[StageSpec], ranges: dict[str, KnobRange]) -> list[Issue]:
@@ -57,6 +57,14 @@ def _grid_size(spec: JobSpec, params: list[str]) -> tuple[int, list[str]]:
     return size, missing
 
 
+def grid_points(spec: JobSpec, params: list[str]) -> int:
+    """Points in a stage's grid over ``params``: the product of their grids, a per-layer knob once per layer.
+
+    A knob without a finite grid counts 1 (``check_spec`` refuses it under the grid sampler).
+    """
+    return _grid_size(spec, params)[0]
+
+
 def check_spec(spec: JobSpec) -> list[Issue]:
     """Check the rules between fields. Changes nothing.
 
@@ -86,6 +94,11 @@ def check_spec(spec: JobSpec) -> list[Issue]:
             load_factory(spec.model.factory)
         except SpecError as exc:
             issues += exc.issues
+    if spec.model.kind in ("cnn", "module"):
+        for i, stage in enumerate(given):
+            if stage.path:  # λ_max is read off the first layer's input weights: an MLP's or a linear model's
+                issues.append(Issue(f"search.stages[{i}].path", f"the L1 path needs model kind mlp or linear, "
+                                    f"but the model is a {spec.model.kind}; give stage {stage.name!r} path: false"))
     if (problem := device_problem(spec.training.device, spec.training.precision)) is not None:
         issues.append(Issue(problem[0], problem[1], getattr(spec.training, problem[0].split(".")[1])))
     multi = len(search.objectives) > 1
@@ -98,6 +111,8 @@ def check_spec(spec: JobSpec) -> list[Issue]:
                             search.pruner))
     if search.sampler == "grid" and not issues:
         for i, stage in enumerate(given):
+            if stage.path:  # a path sets its own λ₁ values; the grid is not asked
+                continue
             size, missing = _grid_size(spec, stage.params)
             for p in missing:
                 issues.append(Issue(f"search.space.{p}", f"the grid sampler needs a finite grid: give "

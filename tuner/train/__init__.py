@@ -3,9 +3,10 @@
 Knows nothing of Optuna: a trial's knobs come in as ``tuner.knobs.Knobs``.
 """
 
-from tuner.train._data import Dataset, Split, load_dataset
+from tuner.train._cv import refit, train_cv
+from tuner.train._data import Dataset, Split, cross_folds, data_dir, load_dataset
 from tuner.train._export import MODEL_JSON, MODEL_WEIGHTS, export_model, load_model
-from tuner.train._loop import EpochCallback, TrainResult, evaluate, loss_standard_error, train
+from tuner.train._loop import EpochCallback, TrainResult, evaluate, loss_standard_error, plain_loss, train
 from tuner.train._models import MLP, build_model
 from tuner.train._module import (
     DROPOUT_TYPES,
@@ -31,6 +32,8 @@ __all__ = [
     "build_any",
     "build_model",
     "check_model",
+    "cross_folds",
+    "data_dir",
     "decay_weights",
     "dropout_modules",
     "evaluate",
@@ -41,7 +44,10 @@ __all__ = [
     "load_model",
     "loss_standard_error",
     "make_plugin",
+    "plain_loss",
     "prox_l1_",
+    "refit",
     "sparsity",
     "train",
+    "train_cv",
 ]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuner.devices import resolve_device
-from tuner.errors import TrialFailed
+from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
@@ -26,6 +26,9 @@ __all__ = ["EpochCallback", "TrainResult", "evaluate", "loss_standard_error", "t
 
 EpochCallback = Callable[[int, float, float], None]
 """Called after each epoch with (epoch, train_loss, val_loss); may raise to stop (pruning, cancel)."""
+
+STOP_POLL_S = 1.0
+"""How often ``should_stop`` is asked inside an epoch: a long epoch (large data, batch size 1) stops within it."""
 
 
 @dataclass
@@ -44,6 +47,8 @@ class TrainResult:
     curve_train: list[float] = field(default_factory=list)
     curve_val: list[float] = field(default_factory=list)
     model: nn.Module | None = None  # the MLP, or a plug-in wrapped (``PluginModel``)
+    val_loss_se: float | None = None  # cross-validation: the standard error of the mean over the folds
+    fold_val_losses: list[float] = field(default_factory=list)
 
     @property
     def gap(self) -> float:
@@ -123,20 +128,27 @@ def _features_mask(model: nn.Module, weights: list[nn.Parameter], n_features: in
 
 
 def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
-          on_epoch: EpochCallback | None = None) -> TrainResult:
+          on_epoch: EpochCallback | None = None, should_stop: Callable[[], bool] | None = None,
+          init: dict[str, torch.Tensor] | None = None) -> TrainResult:
     """Train one model under ``knobs`` and return its measurements at the kept epoch.
 
     Args:
         data: train and val splits (the test split is never read here).
         on_epoch: called with (epoch, train_loss, val_loss) after each epoch; may raise to stop.
+        should_stop: asked between batches, about once a second (``STOP_POLL_S``); True stops the run.
+        init: start from these weights (a ``state_dict``) instead of a fresh draw: the L1 path's warm start.
 
     Raises:
         TrialFailed: a loss became NaN or infinite.
+        Cancelled: ``should_stop`` answered True in the middle of an epoch.
     """
     started = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     device = resolve_device(spec.device)
-    model = build_any(model_spec, data, gen).to(device)  # built on the CPU: the same start on any device
+    model = build_any(model_spec, data, gen)  # built on the CPU: the same start on any device
+    if init is not None:
+        model.load_state_dict(init)
+    model = model.to(device)
     opt = _optimizer(model, spec, knobs)
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16")
@@ -152,10 +164,15 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     best: tuple[float, int, dict[str, Any] | None, tuple[float, float | None], tuple[float, float | None]] = (
         math.inf, 0, None, (0.0, None), (0.0, None))
     epoch = 0
+    next_poll = time.monotonic() + STOP_POLL_S
     for epoch in range(1, spec.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
         for start in range(0, n, spec.batch_size):
+            if should_stop is not None and time.monotonic() >= next_poll:
+                if should_stop():
+                    raise Cancelled(f"cancelled during epoch {epoch}")
+                next_poll = time.monotonic() + STOP_POLL_S
             rows = order[start:start + spec.batch_size]
             if len(rows) < 2 and batch_norm:
                 continue  # batch norm cannot normalize a single row

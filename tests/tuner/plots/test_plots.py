@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import math
@@ -88,6 +89,9 @@ def _report(features: int = 6) -> dict[str, Any]:
                    "chosen": {"train": [0.9, 0.7, 0.5, 0.4, 0.35, 0.32],
                               "val": [0.9, 0.6, 0.5, 0.45, 0.42, 0.4]}},
         "features": {"kept": names[::2], "removed": names[1::2]},
+        "l1_path": [{"l1": 0.3 * 0.5**i, "val_loss": 0.7 - 0.3 * (1 - 0.6**i) + 0.004 * max(0, i - 6),
+                     "val_loss_se": 0.02 + 0.003 * i, "features_kept": min(features, i // 2),
+                     "kept": names[: min(features, i // 2)]} for i in range(12)],
     }
 
 
@@ -119,8 +123,8 @@ def test_a_running_job_gets_the_plots_of_its_trials(trials: list[FrozenTrial]) -
 def test_no_l1_means_no_sparsity_or_features(trials: list[FrozenTrial]) -> None:
     no_l1 = [t for t in trials if not t.user_attrs.get("config", {}).get("l1")]
     report = _report()
-    del report["features"]
-    assert set(render_plots(report, no_l1)) == set(PLOTS) - {"sparsity", "features"}
+    del report["features"], report["l1_path"]
+    assert set(render_plots(report, no_l1)) == set(PLOTS) - {"sparsity", "features", "l1_path"}
 
 
 def test_many_features_are_drawn_as_a_grid(trials: list[FrozenTrial]) -> None:
@@ -223,3 +227,38 @@ report: {top_k: 2, seeds: 1}
     assert "sepal length (cm)" in page or "petal width (cm)" in page or not report["features"]["removed"]
     assert not re.search(r"https?://", page)
     assert math.isfinite(report["chosen"]["val_loss"])
+
+
+MATHTEXT = ["$x^2$", r"$\frac{a$", "price ($)", "a$b$c", "$$", r"\$ok$", r"$\notacommand$", "x_1^{2}", "50%$"]
+
+
+def test_user_text_is_drawn_literally_never_as_mathtext(trials: list[FrozenTrial]) -> None:
+    report = _report()
+    report["features"] = {"kept": MATHTEXT[::2], "removed": MATHTEXT[1::2]}
+    report["candidates"][1]["stage"] = "$x$"  # the spec's name rules keep '$' out of stage names; drawn safely anyway
+    odd = [optuna.trial.create_trial(value=t.value, params=t.params, distributions=t.distributions,
+                                     user_attrs={**t.user_attrs, "stage": r"$\bad{$"}) for t in trials[:4]]
+    pngs = render_plots(report, odd + trials[4:])
+    assert set(pngs) == set(PLOTS)
+    for png in pngs.values():
+        assert_drawn(png)
+
+
+def test_a_csv_with_mathtext_headers_gets_every_plot_and_its_page(tmp_path: Path, sqlite_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    header = [f'"{h}"' for h in MATHTEXT] + ["y"]
+    rows = [",".join(f"{(i * (j + 3)) % 11 / 3:.3f}" for j in range(len(MATHTEXT))) + f",{i % 2}" for i in range(60)]
+    (tmp_path / "d.csv").write_text("\n".join([",".join(header), *rows]) + "\n", encoding="utf-8")
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
+    spec = load_spec(json.dumps({
+        "name": "mathtext", "dataset": {"source": "csv", "path": "d.csv", "target": "y"},
+        "model": {"kind": "linear"}, "training": {"epochs": 2, "batch_size": 32},
+        "search": {"sampler": "random", "pruner": "none", "space": {"l1": {"low": 1e-3, "high": 1e-1, "log": True}},
+                   "stages": [{"name": "baseline", "params": [], "trials": 1}, {"name": "l1", "params": ["l1"],
+                                                                                "trials": 2}]},
+        "report": {"top_k": 1, "seeds": 0}}))
+    report = run_job(spec, storage=sqlite_url, out_dir=tmp_path / "out")
+    assert sorted(report["features"]["kept"] + report["features"]["removed"]) == sorted(MATHTEXT)
+    assert {p.name for p in (tmp_path / "out" / "plots").iterdir()} >= {"features.png", "sparsity.png"}
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert all(html.escape(name) in page for name in report["features"]["removed"])

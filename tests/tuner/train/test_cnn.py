@@ -56,8 +56,18 @@ def test_unusable_npz_files_name_the_path_and_the_rule(tiny: Tiny, images: Path,
     assert info.value.issues[0].field == "dataset.path" and says in info.value.issues[0].message
 
 
-def test_an_npz_outside_the_data_dir_is_refused(tiny: Tiny, images: Path) -> None:
-    spec = parse_spec(tiny(dataset={"source": "npz", "path": "../img.npz", "name": None}))
+@pytest.mark.parametrize("path", ["../img.npz", "/etc/img.npz", ".hidden.npz"])
+def test_an_npz_outside_the_data_dir_is_refused_at_submit(tiny: Tiny, images: Path, path: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(tiny(dataset={"source": "npz", "path": path, "name": None}))
+    assert [i.field for i in info.value.issues] == ["dataset.path"]
+
+
+def test_an_npz_link_out_of_the_data_dir_is_refused(tiny: Tiny, images: Path, tmp_path_factory: Any) -> None:
+    outside = tmp_path_factory.mktemp("outside") / "img.npz"
+    outside.write_bytes((images / "img.npz").read_bytes())
+    (images / "link.npz").symlink_to(outside)
+    spec = parse_spec(tiny(dataset={"source": "npz", "path": "link.npz", "name": None}))
     with pytest.raises(DataError, match="must stay inside REGTUNE_DATA_DIR"):
         load_dataset(spec.dataset, 0)
 
