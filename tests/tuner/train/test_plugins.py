@@ -89,6 +89,7 @@ def test_the_factories_on_offer_are_listed_with_their_docstrings_first_line(mode
     "outside/evil:build",
     "os:system",                       # an installed module
     "tuner.job:run_job",
+    "link:build",                      # a link in the folder to the file outside it
 ])
 def test_a_factory_outside_the_folder_and_the_entry_points_is_refused_and_never_imported(
         tiny: Tiny, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
@@ -98,6 +99,7 @@ def test_a_factory_outside_the_folder_and_the_entry_points_is_refused_and_never_
     for where in (outside, tmp_path):
         (where / "evil.py").write_text(EVIL.format(marker=str(marker)))
     (outside / "__init__.py").write_text("")
+    (models_dir / "link.py").symlink_to(outside / "evil.py")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.syspath_prepend(str(outside))
     with pytest.raises(SpecError) as info:
