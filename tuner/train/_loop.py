@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -176,7 +177,7 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
             rows = order[start:start + spec.batch_size]
             if len(rows) < 2 and batch_norm:
                 continue  # batch norm cannot normalize a single row
-            with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
+            with torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext():
                 out = model(X[rows], knobs.dropout, knobs.input_dropout, gen)
             loss = plain_loss(out.float(), y[rows], data.task, knobs.label_smoothing)
             if add_l2:
