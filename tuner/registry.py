@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
     from tuner.knobs import Knobs
     from tuner.search import StageRun
-    from tuner.spec import ModelSpec, TrainingSpec
-    from tuner.train import MLP, Dataset
+    from tuner.spec import TrainingSpec
+    from tuner.train import Dataset
 
 __all__ = [
     "ACTIVATIONS",
@@ -118,13 +118,17 @@ ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation", {
     "leaky_relu": "torch.nn:LeakyReLU",
 })
 
-OPTIMIZERS: Registry[Callable[[MLP, TrainingSpec, Knobs], optim.Optimizer]] = Registry("optimizer", {
+OPTIMIZERS: Registry[Callable[[nn.Module, TrainingSpec, Knobs], optim.Optimizer]] = Registry("optimizer", {
     "adam": "tuner.train._loop:adam",
     "adamw": "tuner.train._loop:adamw",
     "sgd": "tuner.train._loop:sgd",
 })
 
-MODEL_KINDS: Registry[Callable[[ModelSpec, int, int], MLP]] = Registry("model kind", {
+MODEL_KINDS: Registry[Callable[..., nn.Module]] = Registry("model kind", {
+    # the built-in MLP: (model spec, inputs, outputs) → MLP
     "mlp": "tuner.train._models:build_mlp",
     "linear": "tuner.train._models:build_mlp",  # an MLP with no hidden layers (the spec leaves none)
+    # a plug-in module: (model spec, input shape, outputs, seed) → the module (the cnn is one built in)
+    "cnn": "tuner.train._module:make_plugin",
+    "module": "tuner.train._module:make_plugin",
 })

@@ -54,7 +54,7 @@ def off_is_known(spec: JobSpec, stage: StageSpec, fixed: dict[str, float]) -> fr
         return frozenset()
     knob = stage.params[0]
     rng = spec.search.space.ranges()[knob]
-    names = knob_names(knob, rng, len(spec.model.hidden or []))
+    names = knob_names(knob, rng, spec.model.dropout_slots)
     if rng.allow_zero and all(fixed.get(n, fixed.get(knob, 0.0)) == 0.0 for n in names):
         return frozenset({knob})
     return frozenset()
@@ -66,7 +66,7 @@ def _stage_params(spec: JobSpec, params: list[str], known_off: frozenset[str]
 
     The on/off distribution is None for a knob without ``allow_zero`` and for one in ``known_off``.
     """
-    grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
+    grid, n_hidden = spec.search.sampler == "grid", spec.model.dropout_slots
     for knob in params:
         rng = spec.search.space.ranges()[knob]
         value_dist, on_dist = _distributions(rng, grid)
@@ -116,7 +116,7 @@ def encode(config: dict[str, float], spec: JobSpec, params: list[str],
 
 def grid_space(spec: JobSpec, params: list[str]) -> dict[str, list[Any]]:
     """The GridSampler search space of a stage."""
-    n_hidden = len(spec.model.hidden or [])
+    n_hidden = spec.model.dropout_slots
     out: dict[str, list[Any]] = {}
     for knob in params:
         rng = spec.search.space.ranges()[knob]

@@ -24,7 +24,8 @@ def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator | Non
     """Zero each unit with probability ``p`` and scale the rest by 1/(1-p), so eval needs no rescaling."""
     if p <= 0.0:
         return x
-    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+    device = generator.device if generator is not None else x.device  # the trial's generator lives on the CPU
+    keep = (torch.rand(x.shape, generator=generator, device=device) >= p).to(x.device)
     return x * keep / (1.0 - p)
 
 
@@ -64,6 +65,7 @@ class MLP(nn.Module):
         dropout: one rate per hidden layer (applied in training mode only).
         input_dropout: the rate on the input features (training mode only).
         """
+        x = x.flatten(1)  # image-shaped examples reach an MLP as their pixels
         if self.training:
             x = inverted_dropout(x, input_dropout, generator)
         for i, (lin, norm) in enumerate(zip(self.hidden, self.norms, strict=True)):
@@ -82,5 +84,6 @@ def build_mlp(spec: ModelSpec, n_in: int, n_out: int) -> MLP:
 def build_model(spec: ModelSpec, n_in: int, n_out: int, generator: torch.Generator) -> MLP:
     """The model a spec describes, initialized from ``generator``."""
     model = MODEL_KINDS.load(spec.kind)(spec, n_in, n_out)
+    assert isinstance(model, MLP), f"kind {spec.kind!r} is a plug-in: build it with build_any"
     model.reset_parameters(generator)
     return model
