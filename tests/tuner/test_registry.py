@@ -23,13 +23,15 @@ FIELDS: list[tuple[Registry[Any], str, str]] = [
     (MODEL_KINDS, "model", "kind"),
 ]
 IDS = [f"{part}.{field}" for _, part, field in FIELDS]
+KIND_NEEDS: dict[str, dict[str, Any]] = {  # what a model kind needs beside its name (a None removes the key)
+    "mlp": {}, "linear": {"hidden": None}, "cnn": {"hidden": None}, "module": {"factory": "m:f", "hidden": None}}
 
 
 @pytest.mark.parametrize(("names", "part", "field"), FIELDS, ids=IDS)
 def test_the_spec_accepts_every_name_of_the_registry(tiny: Tiny, names: Registry[Any], part: str,
                                                      field: str) -> None:
     for name in names:
-        over = {field: name, "hidden": None} if field == "kind" else {field: name}  # linear: no hidden layers
+        over = {field: name} | KIND_NEEDS.get(name, {}) if field == "kind" else {field: name}
         spec = JobSpec.model_validate(tiny(**{part: over}))
         assert getattr(getattr(spec, part), field) == name
 
