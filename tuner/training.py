@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tuner.data import Dataset, Split
 from tuner.errors import TrialFailed
 from tuner.knobs import Knobs
-from tuner.models import MLP, build_model
+from tuner.models import MLP, build_model, dropout_generators
 from tuner.regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
 from tuner.spec import ModelSpec, TrainingSpec
 
@@ -117,8 +117,9 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
         TrialFailed: a loss became NaN or infinite.
     """
     started = time.perf_counter()
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # the init, then each epoch's batch order
     model = build_model(model_spec, data.n_features, data.n_outputs, gen)
+    masks = dropout_generators(seed, len(model.hidden))
     opt = _optimizer(model, spec, knobs)
     weights = [lin.weight for lin in model.linears]
     add_l2 = spec.optimizer != "adamw"
@@ -138,7 +139,7 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
             rows = order[start:start + spec.batch_size]
             if len(rows) < 2 and model_spec.batch_norm:
                 continue  # batch norm cannot normalize a single row
-            out = model(X[rows], knobs.dropout, knobs.input_dropout, gen)
+            out = model(X[rows], knobs.dropout, knobs.input_dropout, masks)
             loss = plain_loss(out, y[rows], data.task, knobs.label_smoothing)
             if add_l2:
                 loss = loss + l2_penalty(weights, knobs.l2)
