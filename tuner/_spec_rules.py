@@ -90,6 +90,14 @@ def cross_check(spec: JobSpec) -> list[Issue]:
     if spec.model.kind == "linear" and space.dropout is not None:
         issues.append(Issue("search.space.dropout", "the linear model has no hidden layer to drop out; "
                             "use input_dropout"))
+    if isinstance(search.batch, int) and search.batch > 1:
+        if spec.model.batch_norm:
+            issues.append(Issue("search.batch", f"batched trials need model.batch_norm: false (batch statistics "
+                                f"are per model), but got batch={search.batch}; use batch: 1 or auto",
+                                search.batch))
+        if search.backend != "optuna":
+            issues.append(Issue("search.batch", f"the {search.backend} backend trains one trial at a time, but "
+                                f"got batch={search.batch}; use batch: 1 or auto", search.batch))
     multi = len(search.objectives) > 1
     if multi and search.sampler == "cmaes":
         issues.append(Issue("search.sampler", "cmaes optimizes one objective only; for a Pareto "

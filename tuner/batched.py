@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 import time
-from itertools import pairwise
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import torch
 
@@ -203,7 +203,8 @@ def _lone_model(model_spec: ModelSpec, n_in: int, n_out: int, state: list[torch.
 
 
 def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Sequence[Knobs], seed: int,
-                  on_epoch: Sequence[EpochCallback | None] | None = None) -> list[MemberOutcome]:
+                  on_epoch: Sequence[EpochCallback | None] | None = None,
+                  on_end: Callable[[int, MemberOutcome], None] | None = None) -> list[MemberOutcome]:
     """Train one model per entry of ``knobs``, all with ``seed``, as one batched network.
 
     Each member's losses, callbacks and result are those ``train(data, model_spec,
@@ -212,6 +213,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
     Args:
         on_epoch: one callback per member (or None), called as ``train`` calls it; what it raises
             (pruning, a cancel) ends that member alone.
+        on_end: called with (member index, outcome) as soon as a member ends, while the others train on.
 
     Returns:
         Per member, in order: its ``TrainResult``, or the exception that ended it (``TrialFailed``
@@ -230,7 +232,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
     gen = torch.Generator().manual_seed(seed)  # the init, then each epoch's batch order: as ``train`` draws them
     base = build_model(model_spec, data.n_features, data.n_outputs, gen)
     sites = dropout_generators(seed, len(base.hidden))
-    widths = [data.n_features, *(int(lin.out_features) for lin in base.hidden)]
+    widths = [data.n_features, *(model_spec.hidden or [])]
     stack = _Stack(base, live, spec, data.task)
     X, y, n = data.train.X, data.train.y, len(data.train)
     patience = spec.early_stopping.patience if spec.early_stopping else None
@@ -241,6 +243,8 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         nonlocal live
         for pos, outcome in ended.items():
             outcomes[live[pos].index] = outcome
+            if on_end is not None:
+                on_end(live[pos].index, outcome)
         keep = [p for p in range(len(live)) if p not in ended]
         live = [live[p] for p in keep]
         if live:
@@ -307,8 +311,8 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                 ended[pos] = result(pos, epoch)
         if ended:
             finish(ended)
-    for pos in range(len(live)):
-        outcomes[live[pos].index] = result(pos, len(live[pos].curve_t))
+    if live:
+        finish({pos: result(pos, len(m.curve_t)) for pos, m in enumerate(live)})
     done: list[MemberOutcome] = []
     for o in outcomes:
         assert o is not None  # every member ends in the loop or after it

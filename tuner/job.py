@@ -14,6 +14,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 from tuner.backends import executor_for
+from tuner.batch_trials import available_cores
 from tuner.data import Dataset, load_dataset
 from tuner.errors import SpecError
 from tuner.report import build_report, render_markdown
@@ -73,7 +74,8 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         RegtuneError: a stage could not complete its budget.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    torch.set_num_threads(1)  # small models train fastest on one thread; parallelism runs trials side by side
+    # parallel workers × torch threads = the cores: each worker's kernels get an equal share of them
+    torch.set_num_threads(max(1, available_cores() // spec.search.parallelism))
     prefix = prefix or spec.name
     rdb = open_storage(storage)
     data = load_dataset(spec.dataset, spec.seed)

@@ -22,9 +22,11 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 __all__ = ["PRUNERS", "SAMPLERS", "WARM_STARTABLE", "WarmStartSampler", "make_pruner", "make_sampler"]
 
 
-def _tpe(seed: int, multi: bool) -> BaseSampler:
-    # multivariate + group: the knobs interact, and allow_zero knobs make conditional parameters
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True)
+def _tpe(seed: int, multi: bool, constant_liar: bool = False) -> BaseSampler:
+    # multivariate + group: the knobs interact, and allow_zero knobs make conditional parameters;
+    # constant_liar: trials asked together (a batch) are spread out instead of proposed alike
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True,
+                                      constant_liar=constant_liar)
 
 
 SAMPLERS: dict[str, Callable[[int, bool], BaseSampler]] = {
@@ -61,14 +63,19 @@ class _StageGridSampler(optuna.samplers.GridSampler):
 
 
 def make_sampler(name: str, seed: int, multi_objective: bool,
-                 grid: Mapping[str, Sequence[Any]] | None = None) -> BaseSampler:
+                 grid: Mapping[str, Sequence[Any]] | None = None, *, constant_liar: bool = False) -> BaseSampler:
     """The sampler called ``name``.
+
+    Args:
+        constant_liar: TPE only: treat running trials as done with a poor value (trials asked in batches).
 
     Raises:
         ValueError: an unknown name (the message lists every valid one).
     """
     if name == "grid":
         return _StageGridSampler(dict(grid or {}), seed=seed)
+    if name == "tpe":
+        return _tpe(seed, multi_objective, constant_liar)
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid samplers are: grid, {', '.join(SAMPLERS)}")
     return SAMPLERS[name](seed, multi_objective)

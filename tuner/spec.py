@@ -98,6 +98,7 @@ class SearchSpec(_Strict):
     pruner: Annotated[str, one_of(PRUNERS, "pruner")] = "median"
     objective: str | list[str] = "val_loss"
     parallelism: int = Field(default=1, ge=1, le=64)
+    batch: int | str = 1  # "auto" or K: how many trials train together as one batched model
     space: Space = Field(default_factory=Space)
     stages: list[StageSpec] | None = None
 
@@ -111,6 +112,13 @@ class SearchSpec(_Strict):
         if v == "gap":
             raise ValueError("'gap' alone is no objective (an untrained model has none); use [val_loss, gap]")
         return v
+
+    @field_validator("batch")
+    @classmethod
+    def _batch(cls, v: int | str) -> int | str:
+        if v == "auto" or (isinstance(v, int) and 1 <= v <= 256):
+            return v
+        raise ValueError(f"must be 'auto' or an int in the range [1, 256], but got {v!r}")
 
     @property
     def objectives(self) -> list[str]:

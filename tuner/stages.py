@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import optuna
@@ -164,7 +165,8 @@ def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorag
     objectives = spec.search.objectives
     prior = _prior_trials(spec, stage, earlier) if stage.params else []
     grid = grid_space(spec, stage.params) if spec.search.sampler == "grid" else None
-    sampler = make_sampler(spec.search.sampler, spec.seed + 1000 * index, len(objectives) > 1, grid)
+    sampler = make_sampler(spec.search.sampler, spec.seed + 1000 * index, len(objectives) > 1, grid,
+                           constant_liar=spec.search.batch != 1)
     if prior and spec.search.sampler in WARM_STARTABLE:
         sampler = WarmStartSampler(sampler, prior)
     else:
@@ -236,7 +238,11 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 run.abort(f"recording trial {trial.number} failed: {exc!r}")
                 return
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(run.spec.search.parallelism)]
+    from tuner.batch_trials import run_batches, trials_per_batch
+
+    per_batch = trials_per_batch(run.spec, data, run.target)
+    target = partial(run_batches, run, data, per_batch) if per_batch > 1 else worker
+    threads = [threading.Thread(target=target, daemon=True) for _ in range(run.spec.search.parallelism)]
     for t in threads:
         t.start()
     for t in threads:

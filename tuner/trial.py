@@ -14,7 +14,7 @@ from tuner.knobs import Knobs
 from tuner.spec import JobSpec
 from tuner.training import TrainResult, train
 
-__all__ = ["TrialOutcome", "objective_values", "run_trial"]
+__all__ = ["TrialOutcome", "TrialRecorder", "objective_values", "run_trial"]
 
 
 @dataclass(frozen=True)
@@ -38,43 +38,65 @@ def objective_values(metrics: dict[str, float | int | None], objectives: list[st
     return out
 
 
+class TrialRecorder:
+    """What a trial records while it trains and when it ends, whichever loop trained it (alone or batched)."""
+
+    def __init__(self, trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, stage: str,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        self.trial, self.should_stop = trial, should_stop
+        self.objectives = spec.search.objectives
+        self.prune = len(self.objectives) == 1 and spec.search.pruner != "none"
+        self.curve_t: list[float] = []
+        self.curve_v: list[float] = []
+        self.knobs = Knobs.from_params(config, len(spec.model.hidden or []))
+        trial.set_user_attr("stage", stage)
+        trial.set_user_attr("config", config)
+
+    def on_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
+        """Report an epoch; raises ``Cancelled`` or ``TrialPruned`` to stop the trial."""
+        self.curve_t.append(train_loss)
+        self.curve_v.append(val_loss)
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled(f"cancelled in epoch {epoch}")
+        if len(self.objectives) == 1:
+            self.trial.report(val_loss, epoch)
+            if self.prune and self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    def conclude(self, ended: TrainResult | Exception) -> TrialOutcome:
+        """Record how training ended and say what the study should be told.
+
+        Raises:
+            Exception: ``ended`` itself when it is none of pruned, failed or cancelled (a bug).
+        """
+        trial, curve_t, curve_v = self.trial, self.curve_t, self.curve_v
+        if isinstance(ended, TrainResult):
+            _record(trial, ended)
+            return TrialOutcome(TrialState.COMPLETE, values=objective_values(ended.metrics(), self.objectives))
+        if isinstance(ended, optuna.TrialPruned):
+            _record_partial(trial, curve_t, curve_v)
+            return TrialOutcome(TrialState.PRUNED)
+        if isinstance(ended, TrialFailed):
+            _record_partial(trial, curve_t, curve_v)
+            trial.set_user_attr("fail_reason", str(ended))
+            return TrialOutcome(TrialState.FAIL, reason=str(ended))
+        if isinstance(ended, Cancelled):
+            _record_partial(trial, curve_t, curve_v)
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("fail_reason", str(ended))
+            return TrialOutcome(TrialState.FAIL, reason=str(ended), cancelled=True)
+        raise ended
+
+
 def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
               should_stop: Callable[[], bool] | None = None) -> TrialOutcome:
     """Train one configuration for ``trial``; never raises for a failed, pruned or cancelled trial."""
-    objectives = spec.search.objectives
-    prune = len(objectives) == 1 and spec.search.pruner != "none"
-    curve_t: list[float] = []
-    curve_v: list[float] = []
-
-    def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
-        curve_t.append(train_loss)
-        curve_v.append(val_loss)
-        if should_stop is not None and should_stop():
-            raise Cancelled(f"cancelled in epoch {epoch}")
-        if len(objectives) == 1:
-            trial.report(val_loss, epoch)
-            if prune and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
-    trial.set_user_attr("stage", stage)
-    trial.set_user_attr("config", config)
-    knobs = Knobs.from_params(config, len(spec.model.hidden or []))
+    recorder = TrialRecorder(trial, config, spec=spec, stage=stage, should_stop=should_stop)
     try:
-        result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch)
-    except optuna.TrialPruned:
-        _record_partial(trial, curve_t, curve_v)
-        return TrialOutcome(TrialState.PRUNED)
-    except TrialFailed as exc:
-        _record_partial(trial, curve_t, curve_v)
-        trial.set_user_attr("fail_reason", str(exc))
-        return TrialOutcome(TrialState.FAIL, reason=str(exc))
-    except Cancelled as exc:
-        _record_partial(trial, curve_t, curve_v)
-        trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("fail_reason", str(exc))
-        return TrialOutcome(TrialState.FAIL, reason=str(exc), cancelled=True)
-    _record(trial, result)
-    return TrialOutcome(TrialState.COMPLETE, values=objective_values(result.metrics(), objectives))
+        result = train(data, spec.model, spec.training, recorder.knobs, spec.seed, recorder.on_epoch)
+    except (optuna.TrialPruned, TrialFailed, Cancelled) as exc:
+        return recorder.conclude(exc)
+    return recorder.conclude(result)
 
 
 def _record(trial: optuna.Trial, result: TrainResult) -> None:
