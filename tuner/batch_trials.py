@@ -13,18 +13,21 @@ import logging
 import os
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
-from tuner.batched import MemberOutcome, auto_batch, train_batched
+from tuner.batched import MemberOutcome, auto_batch, n_weights, train_batched
 from tuner.data import Dataset
 from tuner.spec import JobSpec
 from tuner.stages import StageRun
 from tuner.trial import TrialOutcome, TrialRecorder
 
-__all__ = ["available_cores", "run_batches", "trials_per_batch"]
+__all__ = ["available_cores", "run_batches", "torch_threads", "trials_per_batch", "worker_cores"]
 
 log = logging.getLogger(__name__)
+
+
+MIN_WORK_PER_THREAD = 2**22
+"""Multiply-adds per training step below which a second thread costs more in synchronization than it saves."""
 
 
 def available_cores() -> int:
@@ -35,16 +38,32 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def worker_cores(spec: JobSpec) -> int:
+    """The cores each of the ``parallelism`` workers may use."""
+    return max(1, available_cores() // spec.search.parallelism)
+
+
 def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
-    """K for a stage: ``search.batch``, with ``auto`` sized from the model and this worker's threads.
+    """K for a stage: ``search.batch``, with ``auto`` sized from the model and a worker's cores.
 
     Batch norm and the Ray backend train one trial at a time (``auto`` gives 1; the spec rejects K > 1).
     """
     if spec.model.batch_norm or spec.search.backend != "optuna":
         return 1
     if spec.search.batch == "auto":
-        return auto_batch(spec.model, data.n_features, data.n_outputs, stage_trials, torch.get_num_threads())
+        return auto_batch(spec.model, data.n_features, data.n_outputs, stage_trials, worker_cores(spec))
     return int(spec.search.batch)
+
+
+def torch_threads(spec: JobSpec, data: Dataset) -> int:
+    """Torch threads per worker: its share of the cores, as far as one step's work can use them.
+
+    Workers × threads = the cores when a step is big enough (a batch of trials, a wide
+    model); a tiny model's step keeps one thread, where a second would only wait on the first.
+    """
+    k = max(trials_per_batch(spec, data, stage.trials) for stage in spec.stages)
+    work = k * n_weights(spec.model, data.n_features, data.n_outputs) * spec.training.batch_size
+    return max(1, min(worker_cores(spec), work // MIN_WORK_PER_THREAD))
 
 
 def run_batches(run: StageRun, data: Dataset, per_batch: int) -> None:

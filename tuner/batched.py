@@ -34,7 +34,7 @@ from tuner.regularizers import features_kept_mask, prox_l1_, sparsity
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.training import EpochCallback, TrainResult
 
-__all__ = ["MemberOutcome", "auto_batch", "train_batched"]
+__all__ = ["MemberOutcome", "auto_batch", "n_weights", "train_batched"]
 
 MemberOutcome = TrainResult | Exception
 """How a member ended: its measurements, or the exception that stopped it, as ``train`` would have raised it."""
@@ -55,6 +55,11 @@ class _Member:
     seconds: float = 0.0  # its share of the batch's time
 
 
+def n_weights(model_spec: ModelSpec, n_in: int, n_out: int) -> int:
+    """The model's weight count: its multiply-adds per example and layer pass."""
+    return sum(a * b for a, b in pairwise([n_in, *(model_spec.hidden or []), n_out]))
+
+
 def auto_batch(model_spec: ModelSpec, n_in: int, n_out: int, trials: int, cores: int) -> int:
     """How many trials to train together: enough to fill the cores, few enough that the sampler learns.
 
@@ -62,10 +67,11 @@ def auto_batch(model_spec: ModelSpec, n_in: int, n_out: int, trials: int, cores:
     many; a model whose layers already fill the cores gains little and batches few.
     A stage is asked in at least four rounds, so a model-based sampler still sees
     results before it proposes most of its trials.
+
+    Args:
+        cores: the cores one worker may use (the machine's cores over ``search.parallelism``).
     """
-    sizes = [n_in, *(model_spec.hidden or []), n_out]
-    weights = sum(a * b for a, b in pairwise(sizes))
-    by_size = max(1, min(32, round(4 * cores * 2**17 / max(weights, 1))))
+    by_size = max(1, min(32, round(4 * cores * 2**17 / max(n_weights(model_spec, n_in, n_out), 1))))
     return max(1, min(by_size, math.ceil(trials / 4)))
 
 

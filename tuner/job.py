@@ -14,7 +14,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 from tuner.backends import executor_for
-from tuner.batch_trials import available_cores
+from tuner.batch_trials import torch_threads
 from tuner.data import Dataset, load_dataset
 from tuner.errors import SpecError
 from tuner.report import build_report, render_markdown
@@ -74,12 +74,11 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         RegtuneError: a stage could not complete its budget.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # parallel workers × torch threads = the cores: each worker's kernels get an equal share of them
-    torch.set_num_threads(max(1, available_cores() // spec.search.parallelism))
     prefix = prefix or spec.name
     rdb = open_storage(storage)
     data = load_dataset(spec.dataset, spec.seed)
     check_against_data(spec, data)
+    torch.set_num_threads(torch_threads(spec, data))  # parallel workers × threads = the cores, where work allows
     search_data = data.without_test()  # the search never sees the test split
     executor = executor_for(spec.search.backend)
     outcomes: list[StageOutcome] = []

@@ -239,3 +239,19 @@ def test_auto_batches_small_models_more_and_leaves_the_sampler_rounds_to_learn()
     assert auto_batch(small, 64, 10, trials=200, cores=2) > auto_batch(large, 64, 10, trials=200, cores=2) >= 1
     assert auto_batch(small, 64, 10, trials=12, cores=2) == math.ceil(12 / 4)
     assert auto_batch(small, 64, 10, trials=1, cores=2) == 1
+
+
+@pytest.mark.parametrize(("over", "threads"), [
+    ({}, 1),  # a 16-wide MLP: a second thread would only wait on the first
+    ({"model": {"hidden": [256, 256]}, "search": {"batch": "auto", "parallelism": 2,
+                                                  "stages": [{"name": "j", "params": ["l2"], "trials": 30}]}}, 4),
+])
+def test_workers_times_threads_fill_the_cores_where_a_step_can_use_them(
+        tiny: Tiny, monkeypatch: pytest.MonkeyPatch, over: dict[str, Any], threads: int) -> None:
+    import tuner.batch_trials as batch_trials
+
+    monkeypatch.setattr(batch_trials, "available_cores", lambda: 8)
+    spec = parse_spec(tiny(**over))
+    data = load_dataset(spec.dataset, spec.seed).without_test()
+    assert batch_trials.torch_threads(spec, data) == threads
+    assert spec.search.parallelism * threads <= 8
