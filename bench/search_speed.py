@@ -43,9 +43,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from tuner import parse_spec, run_job
-from tuner.data import Dataset, load_dataset
-from tuner.stages import StageOutcome
+from tuner.search import StageOutcome
 from tuner.storage import open_storage
+from tuner.train import Dataset, load_dataset
 
 SPACE = {  # regtune's spec and the plain script's suggest calls draw from the same priors
     "l1": {"low": 1e-6, "high": 1e-2, "log": True},

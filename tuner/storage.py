@@ -10,7 +10,7 @@ import optuna
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-__all__ = ["DEFAULT_URL", "open_storage", "prepare_sqlite"]
+__all__ = ["DEFAULT_URL", "engine_kwargs", "open_storage", "prepare_sqlite"]
 
 DEFAULT_URL = "sqlite:///regtune.db"
 SQLITE_BUSY_TIMEOUT_S = 60

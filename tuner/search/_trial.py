@@ -1,0 +1,119 @@
+"""One trial: train under a configuration, report each epoch, record what DESIGN.md lists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner.errors import Cancelled, TrialFailed
+from tuner.knobs import Knobs
+from tuner.spec import JobSpec
+from tuner.train import Dataset, TrainResult, train
+
+__all__ = ["TrialOutcome", "TrialRecorder", "objective_values", "run_trial"]
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How a trial ended, as the study should be told."""
+
+    state: TrialState
+    values: list[float] | None = None
+    reason: str | None = None
+    cancelled: bool = False
+
+
+def objective_values(metrics: dict[str, float | int | None], objectives: list[str]) -> list[float]:
+    """The objective values of a trial from its recorded metrics."""
+    out = []
+    for name in objectives:
+        if name == "val_error":
+            out.append(1.0 - float(metrics["val_acc"] or 0.0))
+        else:
+            out.append(float(metrics[name] or 0.0))
+    return out
+
+
+class TrialRecorder:
+    """What a trial records while it trains and when it ends, whichever loop trained it (alone or batched)."""
+
+    def __init__(self, trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, stage: str,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        self.trial, self.should_stop = trial, should_stop
+        self.objectives = spec.search.objectives
+        self.prune = len(self.objectives) == 1 and spec.search.pruner != "none"
+        self.curve_t: list[float] = []
+        self.curve_v: list[float] = []
+        self.knobs = Knobs.from_params(config, len(spec.model.hidden or []))
+        trial.set_user_attr("stage", stage)
+        trial.set_user_attr("config", config)
+
+    def on_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
+        """Report an epoch; raises ``Cancelled`` or ``TrialPruned`` to stop the trial."""
+        self.curve_t.append(train_loss)
+        self.curve_v.append(val_loss)
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled(f"cancelled in epoch {epoch}")
+        if len(self.objectives) == 1:
+            self.trial.report(val_loss, epoch)
+            if self.prune and self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    def conclude(self, ended: TrainResult | Exception) -> TrialOutcome:
+        """Record how training ended and say what the study should be told.
+
+        Raises:
+            Exception: ``ended`` itself when it is none of pruned, failed or cancelled (a bug).
+        """
+        trial, curve_t, curve_v = self.trial, self.curve_t, self.curve_v
+        if isinstance(ended, TrainResult):
+            _record(trial, ended)
+            return TrialOutcome(TrialState.COMPLETE, values=objective_values(ended.metrics(), self.objectives))
+        if isinstance(ended, optuna.TrialPruned):
+            _record_partial(trial, curve_t, curve_v)
+            return TrialOutcome(TrialState.PRUNED)
+        if isinstance(ended, TrialFailed):
+            _record_partial(trial, curve_t, curve_v)
+            trial.set_user_attr("fail_reason", str(ended))
+            return TrialOutcome(TrialState.FAIL, reason=str(ended))
+        if isinstance(ended, Cancelled):
+            _record_partial(trial, curve_t, curve_v)
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("fail_reason", str(ended))
+            return TrialOutcome(TrialState.FAIL, reason=str(ended), cancelled=True)
+        raise ended
+
+
+def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
+              should_stop: Callable[[], bool] | None = None) -> TrialOutcome:
+    """Train one configuration for ``trial``; never raises for a failed, pruned or cancelled trial."""
+    recorder = TrialRecorder(trial, config, spec=spec, stage=stage, should_stop=should_stop)
+    try:
+        result = train(data, spec.model, spec.training, recorder.knobs, spec.seed, recorder.on_epoch,
+                       should_stop)
+    except (optuna.TrialPruned, TrialFailed, Cancelled) as exc:
+        return recorder.conclude(exc)
+    return recorder.conclude(result)
+
+
+def _record(trial: optuna.Trial, result: TrainResult) -> None:
+    for key, value in result.metrics().items():
+        if value is not None:
+            trial.set_user_attr(key, value)
+    trial.set_user_attr("best_epoch", result.best_epoch)
+    trial.set_user_attr("train_curve", [round(v, 6) for v in result.curve_train])
+    trial.set_user_attr("val_curve", [round(v, 6) for v in result.curve_val])
+
+
+def _record_partial(trial: optuna.Trial, curve_t: list[float], curve_v: list[float]) -> None:
+    """A trial that stopped early keeps what it measured up to its last full epoch."""
+    if curve_t:
+        trial.set_user_attr("train_loss", curve_t[-1])
+        trial.set_user_attr("val_loss", curve_v[-1])
+        trial.set_user_attr("gap", curve_v[-1] - curve_t[-1])
+    trial.set_user_attr("epochs", len(curve_t))
+    trial.set_user_attr("train_curve", [round(v, 6) for v in curve_t])
+    trial.set_user_attr("val_curve", [round(v, 6) for v in curve_v])

@@ -1,0 +1,108 @@
+"""Torch models. A linear model is an MLP with no hidden layers.
+
+Dropout rates are not baked into the modules: ``forward`` takes them, so one
+module can be trained under any trial's knobs (and, later, K configurations
+can share one stacked model).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+
+import torch
+from torch import nn
+
+from tuner.spec import ModelSpec
+
+__all__ = ["MLP", "build_model", "dropout_generators", "inverted_dropout"]
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Zero each unit with probability ``p`` and scale the rest by 1/(1-p), so eval needs no rescaling."""
+    if p <= 0.0:
+        return x
+    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+    return x * keep / (1.0 - p)
+
+
+def dropout_generators(seed: int, n_hidden: int) -> list[torch.Generator]:
+    """One random stream per dropout site: the input (site 0), then each hidden layer.
+
+    A site draws only from its own stream, so a layer's masks depend on the seed
+    and the batch shape alone, never on which other layers drop out. Trials that
+    share a seed then draw the same uniforms at each site, which lets K of them
+    train as one batched model (``train_batched``) with the masks each would
+    draw alone.
+    """
+    return [torch.Generator().manual_seed((seed << 8) + 1 + site) for site in range(1 + n_hidden)]
+
+
+def _site(generator: torch.Generator | Sequence[torch.Generator] | None, site: int) -> torch.Generator | None:
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    return generator[site]
+
+
+class MLP(nn.Module):
+    """Linear layers with an activation, optional batch norm and dropout after each hidden layer."""
+
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation: str = "relu",
+                 batch_norm: bool = False) -> None:
+        super().__init__()
+        sizes = [n_in, *hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(b) if batch_norm else nn.Identity() for b in hidden
+        )
+        self.act = _ACTIVATIONS[activation]()
+        self.out = nn.Linear(sizes[-1], n_out)
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        """Every linear layer, input side first: the layers whose weights L1 and L2 act on."""
+        return [*self.hidden, self.out]
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """PyTorch's default init, drawn from ``generator`` so concurrent trials stay reproducible."""
+        with torch.no_grad():
+            for lin in self.linears:
+                bound = 1.0 / math.sqrt(lin.in_features)
+                lin.weight.uniform_(-bound, bound, generator=generator)
+                lin.bias.uniform_(-bound, bound, generator=generator)
+            for norm in self.norms:
+                if isinstance(norm, nn.BatchNorm1d):
+                    norm.reset_parameters()
+
+    def forward(self, x: torch.Tensor, dropout: Sequence[float] = (), input_dropout: float = 0.0,
+                generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """Args:
+        dropout: one rate per hidden layer (applied in training mode only).
+        input_dropout: the rate on the input features (training mode only).
+        generator: one stream for every mask, or one per site (see ``dropout_generators``).
+        """
+        if self.training:
+            x = inverted_dropout(x, input_dropout, _site(generator, 0))
+        for i, (lin, norm) in enumerate(zip(self.hidden, self.norms, strict=True)):
+            x = self.act(norm(lin(x)))
+            if self.training and i < len(dropout):
+                x = inverted_dropout(x, dropout[i], _site(generator, i + 1))
+        out: torch.Tensor = self.out(x)
+        return out
+
+
+def build_model(spec: ModelSpec, n_in: int, n_out: int, generator: torch.Generator) -> MLP:
+    """The model a spec describes, initialized from ``generator``."""
+    model = MLP(n_in, spec.hidden or [], n_out, spec.activation, spec.batch_norm)
+    model.reset_parameters(generator)
+    return model
