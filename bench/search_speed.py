@@ -16,8 +16,9 @@ epochs with patience 5, batch 128, Adam 1e-3.
   measured on the test split).
 
 Prints per run: trials/s over the search (and over the whole run, report included),
-the best validation loss, the chosen configuration's test loss, the ratio to plain,
-and for regtune the share of the search's wall time spent in Optuna's storage calls.
+the ratio to plain, the best validation loss, the chosen configuration's test loss,
+the epochs trained (and epochs/s: pruning and early stopping change the epochs per
+trial), and for regtune the share of the search's wall time spent in Optuna's storage calls.
 Timings on a shared machine move with its load: the load average is printed, and
 ratios are only comparable within one invocation.
 """
@@ -61,6 +62,7 @@ def plain_script(data: Dataset, trials: int, epochs: int) -> dict[str, Any]:
     assert data.test is not None
     loader = DataLoader(TensorDataset(data.train.X, data.train.y), batch_size=BATCH_SIZE, shuffle=True)
     models: dict[int, nn.Module] = {}
+    epochs_run = [0]
 
     def objective(trial: optuna.Trial) -> float:
         l1 = trial.suggest_float("l1", SPACE["l1"]["low"], SPACE["l1"]["high"], log=True)
@@ -74,6 +76,7 @@ def plain_script(data: Dataset, trials: int, epochs: int) -> dict[str, Any]:
         opt = torch.optim.Adam(model.parameters(), lr=LR)
         best, best_state, since = math.inf, None, 0
         for _ in range(epochs):
+            epochs_run[0] += 1
             model.train()
             for xb, yb in loader:
                 loss = F.cross_entropy(model(xb), yb, label_smoothing=smoothing)
@@ -101,7 +104,8 @@ def plain_script(data: Dataset, trials: int, epochs: int) -> dict[str, Any]:
     best_model = models[study.best_trial.number].eval()
     with torch.no_grad():
         test = float(F.cross_entropy(best_model(data.test.X), data.test.y))
-    return {"trials": trials, "search_s": seconds, "total_s": seconds, "best_val": study.best_value,
+    return {"trials": trials, "epochs": epochs_run[0], "search_s": seconds, "total_s": seconds,
+            "best_val": study.best_value,
             "test_loss": test, "params": study.best_params}
 
 
@@ -176,10 +180,9 @@ def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: 
 def _row(name: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
     rate, whole = r["trials"] / r["search_s"], r["trials"] / r["total_s"]
     ratio = f"{rate / (base['trials'] / base['search_s']):5.2f}x" if base else "    -"
-    extra = ""
+    extra = f"  {r['epochs']} epochs ({r['epochs'] / r['search_s']:.2f}/s)"
     if "storage_s" in r:
-        extra = (f"  storage {100 * r['storage_s'] / r['search_s']:4.1f}% of search, {r['pruned']} pruned, "
-                 f"{r['epochs']} epochs")
+        extra += f", {r['pruned']} pruned, storage {100 * r['storage_s'] / r['search_s']:4.1f}% of search"
     return (f"{name:<28} {rate:7.3f} trials/s ({whole:6.3f} with report)  {ratio}  best val {r['best_val']:.4f}"
             f"  chosen test {r['test_loss']:.4f}{extra}")
 

@@ -44,9 +44,10 @@ def worker_cores(spec: JobSpec) -> int:
 def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
     """K for a stage: ``search.batch``, with ``auto`` sized from the model and a worker's cores.
 
-    Batch norm and the Ray backend train one trial at a time (``auto`` gives 1; the spec rejects K > 1).
+    Batch norm, cross-validation (a trial is k fits) and the Ray backend train one trial at a time
+    (``auto`` gives 1; the spec rejects K > 1 where it can tell from the spec alone).
     """
-    if spec.model.batch_norm or spec.search.backend != "optuna":
+    if spec.model.batch_norm or spec.search.backend != "optuna" or data.folds:
         return 1
     if spec.search.batch == "auto":
         return auto_batch(spec.model, data.n_features, data.n_outputs, stage_trials, worker_cores(spec))
@@ -79,7 +80,8 @@ def run_batches(run: StageRun, data: Dataset, per_batch: int) -> None:
 def _train_batch(run: StageRun, data: Dataset, asked: list[tuple[optuna.Trial, dict[str, float]]]) -> bool:
     """Train one batch and tell the study about each trial as it ends. False when recording failed."""
     spec, stage = run.spec, run.stage.name
-    recorders = [TrialRecorder(t, c, spec=spec, stage=stage, should_stop=run.should_stop) for t, c in asked]
+    recorders = [TrialRecorder(t, c, spec=spec, data=data, stage=stage, should_stop=run.should_stop)
+                 for t, c in asked]
     told = [False] * len(asked)
     ok = True
 

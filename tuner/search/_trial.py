@@ -6,12 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import JobSpec
-from tuner.train import Dataset, TrainResult, train
+from tuner.train import Dataset, TrainResult, loss_standard_error, train, train_cv
 
 __all__ = ["TrialOutcome", "TrialRecorder", "objective_values", "run_trial"]
 
@@ -24,6 +25,7 @@ class TrialOutcome:
     values: list[float] | None = None
     reason: str | None = None
     cancelled: bool = False
+    result: TrainResult | None = None  # a completed trial's run: its model warm-starts the next path point
 
 
 def objective_values(metrics: dict[str, float | int | None], objectives: list[str]) -> list[float]:
@@ -40,11 +42,12 @@ def objective_values(metrics: dict[str, float | int | None], objectives: list[st
 class TrialRecorder:
     """What a trial records while it trains and when it ends, whichever loop trained it (alone or batched)."""
 
-    def __init__(self, trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, stage: str,
-                 should_stop: Callable[[], bool] | None = None) -> None:
-        self.trial, self.should_stop = trial, should_stop
+    def __init__(self, trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
+                 should_stop: Callable[[], bool] | None = None, prunable: bool = True) -> None:
+        self.trial, self.data, self.should_stop = trial, data, should_stop
         self.objectives = spec.search.objectives
-        self.prune = len(self.objectives) == 1 and spec.search.pruner != "none"
+        self.prune = prunable and len(self.objectives) == 1 and spec.search.pruner != "none"
+        self.step = "fold" if data.folds else "epoch"  # with cross-validation a step is a fold (the mean so far)
         self.curve_t: list[float] = []
         self.curve_v: list[float] = []
         self.knobs = Knobs.from_params(config, len(spec.model.hidden or []))
@@ -52,15 +55,20 @@ class TrialRecorder:
         trial.set_user_attr("config", config)
 
     def on_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
-        """Report an epoch; raises ``Cancelled`` or ``TrialPruned`` to stop the trial."""
+        """Report a step (an epoch, or a fold); raises ``Cancelled`` or ``TrialPruned`` to stop the trial."""
         self.curve_t.append(train_loss)
         self.curve_v.append(val_loss)
         if self.should_stop is not None and self.should_stop():
-            raise Cancelled(f"cancelled in epoch {epoch}")
+            raise Cancelled(f"cancelled in {self.step} {epoch}")
         if len(self.objectives) == 1:
             self.trial.report(val_loss, epoch)
             if self.prune and self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+                raise optuna.TrialPruned(f"pruned after {self.step} {epoch}")
+
+    def cancel_check(self, epoch: int, train_loss: float, val_loss: float) -> None:
+        """An epoch inside a fold: only a cancel is checked there."""
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled(f"cancelled in epoch {epoch} of fold {len(self.curve_v) + 1}")
 
     def conclude(self, ended: TrainResult | Exception) -> TrialOutcome:
         """Record how training ended and say what the study should be told.
@@ -71,7 +79,14 @@ class TrialRecorder:
         trial, curve_t, curve_v = self.trial, self.curve_t, self.curve_v
         if isinstance(ended, TrainResult):
             _record(trial, ended)
-            return TrialOutcome(TrialState.COMPLETE, values=objective_values(ended.metrics(), self.objectives))
+            if ended.val_loss_se is not None:  # cross-validation: the spread of the folds
+                trial.set_user_attr("val_loss_se", ended.val_loss_se)
+                trial.set_user_attr("fold_val_losses", ended.fold_val_losses)
+            else:  # one val split: the sampling noise of its examples
+                assert ended.model is not None
+                trial.set_user_attr("val_loss_se", loss_standard_error(ended.model, self.data.val, self.data.task))
+            return TrialOutcome(TrialState.COMPLETE, values=objective_values(ended.metrics(), self.objectives),
+                                result=ended)
         if isinstance(ended, optuna.TrialPruned):
             _record_partial(trial, curve_t, curve_v)
             return TrialOutcome(TrialState.PRUNED)
@@ -88,16 +103,26 @@ class TrialRecorder:
 
 
 def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
-              should_stop: Callable[[], bool] | None = None) -> TrialOutcome:
-    """Train one configuration for ``trial``; never raises for a failed, pruned or cancelled trial."""
-    recorder = TrialRecorder(trial, config, spec=spec, stage=stage, should_stop=should_stop)
-    try:
-        result = train(data, spec.model, spec.training, recorder.knobs, spec.seed, recorder.on_epoch,
-                       should_stop)
-    except (optuna.TrialPruned, TrialFailed, Cancelled) as exc:
-        return recorder.conclude(exc)
-    return recorder.conclude(result)
+              should_stop: Callable[[], bool] | None = None, init: dict[str, torch.Tensor] | None = None,
+              prunable: bool = True) -> TrialOutcome:
+    """Train one configuration for ``trial``; never raises for a failed, pruned or cancelled trial.
 
+    Args:
+        init: weights to start from (a path point starts from the previous point's).
+        prunable: False for a trial that must run to the end (a path point: the path needs every point).
+    """
+    rec = TrialRecorder(trial, config, spec=spec, data=data, stage=stage, should_stop=should_stop, prunable=prunable)
+    try:
+        if data.folds:
+            trial.set_user_attr("cv_folds", len(data.folds))
+            result = train_cv(data, spec.model, spec.training, rec.knobs, spec.seed, on_fold=rec.on_epoch,
+                              on_epoch=rec.cancel_check, should_stop=should_stop)
+        else:
+            result = train(data, spec.model, spec.training, rec.knobs, spec.seed, rec.on_epoch, should_stop,
+                           init=init)
+    except (optuna.TrialPruned, TrialFailed, Cancelled) as exc:
+        return rec.conclude(exc)
+    return rec.conclude(result)
 
 def _record(trial: optuna.Trial, result: TrainResult) -> None:
     for key, value in result.metrics().items():

@@ -95,6 +95,10 @@ def check_spec(spec: JobSpec) -> list[Issue]:
         if search.backend != "optuna":
             issues.append(Issue("search.batch", f"the {search.backend} backend trains one trial at a time, but "
                                 f"got batch={search.batch}; use batch: 1 or auto", search.batch))
+        if spec.dataset.split.folds is not None:
+            issues.append(Issue("search.batch", f"a cross-validated trial is {spec.dataset.split.folds} fits, "
+                                f"trained one at a time, but got batch={search.batch}; use batch: 1 or auto",
+                                search.batch))
     multi = len(search.objectives) > 1
     if multi and search.sampler == "cmaes":
         issues.append(Issue("search.sampler", "cmaes optimizes one objective only; for a Pareto "
@@ -105,6 +109,8 @@ def check_spec(spec: JobSpec) -> list[Issue]:
                             search.pruner))
     if search.sampler == "grid" and not issues:
         for i, stage in enumerate(given):
+            if stage.path:  # a path sets its own λ₁ values; the grid is not asked
+                continue
             size, missing = _grid_size(spec, stage.params)
             for p in missing:
                 issues.append(Issue(f"search.space.{p}", f"the grid sampler needs a finite grid: give "
