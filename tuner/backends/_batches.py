@@ -80,8 +80,7 @@ def run_batches(run: StageRun, data: Dataset, per_batch: int) -> None:
 def _train_batch(run: StageRun, data: Dataset, asked: list[tuple[optuna.Trial, dict[str, float]]]) -> bool:
     """Train one batch and tell the study about each trial as it ends. False when recording failed."""
     spec, stage = run.spec, run.stage.name
-    recorders = [TrialRecorder(t, c, spec=spec, data=data, stage=stage, should_stop=run.should_stop)
-                 for t, c in asked]
+    recorders: list[TrialRecorder] = []
     told = [False] * len(asked)
     ok = True
 
@@ -89,6 +88,8 @@ def _train_batch(run: StageRun, data: Dataset, asked: list[tuple[optuna.Trial, d
         nonlocal ok
         trial = asked[index][0]
         try:
+            if index >= len(recorders):  # it broke before this trial's recorder was made
+                raise ended if isinstance(ended, Exception) else RuntimeError("no recorder")
             outcome = recorders[index].conclude(ended)
         except Exception as exc:  # a bug in one trial must not leave it RUNNING
             log.error("trial %d of stage %s crashed", trial.number, stage, exc_info=exc)
@@ -103,6 +104,8 @@ def _train_batch(run: StageRun, data: Dataset, asked: list[tuple[optuna.Trial, d
             ok = False
 
     try:
+        for t, c in asked:
+            recorders.append(TrialRecorder(t, c, spec=spec, data=data, stage=stage, should_stop=run.should_stop))
         train_batched(data, spec.model, spec.training, [r.knobs for r in recorders], spec.seed,
                       [r.on_epoch for r in recorders], on_end=tell, should_stop=run.should_stop)
     except Exception as exc:  # the batch itself broke: every member not yet told fails with the reason
