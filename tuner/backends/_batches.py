@@ -15,6 +15,7 @@ import os
 import optuna
 from optuna.trial import TrialState
 
+from tuner.devices import resolve_device
 from tuner.search import StageRun, TrialOutcome, TrialRecorder
 from tuner.spec import JobSpec
 from tuner.train import Dataset, MemberOutcome, auto_batch, n_weights, train_batched
@@ -44,10 +45,12 @@ def worker_cores(spec: JobSpec) -> int:
 def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
     """K for a stage: ``search.batch``, with ``auto`` sized from the model and a worker's cores.
 
-    Batch norm, cross-validation (a trial is k fits) and the Ray backend train one trial at a time
+    Batch norm, models other than mlp and linear, cross-validation (a trial is k fits), a GPU, half
+    precision and the Ray backend train one trial at a time
     (``auto`` gives 1; the spec rejects K > 1 where it can tell from the spec alone).
     """
-    if spec.model.batch_norm or spec.search.backend != "optuna" or data.folds:
+    if (spec.model.batch_norm or spec.model.kind not in ("mlp", "linear") or spec.search.backend != "optuna"
+            or data.folds or spec.training.precision != "fp32" or resolve_device(spec.training.device).type != "cpu"):
         return 1
     if spec.search.batch == "auto":
         return auto_batch(spec.model, data.n_features, data.n_outputs, stage_trials, worker_cores(spec))

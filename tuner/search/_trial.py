@@ -50,7 +50,7 @@ class TrialRecorder:
         self.step = "fold" if data.folds else "epoch"  # with cross-validation a step is a fold (the mean so far)
         self.curve_t: list[float] = []
         self.curve_v: list[float] = []
-        self.knobs = Knobs.from_params(config, len(spec.model.hidden or []))
+        self.knobs = Knobs.from_params(config, spec.model.dropout_slots)
         trial.set_user_attr("stage", stage)
         trial.set_user_attr("config", config)
 

@@ -32,7 +32,8 @@ def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator | Non
     """Zero each unit with probability ``p`` and scale the rest by 1/(1-p), so eval needs no rescaling."""
     if p <= 0.0:
         return x
-    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+    device = generator.device if generator is not None else x.device  # the trial's generator lives on the CPU
+    keep = (torch.rand(x.shape, generator=generator, device=device) >= p).to(x.device)
     return x * keep / (1.0 - p)
 
 
@@ -91,6 +92,7 @@ class MLP(nn.Module):
         input_dropout: the rate on the input features (training mode only).
         generator: one stream for every mask, or one per site (see ``dropout_generators``).
         """
+        x = x.flatten(1)  # image-shaped examples reach an MLP as their pixels
         if self.training:
             x = inverted_dropout(x, input_dropout, _site(generator, 0))
         for i, (lin, norm) in enumerate(zip(self.hidden, self.norms, strict=True)):
