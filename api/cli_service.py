@@ -36,8 +36,10 @@ def _settings() -> Any:
 
     try:
         return get_settings()
-    except ValidationError as exc:
-        print(f"regtune: bad settings in the environment:\n{exc}", file=sys.stderr)
+    except ValidationError as exc:  # each rule by its variable's name; never the value (it may be a token)
+        lines = [f"  {'REGTUNE_' + '_'.join(map(str, e['loc'])).upper() if e['loc'] else 'settings'}: "
+                 f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors(include_input=False)]
+        print("regtune: bad settings in the environment:\n" + "\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None
 
 
