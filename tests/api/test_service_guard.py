@@ -196,7 +196,7 @@ def test_a_forged_or_expired_cookie_is_no_session(secured: TestClient, sqlite_ur
     credentials = Credentials.of(Settings(database_url=sqlite_url, api_token=SecretStr(TOKEN),
                                           admin_token=SecretStr(ADMIN)))
     good = credentials.issue("user")
-    role, expires, signature = good.split(".")
+    _, expires, signature = good.split(".")
     for forged in (f"admin.{expires}.{signature}", f"user.{int(expires) + 9999}.{signature}",
                    credentials.issue("user", now=0), "user", ""):
         secured.cookies.set(COOKIE, forged)
