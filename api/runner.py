@@ -77,13 +77,17 @@ class Runner:
 
     def reclaim(self) -> None:
         with self.db.session() as session:
-            expired = requeue_expired(session=session, max_attempts=self.settings.max_attempts)
+            expired = requeue_expired(session=session, max_attempts=self.settings.max_attempts,
+                                      before=self._fail_interrupted)
         for job in expired:
             log.warning("job %s: the lease of runner %s expired; now %s", job.id, job.lost_owner, job.status)
-            self._fail_interrupted(job)
 
     def _fail_interrupted(self, job: Expired) -> None:
-        """Mark the lost runner's RUNNING trials failed with ``interrupted: true``."""
+        """Mark the lost runner's RUNNING trials failed with ``interrupted: true``, before the job is requeued.
+
+        Only that runner's trials (each carries its runner in the ``runner`` user attribute): a trial that
+        another runner started is never touched, even if that runner already holds the job again.
+        """
         storage = open_storage(self.db.url)
         for stage in job.spec["search"]["stages"]:
             name = study_name(job.study_prefix, stage["name"])
@@ -92,7 +96,7 @@ class Runner:
                                           sampler=optuna.samplers.RandomSampler())
             except KeyError:  # the stage had not started
                 continue
-            if n := fail_interrupted(study, storage):
+            if n := fail_interrupted(study, storage, runner=job.lost_owner):
                 log.warning("%s: %d interrupted trial(s) marked failed", name, n)
 
     def execute(self, row: JobRow) -> None:
@@ -105,7 +109,7 @@ class Runner:
         with lease:
             try:
                 report = run_job(parse_spec(row.spec), storage=self.db.url, prefix=row.study_prefix,
-                                 should_stop=lease.should_stop)
+                                 should_stop=lease.should_stop, trial_attrs={"runner": self.owner})
                 status = JobStatus.SUCCEEDED
             except Cancelled as exc:
                 status, error = JobStatus.CANCELLED, str(exc)

@@ -55,7 +55,8 @@ def check_against_data(spec: JobSpec, data: Dataset) -> None:
 
 
 def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,
-            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+            trial_attrs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every stage of ``spec`` against ``storage`` (resuming what is there) and build the report.
 
     Args:
@@ -63,6 +64,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         prefix: the study-name prefix; defaults to the job name.
         out_dir: where ``report.json`` and ``report.md`` go, if anywhere.
         should_stop: polled at epoch boundaries; when it answers True the job stops (``Cancelled``).
+        trial_attrs: user attributes set on every trial as it starts (the service: its ``runner``).
 
     Returns:
         The report (a JSON-ready dict).
@@ -93,7 +95,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         if progress:
             progress.stage_started(stage.name, name, stage.trials, done)
         run = StageRun(spec=spec, stage=stage, study=study, fixed=dict(fixed), target=stage.trials, done=done,
-                       should_stop=should_stop,
+                       should_stop=should_stop, trial_attrs=dict(trial_attrs or {}),
                        on_trial=partial(progress.trial_finished, stage.name) if progress else None)
         if done < stage.trials:
             executor(run, search_data, storage)

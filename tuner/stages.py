@@ -56,14 +56,25 @@ def budget_used(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
 
 
-def fail_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
-    """Mark trials left RUNNING by a process that died as FAIL with ``interrupted: true``."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+def fail_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage, runner: str | None = None) -> int:
+    """Mark trials left RUNNING by a process that died as FAIL with ``interrupted: true``.
+
+    Args:
+        runner: only the trials of this runner (the ``runner`` user attribute), and those that carry
+            none; None for every RUNNING trial.
+    """
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if runner is None or t.user_attrs.get("runner", runner) == runner]
+    failed = 0
     for t in stale:
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        storage.set_trial_user_attr(t._trial_id, "fail_reason", "the process running it stopped")
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-    return len(stale)
+        try:
+            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", "the process running it stopped")
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # it finished after all, while we looked
+            continue
+        failed += 1
+    return failed
 
 
 def best_of(trials: list[FrozenTrial], objectives: list[str]) -> FrozenTrial | None:
@@ -86,6 +97,7 @@ class StageRun:
     done: int
     should_stop: Callable[[], bool] | None = None
     on_trial: Callable[[FrozenTrial], None] | None = None
+    trial_attrs: dict[str, Any] = field(default_factory=dict)
     in_flight: int = 0
     attempts: int = 0
     last_failure: str | None = None
@@ -106,17 +118,27 @@ class StageRun:
                 return None
             self.in_flight += 1
             self.attempts += 1
-            trial = self.study.ask()
+            try:
+                trial = self.study.ask()
+                for key, value in self.trial_attrs.items():  # who runs it: a reclaimer fails only its own
+                    trial.set_user_attr(key, value)
+            except Exception:
+                self.in_flight -= 1
+                raise
         n_hidden = len(self.spec.model.hidden or [])
         per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
         config = Knobs.from_params({**self.fixed, **suggest(trial, self.spec, self.stage.params)},
                                    n_hidden).as_params(per_layer)
         return trial, config
 
-    def abort(self, reason: str) -> None:
-        """Stop handing out trials after an error the stage cannot go on from."""
+    def abort(self, reason: str, *, holding: bool = True) -> None:
+        """Stop handing out trials after an error the stage cannot go on from.
+
+        Args:
+            holding: the caller holds an asked trial it will not finish (False: it failed to ask for one).
+        """
         with self._lock:
-            self.in_flight -= 1
+            self.in_flight -= 1 if holding else 0
             self.attempts = self.max_attempts
             self.last_failure = reason
 
@@ -220,20 +242,34 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
     from tuner.trial import run_trial
 
     def worker() -> None:
-        while (asked := run.ask()) is not None:
+        """Every trial it asks for ends finished or aborted, whatever raises: the thread never dies silently."""
+        while True:
+            try:
+                asked = run.ask()
+            except Exception as exc:  # the study could not make a trial (the database): say why, stop
+                log.exception("could not start a trial of stage %s", run.stage.name)
+                run.abort(f"starting a trial failed: {exc!r}", holding=False)
+                return
+            if asked is None:
+                return
             trial, config = asked
             try:
                 outcome = run_trial(trial, config, spec=run.spec, data=data, stage=run.stage.name,
                                     should_stop=run.should_stop)
             except Exception as exc:  # a bug in one trial must not leave it RUNNING
                 log.exception("trial %d of stage %s crashed", trial.number, run.stage.name)
-                trial.set_user_attr("fail_reason", repr(exc))
                 outcome = TrialOutcome(TrialState.FAIL, reason=repr(exc))
+                try:
+                    trial.set_user_attr("fail_reason", repr(exc))
+                except Exception:  # the trial may be finished already (taken back by a reclaimer)
+                    log.warning("trial %d of stage %s: its failure could not be recorded", trial.number,
+                                run.stage.name, exc_info=True)
             try:
                 run.finish(trial, outcome)
             except Exception as exc:  # the stage ends short of its budget and says why
                 log.exception("could not record trial %d of stage %s", trial.number, run.stage.name)
-                run.abort(f"recording trial {trial.number} failed: {exc!r}")
+                run.abort(f"recording trial {trial.number} failed: {exc!r}" + (
+                    f" (it had failed: {outcome.reason})" if outcome.reason else ""))
                 return
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(run.spec.search.parallelism)]
