@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.db import Database
 from api.queue import read_cancel, renew_lease
+from api.runners_table import see_runner
 
 __all__ = ["CANCEL", "LOST", "SHUTDOWN", "Lease"]
 
@@ -87,6 +88,7 @@ class Lease:
                                            lease_seconds=self.lease_seconds):
                             self._stop(LOST)
                             return
+                        see_runner(session=session, runner=self.owner, job_id=self.job_id)
                         self._expires = time.monotonic() + self.lease_seconds
                         next_renewal = time.monotonic() + self.heartbeat_seconds
                     cancel = read_cancel(session=session, job_id=self.job_id, owner=self.owner)

@@ -5,6 +5,8 @@ worker``). A runner killed outright loses its lease; the next runner to look
 takes the job back, marks the dead runner's unfinished trials failed
 (``interrupted``) and resumes it: completed trials count toward each stage's budget.
 SIGTERM or SIGINT stops the job at its next epoch boundary and gives it back to the queue.
+A database that goes away does not end a runner: it waits and tries again (``api.resilience``),
+and a job that broke on the database goes back to the queue instead of failing.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from api.errors import json_safe
 from api.lease import CANCEL, LOST, Lease
 from api.models import JobRow, JobStatus
 from api.queue import Expired, claim_job, finish_job, release_job, requeue_expired
+from api.resilience import Backoff, is_database_error
+from api.runners_table import forget_runner, register_runner, see_runner
 from api.settings import Settings
 from tuner import Cancelled, RegtuneError, SpecError, open_storage, parse_spec, run_job, study_name
 from tuner.stages import fail_interrupted
@@ -33,6 +37,13 @@ from tuner.stages import fail_interrupted
 __all__ = ["Runner"]
 
 log = logging.getLogger(__name__)
+
+RETRY_CAP_S = 30.0  # the longest a runner waits between tries while the database is away
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 class Runner:
@@ -57,16 +68,43 @@ class Runner:
         signal.signal(signal.SIGINT, handle)
 
     def run_forever(self) -> None:
-        migrate(self.db)
-        log.info("runner %s: waiting for jobs in %s", self.owner,
-                 self.db.engine.url.render_as_string(hide_password=True))
+        """Run jobs until ``shutdown``; errors (the database away, a bug) are logged and retried, never fatal."""
+        backoff = Backoff(cap=RETRY_CAP_S)
+        started = False
         while not self.shutdown.is_set():
-            if not self.run_once():
+            try:
+                if not started:
+                    migrate(self.db)
+                    with self.db.session() as session:
+                        register_runner(session=session, runner=self.owner)
+                    log.info("runner %s: waiting for jobs in %s", self.owner,
+                             self.db.engine.url.render_as_string(hide_password=True))
+                    started = True
+                busy = self.run_once()
+            except Exception as exc:
+                delay = backoff.next()
+                if is_database_error(exc):
+                    log.warning("runner %s: the database is unavailable (%s); trying again in %.0fs (%d failed "
+                                "tries in a row)", self.owner, _first_line(exc), delay, backoff.failures)
+                else:
+                    log.exception("runner %s: unexpected error; trying again in %.0fs", self.owner, delay)
+                self.shutdown.wait(delay)
+                continue
+            if failures := backoff.reset():
+                log.info("runner %s: the database answers again, after %d failed tries", self.owner, failures)
+            if not busy:
                 self.shutdown.wait(self.settings.poll_seconds)
+        try:
+            with self.db.session() as session:
+                forget_runner(session=session, runner=self.owner)
+        except Exception as exc:  # it will simply not be seen again
+            log.warning("runner %s: could not remove itself from the runners table: %s", self.owner, exc)
         log.info("runner %s: stopped", self.owner)
 
     def run_once(self) -> bool:
         """Take back expired jobs, then claim and run one job. Returns whether there was one."""
+        with self.db.session() as session:
+            see_runner(session=session, runner=self.owner)
         self.reclaim()
         with self.db.session() as session:
             row = claim_job(session=session, owner=self.owner, lease_seconds=self.settings.lease_seconds)
@@ -106,6 +144,7 @@ class Runner:
         lease = Lease(self.db, job_id=row.id, owner=self.owner, lease_seconds=self.settings.lease_seconds,
                       heartbeat_seconds=self.settings.heartbeat_seconds, shutdown=self.shutdown)
         status, report, error = JobStatus.FAILED, None, None
+        away: BaseException | None = None
         with lease:
             try:
                 report = run_job(parse_spec(row.spec), storage=self.db.url, prefix=row.study_prefix,
@@ -113,14 +152,39 @@ class Runner:
                 status = JobStatus.SUCCEEDED
             except Cancelled as exc:
                 status, error = JobStatus.CANCELLED, str(exc)
-            except SpecError as exc:
-                error = str(exc)
-            except RegtuneError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # a bug must fail the job, not the runner
-                log.exception("job %s crashed", row.id)
-                error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                if is_database_error(exc):  # not the job's fault: it goes back to the queue
+                    away = exc
+                elif isinstance(exc, SpecError):
+                    error = str(exc)
+                elif isinstance(exc, RegtuneError):
+                    error = f"{type(exc).__name__}: {exc}"
+                else:  # a bug must fail the job, not the runner
+                    log.exception("job %s crashed", row.id)
+                    error = f"{type(exc).__name__}: {exc}"
+        if away is not None and lease.reason != LOST:
+            self._give_back(row, away)
+            return
         self._record(row, status, report, error, lease.reason, time.monotonic() - started)
+
+    def _give_back(self, row: JobRow, exc: BaseException) -> None:
+        """Return a job that broke on the database to the queue, trying while its lease would still hold."""
+        log.warning("job %s: the database failed under it (%s); giving it back to the queue", row.id,
+                    _first_line(exc))
+        backoff = Backoff(cap=RETRY_CAP_S)
+        deadline = time.monotonic() + self.settings.lease_seconds
+        while True:
+            try:
+                with self.db.session() as session:
+                    release_job(session=session, job_id=row.id, owner=self.owner, reason=f"given back by runner "
+                                f"{self.owner}: the database failed ({_first_line(exc)})")
+                return
+            except Exception as again:
+                if not is_database_error(again) or time.monotonic() >= deadline or self.shutdown.is_set():
+                    log.warning("job %s: could not give it back (%s); its lease runs out and a runner takes it "
+                                "back then", row.id, _first_line(again))
+                    return
+                self.shutdown.wait(backoff.next())
 
     def _record(self, row: JobRow, status: JobStatus, report: dict[str, Any] | None, error: str | None,
                 reason: str | None, seconds: float) -> None:

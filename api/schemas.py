@@ -149,3 +149,9 @@ class TrialsPublic(BaseModel):
 class Health(BaseModel):
     status: str = Field(description="ok")
     database: str = Field(description="ok when the database answered")
+
+
+class Ready(BaseModel):
+    status: str = Field(description="ready")
+    queued: int = Field(description="jobs waiting for a runner")
+    runners: int = Field(description="runners seen lately (REGTUNE_RUNNER_SEEN_SECONDS)")

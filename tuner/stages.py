@@ -101,6 +101,7 @@ class StageRun:
     in_flight: int = 0
     attempts: int = 0
     last_failure: str | None = None
+    cause: BaseException | None = None
     cancelled: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -131,16 +132,18 @@ class StageRun:
                                    n_hidden).as_params(per_layer)
         return trial, config
 
-    def abort(self, reason: str, *, holding: bool = True) -> None:
+    def abort(self, reason: str, *, holding: bool = True, cause: BaseException | None = None) -> None:
         """Stop handing out trials after an error the stage cannot go on from.
 
         Args:
             holding: the caller holds an asked trial it will not finish (False: it failed to ask for one).
+            cause: the error; the stage's own error is raised from it (a caller can tell a database outage).
         """
         with self._lock:
             self.in_flight -= 1 if holding else 0
             self.attempts = self.max_attempts
             self.last_failure = reason
+            self.cause = self.cause or cause
 
     def finish(self, trial: optuna.Trial | int, outcome: TrialOutcome) -> None:
         """Tell the study how a trial ended and update the budget."""
@@ -224,7 +227,8 @@ def close_stage(run: StageRun, earlier: list[StageOutcome], study_name: str) -> 
     own = complete_trials(run.study)
     if run.done < run.target or not own:
         raise RegtuneError(f"stage {run.stage.name!r}: only {run.done} of {run.target} trials finished "
-                           f"({len(own)} completed) after {run.attempts} attempts; last failure: {run.last_failure}")
+                           f"({len(own)} completed) after {run.attempts} attempts; last failure: {run.last_failure}"
+                           ) from run.cause
     objectives = run.spec.search.objectives
     best_own = best_of(own, objectives)
     best_all = best_of(own + [t for e in earlier for t in complete_trials(e.study)], objectives)
@@ -248,7 +252,7 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 asked = run.ask()
             except Exception as exc:  # the study could not make a trial (the database): say why, stop
                 log.exception("could not start a trial of stage %s", run.stage.name)
-                run.abort(f"starting a trial failed: {exc!r}", holding=False)
+                run.abort(f"starting a trial failed: {exc!r}", holding=False, cause=exc)
                 return
             if asked is None:
                 return
@@ -269,7 +273,7 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
             except Exception as exc:  # the stage ends short of its budget and says why
                 log.exception("could not record trial %d of stage %s", trial.number, run.stage.name)
                 run.abort(f"recording trial {trial.number} failed: {exc!r}" + (
-                    f" (it had failed: {outcome.reason})" if outcome.reason else ""))
+                    f" (it had failed: {outcome.reason})" if outcome.reason else ""), cause=exc)
                 return
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(run.spec.search.parallelism)]
