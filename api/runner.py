@@ -168,23 +168,30 @@ class Runner:
         self._record(row, status, report, error, lease.reason, time.monotonic() - started)
 
     def _give_back(self, row: JobRow, exc: BaseException) -> None:
-        """Return a job that broke on the database to the queue, trying while its lease would still hold."""
+        """Return a job that broke on the database to the queue, once the database answers again.
+
+        The attempt does not count: the outage was not the job's fault. Should another runner take
+        the job back first (its lease ran out meanwhile), there is nothing left to give back.
+        """
         log.warning("job %s: the database failed under it (%s); giving it back to the queue", row.id,
                     _first_line(exc))
         backoff = Backoff(cap=RETRY_CAP_S)
-        deadline = time.monotonic() + self.settings.lease_seconds
         while True:
             try:
                 with self.db.session() as session:
-                    release_job(session=session, job_id=row.id, owner=self.owner, reason=f"given back by runner "
-                                f"{self.owner}: the database failed ({_first_line(exc)})")
+                    mine = release_job(session=session, job_id=row.id, owner=self.owner, reason=f"given back by "
+                                       f"runner {self.owner}: the database failed ({_first_line(exc)})")
+                log.info("job %s: %s", row.id, "back in the queue" if mine else "another runner took it back")
                 return
             except Exception as again:
-                if not is_database_error(again) or time.monotonic() >= deadline or self.shutdown.is_set():
-                    log.warning("job %s: could not give it back (%s); its lease runs out and a runner takes it "
-                                "back then", row.id, _first_line(again))
+                if not is_database_error(again) or self.shutdown.is_set():
+                    log.warning("job %s: could not give it back (%s); once its lease runs out a runner takes it "
+                                "back", row.id, _first_line(again))
                     return
-                self.shutdown.wait(backoff.next())
+                delay = backoff.next()
+                log.warning("job %s: the database is still unavailable (%s); trying again in %.0fs", row.id,
+                            _first_line(again), delay)
+                self.shutdown.wait(delay)
 
     def _record(self, row: JobRow, status: JobStatus, report: dict[str, Any] | None, error: str | None,
                 reason: str | None, seconds: float) -> None:
