@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
-from api.auth import COOKIE, Credentials
 from api.main import create_app
 from api.settings import Settings
 
 TOKEN, ADMIN = "user-token-0123456789", "admin-token-0123456789"
+COOKIE = "regtune_session"
 LOCAL = "http://127.0.0.1"
 
 
@@ -193,6 +193,8 @@ def test_login_sets_a_signed_expiring_session_cookie(secured: TestClient) -> Non
 
 
 def test_a_forged_or_expired_cookie_is_no_session(secured: TestClient, sqlite_url: str) -> None:
+    from api.auth import Credentials
+
     credentials = Credentials.of(Settings(database_url=sqlite_url, api_token=SecretStr(TOKEN),
                                           admin_token=SecretStr(ADMIN)))
     good = credentials.issue("user")
