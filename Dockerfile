@@ -7,7 +7,8 @@ COPY pyproject.toml README.md ./
 COPY tuner ./tuner
 COPY api ./api
 COPY studies ./studies
-RUN pip install --no-cache-dir .
+# the library, the service (API, runner, dashboard, PostgreSQL) and the Ray backend: the compose file runs them all
+RUN pip install --no-cache-dir '.[service,ray]'
 ENV REGTUNE_DATA_DIR=/data
 EXPOSE 8000
 CMD ["regtune", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-runner"]

@@ -16,7 +16,7 @@ __all__ = ["main"]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from api.progress import BarProgress
+    from api.progress_bars import BarProgress
     from tuner import DEFAULT_URL, RegtuneError, load_spec, run_job
 
     try:
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
     try:
-        from api.cli_service import add_service_commands
+        from api.service_commands import add_service_commands
     except ImportError:  # the service commands are optional in a library-only checkout
         pass
     else:

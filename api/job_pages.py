@@ -15,11 +15,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from api.models import FINISHED, JobRow, JobStatus
 from api.schemas import BestSoFar, StageProgress
+from api.tables import FINISHED, JobRow, JobStatus
 from tuner import study_name
-from tuner.html import html_document
-from tuner.plots import fmt_params, render_plots
+from tuner.knobs import fmt_params
+from tuner.plots import render_plots
+from tuner.report import html_document
 
 __all__ = ["PlotCache", "dashboard_links", "job_studies", "job_trials", "render_jobs_page", "study_ids"]
 

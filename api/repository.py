@@ -1,6 +1,6 @@
 """The jobs table as the API uses it: create (idempotently), read, list, cancel.
 
-The runners' side of the table (claims, leases, results) is in ``api.queue``.
+The runners' side of the table (claims, leases, results) is in ``api.worker.queue``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from api.models import FINISHED, JobRow, JobStatus, utcnow
-from api.specs import spec_hash
+from api.spec_body import spec_hash
+from api.tables import FINISHED, JobRow, JobStatus, utcnow
 from tuner import JobSpec
 from tuner.errors import Issue
 

@@ -15,7 +15,7 @@ from sqlalchemy import DateTime, Index, String, delete, func, insert, select, up
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from api.dbclock import db_now
-from api.models import Base, JobRow, JobStatus
+from api.tables import Base, JobRow, JobStatus
 
 __all__ = ["Readiness", "RunnerRow", "forget_runner", "read_readiness", "register_runner", "see_runner"]
 

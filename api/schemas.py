@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from api.models import JobRow, JobStatus
+from api.tables import JobRow, JobStatus
 
 __all__ = [
     "BestSoFar",

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from api.errors import json_safe
 from api.schemas import BestSoFar, StageProgress, TrialPublic
 from tuner import study_name
-from tuner.stages import BUDGET_STATES
+from tuner.search import BUDGET_STATES
 
 __all__ = ["Progress", "read_progress", "read_trials", "stage_names"]
 

@@ -18,10 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from tuner import parse_spec
-from tuner.data import Dataset, load_dataset
 from tuner.knobs import Knobs
-from tuner.models import build_model
-from tuner.training import evaluate, train
+from tuner.train import Dataset, build_model, evaluate, load_dataset, train
 
 
 def dataloader_trial(data: Dataset, spec, knobs: Knobs, seed: int) -> float:  # type: ignore[no-untyped-def]

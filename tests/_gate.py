@@ -23,7 +23,7 @@ import pytest
 
 GATED = Path(__file__).with_name("_gated.py")  # ``python GATED ARGS…`` is ``regtune ARGS…`` with the gate
 ENV = "REGTUNE_TEST_GATE"  # "<folder>:<trial>:<epoch>" for a gated subprocess
-TRAIN_SITE = ("tuner.trial", "train")  # the module whose ``train`` runs every trial, and that name
+TRAIN_SITE = ("tuner.search._trial", "train")  # the module whose ``train`` runs every trial, and that name
 
 
 class EpochGate:

@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Knobs", "knob_of"]
+__all__ = ["Knobs", "fmt_params", "knob_of"]
 
 
 def knob_of(param: str) -> str:
     """The knob a flat param belongs to: ``dropout_1`` (one layer's rate) to ``dropout``, others to themselves."""
     return "dropout" if param.startswith("dropout_") else param
+
+
+def fmt_params(params: dict[str, float]) -> str:
+    """``l2=3e-04, dropout=0.25`` for the knobs that are on; ``no regularization`` when none is."""
+    on = [f"{k}={v:.2g}" if v < 0.01 else f"{k}={v:.3g}" for k, v in params.items() if v]
+    return ", ".join(on) or "no regularization"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 from sqlalchemy.engine import make_url
 
-__all__ = ["DEFAULT_URL", "open_storage", "prepare_sqlite"]
+__all__ = ["DEFAULT_URL", "engine_kwargs", "open_storage", "prepare_sqlite"]
 
 DEFAULT_URL = "sqlite:///regtune.db"
 SQLITE_BUSY_TIMEOUT_S = 60

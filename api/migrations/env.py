@@ -13,7 +13,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from api.models import Base
+from api.tables import Base
 
 VERSION_TABLE = "regtune_alembic_version"
 

@@ -9,10 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api import repository
 from api.deps import DatabaseDep, JobViewsDep, SessionDep, SettingsDep
-from api.models import JobStatus
 from api.openapi import SPEC_BODY, errors
 from api.schemas import JobDetail, JobPublic, JobsPublic
-from api.specs import check_limits, parse_body
+from api.spec_body import check_limits, parse_body
+from api.tables import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

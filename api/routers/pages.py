@@ -15,11 +15,11 @@ from api import repository
 from api.deps import SessionDep, StorageDep
 from api.errors import ApiError
 from api.job_pages import PlotCache, dashboard_links, job_trials, render_jobs_page, study_ids
-from api.models import JobStatus
 from api.openapi import errors
 from api.studies import read_progress
-from tuner.html import render_html
+from api.tables import JobStatus
 from tuner.plots import PLOTS, render_plot
+from tuner.report import render_html
 
 router = APIRouter(tags=["pages"])
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from api import repository
 from api.deps import SessionDep
 from api.errors import ApiError
-from api.models import JobStatus
 from api.openapi import errors
+from api.tables import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["reports"])
 

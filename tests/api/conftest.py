@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from api.runner import Runner
 from api.settings import Settings
+from api.worker import Runner
 
 
 @pytest.fixture

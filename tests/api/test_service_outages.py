@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 
 from api import repository
 from api.db import Database, migrate
-from api.models import JobStatus
 from api.runners_table import see_runner
+from api.tables import JobStatus
 from tuner import parse_spec, study_name
 
 Workers = list[subprocess.Popen[bytes]]

@@ -1,0 +1,85 @@
+"""Every sampler and pruner by name, the allow_zero prior, per-layer dropout and the Pareto objective."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tuner import parse_spec, run_job
+from tuner.search import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from tuner.spec import SAMPLERS as SPEC_SAMPLERS
+
+Tiny = Callable[..., dict[str, Any]]
+FAST: dict[str, Any] = {"dataset": {"name": "iris"}, "training": {"epochs": 3}, "report": {"seeds": 0, "top_k": 1}}
+
+
+def _complete(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=storage)
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def test_the_registry_covers_every_sampler_the_spec_accepts() -> None:
+    assert {"grid", *SAMPLERS} == set(SPEC_SAMPLERS)
+
+
+@pytest.mark.parametrize("sampler", SPEC_SAMPLERS)
+def test_every_sampler_runs_a_staged_job(tiny: Tiny, sampler: str, sqlite_url: str) -> None:
+    space = {"l2": {"low": 1e-4, "high": 1e-1, "log": True, "grid": 4},
+             "dropout": {"low": 0.0, "high": 0.4, "values": [0.0, 0.2, 0.4]}}
+    report = run_job(parse_spec(tiny(**FAST, search={"sampler": sampler, "space": space})), storage=sqlite_url)
+    assert len(_complete(sqlite_url, "tiny/l2")) == 3 and len(_complete(sqlite_url, "tiny/dropout")) == 3
+    assert report["chosen"]["val_loss"] > 0
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random"])
+def test_a_pareto_search_over_val_loss_and_gap(tiny: Tiny, sampler: str, sqlite_url: str) -> None:
+    spec = parse_spec(tiny(**FAST, search={"sampler": sampler, "objective": ["val_loss", "gap"]}))
+    report = run_job(spec, storage=sqlite_url)
+    for t in _complete(sqlite_url, "tiny/l2"):
+        assert t.values == pytest.approx([t.user_attrs["val_loss"], t.user_attrs["gap"]])
+    study = optuna.load_study(study_name="tiny/l2", storage=sqlite_url)
+    assert study.metric_names == ["val_loss", "gap"]
+    assert report["pareto"]
+
+
+@pytest.mark.parametrize("pruner", list(PRUNERS))
+def test_every_pruner(tiny: Tiny, pruner: str, sqlite_url: str) -> None:
+    stages = [{"name": "l2", "params": ["l2"], "trials": 6}]
+    spec = parse_spec(tiny(**FAST, search={"pruner": pruner, "stages": stages}))
+    run_job(spec, storage=sqlite_url)
+    study = optuna.load_study(study_name="tiny/l2", storage=sqlite_url)
+    judged = [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(judged) == 6
+
+
+def test_unknown_names_list_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown sampler 'x'; valid samplers are: grid, random, tpe"):
+        make_sampler("x", 0, False)
+    with pytest.raises(ValueError, match="unknown pruner 'x'; valid pruners are: none, median, hyperband"):
+        make_pruner("x")
+
+
+def test_allow_zero_reaches_exact_zero_and_per_layer_dropout(tiny: Tiny, sqlite_url: str) -> None:
+    spec = parse_spec(tiny(**FAST, model={"hidden": [8, 8]}, search={
+        "sampler": "random",
+        "space": {"l1": {"low": 1e-5, "high": 1e-2, "log": True, "allow_zero": True},
+                  "dropout": {"low": 0.0, "high": 0.5, "per_layer": True}},
+        "stages": [{"name": "joint", "params": ["l1", "dropout"], "trials": 8}],
+    }))
+    run_job(spec, storage=sqlite_url)
+    trials = _complete(sqlite_url, "tiny/joint")
+    l1 = [t.user_attrs["config"]["l1"] for t in trials]
+    assert 0.0 in l1 and any(1e-5 <= v <= 1e-2 for v in l1)
+    for t in trials:
+        assert {"dropout_0", "dropout_1"} <= set(t.params)
+        assert (t.params["l1_on"] is False) == ("l1" not in t.params)
+
+
+def test_val_error_objective(tiny: Tiny, sqlite_url: str) -> None:
+    run_job(parse_spec(tiny(**FAST, search={"objective": "val_error"})), storage=sqlite_url)
+    for t in _complete(sqlite_url, "tiny/l2"):
+        assert t.value == pytest.approx(1.0 - t.user_attrs["val_acc"])

@@ -1,0 +1,150 @@
+"""The Ray Tune backend: each trial of a stage runs as a Ray Tune trial, one Optuna trial each.
+
+The driver keeps the Optuna side, as the Optuna backend does: a Tune searcher
+asks the ``StageRun`` for every trial (the sampler suggests in the driver) and
+tells the study how each one ended (``_searcher``). A Ray worker rebuilds the
+trial from the shared storage and trains it with ``run_trial``, so its user
+attributes and intermediate values are written exactly as with the Optuna
+backend; it also reports each epoch, and the outcome, to Tune (``_trainable``).
+
+The storage must be one the workers can open: a SQLite file on one machine
+(its path made absolute, since Tune runs each trial in a directory of its own),
+PostgreSQL across machines. Ray's own results go to a temporary directory: the
+trials live in Optuna's storage only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.experiment import Trial as TuneTrial
+from sqlalchemy.engine import make_url
+
+from tuner.backends.ray._searcher import StageSearcher, TrialRegistry
+from tuner.backends.ray._trainable import train_trial
+from tuner.errors import RegtuneError
+from tuner.search import StageRun
+from tuner.train import Dataset
+
+__all__ = ["ensure_ray", "run_ray", "worker_storage_url"]
+
+log = logging.getLogger(__name__)
+
+_TUNE_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # the new output engine prints the experiment's header even with verbose=0
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",  # Ctrl+C raises KeyboardInterrupt, as with the Optuna backend
+}
+"""Settings Tune reads only from the environment (a value already set there wins)."""
+
+
+def run_ray(run: StageRun, data: Dataset, storage_url: str) -> None:
+    """The Ray backend: run the stage's trials on Ray Tune, at most ``parallelism`` at once.
+
+    Args:
+        run: the stage; its ``ask``/``finish`` hand out and take back the trials.
+        data: the search data (no test split), shipped once to the object store.
+        storage_url: the Optuna storage the workers open to record their trials.
+
+    Raises:
+        RegtuneError: the storage is one Ray workers cannot reach (an in-memory SQLite database).
+    """
+    url = worker_storage_url(storage_url)
+    parallelism = run.spec.search.parallelism
+    ensure_ray()
+    if url.startswith("sqlite") and len(ray.nodes()) > 1:
+        log.warning("the Ray cluster has %d nodes but the storage is a SQLite file, which only workers on "
+                    "this machine can open; use PostgreSQL", len(ray.nodes()))
+    for key, value in _TUNE_ENV.items():
+        os.environ.setdefault(key, value)
+    searcher = StageSearcher(run)
+    trainable = tune.with_parameters(
+        train_trial, spec=run.spec.model_dump(mode="json"), study_name=run.study.study_name,
+        storage_url=url, data=data,
+    )
+    trainable = tune.with_resources(trainable, {"cpu": _cpus_per_trial(parallelism)})
+    with tempfile.TemporaryDirectory(prefix="regtune-ray-", ignore_cleanup_errors=True) as results:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=parallelism,
+                                        reuse_actors=True, trial_name_creator=_trial_name,
+                                        trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(name="stage", storage_path=results, stop=searcher.stopper, verbose=0,
+                                      callbacks=[TrialRegistry(searcher)]),
+        )
+        try:
+            tuner.fit()
+        finally:
+            searcher.interrupt_unfinished()
+    if searcher.stopper.fired:
+        run.cancelled = True
+
+
+_init_lock = threading.Lock()
+
+
+def ensure_ray() -> None:
+    """Connect to the cluster at ``RAY_ADDRESS``, or start a local one with this machine's cores.
+
+    Does nothing when Ray is already initialized in this process (by the caller or an earlier stage).
+    Without ``RAY_ADDRESS`` a new local cluster starts even when ``ray start`` left one running here
+    (``RAY_ADDRESS=auto`` connects to that one): a stale record of one cannot break a job.
+
+    Raises:
+        RegtuneError: the cluster at ``RAY_ADDRESS`` could not be reached.
+    """
+    with _init_lock:
+        if ray.is_initialized():
+            return
+        address = os.environ.get("RAY_ADDRESS") or None
+        if address is None or address == "local":
+            ray.init(address="local", num_cpus=_cores(), include_dashboard=False, logging_level=logging.WARNING)
+        else:
+            try:
+                ray.init(address=address, logging_level=logging.WARNING)
+            except ConnectionError as exc:
+                raise RegtuneError(
+                    f"could not connect to the Ray cluster at RAY_ADDRESS={address!r}: {exc}. A cluster with "
+                    "token authentication also needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or "
+                    "~/.ray/auth_token)") from exc
+        log.info("Ray cluster: %s", ray.cluster_resources())
+
+
+def worker_storage_url(url: str) -> str:
+    """``url`` as Ray workers must see it: a relative SQLite path made absolute.
+
+    Raises:
+        RegtuneError: an in-memory SQLite database, which no worker process can open.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return url
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file::memory:"):
+        raise RegtuneError(f"search.backend 'ray' needs a storage its worker processes can open, but got the "
+                           f"in-memory SQLite database {url!r}; use a SQLite file or PostgreSQL")
+    return parsed.set(database=str(Path(database).resolve())).render_as_string(hide_password=False)
+
+
+def _trial_name(trial: TuneTrial) -> str:
+    """``<stage>-<trial number>`` (unique in a stage): Tune's logs then name the Optuna trial they mean."""
+    return f"{trial.config.get('stage')}-{trial.config.get('number')}"
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _cpus_per_trial(parallelism: int) -> float:
+    """One CPU per trial, or a share of the cluster's CPUs small enough for ``parallelism`` trials to run."""
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    return min(1.0, math.floor(100 * cpus / parallelism) / 100) or 0.01

@@ -1,0 +1,151 @@
+"""The Tune side of a stage, in the driver: a searcher that hands out the stage's trials and records
+how they ended, and a stopper that ends the Tune run when the job is cancelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.experiment import Trial as TuneTrial
+from ray.tune.search import Searcher
+
+from tuner.backends.ray._trainable import outcome_from
+from tuner.search import StageRun, TrialOutcome
+
+__all__ = ["INTERRUPTED", "STOP_POLL_S", "StageSearcher", "TrialRegistry"]
+
+log = logging.getLogger(__name__)
+
+STOP_POLL_S = 0.5
+"""How often the driver asks ``should_stop`` while trials run (it may query a database)."""
+
+INTERRUPTED = "stopped before it finished: the job was cancelled"
+
+
+class StageSearcher(Searcher):
+    """Hands Tune the stage's trials (``run.ask``) and tells the study how each ended (``run.finish``)."""
+
+    def __init__(self, run: StageRun) -> None:
+        super().__init__()
+        self.run = run
+        self.stopper = _CancelStopper(run)
+        self.asked: dict[str, optuna.Trial] = {}
+        self.tune_trials: dict[str, TuneTrial] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
+        # (Ray annotates ``Optional[Dict]``, yet documents returning ``Searcher.FINISHED``, a str.)
+        asked = self.run.ask()
+        if asked is None:
+            # Trials still running may fail or be pruned, and the budget then needs more: ask again later.
+            return Searcher.FINISHED if self.run.cancelled or self.run.in_flight == 0 else None
+        trial, config = asked
+        self.asked[trial_id] = trial
+        return {"trial_id": trial._trial_id, "number": trial.number, "stage": self.run.stage.name,
+                "params": config}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        trial = self.asked.pop(trial_id, None)
+        tune_trial = self.tune_trials.pop(trial_id, None)
+        if trial is None:
+            return
+        with self._recording(trial):
+            if error:
+                reason = f"the Ray worker running it failed: {_error_of(tune_trial)}"
+                trial.set_user_attr("fail_reason", reason)
+                outcome = TrialOutcome(TrialState.FAIL, reason=reason)
+            else:
+                outcome = outcome_from(result) or self._interrupted(trial)
+            self.run.finish(trial, outcome)
+
+    def interrupt_unfinished(self) -> None:
+        """Trials Tune stopped without telling the searcher (it does so when stopping the whole run)."""
+        for trial in self.asked.values():
+            with self._recording(trial):
+                self.run.finish(trial, self._interrupted(trial))
+        self.asked.clear()
+
+    def _interrupted(self, trial: optuna.Trial) -> TrialOutcome:
+        cancelled = self.stopper.fired
+        reason = INTERRUPTED if cancelled else "stopped before it finished: Ray Tune ended the run"
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("fail_reason", reason)
+        return TrialOutcome(TrialState.FAIL, reason=reason, cancelled=cancelled)
+
+    @contextlib.contextmanager
+    def _recording(self, trial: optuna.Trial) -> Iterator[None]:
+        """A trial that cannot be recorded ends the stage with the reason, as with the Optuna backend."""
+        try:
+            yield
+        except Exception as exc:
+            log.exception("could not record trial %d of stage %s", trial.number, self.run.stage.name)
+            self.run.abort(f"recording trial {trial.number} failed: {exc!r}")
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
+                              **spec: Any) -> bool:
+        return True  # the search space is the stage's, not Tune's
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study in Optuna's storage is the search state (a rerun resumes from it)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore (see ``save``)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its config (the searcher with it) for its own resume, which regtune does not use;
+        # the stage, its study and its lock stay in the driver.
+        return {**self.__dict__, "run": None, "stopper": None, "asked": {}, "tune_trials": {}}
+
+
+def _error_of(tune_trial: TuneTrial | None) -> str:
+    """The gist of the error Tune recorded for a trial: the first and last lines of its error file."""
+    error_file = tune_trial.error_file if tune_trial is not None else None
+    text = Path(error_file).read_text(errors="replace") if error_file and os.path.exists(error_file) else ""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Failure #")]
+    if not lines:
+        return "no error was recorded (see the Ray logs)"
+    gist = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    return gist if len(gist) <= 400 else gist[:399] + "…"
+
+
+class TrialRegistry(tune.Callback):
+    """Keeps Tune's trial objects for the searcher, which needs them to read why a worker failed."""
+
+    def __init__(self, searcher: StageSearcher) -> None:
+        self.searcher = searcher
+
+    def on_trial_start(self, iteration: int, trials: list[TuneTrial], trial: TuneTrial, **info: Any) -> None:
+        self.searcher.tune_trials[trial.trial_id] = trial
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"searcher": None}
+
+
+class _CancelStopper(tune.Stopper):
+    """Stops the whole Tune run when the stage's ``should_stop`` answers True (polled every STOP_POLL_S)."""
+
+    def __init__(self, run: StageRun) -> None:
+        self.run = run
+        self.fired = False
+        self._next_poll = 0.0
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if not self.fired and self.run.should_stop is not None and time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + STOP_POLL_S
+            self.fired = bool(self.run.should_stop())
+        return self.fired
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"run": None, "fired": self.fired, "_next_poll": 0.0}

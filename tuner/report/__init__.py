@@ -1,0 +1,34 @@
+"""The report of a finished job: built from the stages (``build_report``), written as Markdown and as the job page.
+
+Building it retrains the top candidates with other seeds and measures the test
+split, the only place that reads it. The page (``render_html``) embeds plots it
+is given; drawing them is ``tuner.plots``'s part, so this package needs no matplotlib.
+"""
+
+from tuner.report._build import build_report, pareto_front
+from tuner.report._candidates import Candidate
+from tuner.report._html import (
+    CAPTIONS,
+    CSS,
+    StageLike,
+    StageProgress,
+    html_document,
+    render_html,
+    stage_progress,
+)
+from tuner.report._markdown import diagnose, render_markdown
+
+__all__ = [
+    "CAPTIONS",
+    "CSS",
+    "Candidate",
+    "StageLike",
+    "StageProgress",
+    "build_report",
+    "diagnose",
+    "html_document",
+    "pareto_front",
+    "render_html",
+    "render_markdown",
+    "stage_progress",
+]

@@ -1,0 +1,251 @@
+"""The job page: one self-contained HTML file (inline CSS, plots as PNG data URIs, no script, no network).
+
+The same function writes ``report.html`` under ``regtune run --out`` and serves
+``GET /jobs/{id}/report.html``. While a job runs, the page shows each stage's
+progress and the trial-based plots so far, and reloads itself.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+from typing import Any, Protocol
+
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.knobs import fmt_params
+
+__all__ = ["CAPTIONS", "CSS", "StageLike", "StageProgress", "html_document", "render_html", "stage_progress"]
+
+ACTIVE = ("queued", "running")
+
+CAPTIONS = {
+    "learning_curves": "Train (dashed) and val (solid) loss per epoch. A val curve that rises while the "
+                       "train curve falls is overfitting; regularization should narrow the band between "
+                       "them.",
+    "pareto": "Every completed trial. Down is a smaller gap, left a lower val loss; the front holds the "
+              "trials no other trial beats on both.",
+    "history": "Val loss of each trial in the order the stages ran; the line is each stage's best so far.",
+    "knobs": "Val loss against each knob that varied; log priors on a log axis, with 0 (off) to the left.",
+    "importances": "How much of the val loss's variation each knob explains (fANOVA over all trials).",
+    "candidates": "The final candidates trained again with other seeds. Overlapping bars mean the choice is "
+                  "within noise.",
+    "sparsity": "Fraction of weights exactly zero against the L1 strength.",
+    "features": "Input features the chosen model still uses (a non-zero weight) and those L1 removed.",
+}
+
+
+class StageLike(Protocol):
+    """What the page reads of a stage's progress (``StageProgress`` here, or the service's schema)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def study_name(self) -> str: ...
+    @property
+    def done(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def pruned(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def best_value(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class StageProgress:
+    """How far one stage has come: completed trials of its budget, and its best first objective so far."""
+
+    name: str
+    study_name: str
+    done: int
+    total: int
+    running: int = 0
+    pruned: int = 0
+    failed: int = 0
+    best_value: float | None = None
+
+
+def stage_progress(stages: list[tuple[str, str, int]], trials: list[FrozenTrial]) -> list[StageProgress]:
+    """Progress per stage from ``(name, study_name, budget)`` and the job's trials (stage in user attrs)."""
+    out = []
+    for name, study, total in stages:
+        own = [t for t in trials if t.user_attrs.get("stage") == name]
+        done = [t for t in own if t.state == TrialState.COMPLETE and t.values]
+        count = {state: sum(t.state == state for t in own) for state in TrialState}
+        out.append(StageProgress(name, study, len(done), total, count[TrialState.RUNNING],
+                                 count[TrialState.PRUNED], count[TrialState.FAIL],
+                                 min(t.values[0] for t in done) if done else None))
+    return out
+
+
+def _finished_stage(summary: dict[str, Any]) -> StageProgress:
+    """A finished stage as the report summarizes it (its best value: the first objective's)."""
+    best = summary.get("best_value")
+    best = best[0] if isinstance(best, list) else best
+    return StageProgress(summary["name"], summary["study_name"], summary["trials"], summary["trials"],
+                         best_value=float(best) if isinstance(best, (int, float)) else None)
+
+
+def _n(v: Any, digits: int = 4) -> str:
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return "–" if v is None else escape(str(v))
+
+
+def _test(row: dict[str, Any]) -> str:
+    if "test_acc" in row:
+        return f"test loss {_n(row['test_loss'])}, accuracy {100 * row['test_acc']:.1f}%"
+    return f"test loss {_n(row['test_loss'])}, RMSE {_n(row.get('test_rmse'))}"
+
+
+def verdict(report: dict[str, Any]) -> str:
+    """The answer in one paragraph (HTML): the baseline's gap, the choice, its gap and val loss, the test."""
+    b, c = report["baseline"], report["chosen"]
+    kind, _, why = str(report.get("diagnosis", "")).partition(": ")
+    pct = f" ({100 * b['gap'] / b['val_loss']:.0f}% of the val loss)" if b["val_loss"] > 0 else ""
+    text = (f"<strong>{escape(kind.replace('_', ' ').capitalize())}.</strong> Without regularization the "
+            f"model reaches val loss {_n(b['val_loss'])} against train loss {_n(b['train_loss'])}: a gap of "
+            f"<strong>{_n(b['gap'])}</strong>{pct}. ")
+    bs, cs = b["seeds"], c["seeds"]
+    if not any(c.get("params", {}).values()):
+        text += (f"regtune <strong>keeps the baseline</strong>: no setting beat it on the mean val loss over "
+                 f"{cs['n']} seeds ({_n(cs['val_loss_mean'])} ± {_n(cs['val_loss_std'], 2)}). ")
+    else:
+        rule = escape(str(report.get("choose", "best")))
+        text += (f"regtune chooses <strong>{escape(fmt_params(c['params']))}</strong> (stage "
+                 f"{escape(str(c['stage']))}, trial {_n(c['trial'])}, rule “{rule}”): the gap becomes "
+                 f"<strong>{_n(c['gap'])}</strong> and the val loss <strong>{_n(c['val_loss'])}</strong>; "
+                 f"over {cs['n']} seeds {_n(cs['val_loss_mean'])} ± {_n(cs['val_loss_std'], 2)} against the "
+                 f"baseline's {_n(bs['val_loss_mean'])} ± {_n(bs['val_loss_std'], 2)}. ")
+    text += f"On the held-out test split, measured once: baseline {_test(b)}; chosen {_test(c)}."
+    return f'<p class="verdict">{text}</p>\n<p class="why">{escape(why)}</p>'
+
+
+def _table(report: dict[str, Any]) -> str:
+    metric = "test_acc" if "test_acc" in report["chosen"] else "test_rmse"
+    head = ["", "params", "train loss", "val loss", "gap", "val loss over seeds", "test loss", metric]
+    rows = []
+    for label in ("baseline", "chosen"):
+        r = report[label]
+        s = r["seeds"]
+        cells = [label, escape(fmt_params(r.get("params", {}))), _n(r["train_loss"]), _n(r["val_loss"]),
+                 _n(r["gap"]), f"{_n(s['val_loss_mean'])} ± {_n(s['val_loss_std'], 2)} (n={s['n']})",
+                 _n(r["test_loss"]), _n(r.get(metric))]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+
+
+def _stages(progress: Sequence[StageLike], links: dict[str, str]) -> str:
+    rows = []
+    for p in progress:
+        name = escape(p.name)
+        link = f' <a href="{escape(links[p.name])}">dashboard</a>' if p.name in links else ""
+        other = ", ".join(f"{n} {k}" for k, n in (("running", p.running), ("pruned", p.pruned),
+                                                 ("failed", p.failed)) if n)
+        rows.append(f"<tr><td>{name}</td><td><code>{escape(p.study_name)}</code>{link}</td>"
+                    f'<td><progress max="{p.total}" value="{min(p.done, p.total)}"></progress> '
+                    f"{p.done}/{p.total}{f' ({other})' if other else ''}</td>"
+                    f"<td>{_n(p.best_value)}</td></tr>")
+    return ("<table><tr><th>stage</th><th>study</th><th>trials</th><th>best objective</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _figures(plots: dict[str, bytes], png_href: str | None) -> str:
+    out = []
+    for name, png in plots.items():
+        data = base64.b64encode(png).decode("ascii")
+        link = f' <a href="{escape(png_href.format(name=name))}">PNG</a>' if png_href else ""
+        caption = escape(CAPTIONS.get(name, ""))
+        out.append(f'<figure id="{name}"><img alt="{name.replace("_", " ")}" '
+                   f'src="data:image/png;base64,{data}"><figcaption>{caption}{link}</figcaption></figure>')
+    return "\n".join(out)
+
+
+def _features(report: dict[str, Any]) -> str:
+    f = report.get("features")
+    if not f:
+        return ""
+    removed = ", ".join(escape(n) for n in f["removed"]) or "none"
+    return (f"<h2>Features (L1)</h2><p>Kept {len(f['kept'])}, removed {len(f['removed'])}. "
+            f"Removed: {removed}.</p>")
+
+
+CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1000px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.5em;margin-bottom:.2em}
+.meta{color:#666}
+.verdict{font-size:1.08em;background:#f4f7fb;border-left:4px solid #1f77b4;padding:.8em 1em}.why{color:#555}
+.status{display:inline-block;padding:.1em .6em;border-radius:1em;background:#eee}.failed{background:#fdd}
+.succeeded{background:#dfd}.running,.queued{background:#ffd}table{border-collapse:collapse;margin:1em 0}
+td,th{border-bottom:1px solid #ddd;padding:.3em .7em;text-align:left;font-size:.92em}
+figure{margin:1.5em 0}img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{color:#555;font-size:.9em}
+pre{background:#fee;padding:1em;white-space:pre-wrap}"""
+
+
+def render_html(report: dict[str, Any] | None, plots: dict[str, bytes], *, title: str,
+                status: str = "succeeded", progress: Sequence[StageLike] | None = None,
+                error: str | None = None, study_links: dict[str, str] | None = None,
+                png_href: str | None = "plots/{name}.png", home_href: str | None = None,
+                refresh_seconds: int = 5) -> str:
+    """The job page.
+
+    Args:
+        report: the final report, or None while the job has none (queued, running, failed).
+        plots: PNG bytes by name, from ``tuner.plots.render_plots``; shown in that order.
+        title: the job's label (its name, and its id in the service).
+        status: queued | running | succeeded | failed | cancelled; queued and running pages reload themselves.
+        progress: each stage's progress (``stage_progress``); by default, the report's stages.
+        error: why a failed job failed.
+        study_links: stage name → the stage's study in the Optuna dashboard.
+        png_href: where each plot's PNG is, relative to the page (``{name}`` is replaced); None for no links.
+        home_href: a link back to the jobs list.
+        refresh_seconds: how often a running page reloads.
+
+    Returns:
+        The HTML document.
+    """
+    links = study_links or {}
+    if progress is None and report:
+        progress = [_finished_stage(s) for s in report.get("stages", [])]
+    parts = []
+    if home_href:
+        parts.append(f'<p><a href="{escape(home_href)}">← all jobs</a></p>')
+    parts.append(f'<h1>regtune: {escape(title)}</h1><p class="meta">status <span class="status '
+                 f'{escape(status)}">{escape(status)}</span>'
+                 + (f" · reloads every {int(refresh_seconds)} s" if status in ACTIVE else "") + "</p>")
+    if error:
+        parts.append(f"<h2>Error</h2><pre>{escape(error)}</pre>")
+    if report:
+        parts += ["<h2>Verdict</h2>", verdict(report), _table(report)]
+    elif status in ACTIVE:
+        parts.append("<p>The job is under way; the verdict comes when the last stage and the re-training "
+                     "over seeds are done. The plots below are drawn from the trials so far.</p>")
+    if progress:
+        parts += ["<h2>Stages</h2>", _stages(progress, links)]
+    if plots:
+        parts += ["<h2>Plots</h2>", _figures(plots, png_href)]
+    if report:
+        parts.append(_features(report))
+    return html_document(f"regtune: {title}", "\n".join(parts),
+                         refresh_seconds=refresh_seconds if status in ACTIVE else None)
+
+
+def html_document(title: str, body: str, *, refresh_seconds: int | None = None) -> str:
+    """A whole page around ``body`` (HTML) with the house CSS inline; it reloads itself when asked to.
+
+    Args:
+        title: plain text (escaped here).
+        refresh_seconds: reload the page this often (a ``<meta http-equiv="refresh">``); None for never.
+    """
+    refresh = f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">' if refresh_seconds else ""
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">{refresh}'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f'<link rel="icon" href="data:,">'  # no favicon request
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n")

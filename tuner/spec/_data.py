@@ -1,0 +1,170 @@
+"""The dataset part of the spec: where the data comes from and how it is split."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from tuner.spec._base import Strict, check_one_of, field_error, one_of
+
+SKLEARN_DATASETS = {
+    "digits": "classification",
+    "breast_cancer": "classification",
+    "wine": "classification",
+    "iris": "classification",
+    "diabetes": "regression",
+}
+SKLEARN_SHAPES = {  # rows, features: what a job costs is known before anything is loaded
+    "digits": (1797, 64),
+    "breast_cancer": (569, 30),
+    "wine": (178, 13),
+    "iris": (150, 4),
+    "diabetes": (442, 10),
+}
+SOURCES = ("sklearn", "csv", "synthetic")
+TASKS = ("classification", "regression")
+ONLY_FOR: dict[str, tuple[str, ...]] = {  # a field and the sources it applies to
+    "name": ("sklearn",),
+    "path": ("csv",),
+    "target": ("csv",),
+    "task": ("csv", "synthetic"),
+    "n_samples": ("synthetic",),
+    "n_features": ("synthetic",),
+    "n_informative": ("synthetic",),
+    "n_classes": ("synthetic",),
+    "noise": ("synthetic",),
+}
+
+
+def path_rule(path: str) -> str | None:
+    """The rule a CSV path breaks, or None: a plain relative path under the data dir, no hidden parts.
+
+    Dotfiles (``.env``) and dot folders hold secrets far more often than data, and ``..`` leaves
+    the data dir; a NUL or another control character is no file name at all.
+    """
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        return "must be a file name without control characters (NUL, newline, ...)"
+    parts = path.replace("\\", "/").split("/")
+    if path.startswith(("/", "\\")) or (len(parts[0]) >= 2 and parts[0][1] == ":"):
+        return f"must be relative to REGTUNE_DATA_DIR, but got {path!r}"
+    if any(part.startswith(".") for part in parts):
+        return f"must name no hidden file or folder (a part starting with '.', '..' included), but got {path!r}"
+    return None
+
+
+def _check_synthetic_classes(spec: DatasetSpec) -> None:
+    """Classification rules of scikit-learn's ``make_classification``, said in the spec's words."""
+    if spec.task != "classification":
+        return
+    noise, classes, informative = spec.noise or 0.0, spec.n_classes or 2, spec.n_informative or 1
+    if noise > 1.0:
+        raise field_error("noise", f"for classification noise is the fraction of labels flipped, so noise <= 1 must "
+                  f"hold, but got noise={noise}")
+    clusters = spec.clusters_per_class
+    if classes * clusters > 2 ** informative:
+        raise field_error("n_classes", f"n_classes * clusters <= 2**n_informative must hold (each class needs its "
+                  f"own corners of the informative space), but got n_classes={classes}, clusters={clusters}, "
+                  f"n_informative={informative}")
+    if (spec.n_samples or 1000) < 3 * classes:
+        raise field_error("n_samples", f"each class needs rows in train, val and test: n_samples >= 3 * n_classes = "
+                  f"{3 * classes} must hold, but got n_samples={spec.n_samples}")
+
+
+class Split(Strict):
+    """Fractions for val and test, or a column whose values are train/val/test."""
+
+    val: float | None = None
+    test: float | None = None
+    column: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Split:
+        if self.column is not None:
+            if self.val is not None or self.test is not None:
+                raise field_error("column", "give either 'column' or the fractions 'val' and 'test', not both")
+            return self
+        val = 0.15 if self.val is None else self.val
+        test = 0.15 if self.test is None else self.test
+        for key, frac in (("val", val), ("test", test)):
+            if not 0.0 < frac < 1.0:
+                raise field_error(key, f"must be in the open interval (0, 1), but got {frac}")
+        if val + test >= 0.9:
+            raise ValueError(f"val + test must leave at least 10% for training, but got val={val}, test={test}")
+        self.val, self.test = val, test
+        return self
+
+
+class DatasetSpec(Strict):
+    source: Annotated[str, one_of(SOURCES, "source")]
+    name: str | None = None
+    path: str | None = Field(default=None, max_length=1024)
+    target: str | None = Field(default=None, min_length=1, max_length=1024)
+    task: Annotated[str, one_of(TASKS, "task")] | None = None
+    n_samples: int | None = Field(default=None, ge=20, le=1_000_000)
+    n_features: int | None = Field(default=None, ge=1, le=10_000)
+    n_informative: int | None = Field(default=None, ge=1)
+    n_classes: int | None = Field(default=None, ge=2, le=100)
+    noise: float | None = Field(default=None, ge=0.0)
+    split: Split = Field(default_factory=Split)
+    standardize: bool = True
+
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetSpec:
+        for key, sources in ONLY_FOR.items():
+            if getattr(self, key) is not None and self.source not in sources:
+                raise field_error(key, f"applies to source {' or '.join(sources)}, not {self.source!r}")
+        if self.source == "sklearn":
+            if self.name is None:
+                raise field_error("name", "source 'sklearn' needs 'name'")
+            try:
+                check_one_of(self.name, list(SKLEARN_DATASETS), "sklearn dataset")
+            except ValueError as exc:
+                raise field_error("name", str(exc)) from None
+        elif self.source == "csv":
+            if not self.path or not self.target:
+                raise field_error("path" if not self.path else "target", "source 'csv' needs 'path' and 'target'")
+            if (broken := path_rule(self.path)) is not None:
+                raise field_error("path", broken)
+        else:
+            self.task = self.task or "classification"
+            self.n_samples = self.n_samples or 1000
+            self.n_features = self.n_features or 20
+            self.n_informative = self.n_informative or min(5, self.n_features)
+            self.noise = 0.1 if self.noise is None else self.noise
+            if self.task == "classification":
+                self.n_classes = self.n_classes or 2
+            elif self.n_classes is not None:
+                raise field_error("n_classes", "applies to task 'classification' only")
+            _check_synthetic_classes(self)
+            if self.n_informative > self.n_features:
+                raise field_error(
+                    "n_informative",
+                    f"n_informative <= n_features must hold, but got "
+                    f"(n_informative={self.n_informative}, n_features={self.n_features})"
+                )
+        if self.split.column is not None and self.source != "csv":
+            raise field_error("split", "split by 'column' needs source 'csv'")
+        return self
+
+    @property
+    def clusters_per_class(self) -> int:
+        """Synthetic classification: clusters per class (two need at least 4 informative features)."""
+        return 1 if (self.n_informative or 5) < 4 else 2
+
+    @property
+    def known_shape(self) -> tuple[int, int] | None:
+        """(rows, feature columns) when known before reading data: a CSV's only once it is read."""
+        if self.source == "sklearn":
+            return SKLEARN_SHAPES[self.name or ""]
+        if self.source == "synthetic":
+            return self.n_samples or 1000, self.n_features or 20
+        return None
+
+    @property
+    def known_task(self) -> str | None:
+        """The task when it is known before reading data (a CSV may leave it to the data)."""
+        if self.source == "sklearn":
+            return SKLEARN_DATASETS[self.name or ""]
+        return self.task

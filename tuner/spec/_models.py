@@ -1,0 +1,116 @@
+"""The parts of a job spec: model, training, search and its stages, report.
+
+The dataset part and the knob priors have modules of their own. Field names follow DESIGN.md.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tuner.spec._base import Strict, check_one_of, field_error, one_of
+from tuner.spec._priors import Space
+
+__all__ = [
+    "ACTIVATIONS",
+    "BACKENDS",
+    "METRICS",
+    "MODEL_KINDS",
+    "OPTIMIZERS",
+    "PRUNERS",
+    "SAMPLERS",
+    "EarlyStopping",
+    "ModelSpec",
+    "ReportSpec",
+    "SearchSpec",
+    "StageSpec",
+    "TrainingSpec",
+]
+
+MODEL_KINDS = ("mlp", "linear")
+ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "elu", "leaky_relu")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2")
+PRUNERS = ("none", "median", "hyperband")
+METRICS = ("val_loss", "val_error", "gap")
+BACKENDS = ("optuna", "ray")
+
+
+class ModelSpec(Strict):
+    kind: Annotated[str, one_of(MODEL_KINDS, "model kind")] = "mlp"
+    hidden: list[int] | None = None
+    activation: Annotated[str, one_of(ACTIVATIONS, "activation")] = "relu"
+    batch_norm: bool = False
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(h < 1 for h in v):
+            raise ValueError(f"every hidden size must be >= 1, but got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.kind == "linear":
+            if self.hidden:
+                raise field_error("hidden", f"the linear model has no hidden layers, but got hidden={self.hidden}")
+            if self.batch_norm:
+                raise field_error("batch_norm", "the linear model has no hidden layer to normalize; drop 'batch_norm'")
+            self.hidden = []
+        elif self.hidden is None:
+            self.hidden = [256, 256]
+        elif not self.hidden:
+            raise field_error("hidden", "an mlp needs at least one hidden layer; use kind 'linear' for none")
+        return self
+
+
+class EarlyStopping(Strict):
+    patience: int = Field(ge=1)
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+
+class TrainingSpec(Strict):
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    optimizer: Annotated[str, one_of(OPTIMIZERS, "optimizer")] = "adam"
+    lr: float = Field(default=1e-3, gt=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    early_stopping: EarlyStopping | None = None
+
+
+class StageSpec(Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    params: list[str] = Field(default_factory=list)
+    trials: int = Field(ge=1)
+
+
+class SearchSpec(Strict):
+    backend: Annotated[str, one_of(BACKENDS, "backend")] = "optuna"
+    sampler: Annotated[str, one_of(SAMPLERS, "sampler")] = "tpe"
+    pruner: Annotated[str, one_of(PRUNERS, "pruner")] = "median"
+    objective: str | list[str] = "val_loss"
+    parallelism: int = Field(default=1, ge=1, le=64)
+    space: Space = Field(default_factory=Space)
+    stages: list[StageSpec] | None = None
+
+    @field_validator("objective")
+    @classmethod
+    def _objective(cls, v: str | list[str]) -> str | list[str]:
+        for name in [v] if isinstance(v, str) else v:
+            check_one_of(name, METRICS, "objective")
+        if isinstance(v, list) and (len(v) != 2 or len(set(v)) != 2):
+            raise ValueError(f"a Pareto objective is a pair of distinct metrics, but got {v}")
+        if v == "gap":
+            raise ValueError("'gap' alone is no objective (an untrained model has none); use [val_loss, gap]")
+        return v
+
+    @property
+    def objectives(self) -> list[str]:
+        return [self.objective] if isinstance(self.objective, str) else list(self.objective)
+
+
+class ReportSpec(Strict):
+    top_k: int = Field(default=3, ge=1, le=20)
+    seeds: int = Field(default=3, ge=0, le=20)
+    choose: Literal["best", "one_se"] = "best"

@@ -1,0 +1,114 @@
+"""Rules that span several parts of a spec (stages vs space, task vs knobs, sampler vs objective).
+
+Checking only: nothing here changes the spec (completing it is ``complete_stages``'s part).
+"""
+
+from __future__ import annotations
+
+import math
+
+from tuner.errors import Issue
+from tuner.spec._job import JobSpec
+from tuner.spec._models import StageSpec
+from tuner.spec._priors import KnobRange
+from tuner.spec._stages import BASELINE, default_stages
+
+__all__ = ["check_spec", "grid_points"]
+
+
+def _check_stages(stages: list[StageSpec], ranges: dict[str, KnobRange]) -> list[Issue]:
+    issues: list[Issue] = []
+    seen: set[str] = set()
+    for i, stage in enumerate(stages):
+        where = f"search.stages[{i}]"
+        if stage.name in seen:
+            issues.append(Issue(f"{where}.name", f"stage names must be unique, but {stage.name!r} repeats"))
+        seen.add(stage.name)
+        if len(set(stage.params)) != len(stage.params):
+            issues.append(Issue(f"{where}.params", f"a parameter is named twice: {stage.params}"))
+        for p in stage.params:
+            if p not in ranges:
+                valid = ", ".join(ranges) or "none (search.space is empty)"
+                issues.append(Issue(
+                    f"{where}.params",
+                    f"stage {stage.name!r} names {p!r}, which is not in search.space; searched knobs: {valid}",
+                    p,
+                ))
+        if not stage.params and i > 0:
+            issues.append(Issue(f"{where}.params", f"only the first stage may search nothing, but stage "
+                                f"{stage.name!r} (number {i}) has no params"))
+    if stages and stages[0].params and not issues and BASELINE in seen:  # else complete_stages puts one first
+        issues.append(Issue("search.stages", f"the stage named {BASELINE!r} must search nothing"))
+    return issues
+
+
+def _grid_size(spec: JobSpec, params: list[str]) -> tuple[int, list[str]]:
+    size, missing = 1, []
+    for p in params:
+        rng = spec.search.space.ranges()[p]
+        vals = rng.grid_values()
+        if vals is None:
+            missing.append(p)
+            continue
+        layers = len(spec.model.hidden or []) if (p == "dropout" and rng.per_layer) else 1
+        size *= len(vals) ** layers
+    return size, missing
+
+
+def grid_points(spec: JobSpec, params: list[str]) -> int:
+    """Points in a stage's grid over ``params``: the product of their grids, a per-layer knob once per layer.
+
+    A knob without a finite grid counts 1 (``check_spec`` refuses it under the grid sampler).
+    """
+    return _grid_size(spec, params)[0]
+
+
+def check_spec(spec: JobSpec) -> list[Issue]:
+    """Check the rules between fields. Changes nothing.
+
+    Returns:
+        The broken rules, each once; empty when the spec may be completed and run.
+    """
+    search, space = spec.search, spec.search.space
+    issues: list[Issue] = []
+    if search.stages is None and not space.ranges():
+        return [Issue("search.space", "name at least one knob to search (l1, l2, dropout, "
+                      "input_dropout, label_smoothing), or give search.stages")]
+    # as the user wrote them (field paths index into these), or the default ones
+    given = list(search.stages) if search.stages is not None else default_stages(space)
+    issues += _check_stages(given, space.ranges())
+    task = spec.task
+    if task == "regression" and space.label_smoothing is not None:
+        issues.append(Issue("search.space.label_smoothing",
+                            "label smoothing needs a classification task, but the dataset is a regression"))
+    if task == "regression" and "val_error" in search.objectives:
+        issues.append(Issue("search.objective", "val_error needs a classification task, but the dataset "
+                            "is a regression; use val_loss"))
+    if spec.model.kind == "linear" and space.dropout is not None:
+        issues.append(Issue("search.space.dropout", "the linear model has no hidden layer to drop out; "
+                            "use input_dropout"))
+    multi = len(search.objectives) > 1
+    if multi and search.sampler == "cmaes":
+        issues.append(Issue("search.sampler", "cmaes optimizes one objective only; for a Pareto "
+                            "objective use nsga2, tpe, gp, random, qmc or grid", "cmaes"))
+    if multi and search.pruner != "none":
+        issues.append(Issue("search.pruner", f"pruning needs a single objective, but got pruner "
+                            f"{search.pruner!r} with objective {search.objective}; use pruner: none",
+                            search.pruner))
+    if search.sampler == "grid" and not issues:
+        for i, stage in enumerate(given):
+            size, missing = _grid_size(spec, stage.params)
+            for p in missing:
+                issues.append(Issue(f"search.space.{p}", f"the grid sampler needs a finite grid: give "
+                                    f"'grid' (a number of points) or 'values' for {p!r}"))
+            if not missing and stage.trials > size:
+                issues.append(Issue(f"search.stages[{i}].trials", f"stage {stage.name!r} asks "
+                                    f"{stage.trials} trials but its grid has {size} points",
+                                    stage.trials))
+    for name, rng in space.ranges().items():
+        if rng.log and rng.high / rng.low > 1e12:
+            issues.append(Issue(f"search.space.{name}", f"a log prior spanning more than 12 decades is "
+                                f"no prior, but got [{rng.low}, {rng.high}]"))
+        if not math.isfinite(rng.high):
+            issues.append(Issue(f"search.space.{name}.high", "must be finite", rng.high))
+    return list(dict.fromkeys(issues))  # a rule broken in several stages is reported once

@@ -1,0 +1,303 @@
+"""Datasets: scikit-learn's bundled sets, synthetic problems and CSV files, split and scaled.
+
+Everything is held in memory as tensors. Standardization is fitted on the
+training split only, so nothing of the validation or test split leaks into it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import itertools
+import math
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from sklearn import datasets as skdatasets
+from sklearn.model_selection import train_test_split
+
+from tuner.errors import DataError
+from tuner.spec import DatasetSpec, path_rule
+
+__all__ = ["Dataset", "Split", "data_dir", "load_dataset"]
+
+_SKLEARN_LOADERS = {
+    "digits": skdatasets.load_digits,
+    "breast_cancer": skdatasets.load_breast_cancer,
+    "wine": skdatasets.load_wine,
+    "iris": skdatasets.load_iris,
+    "diabetes": skdatasets.load_diabetes,
+}
+_FOLDS = ("train", "val", "test")
+_MAX_LINE_BYTES = 16 * 2**20
+_MISSING = ("", "nan", "na", "n/a", "null", "none")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: features X (float32) and targets y (int64 classes or float32 values)."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset split three ways. ``test`` is None in the copy the search works on."""
+
+    task: str
+    feature_names: list[str]
+    n_outputs: int
+    train: Split
+    val: Split
+    test: Split | None
+    target_scale: float = 1.0  # regression: std of the raw target (losses are in standardized units)
+    informative: list[str] = field(default_factory=list)  # synthetic data: the features that matter
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def without_test(self) -> Dataset:
+        """The same data with the test split removed: all the search may see."""
+        return replace(self, test=None)
+
+
+def data_dir() -> Path:
+    """Where CSV paths are resolved: REGTUNE_DATA_DIR, or a ``data`` folder in the working directory.
+
+    Never the working directory itself: it holds ``.env`` files, databases and the spec files.
+    """
+    return Path(os.environ.get("REGTUNE_DATA_DIR") or "data").resolve()
+
+
+def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> Dataset:
+    """Load, split and (optionally) standardize the dataset a spec names.
+
+    Args:
+        max_cells: the most rows × columns a CSV file may hold (checked while it is read).
+
+    Raises:
+        DataError: the file is missing, escapes REGTUNE_DATA_DIR, or holds unusable values.
+    """
+    informative: list[str] = []
+    folds: np.ndarray | None = None
+    if spec.source == "sklearn":
+        bunch = _SKLEARN_LOADERS[spec.name or ""]()
+        X, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
+        names = [str(n) for n in getattr(bunch, "feature_names", [])] or [f"x{i}" for i in range(X.shape[1])]
+        task = spec.known_task or "classification"
+    elif spec.source == "synthetic":
+        X, y, names, informative = _synthetic(spec, seed)
+        task = spec.task or "classification"
+    else:
+        X, y, names, folds, task = _read_csv(spec, max_cells)
+    return _assemble(spec, seed, X, y, names, folds, task, informative)
+
+
+def _synthetic(spec: DatasetSpec, seed: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    n, d, k = spec.n_samples or 1000, spec.n_features or 20, spec.n_informative or 5
+    noise = spec.noise or 0.0
+    if spec.task == "regression":
+        X, y = skdatasets.make_regression(n_samples=n, n_features=d, n_informative=k, shuffle=False,
+                                          random_state=seed)
+        y = y + noise * float(np.std(y)) * np.random.default_rng(seed).standard_normal(n)
+    else:
+        X, y = skdatasets.make_classification(
+            n_samples=n, n_features=d, n_informative=k, n_redundant=0, n_repeated=0,
+            n_classes=spec.n_classes or 2, n_clusters_per_class=spec.clusters_per_class, flip_y=noise,
+            shuffle=False, random_state=seed,
+        )
+    width = len(str(d - 1))
+    names = [f"x{i:0{width}d}" for i in range(d)]
+    return X, y, names, names[:k]  # shuffle=False puts the informative features first
+
+
+def _open_csv(spec: DatasetSpec) -> BinaryIO:
+    """Open the spec's CSV file for reading: a regular file inside the data dir, never a dotfile.
+
+    The file is opened without blocking and checked before anything is read: a FIFO
+    would block ``open()`` forever, and a device or folder is no data.
+    """
+    root = data_dir()
+    if (broken := path_rule(spec.path or "")) is not None:
+        raise DataError.one("dataset.path", broken, spec.path)
+    path = (root / (spec.path or "")).resolve()
+    if not path.is_relative_to(root):
+        raise DataError.one("dataset.path", f"must stay inside REGTUNE_DATA_DIR, but got {spec.path!r}", spec.path)
+    if any(part.startswith(".") for part in path.relative_to(root).parts):  # a link to a dotfile
+        raise DataError.one("dataset.path", f"must name no hidden file or folder, but {spec.path!r} leads to one",
+                            spec.path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise DataError.one("dataset.path", f"cannot read {spec.path!r}: {exc.strerror}", spec.path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError.one("dataset.path", f"must be a regular file, but {spec.path!r} is not (a folder, a FIFO "
+                            "or a device)", spec.path)
+    return open(fd, "rb")
+
+
+def _lines(fh: BinaryIO, spec: DatasetSpec) -> Iterator[str]:
+    """The file's lines as text, decoded one by one so that an error can name its line."""
+    for number in itertools.count(1):
+        raw = fh.readline(_MAX_LINE_BYTES)
+        if not raw:
+            return
+        if len(raw) == _MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise DataError.one("dataset.path", f"line {number} of {spec.path!r} is longer than "
+                                f"{_MAX_LINE_BYTES // 2**20} MiB")
+        try:
+            yield raw.removeprefix(codecs.BOM_UTF8 if number == 1 else b"").decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError.one("dataset.path", f"{spec.path!r} must be UTF-8 text, but line {number} is "
+                                "not") from None
+
+
+def _read_rows(spec: DatasetSpec, max_cells: int | None) -> list[list[str]]:
+    """Every row of the CSV file; errors name the line, never the file's content."""
+    rows: list[list[str]] = []
+    with _open_csv(spec) as fh:
+        reader = csv.reader(_lines(fh, spec))
+        try:
+            for row in reader:
+                if not row:
+                    continue  # a blank line (a trailing one, mostly) holds no row
+                rows.append(row)
+                if len(row) != len(rows[0]):
+                    raise DataError.one("dataset.path", f"line {reader.line_num} of {spec.path!r} has {len(row)} "
+                                        f"fields, the header {len(rows[0])}")
+                if max_cells is not None and len(rows) * len(row) > max_cells:
+                    raise DataError.one("dataset.path", f"{spec.path!r} holds more than {max_cells} cells (rows × "
+                                        "columns), the most allowed (REGTUNE_MAX_DATA_CELLS)")
+        except csv.Error as exc:
+            too_large = f"a field is larger than {csv.field_size_limit() // 1024} kB"
+            rule = too_large if "field limit" in str(exc) else "it is not valid CSV"
+            raise DataError.one("dataset.path", f"cannot read line {reader.line_num} of {spec.path!r}: "
+                                f"{rule}") from None
+    return rows
+
+
+def _read_csv(spec: DatasetSpec, max_cells: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+    rows = _read_rows(spec, max_cells)
+    if len(rows) < 2:
+        raise DataError.one("dataset.path", f"{spec.path!r} needs a header row and data rows")
+    header, body = rows[0], rows[1:]
+    fold_col = spec.split.column
+    for col, fld in ((spec.target, "dataset.target"), (fold_col, "dataset.split.column")):
+        if col is not None and col not in header:
+            raise DataError.one(fld, f"column {col!r} is not in the header of {spec.path!r} (line 1, "
+                                f"{len(header)} columns)", col)
+    t_idx = header.index(spec.target or "")
+    f_idx = header.index(fold_col) if fold_col else None
+    feat_idx = [i for i in range(len(header)) if i not in (t_idx, f_idx)]
+    X = np.empty((len(body), len(feat_idx)), dtype=np.float64)
+    for r, row in enumerate(body, start=2):
+        for c, i in enumerate(feat_idx):
+            try:
+                X[r - 2, c] = float(row[i])
+            except ValueError:
+                X[r - 2, c] = np.nan
+            if not math.isfinite(X[r - 2, c]):
+                raise DataError.one("dataset.path", f"line {r}, column {i + 1} of {spec.path!r} must be a finite "
+                                    "number (features are numeric; no NaN, inf or text)")
+    raw_y = [row[t_idx].strip() for row in body]
+    for r, value in enumerate(raw_y, start=2):
+        if value.lower() in _MISSING:
+            raise DataError.one("dataset.target", f"line {r}, column {t_idx + 1} of {spec.path!r}: the target "
+                                "is missing (empty, NaN or NA); every row needs one", spec.target)
+    task = spec.task or _infer_task(raw_y)
+    y = np.asarray(raw_y) if task == "classification" else _floats(raw_y, spec, t_idx)
+    folds = np.asarray([row[f_idx].strip().lower() for row in body]) if f_idx is not None else None
+    if folds is not None:
+        for r, fold in enumerate(folds, start=2):
+            if fold not in _FOLDS:
+                raise DataError.one("dataset.split.column", f"values must be train, val or test, but line {r}, "
+                                    f"column {(f_idx or 0) + 1} of {spec.path!r} is not", fold_col)
+    return X, y, [header[i] for i in feat_idx], folds, task
+
+
+def _floats(values: list[str], spec: DatasetSpec, column: int) -> np.ndarray:
+    out = np.empty(len(values))
+    for r, v in enumerate(values, start=2):
+        try:
+            out[r - 2] = float(v)
+        except ValueError:
+            out[r - 2] = np.nan
+        if not math.isfinite(out[r - 2]):
+            raise DataError.one("dataset.target", f"a regression target must be a finite number, but line {r}, "
+                                f"column {column + 1} of {spec.path!r} is not", spec.target)
+    return out
+
+
+def _infer_task(values: list[str]) -> str:
+    """Classification for labels (text, or at most 20 distinct integers); regression otherwise."""
+    try:
+        nums = np.asarray([float(v) for v in values])
+    except ValueError:
+        return "classification"
+    integral = bool(np.all(nums == np.round(nums)))
+    return "classification" if integral and len(np.unique(nums)) <= 20 else "regression"
+
+
+def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names: list[str],
+              folds: np.ndarray | None, task: str, informative: list[str]) -> Dataset:
+    if task == "classification":
+        classes, y = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise DataError.one("dataset.target", f"classification needs at least 2 classes, got {len(classes)}")
+        n_outputs = len(classes)
+    else:
+        y, n_outputs = y.astype(np.float64), 1
+    idx = {f: np.flatnonzero(folds == f) for f in _FOLDS} if folds is not None else _split(spec, seed, y, task)
+    for f, rows in idx.items():
+        if len(rows) == 0:
+            raise DataError.one("dataset.split", f"the {f} split is empty")
+    tr = idx["train"]
+    scale, target_scale = spec.standardize, 1.0
+    mu = X[tr].mean(axis=0) if scale else np.zeros(X.shape[1])
+    sd = X[tr].std(axis=0) if scale else np.ones(X.shape[1])
+    sd[sd == 0] = 1.0
+    X = (X - mu) / sd
+    if task == "regression" and scale:
+        y_mu, target_scale = float(y[tr].mean()), float(y[tr].std() or 1.0)
+        y = (y - y_mu) / target_scale
+    y_dtype = torch.long if task == "classification" else torch.float32
+
+    def part(rows: np.ndarray) -> Split:
+        return Split(torch.as_tensor(X[rows], dtype=torch.float32), torch.as_tensor(y[rows], dtype=y_dtype))
+
+    return Dataset(task=task, feature_names=names, n_outputs=n_outputs, train=part(tr), val=part(idx["val"]),
+                   test=part(idx["test"]), target_scale=target_scale, informative=informative)
+
+
+def _split(spec: DatasetSpec, seed: int, y: np.ndarray, task: str) -> dict[str, np.ndarray]:
+    val, test = spec.split.val or 0.15, spec.split.test or 0.15
+    rows = np.arange(len(y))
+
+    def cut(pool: np.ndarray, frac: float) -> tuple[np.ndarray, np.ndarray]:
+        strat = y[pool] if task == "classification" else None
+        try:
+            a, b = train_test_split(pool, test_size=frac, random_state=seed, stratify=strat)
+        except ValueError:  # a class too rare to stratify: split at random rather than fail
+            try:
+                a, b = train_test_split(pool, test_size=frac, random_state=seed)
+            except ValueError:
+                raise DataError.one("dataset.split", f"{len(y)} data rows are too few to split into train, val "
+                                    f"and test (val={val}, test={test}); each needs at least one row") from None
+        return np.sort(a), np.sort(b)
+
+    rest, test_rows = cut(rows, test)
+    train_rows, val_rows = cut(rest, val / (1.0 - test))
+    return {"train": train_rows, "val": val_rows, "test": test_rows}

@@ -1,0 +1,183 @@
+"""The training loop: tensors in memory, L1/L2 on weights only, plain losses measured in eval mode."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tuner.errors import Cancelled, TrialFailed
+from tuner.knobs import Knobs
+from tuner.spec import ModelSpec, TrainingSpec
+from tuner.train._data import Dataset, Split
+from tuner.train._models import MLP, build_model
+from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
+
+__all__ = ["EpochCallback", "TrainResult", "evaluate", "loss_standard_error", "train"]
+
+EpochCallback = Callable[[int, float, float], None]
+"""Called after each epoch with (epoch, train_loss, val_loss); may raise to stop (pruning, cancel)."""
+
+STOP_POLL_S = 1.0
+"""How often ``should_stop`` is asked inside an epoch: a long epoch (large data, batch size 1) stops within it."""
+
+
+@dataclass
+class TrainResult:
+    """What one training run measured, at the epoch whose model it keeps."""
+
+    train_loss: float
+    val_loss: float
+    train_acc: float | None
+    val_acc: float | None
+    sparsity: float
+    features_mask: list[bool]
+    epochs: int
+    best_epoch: int
+    seconds: float
+    curve_train: list[float] = field(default_factory=list)
+    curve_val: list[float] = field(default_factory=list)
+    model: MLP | None = None
+
+    @property
+    def gap(self) -> float:
+        return self.val_loss - self.train_loss
+
+    @property
+    def features_kept(self) -> int:
+        return sum(self.features_mask)
+
+    def metrics(self) -> dict[str, float | int | None]:
+        """The user attributes every trial carries (DESIGN.md)."""
+        return {
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "gap": self.gap,
+            "train_acc": self.train_acc,
+            "val_acc": self.val_acc,
+            "sparsity": self.sparsity,
+            "features_kept": self.features_kept,
+            "epochs": self.epochs,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def plain_loss(out: torch.Tensor, y: torch.Tensor, task: str, smoothing: float = 0.0) -> torch.Tensor:
+    if task == "classification":
+        return F.cross_entropy(out, y, label_smoothing=smoothing)
+    return F.mse_loss(out.squeeze(-1), y)
+
+
+@torch.no_grad()
+def loss_standard_error(model: MLP, split: Split, task: str) -> float:
+    """The standard error of the mean plain loss over the split's examples (its sampling noise)."""
+    model.eval()
+    out = model(split.X)
+    if task == "classification":
+        losses = F.cross_entropy(out, split.y, reduction="none")
+    else:
+        losses = (out.squeeze(-1) - split.y).pow(2)
+    return float(losses.std() / math.sqrt(len(split))) if len(split) > 1 else 0.0
+
+
+@torch.no_grad()
+def evaluate(model: MLP, split: Split, task: str) -> tuple[float, float | None]:
+    """Plain loss (unsmoothed, unpenalized) and accuracy (None for regression), in eval mode."""
+    model.eval()
+    out = model(split.X)
+    loss = float(plain_loss(out, split.y, task))
+    acc = float((out.argmax(dim=1) == split.y).float().mean()) if task == "classification" else None
+    return loss, acc
+
+
+def _optimizer(model: MLP, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Optimizer:
+    weights = [lin.weight for lin in model.linears]
+    ids = {id(w) for w in weights}
+    others = [p for p in model.parameters() if id(p) not in ids]
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
+    if spec.optimizer == "adamw":  # decoupled decay on weights only; 2λ₂ matches the gradient of λ₂·Σw²
+        return torch.optim.AdamW([{"params": weights, "weight_decay": 2.0 * knobs.l2},
+                                  {"params": others, "weight_decay": 0.0}], lr=spec.lr)
+    return torch.optim.Adam(model.parameters(), lr=spec.lr)
+
+
+def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
+          on_epoch: EpochCallback | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train one model under ``knobs`` and return its measurements at the kept epoch.
+
+    Args:
+        data: train and val splits (the test split is never read here).
+        on_epoch: called with (epoch, train_loss, val_loss) after each epoch; may raise to stop.
+        should_stop: asked between batches, about once a second (``STOP_POLL_S``); True stops the run.
+
+    Raises:
+        TrialFailed: a loss became NaN or infinite.
+        Cancelled: ``should_stop`` answered True in the middle of an epoch.
+    """
+    started = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model(model_spec, data.n_features, data.n_outputs, gen)
+    opt = _optimizer(model, spec, knobs)
+    weights = [lin.weight for lin in model.linears]
+    add_l2 = spec.optimizer != "adamw"
+    X, y, n = data.train.X, data.train.y, len(data.train)
+    patience = spec.early_stopping.patience if spec.early_stopping else None
+    min_delta = spec.early_stopping.min_delta if spec.early_stopping else 0.0
+    curve_t: list[float] = []
+    curve_v: list[float] = []
+    # val loss, epoch, saved state, (train loss, acc), (val loss, acc) of the epoch kept
+    best: tuple[float, int, dict[str, Any] | None, tuple[float, float | None], tuple[float, float | None]] = (
+        math.inf, 0, None, (0.0, None), (0.0, None))
+    epoch = 0
+    next_poll = time.monotonic() + STOP_POLL_S
+    for epoch in range(1, spec.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, spec.batch_size):
+            if should_stop is not None and time.monotonic() >= next_poll:
+                if should_stop():
+                    raise Cancelled(f"cancelled during epoch {epoch}")
+                next_poll = time.monotonic() + STOP_POLL_S
+            rows = order[start:start + spec.batch_size]
+            if len(rows) < 2 and model_spec.batch_norm:
+                continue  # batch norm cannot normalize a single row
+            out = model(X[rows], knobs.dropout, knobs.input_dropout, gen)
+            loss = plain_loss(out, y[rows], data.task, knobs.label_smoothing)
+            if add_l2:
+                loss = loss + l2_penalty(weights, knobs.l2)
+            if not torch.isfinite(loss):
+                raise TrialFailed(f"the training loss became {float(loss.detach())} in epoch {epoch}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            prox_l1_(weights, knobs.l1, opt)
+        tr = evaluate(model, data.train, data.task)
+        va = evaluate(model, data.val, data.task)
+        if not (math.isfinite(tr[0]) and math.isfinite(va[0])):
+            raise TrialFailed(f"the loss became non-finite in epoch {epoch} (train {tr[0]}, val {va[0]})")
+        curve_t.append(tr[0])
+        curve_v.append(va[0])
+        if on_epoch is not None:
+            on_epoch(epoch, tr[0], va[0])
+        if va[0] < best[0] - min_delta or patience is None:
+            state = copy.deepcopy(model.state_dict()) if patience is not None else None
+            best = (va[0], epoch, state, tr, va)
+        elif epoch - best[1] >= patience:
+            break
+    _, best_epoch, state, tr, va = best
+    if state is not None:
+        model.load_state_dict(state)
+    model.eval()
+    return TrainResult(
+        train_loss=tr[0], val_loss=va[0], train_acc=tr[1], val_acc=va[1],
+        sparsity=sparsity(weights), features_mask=features_kept_mask(weights[0]),
+        epochs=epoch, best_epoch=best_epoch, seconds=time.perf_counter() - started,
+        curve_train=curve_t, curve_val=curve_v, model=model,
+    )
