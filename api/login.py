@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from api.auth import COOKIE, Credentials
 from api.errors import ApiError
 from api.guard import safe_next
-from tuner.html import html_document
+from tuner.report import html_document
 
 router = APIRouter(tags=["login"])
 
