@@ -55,6 +55,7 @@ class Runner:
         self.db = db or Database.open(settings.database_url)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.shutdown = threading.Event()
+        self._seen_at = -float("inf")  # when this runner last wrote its last-seen time (time.monotonic())
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: finish the current epoch, give the job back, exit. A second one exits now."""
@@ -104,8 +105,10 @@ class Runner:
 
     def run_once(self) -> bool:
         """Take back expired jobs, then claim and run one job. Returns whether there was one."""
-        with self.db.session() as session:
-            see_runner(session=session, runner=self.owner)
+        if time.monotonic() - self._seen_at >= self.settings.heartbeat_seconds:  # one write per heartbeat
+            with self.db.session() as session:
+                see_runner(session=session, runner=self.owner)
+            self._seen_at = time.monotonic()
         self.reclaim()
         with self.db.session() as session:
             row = claim_job(session=session, owner=self.owner, lease_seconds=self.settings.lease_seconds)
