@@ -210,7 +210,7 @@ def test_job_wide_limits_answer_422_naming_the_field_and_setting(sqlite_url: str
                         max_work=10_000, max_data_cells=1_000_000)
     spec = make_spec()
     change(spec)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         error = error_of(client.post("/jobs", json=spec), 422, "limit_exceeded")
         assert fields(error) == [field] and limit in error["issues"][0]["message"], error
         assert client.post("/jobs", json=make_spec()).status_code == 202
