@@ -13,6 +13,7 @@ from api import login
 from api.auth import Credentials
 from api.dashboard import dashboard_app
 from api.db import Database, migrate
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.guard import Guard
 from api.job_view import JobViews
@@ -45,7 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         db.close()
 
-    app = FastAPI(title="regtune", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="regtune", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)  # install_docs serves them with local assets
     app.state.settings, app.state.db, app.state.storage = settings, db, storage
     app.state.job_views = JobViews()
     app.state.credentials = Credentials.of(settings)
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, jobs, trials, reports, pages, login):
         app.include_router(module.router)
     install_openapi(app)
+    install_docs(app)
     app.mount("/", dashboard_app(storage))  # last: the catch-all for /dashboard, /api/..., /static/...
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # added last: the outermost, before anything is read. Without a token it serves this machine only,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
+from optuna import Trial
 from optuna.trial import TrialState
 
 from tuner.search import StageRun, TrialOutcome, run_trial
@@ -16,7 +18,12 @@ log = logging.getLogger(__name__)
 
 
 def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
-    """The Optuna backend: ``parallelism`` threads, each asking for a trial and training it."""
+    """The Optuna backend: ``parallelism`` threads, each asking for a trial and training it.
+
+    Ctrl-C in the calling thread stops the running trials at their next epoch boundary, records them
+    FAIL (``interrupted``) and raises ``KeyboardInterrupt`` once every thread has ended.
+    """
+    interrupted = threading.Event()
 
     def worker() -> None:
         """Every trial it asks for ends finished or aborted, whatever raises: the thread never dies silently."""
@@ -36,11 +43,11 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
             except Exception as exc:  # a bug in one trial must not leave it RUNNING
                 log.exception("trial %d of stage %s crashed", trial.number, run.stage.name)
                 outcome = TrialOutcome(TrialState.FAIL, reason=repr(exc))
-                try:
-                    trial.set_user_attr("fail_reason", repr(exc))
-                except Exception:  # the trial may be finished already (taken back by a reclaimer)
-                    log.warning("trial %d of stage %s: its failure could not be recorded", trial.number,
-                                run.stage.name, exc_info=True)
+                _note_failure(trial, repr(exc), run.stage.name)
+            if outcome.cancelled and interrupted.is_set():  # say why it stopped: Ctrl-C, not a cancel
+                reason = f"interrupted (Ctrl-C) after epoch {trial.user_attrs.get('epochs', 0)}"
+                _note_failure(trial, reason, run.stage.name)
+                outcome = replace(outcome, reason=reason)
             try:
                 run.finish(trial, outcome)
             except Exception as exc:  # the stage ends short of its budget and says why
@@ -49,8 +56,49 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                     f" (it had failed: {outcome.reason})" if outcome.reason else ""), cause=exc)
                 return
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(run.spec.search.parallelism)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    asked_to_stop = run.should_stop
+    run.should_stop = lambda: interrupted.is_set() or (asked_to_stop is not None and asked_to_stop())
+    ended = [threading.Event() for _ in range(run.spec.search.parallelism)]
+
+    def until_ended(done: threading.Event) -> None:
+        try:
+            worker()
+        finally:
+            done.set()
+
+    for done in ended:
+        threading.Thread(target=until_ended, args=(done,), daemon=True).start()
+    try:
+        _wait_all(ended)
+    except KeyboardInterrupt:
+        # Ctrl-C: the running trials stop at their next epoch boundary and are recorded FAIL
+        # (interrupted). Leaving them to die with the interpreter aborts the process (torch's threads).
+        interrupted.set()
+        log.warning("interrupted: stopping %d running trial(s) of stage %s at their next epoch",
+                    run.in_flight, run.stage.name)
+        while True:
+            try:
+                _wait_all(ended)
+                break
+            except KeyboardInterrupt:  # more Ctrl-Cs while they wind down: keep waiting
+                continue
+        raise
+    finally:
+        run.should_stop = asked_to_stop
+
+
+def _wait_all(events: list[threading.Event]) -> None:
+    """Wait for every event. Not ``Thread.join``: a Ctrl-C inside ``join`` can mark a thread that still
+    runs as ended, so a second ``join`` would return at once (CPython 3.11, bpo-45274)."""
+    for event in events:
+        while not event.wait(1.0):
+            pass
+
+
+def _note_failure(trial: Trial, reason: str, stage: str) -> None:
+    """Record why a trial failed, if it still can be: a reclaimer may have finished it already."""
+    try:
+        trial.set_user_attr("fail_reason", reason)
+    except Exception:
+        log.warning("trial %d of stage %s: its failure (%s) could not be recorded", trial.number, stage, reason,
+                    exc_info=True)

@@ -18,7 +18,7 @@ from tuner.report._html import (
     render_html,
     stage_progress,
 )
-from tuner.report._markdown import diagnose, epoch_gaps, render_markdown
+from tuner.report._markdown import diagnose, epoch_gaps, render_markdown, stage_count
 
 __all__ = [
     "CAPTIONS",
@@ -39,6 +39,7 @@ __all__ = [
     "retrain_cost",
     "stable_features",
     "stage_cost",
+    "stage_count",
     "stage_progress",
     "total_cost",
 ]

@@ -122,7 +122,9 @@ class SearchSpec(Strict):
     objective: str | list[str] = "val_loss"
     parallelism: int = Field(default=1, ge=1, le=64)
     space: Space = Field(default_factory=Space)
-    stages: list[StageSpec] | None = None
+    stages: list[StageSpec] | None = Field(default=None, description=(
+        "run in order, each fixing its best values for the later ones; left out: a 'baseline' stage "
+        "(1 trial, no regularization) then one 'joint' stage over every knob in space, 30 trials"))
 
     @field_validator("objective")
     @classmethod

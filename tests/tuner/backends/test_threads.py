@@ -44,5 +44,7 @@ def test_a_study_that_cannot_start_a_trial_says_so(tiny: Tiny, tmp_path: Path,
 
     monkeypatch.setattr(optuna.Study, "ask", refuse)
     spec = parse_spec(tiny(search={"stages": [{"name": "baseline", "params": [], "trials": 2}]}))
-    with pytest.raises(RegtuneError, match=r"starting a trial failed: RuntimeError\('the database went away'\)"):
+    with pytest.raises(RegtuneError, match=r"starting a trial failed .*: RuntimeError\('the database went away'\)"
+                       ) as info:
         run_job(spec, storage=f"sqlite:///{tmp_path}/ask.db", prefix="noask")
+    assert isinstance(info.value.__cause__, RuntimeError)  # a runner can tell what broke (the database?)
