@@ -30,11 +30,10 @@ PUBLIC_PATHS = frozenset({"/login", "/logout"})  # the login page itself needs n
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
         "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
         "frame-ancestors 'none'")
-# FastAPI's /docs and /redoc load Swagger UI and ReDoc from a CDN, with an inline script to start them.
-_CSP_DOCS = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; style-src 'self' "
-             "'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; img-src 'self' data: "
-             "https://fastapi.tiangolo.com https://cdn.redoc.ly; font-src 'self' https://fonts.gstatic.com; "
-             "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+# /docs and /redoc (api/docs.py, assets from this machine) start Swagger UI and ReDoc with an inline script.
+_CSP_DOCS = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+             "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+             "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
 def security_headers(path: str) -> list[tuple[bytes, bytes]]:

@@ -19,7 +19,7 @@ from api.guard import Guard
 from api.job_view import JobViews
 from api.middleware import BodyLimit
 from api.openapi import install_openapi
-from api.routers import health, jobs, pages, reports, trials
+from api.routers import health, jobs, models, pages, reports, trials
 from api.settings import Settings, get_settings
 from tuner import open_storage
 
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.job_views = JobViews()
     app.state.credentials = Credentials.of(settings)
     install_error_handlers(app)
-    for module in (health, jobs, trials, reports, pages, login):
+    for module in (health, jobs, trials, reports, models, pages, login):
         app.include_router(module.router)
     install_openapi(app)
     install_docs(app)

@@ -7,6 +7,7 @@ from tuner.errors import Cancelled, DataError, Issue, RegtuneError, SpecError, T
 from tuner.job import Progress, run_job, study_name, write_report
 from tuner.spec import JobSpec, load_spec, parse_spec
 from tuner.storage import DEFAULT_URL, open_storage, storage_url
+from tuner.train import load_model
 
 __all__ = [
     "DEFAULT_URL",
@@ -18,6 +19,7 @@ __all__ = [
     "RegtuneError",
     "SpecError",
     "TrialFailed",
+    "load_model",
     "load_spec",
     "open_storage",
     "parse_spec",

@@ -15,9 +15,11 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -25,6 +27,7 @@ import optuna
 
 from api.db import Database, migrate
 from api.errors import json_safe
+from api.model_files import pack_model
 from api.resilience import Backoff, is_database_error
 from api.runners_table import forget_runner, register_runner, see_runner
 from api.settings import Settings
@@ -148,18 +151,19 @@ class Runner:
         lease = Lease(self.db, job_id=row.id, owner=self.owner, lease_seconds=self.settings.lease_seconds,
                       heartbeat_seconds=self.settings.heartbeat_seconds, shutdown=self.shutdown,
                       stall_seconds=self.settings.stall_seconds)
-        status, report, error = JobStatus.FAILED, None, None
+        status, report, error, archive = JobStatus.FAILED, None, None, None
         away: BaseException | None = None
         deadline = started + self.settings.max_job_seconds
 
         def should_stop() -> bool:
             return lease.should_stop() or time.monotonic() > deadline
 
-        with lease:
+        with lease, tempfile.TemporaryDirectory(prefix="regtune-model-") as model_dir:
             try:
                 report = run_job(parse_spec(row.spec), storage=self.db.url, prefix=row.study_prefix,
-                                 should_stop=should_stop, limits=job_limits(self.settings),
+                                 should_stop=should_stop, limits=job_limits(self.settings), model_dir=Path(model_dir),
                                  trial_attrs={"runner": self.owner})
+                archive = pack_model(Path(model_dir))
                 status = JobStatus.SUCCEEDED
             except Cancelled as exc:
                 status, error = JobStatus.CANCELLED, str(exc)
@@ -179,7 +183,7 @@ class Runner:
         if away is not None and lease.reason not in (LOST, STALLED):
             self._give_back(row, away)
             return
-        self._record(row, status, report, error, lease.reason, time.monotonic() - started)
+        self._record(row, status, report, error, lease.reason, time.monotonic() - started, archive)
 
     def _give_back(self, row: JobRow, exc: BaseException) -> None:
         """Return a job that broke on the database to the queue, once the database answers again.
@@ -208,7 +212,7 @@ class Runner:
                 self.shutdown.wait(delay)
 
     def _record(self, row: JobRow, status: JobStatus, report: dict[str, Any] | None, error: str | None,
-                reason: str | None, seconds: float) -> None:
+                reason: str | None, seconds: float, archive: bytes | None = None) -> None:
         with self.db.session() as session:
             if reason in (LOST, STALLED):
                 log.warning("job %s: lease %s after %.0fs; another runner owns it now", row.id,
@@ -220,7 +224,8 @@ class Runner:
                 log.info("job %s: given back to the queue after %.0fs (%s)", row.id, seconds, error)
                 return
             kept = finish_job(session=session, job_id=row.id, owner=self.owner, status=status,
-                              report=json_safe(report) if report is not None else None, error=error)
+                              report=json_safe(report) if report is not None else None, error=error,
+                              model_archive=archive)
         if kept:
             log.info("job %s: %s in %.0fs%s", row.id, status, seconds, f": {error}" if error else "")
         else:

@@ -28,7 +28,7 @@ __all__ = [
     "TrainingSpec",
 ]
 
-MODEL_KINDS = ("mlp", "linear")
+MODEL_KINDS = ("mlp", "linear", "cnn", "module")
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "elu", "leaky_relu")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2")
@@ -42,6 +42,22 @@ class ModelSpec(Strict):
     hidden: list[int] | None = None
     activation: Annotated[str, one_of(ACTIVATIONS, "activation")] = "relu"
     batch_norm: bool = False
+    # kind 'cnn': conv blocks' output channels, and their kernel size (hidden: the dense layers after them)
+    channels: list[int] | None = None
+    kernel: int | None = Field(default=None, ge=1, le=15)
+    # kind 'module': a factory the operator installed (tuner.plugins), and its keyword arguments
+    factory: str | None = Field(default=None, min_length=1, max_length=200)
+    args: dict[str, Any] | None = None
+    # kinds 'module' and 'cnn': the dropout modules' names in named_modules() order; the job fills
+    # this in when it checks the model against the data (given, it must match)
+    dropout_layers: list[str] | None = None
+
+    @property
+    def dropout_slots(self) -> int:
+        """How many dropout rates the model takes: one per hidden layer, or per dropout module."""
+        if self.kind == "module":
+            return len(self.dropout_layers or [])
+        return len(self.channels or []) + len(self.hidden or [])
 
     @field_validator("hidden")
     @classmethod
@@ -52,6 +68,33 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
+        own = {"factory": ("module",), "args": ("module",), "dropout_layers": ("module", "cnn"),
+               "channels": ("cnn",), "kernel": ("cnn",)}
+        for key, kinds in own.items():
+            if getattr(self, key) is not None and self.kind not in kinds:
+                raise field_error(key, f"applies to kind {' or '.join(repr(k) for k in kinds)} only, "
+                                  f"not {self.kind!r}")
+        if self.kind == "cnn":
+            self.channels = [32, 64] if self.channels is None else self.channels
+            if not self.channels or any(c < 1 for c in self.channels):
+                raise field_error("channels", f"a cnn needs at least one conv block, each with >= 1 channel, "
+                                  f"but got {self.channels}")
+            self.kernel = 3 if self.kernel is None else self.kernel
+            if self.kernel % 2 == 0:
+                raise field_error("kernel", f"must be odd (the padding keeps the image size), but got {self.kernel}")
+            self.hidden = [128] if self.hidden is None else self.hidden
+            return self
+        if self.kind == "module":
+            if self.factory is None:
+                raise field_error("factory", "kind 'module' needs 'factory' ('<file>:<function>' or an entry point)")
+            # the defaults stand for "not given" (a dumped spec holds them, and must parse again)
+            given = {"hidden": self.hidden is not None, "activation": self.activation != "relu",
+                     "batch_norm": self.batch_norm}
+            for key in (k for k, v in given.items() if v):
+                raise field_error(key, f"applies to kinds mlp, linear and cnn; a module's factory takes "
+                                  f"its settings in 'args', so drop {key!r}")
+            self.args = self.args or {}
+            return self
         if self.kind == "linear":
             if self.hidden:
                 raise field_error("hidden", f"the linear model has no hidden layers, but got hidden={self.hidden}")
@@ -77,6 +120,9 @@ class TrainingSpec(Strict):
     lr: float = Field(default=1e-3, gt=0.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     early_stopping: EarlyStopping | None = None
+    # auto: a GPU when one is visible; checked against the machine at submit (tuner.devices)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast; fp16 with a gradient scaler
 
 
 PATH_POINTS = 30
