@@ -72,8 +72,8 @@ def check_against_data(spec: JobSpec, data: Dataset, limits: Limits | None = Non
 
 def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,
             progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-            limits: Limits | None = None, fresh: bool = False, model_dir: Path | None = None
-            ) -> dict[str, Any]:
+            limits: Limits | None = None, fresh: bool = False, model_dir: Path | None = None,
+            trial_attrs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every stage of ``spec`` against ``storage`` (resuming what is there) and build the report.
 
     Args:
@@ -84,6 +84,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         should_stop: polled at epoch boundaries; when it answers True the job stops (``Cancelled``).
         limits: what the job may cost; default ``Limits.from_env()`` (``REGTUNE_MAX_*``).
         fresh: delete the job's studies (``<prefix>/*``) first, instead of resuming them.
+        trial_attrs: user attributes set on every trial as it starts (the service: its ``runner``).
 
     Returns:
         The report (a JSON-ready dict).
@@ -126,7 +127,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         if progress:
             progress.stage_started(stage.name, name, stage.trials, done)
         run = StageRun(spec=spec, stage=stage, study=study, fixed=dict(fixed), target=stage.trials, done=done,
-                       should_stop=should_stop,
+                       should_stop=should_stop, trial_attrs=dict(trial_attrs or {}),
                        on_trial=partial(progress.trial_finished, stage.name) if progress else None)
         if done < stage.trials:
             (run_path if stage.path else executor)(run, search_data, storage)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api import repository
@@ -30,7 +30,7 @@ _PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "de
 
 
 @router.get("/", response_class=HTMLResponse, responses=_HTML | errors(422))
-def read_jobs_page(session: SessionDep, storage: StorageDep, status: JobStatus | None = None,
+def read_jobs_page(request: Request, session: SessionDep, storage: StorageDep, status: JobStatus | None = None,
                    limit: Annotated[int, Query(ge=1, le=100)] = 50,
                    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0) -> HTMLResponse:
     """The jobs, newest first: status, progress, best so far, a link to each job's page and its studies."""
@@ -40,7 +40,8 @@ def read_jobs_page(session: SessionDep, storage: StorageDep, status: JobStatus |
         stages, best = read_progress(session=session, prefix=row.study_prefix, spec=row.spec)
         jobs.append((row, stages, best, study_ids(storage, [(s.name, s.study_name) for s in stages])))
     return HTMLResponse(render_jobs_page(jobs, total=total, offset=offset, limit=limit,
-                                         status=status.value if status else None))
+                                         status=status.value if status else None,
+                                         logout=request.app.state.credentials.any_token))
 
 
 @router.get("/jobs/{job_id}/report.html", response_class=HTMLResponse, responses=_HTML | errors(404))

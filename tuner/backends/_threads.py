@@ -10,6 +10,7 @@ import threading
 from dataclasses import replace
 from functools import partial
 
+from optuna import Trial
 from optuna.trial import TrialState
 
 from tuner.backends._batches import run_batches, trials_per_batch
@@ -30,24 +31,34 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
     interrupted = threading.Event()
 
     def worker() -> None:
-        while (asked := run.ask()) is not None:
+        """Every trial it asks for ends finished or aborted, whatever raises: the thread never dies silently."""
+        while True:
+            try:
+                asked = run.ask()
+            except Exception as exc:  # the study could not make a trial (the database): say why, stop
+                log.exception("could not start a trial of stage %s", run.stage.name)
+                run.abort(f"starting a trial failed: {exc!r}", holding=False, cause=exc)
+                return
+            if asked is None:
+                return
             trial, config = asked
             try:
                 outcome = run_trial(trial, config, spec=run.spec, data=data, stage=run.stage.name,
                                     should_stop=run.should_stop)
             except Exception as exc:  # a bug in one trial must not leave it RUNNING
                 log.exception("trial %d of stage %s crashed", trial.number, run.stage.name)
-                trial.set_user_attr("fail_reason", repr(exc))
                 outcome = TrialOutcome(TrialState.FAIL, reason=repr(exc))
+                _note_failure(trial, repr(exc), run.stage.name)
             if outcome.cancelled and interrupted.is_set():  # say why it stopped: Ctrl-C, not a cancel
                 reason = f"interrupted (Ctrl-C) after epoch {trial.user_attrs.get('epochs', 0)}"
-                trial.set_user_attr("fail_reason", reason)
+                _note_failure(trial, reason, run.stage.name)
                 outcome = replace(outcome, reason=reason)
             try:
                 run.finish(trial, outcome)
             except Exception as exc:  # the stage ends short of its budget and says why
                 log.exception("could not record trial %d of stage %s", trial.number, run.stage.name)
-                run.abort(f"recording trial {trial.number} failed: {exc!r}")
+                run.abort(f"recording trial {trial.number} failed: {exc!r}" + (
+                    f" (it had failed: {outcome.reason})" if outcome.reason else ""), cause=exc)
                 return
 
     per_batch = trials_per_batch(run.spec, data, run.target)
@@ -89,3 +100,12 @@ def _wait_all(events: list[threading.Event]) -> None:
     for event in events:
         while not event.wait(1.0):
             pass
+
+
+def _note_failure(trial: Trial, reason: str, stage: str) -> None:
+    """Record why a trial failed, if it still can be: a reclaimer may have finished it already."""
+    try:
+        trial.set_user_attr("fail_reason", reason)
+    except Exception:
+        log.warning("trial %d of stage %s: its failure (%s) could not be recorded", trial.number, stage, reason,
+                    exc_info=True)
