@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import optuna
 import torch
@@ -15,7 +14,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.backends import executor_for
 from tuner.errors import SpecError
-from tuner.report import build_report, render_html, render_markdown, stage_progress
+from tuner.report import Report, build_report, render_html, render_markdown, stage_progress
 from tuner.search import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage
 from tuner.spec import JobSpec
 from tuner.storage import open_storage
@@ -55,7 +54,7 @@ def check_against_data(spec: JobSpec, data: Dataset) -> None:
 
 
 def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,
-            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> Report:
     """Run every stage of ``spec`` against ``storage`` (resuming what is there) and build the report.
 
     Args:
@@ -65,7 +64,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         should_stop: polled at epoch boundaries; when it answers True the job stops (``Cancelled``).
 
     Returns:
-        The report (a JSON-ready dict).
+        The report (``report.model_dump_json()`` is what ``report.json`` holds).
 
     Raises:
         SpecError: a rule that only the data could check.
@@ -110,7 +109,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
     return report
 
 
-def write_report(report: dict[str, Any], out_dir: Path, trials: list[FrozenTrial]) -> None:
+def write_report(report: Report, out_dir: Path, trials: list[FrozenTrial]) -> None:
     """Write ``report.json``, ``report.md``, the job page ``report.html`` and ``plots/<name>.png``.
 
     Args:
@@ -119,12 +118,12 @@ def write_report(report: dict[str, Any], out_dir: Path, trials: list[FrozenTrial
     from tuner.plots import render_plots  # matplotlib: imported only where plots are drawn
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "report.md").write_text(render_markdown(report))
+    (out_dir / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    (out_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
     plots = render_plots(report, trials)
     (out_dir / "plots").mkdir(exist_ok=True)
     for name, png in plots.items():
         (out_dir / "plots" / f"{name}.png").write_bytes(png)
-    progress = stage_progress([(s["name"], s["study_name"], s["trials"]) for s in report["stages"]], trials)
-    (out_dir / "report.html").write_text(render_html(report, plots, title=report["job"], progress=progress),
+    progress = stage_progress([(s.name, s.study_name, s.trials) for s in report.stages], trials)
+    (out_dir / "report.html").write_text(render_html(report, plots, title=report.job, progress=progress),
                                         encoding="utf-8")

@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from types import FrameType
-from typing import Any
 
 import optuna
 
@@ -27,7 +26,7 @@ from api.settings import Settings
 from api.tables import JobRow, JobStatus
 from api.worker.lease import CANCEL, LOST, Lease
 from api.worker.queue import Expired, claim_job, finish_job, release_job, requeue_expired
-from tuner import Cancelled, RegtuneError, SpecError, open_storage, parse_spec, run_job, study_name
+from tuner import Cancelled, RegtuneError, Report, SpecError, open_storage, parse_spec, run_job, study_name
 from tuner.search import fail_interrupted
 
 __all__ = ["Runner"]
@@ -101,7 +100,8 @@ class Runner:
         started = time.monotonic()
         lease = Lease(self.db, job_id=row.id, owner=self.owner, lease_seconds=self.settings.lease_seconds,
                       heartbeat_seconds=self.settings.heartbeat_seconds, shutdown=self.shutdown)
-        status, report, error = JobStatus.FAILED, None, None
+        status, error = JobStatus.FAILED, None
+        report: Report | None = None
         with lease:
             try:
                 report = run_job(parse_spec(row.spec), storage=self.db.url, prefix=row.study_prefix,
@@ -118,7 +118,7 @@ class Runner:
                 error = f"{type(exc).__name__}: {exc}"
         self._record(row, status, report, error, lease.reason, time.monotonic() - started)
 
-    def _record(self, row: JobRow, status: JobStatus, report: dict[str, Any] | None, error: str | None,
+    def _record(self, row: JobRow, status: JobStatus, report: Report | None, error: str | None,
                 reason: str | None, seconds: float) -> None:
         with self.db.session() as session:
             if reason == LOST:
@@ -130,7 +130,8 @@ class Runner:
                 log.info("job %s: given back to the queue after %.0fs (%s)", row.id, seconds, error)
                 return
             kept = finish_job(session=session, job_id=row.id, owner=self.owner, status=status,
-                              report=json_safe(report) if report is not None else None, error=error)
+                              report=json_safe(report.model_dump(mode="json")) if report is not None else None,
+                              error=error)
         if kept:
             log.info("job %s: %s in %.0fs%s", row.id, status, seconds, f": {error}" if error else "")
         else:

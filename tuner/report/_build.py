@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import torch
@@ -18,6 +18,19 @@ from optuna.trial import FrozenTrial
 from tuner.knobs import knob_of
 from tuner.report._candidates import Candidate, choose, one_se_extras, retrain_candidates, top_configs
 from tuner.report._markdown import diagnose
+from tuner.report._model import (
+    CandidateSummary,
+    ChosenRun,
+    Curves,
+    FeatureSummary,
+    LearningCurve,
+    ParetoPoint,
+    Report,
+    RunSummary,
+    SeedSummary,
+    StageSummary,
+    Task,
+)
 from tuner.search import StageOutcome, complete_trials
 from tuner.spec import JobSpec
 from tuner.train import Dataset, TrainResult, evaluate
@@ -89,7 +102,7 @@ def _importances(spec: JobSpec, trials: list[FrozenTrial]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in imp.items()}
 
 
-def _features(spec: JobSpec, data: Dataset, chosen: TrainResult) -> dict[str, Any] | None:
+def _features(spec: JobSpec, data: Dataset, chosen: TrainResult) -> FeatureSummary | None:
     if spec.search.space.l1 is None:
         return None
     kept = [n for n, keep in zip(data.feature_names, chosen.features_mask, strict=True) if keep]
@@ -101,24 +114,32 @@ def _features(spec: JobSpec, data: Dataset, chosen: TrainResult) -> dict[str, An
         out["informative_total"] = len(info)
         out["noise_removed"] = sum(n not in info for n in removed)
         out["noise_total"] = data.n_features - len(info)
-    return out
+    return FeatureSummary(**out)
 
 
-def _stage_summary(spec: JobSpec, outcome: StageOutcome) -> dict[str, Any]:
+def _stage_summary(spec: JobSpec, outcome: StageOutcome) -> StageSummary:
     best = outcome.best
-    return {
-        "name": outcome.name, "study_name": outcome.study_name, "trials": outcome.trials,
-        "best_trial": best.number if best else None,
-        "best_value": (best.values[0] if len(best.values) == 1 else best.values) if best and best.values else None,
-        "best_params": _searched(best.user_attrs.get("config", {}), spec) if best else {},
-        "fixes": outcome.fixed,
-    }
+    return StageSummary(
+        name=outcome.name, study_name=outcome.study_name, trials=outcome.trials,
+        best_trial=best.number if best else None,
+        best_value=(best.values[0] if len(best.values) == 1 else best.values) if best and best.values else None,
+        best_params=_searched(best.user_attrs.get("config", {}), spec) if best else {},
+        fixes=outcome.fixed,
+    )
 
 
-def _candidate_summary(spec: JobSpec, c: Candidate) -> dict[str, Any]:
-    return {"stage": c.stage, "trial": c.trial, "params": _searched(c.config, spec),
-            "val_loss_mean": c.mean, "val_loss_std": c.std, "val_loss_se": c.se, "n": len(c.runs),
-            "val_losses": c.val_losses}
+def _candidate_summary(spec: JobSpec, c: Candidate) -> CandidateSummary:
+    return CandidateSummary(stage=c.stage, trial=c.trial, params=_searched(c.config, spec),
+                            val_loss_mean=c.mean, val_loss_std=c.std, val_loss_se=c.se, n=len(c.runs),
+                            val_losses=c.val_losses)
+
+
+def _seeds(c: Candidate) -> SeedSummary:
+    return SeedSummary(n=len(c.runs), val_loss_mean=c.mean, val_loss_std=c.std)
+
+
+def _curve(run: TrainResult) -> LearningCurve:
+    return LearningCurve(train=run.curve_train, val=run.curve_val)
 
 
 def _constant_loss(data: Dataset) -> float:
@@ -132,8 +153,12 @@ def _constant_loss(data: Dataset) -> float:
 
 
 def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Re-train the final candidates, choose, and measure the test split once."""
+                 should_stop: Callable[[], bool] | None = None) -> Report:
+    """Re-train the final candidates, choose, and measure the test split once.
+
+    Returns:
+        The report; ``report.model_dump_json()`` is ``report.json``.
+    """
     search_data = data.without_test()
     baseline_outcome = outcomes[0]
     last = outcomes[-1]
@@ -156,28 +181,24 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
                "params": _searched(t.user_attrs.get("config", {}), spec),
                "val_loss": t.user_attrs["val_loss"], "gap": t.user_attrs["gap"]}
               for t in all_trials if "val_loss" in t.user_attrs]
-    report: dict[str, Any] = {
-        "job": spec.name,
-        "task": data.task,
-        "baseline": {"params": {}, **_measure(spec, baseline.first, data),
-                     "seeds": {"n": len(baseline.runs), "val_loss_mean": baseline.mean,
-                               "val_loss_std": baseline.std}},
-        "chosen": {"stage": chosen.stage, "trial": chosen.trial, "params": _searched(chosen.config, spec),
-                   **_measure(spec, chosen.first, data),
-                   "seeds": {"n": len(chosen.runs), "val_loss_mean": chosen.mean, "val_loss_std": chosen.std}},
-        "choose": spec.report.choose,
-        "candidates": [_candidate_summary(spec, c) for c in candidates],
-        "stages": [_stage_summary(spec, o) for o in outcomes],
-        "pareto": pareto_front(points),
-        "importances": _importances(spec, all_trials),
-        "curves": {"baseline": {"train": baseline.first.curve_train, "val": baseline.first.curve_val},
-                   "chosen": {"train": chosen.first.curve_train, "val": chosen.first.curve_val}},
-    }
+    baseline_row = RunSummary(params={}, **_measure(spec, baseline.first, data), seeds=_seeds(baseline))
+    loss_units = None
     if data.task == "regression":
-        report["loss_units"] = "mean squared error of the standardized target" if spec.dataset.standardize \
+        loss_units = "mean squared error of the standardized target" if spec.dataset.standardize \
             else "mean squared error"
-    features = _features(spec, data, chosen.first)
-    if features is not None:
-        report["features"] = features
-    report["diagnosis"] = diagnose(report, _constant_loss(data))
-    return report
+    return Report(
+        job=spec.name,
+        task=cast(Task, data.task),  # the loader knows only these two
+        baseline=baseline_row,
+        chosen=ChosenRun(stage=chosen.stage, trial=chosen.trial, params=_searched(chosen.config, spec),
+                         **_measure(spec, chosen.first, data), seeds=_seeds(chosen)),
+        choose=spec.report.choose,
+        candidates=[_candidate_summary(spec, c) for c in candidates],
+        stages=[_stage_summary(spec, o) for o in outcomes],
+        pareto=[ParetoPoint(**p) for p in pareto_front(points)],
+        importances=_importances(spec, all_trials),
+        curves=Curves(baseline=_curve(baseline.first), chosen=_curve(chosen.first)),
+        loss_units=loss_units,
+        features=_features(spec, data, chosen.first),
+        diagnosis=diagnose(baseline_row, _constant_loss(data)),
+    )

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.knobs import fmt_params
+from tuner.report._model import Report, RunSummary, StageSummary
 
 __all__ = ["CAPTIONS", "CSS", "StageLike", "StageProgress", "html_document", "render_html", "stage_progress"]
 
@@ -85,11 +86,11 @@ def stage_progress(stages: list[tuple[str, str, int]], trials: list[FrozenTrial]
     return out
 
 
-def _finished_stage(summary: dict[str, Any]) -> StageProgress:
+def _finished_stage(summary: StageSummary) -> StageProgress:
     """A finished stage as the report summarizes it (its best value: the first objective's)."""
-    best = summary.get("best_value")
+    best = summary.best_value
     best = best[0] if isinstance(best, list) else best
-    return StageProgress(summary["name"], summary["study_name"], summary["trials"], summary["trials"],
+    return StageProgress(summary.name, summary.study_name, summary.trials, summary.trials,
                          best_value=float(best) if isinstance(best, (int, float)) else None)
 
 
@@ -99,45 +100,44 @@ def _n(v: Any, digits: int = 4) -> str:
     return "–" if v is None else escape(str(v))
 
 
-def _test(row: dict[str, Any]) -> str:
-    if "test_acc" in row:
-        return f"test loss {_n(row['test_loss'])}, accuracy {100 * row['test_acc']:.1f}%"
-    return f"test loss {_n(row['test_loss'])}, RMSE {_n(row.get('test_rmse'))}"
+def _test(row: RunSummary) -> str:
+    if row.test_acc is not None:
+        return f"test loss {_n(row.test_loss)}, accuracy {100 * row.test_acc:.1f}%"
+    return f"test loss {_n(row.test_loss)}, RMSE {_n(row.test_rmse)}"
 
 
-def verdict(report: dict[str, Any]) -> str:
+def verdict(report: Report) -> str:
     """The answer in one paragraph (HTML): the baseline's gap, the choice, its gap and val loss, the test."""
-    b, c = report["baseline"], report["chosen"]
-    kind, _, why = str(report.get("diagnosis", "")).partition(": ")
-    pct = f" ({100 * b['gap'] / b['val_loss']:.0f}% of the val loss)" if b["val_loss"] > 0 else ""
+    b, c = report.baseline, report.chosen
+    kind, _, why = report.diagnosis.partition(": ")
+    pct = f" ({100 * b.gap / b.val_loss:.0f}% of the val loss)" if b.val_loss > 0 else ""
     text = (f"<strong>{escape(kind.replace('_', ' ').capitalize())}.</strong> Without regularization the "
-            f"model reaches val loss {_n(b['val_loss'])} against train loss {_n(b['train_loss'])}: a gap of "
-            f"<strong>{_n(b['gap'])}</strong>{pct}. ")
-    bs, cs = b["seeds"], c["seeds"]
-    if not any(c.get("params", {}).values()):
+            f"model reaches val loss {_n(b.val_loss)} against train loss {_n(b.train_loss)}: a gap of "
+            f"<strong>{_n(b.gap)}</strong>{pct}. ")
+    bs, cs = b.seeds, c.seeds
+    if not any(c.params.values()):
         text += (f"regtune <strong>keeps the baseline</strong>: no setting beat it on the mean val loss over "
-                 f"{cs['n']} seeds ({_n(cs['val_loss_mean'])} ± {_n(cs['val_loss_std'], 2)}). ")
+                 f"{cs.n} seeds ({_n(cs.val_loss_mean)} ± {_n(cs.val_loss_std, 2)}). ")
     else:
-        rule = escape(str(report.get("choose", "best")))
-        text += (f"regtune chooses <strong>{escape(fmt_params(c['params']))}</strong> (stage "
-                 f"{escape(str(c['stage']))}, trial {_n(c['trial'])}, rule “{rule}”): the gap becomes "
-                 f"<strong>{_n(c['gap'])}</strong> and the val loss <strong>{_n(c['val_loss'])}</strong>; "
-                 f"over {cs['n']} seeds {_n(cs['val_loss_mean'])} ± {_n(cs['val_loss_std'], 2)} against the "
-                 f"baseline's {_n(bs['val_loss_mean'])} ± {_n(bs['val_loss_std'], 2)}. ")
+        rule = escape(report.choose)
+        text += (f"regtune chooses <strong>{escape(fmt_params(c.params))}</strong> (stage "
+                 f"{escape(c.stage)}, trial {_n(c.trial)}, rule “{rule}”): the gap becomes "
+                 f"<strong>{_n(c.gap)}</strong> and the val loss <strong>{_n(c.val_loss)}</strong>; "
+                 f"over {cs.n} seeds {_n(cs.val_loss_mean)} ± {_n(cs.val_loss_std, 2)} against the "
+                 f"baseline's {_n(bs.val_loss_mean)} ± {_n(bs.val_loss_std, 2)}. ")
     text += f"On the held-out test split, measured once: baseline {_test(b)}; chosen {_test(c)}."
     return f'<p class="verdict">{text}</p>\n<p class="why">{escape(why)}</p>'
 
 
-def _table(report: dict[str, Any]) -> str:
-    metric = "test_acc" if "test_acc" in report["chosen"] else "test_rmse"
+def _table(report: Report) -> str:
+    metric = report.chosen.test_metric[0]
     head = ["", "params", "train loss", "val loss", "gap", "val loss over seeds", "test loss", metric]
     rows = []
-    for label in ("baseline", "chosen"):
-        r = report[label]
-        s = r["seeds"]
-        cells = [label, escape(fmt_params(r.get("params", {}))), _n(r["train_loss"]), _n(r["val_loss"]),
-                 _n(r["gap"]), f"{_n(s['val_loss_mean'])} ± {_n(s['val_loss_std'], 2)} (n={s['n']})",
-                 _n(r["test_loss"]), _n(r.get(metric))]
+    for label, r in (("baseline", report.baseline), ("chosen", report.chosen)):
+        s = r.seeds
+        cells = [label, escape(fmt_params(r.params)), _n(r.train_loss), _n(r.val_loss),
+                 _n(r.gap), f"{_n(s.val_loss_mean)} ± {_n(s.val_loss_std, 2)} (n={s.n})",
+                 _n(r.test_loss), _n(r.test_metric[1])]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
 
@@ -168,12 +168,12 @@ def _figures(plots: dict[str, bytes], png_href: str | None) -> str:
     return "\n".join(out)
 
 
-def _features(report: dict[str, Any]) -> str:
-    f = report.get("features")
-    if not f:
+def _features(report: Report) -> str:
+    f = report.features
+    if f is None:
         return ""
-    removed = ", ".join(escape(n) for n in f["removed"]) or "none"
-    return (f"<h2>Features (L1)</h2><p>Kept {len(f['kept'])}, removed {len(f['removed'])}. "
+    removed = ", ".join(escape(n) for n in f.removed) or "none"
+    return (f"<h2>Features (L1)</h2><p>Kept {len(f.kept)}, removed {len(f.removed)}. "
             f"Removed: {removed}.</p>")
 
 
@@ -189,7 +189,7 @@ figcaption{color:#555;font-size:.9em}
 pre{background:#fee;padding:1em;white-space:pre-wrap}"""
 
 
-def render_html(report: dict[str, Any] | None, plots: dict[str, bytes], *, title: str,
+def render_html(report: Report | None, plots: dict[str, bytes], *, title: str,
                 status: str = "succeeded", progress: Sequence[StageLike] | None = None,
                 error: str | None = None, study_links: dict[str, str] | None = None,
                 png_href: str | None = "plots/{name}.png", home_href: str | None = None,
@@ -212,8 +212,8 @@ def render_html(report: dict[str, Any] | None, plots: dict[str, bytes], *, title
         The HTML document.
     """
     links = study_links or {}
-    if progress is None and report:
-        progress = [_finished_stage(s) for s in report.get("stages", [])]
+    if progress is None and report is not None:
+        progress = [_finished_stage(s) for s in report.stages]
     parts = []
     if home_href:
         parts.append(f'<p><a href="{escape(home_href)}">← all jobs</a></p>')
@@ -222,7 +222,7 @@ def render_html(report: dict[str, Any] | None, plots: dict[str, bytes], *, title
                  + (f" · reloads every {int(refresh_seconds)} s" if status in ACTIVE else "") + "</p>")
     if error:
         parts.append(f"<h2>Error</h2><pre>{escape(error)}</pre>")
-    if report:
+    if report is not None:
         parts += ["<h2>Verdict</h2>", verdict(report), _table(report)]
     elif status in ACTIVE:
         parts.append("<p>The job is under way; the verdict comes when the last stage and the re-training "
@@ -231,7 +231,7 @@ def render_html(report: dict[str, Any] | None, plots: dict[str, bytes], *, title
         parts += ["<h2>Stages</h2>", _stages(progress, links)]
     if plots:
         parts += ["<h2>Plots</h2>", _figures(plots, png_href)]
-    if report:
+    if report is not None:
         parts.append(_features(report))
     return html_document(f"regtune: {title}", "\n".join(parts),
                          refresh_seconds=refresh_seconds if status in ACTIVE else None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuner.report._model import Report, RunSummary
+
 __all__ = ["diagnose", "render_markdown"]
 
 OVERFIT_RELATIVE_GAP = 0.10  # gap as a fraction of the val loss
@@ -11,14 +13,14 @@ OVERFIT_ABSOLUTE_GAP = 0.01
 UNDERFIT_FRACTION = 0.7  # train loss at this fraction of a constant predictor's loss, or more
 
 
-def diagnose(report: dict[str, Any], constant_loss: float) -> str:
+def diagnose(baseline: RunSummary, constant_loss: float) -> str:
     """overfitting | no_overfitting | underfitting, and one sentence why, from the baseline.
 
     Args:
+        baseline: the report's run without regularization.
         constant_loss: the training loss of the best constant prediction (class prior, or the mean).
     """
-    b = report["baseline"]
-    train, val, gap = b["train_loss"], b["val_loss"], b["gap"]
+    train, val, gap = baseline.train_loss, baseline.val_loss, baseline.gap
     rel = gap / val if val > 0 else 0.0
     if gap > OVERFIT_ABSOLUTE_GAP and rel > OVERFIT_RELATIVE_GAP:
         return (f"overfitting: without regularization the validation loss ({val:.4g}) is {gap:.4g} above the "
@@ -40,40 +42,39 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_markdown(report: Report) -> str:
     """A report a person reads in a minute: verdict, baseline vs chosen, stages, features."""
-    b, c = report["baseline"], report["chosen"]
-    metric = "test_acc" if "test_acc" in c else "test_rmse"
-    lines = [f"# regtune report: {report['job']}", "", f"**Diagnosis.** {report['diagnosis']}", "",
-             f"**Chosen** ({report.get('choose', 'best')}): stage `{c['stage']}`, trial {c['trial']}, "
-             f"{_fmt(c['params'])}.", "",
+    b, c = report.baseline, report.chosen
+    metric = c.test_metric[0]
+    lines = [f"# regtune report: {report.job}", "", f"**Diagnosis.** {report.diagnosis}", "",
+             f"**Chosen** ({report.choose}): stage `{c.stage}`, trial {c.trial}, {_fmt(c.params)}.", "",
              "| | params | train loss | val loss | gap | val loss over seeds | test loss | " + metric + " |",
              "|---|---|---|---|---|---|---|---|"]
     for label, row in (("baseline", b), ("chosen", c)):
-        s = row["seeds"]
-        lines.append(f"| {label} | {_fmt(row['params'])} | {_fmt(row['train_loss'])} | {_fmt(row['val_loss'])} | "
-                     f"{_fmt(row['gap'])} | {s['val_loss_mean']:.4g} ± {s['val_loss_std']:.2g} (n={s['n']}) | "
-                     f"{_fmt(row['test_loss'])} | {_fmt(row.get(metric))} |")
+        s = row.seeds
+        lines.append(f"| {label} | {_fmt(row.params)} | {_fmt(row.train_loss)} | {_fmt(row.val_loss)} | "
+                     f"{_fmt(row.gap)} | {s.val_loss_mean:.4g} ± {s.val_loss_std:.2g} (n={s.n}) | "
+                     f"{_fmt(row.test_loss)} | {_fmt(row.test_metric[1])} |")
     lines += ["", "## Candidates re-trained over seeds", "", "| stage | trial | params | val loss mean ± std |",
               "|---|---|---|---|"]
-    for cand in report["candidates"]:
-        lines.append(f"| {cand['stage']} | {_fmt(cand['trial'])} | {_fmt(cand['params'])} | "
-                     f"{cand['val_loss_mean']:.4g} ± {cand['val_loss_std']:.2g} (n={cand['n']}) |")
+    for cand in report.candidates:
+        lines.append(f"| {cand.stage} | {_fmt(cand.trial)} | {_fmt(cand.params)} | "
+                     f"{cand.val_loss_mean:.4g} ± {cand.val_loss_std:.2g} (n={cand.n}) |")
     lines += ["", "## Stages", "", "| stage | study | trials | best value | best params |", "|---|---|---|---|---|"]
-    for st in report["stages"]:
-        lines.append(f"| {st['name']} | `{st['study_name']}` | {st['trials']} | {_fmt(st['best_value'])} | "
-                     f"{_fmt(st['best_params'])} |")
-    if report.get("importances"):
+    for st in report.stages:
+        lines.append(f"| {st.name} | `{st.study_name}` | {st.trials} | {_fmt(st.best_value)} | "
+                     f"{_fmt(st.best_params)} |")
+    if report.importances:
         lines += ["", "## Importances (fANOVA, val loss)", "",
-                  ", ".join(f"{k}: {v:.2f}" for k, v in report["importances"].items())]
-    lines += ["", f"## Pareto front (val loss vs gap): {len(report['pareto'])} trials", ""]
-    lines += [f"- {p['stage']} #{p['trial']}: val {p['val_loss']:.4g}, gap {p['gap']:.4g}, {_fmt(p['params'])}"
-              for p in report["pareto"][:10]]
-    feats = report.get("features")
+                  ", ".join(f"{k}: {v:.2f}" for k, v in report.importances.items())]
+    lines += ["", f"## Pareto front (val loss vs gap): {len(report.pareto)} trials", ""]
+    lines += [f"- {p.stage} #{p.trial}: val {p.val_loss:.4g}, gap {p.gap:.4g}, {_fmt(p.params)}"
+              for p in report.pareto[:10]]
+    feats = report.features
     if feats is not None:
-        lines += ["", "## Features (L1)", "", f"Kept {len(feats['kept'])}, removed {len(feats['removed'])}.", "",
-                  f"Removed: {', '.join(feats['removed']) or 'none'}"]
-        if "informative_total" in feats:
-            lines.append(f"\nInformative features kept: {feats['informative_kept']} of {feats['informative_total']}; "
-                         f"noise features removed: {feats['noise_removed']} of {feats['noise_total']}.")
+        lines += ["", "## Features (L1)", "", f"Kept {len(feats.kept)}, removed {len(feats.removed)}.", "",
+                  f"Removed: {', '.join(feats.removed) or 'none'}"]
+        if feats.informative_total is not None:
+            lines.append(f"\nInformative features kept: {feats.informative_kept} of {feats.informative_total}; "
+                         f"noise features removed: {feats.noise_removed} of {feats.noise_total}.")
     return "\n".join(lines) + "\n"
