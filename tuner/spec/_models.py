@@ -38,10 +38,17 @@ BACKENDS = ("optuna", "ray")
 
 
 class ModelSpec(Strict):
-    kind: Annotated[str, one_of(MODEL_KINDS, "model kind")] = "mlp"
-    hidden: list[int] | None = None
-    activation: Annotated[str, one_of(ACTIVATIONS, "activation")] = "relu"
-    batch_norm: bool = False
+    """The torch model every trial trains."""
+
+    kind: Annotated[str, one_of(MODEL_KINDS, "model kind")] = Field(
+        default="mlp", description="mlp (a multi-layer perceptron) | linear (logistic or linear regression, no "
+                                  "hidden layer)")
+    hidden: list[int] | None = Field(default=None, description="mlp: the hidden layers' widths (default "
+                                                               "[256, 256]); linear: none")
+    activation: Annotated[str, one_of(ACTIVATIONS, "activation")] = Field(
+        default="relu", description=f"mlp: the hidden layers' activation, one of {', '.join(ACTIVATIONS)}")
+    batch_norm: bool = Field(default=False, description="mlp: batch normalization after each hidden layer "
+                                                        "(never penalized by L1 or L2)")
 
     @field_validator("hidden")
     @classmethod
@@ -66,33 +73,59 @@ class ModelSpec(Strict):
 
 
 class EarlyStopping(Strict):
-    patience: int = Field(ge=1)
-    min_delta: float = Field(default=0.0, ge=0.0)
+    """Stop a run when the val loss stops improving."""
+
+    patience: int = Field(ge=1, description="epochs without improvement before the run stops")
+    min_delta: float = Field(default=0.0, ge=0.0, description="how much the val loss must fall to count as an "
+                                                              "improvement")
 
 
 class TrainingSpec(Strict):
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    optimizer: Annotated[str, one_of(OPTIMIZERS, "optimizer")] = "adam"
-    lr: float = Field(default=1e-3, gt=0.0)
-    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    early_stopping: EarlyStopping | None = None
+    """How each trial trains."""
+
+    epochs: int = Field(default=30, ge=1, description="epochs per run (at most: early stopping may end sooner)")
+    batch_size: int = Field(default=128, ge=1, description="examples per minibatch")
+    optimizer: Annotated[str, one_of(OPTIMIZERS, "optimizer")] = Field(
+        default="adam", description=f"one of {', '.join(OPTIMIZERS)}; with adamw, L2 is decoupled weight decay "
+                                    f"(2·λ₂) on the weights, otherwise the penalty λ₂·Σw² in the loss")
+    lr: float = Field(default=1e-3, gt=0.0, description="learning rate")
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="optimizer sgd: its momentum")
+    early_stopping: EarlyStopping | None = Field(default=None, description="stop a run early when the val loss "
+                                                                           "stops improving; none: every epoch")
 
 
 class StageSpec(Strict):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    params: list[str] = Field(default_factory=list)
-    trials: int = Field(ge=1)
+    """One stage: an Optuna study over some knobs, the others fixed at earlier stages' best (or off)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="unique within the job; the stage's study is `<job name>/<name>`")
+    params: list[str] = Field(default_factory=list,
+                              description="the knobs this stage searches, each in search.space; empty for the "
+                                          "baseline, which only the first stage may be")
+    trials: int = Field(ge=1, description="the stage's budget: trials that must complete or be pruned")
 
 
 class SearchSpec(Strict):
-    backend: Annotated[str, one_of(BACKENDS, "backend")] = "optuna"
-    sampler: Annotated[str, one_of(SAMPLERS, "sampler")] = "tpe"
-    pruner: Annotated[str, one_of(PRUNERS, "pruner")] = "median"
-    objective: str | list[str] = "val_loss"
-    parallelism: int = Field(default=1, ge=1, le=64)
-    space: Space = Field(default_factory=Space)
-    stages: list[StageSpec] | None = None
+    """What is searched, in which stages, and how."""
+
+    backend: Annotated[str, one_of(BACKENDS, "backend")] = Field(
+        default="optuna", description="where a stage's trials run: optuna (threads in this process) | ray (Ray "
+                                      "Tune, a local cluster or the one RAY_ADDRESS names)")
+    sampler: Annotated[str, one_of(SAMPLERS, "sampler")] = Field(
+        default="tpe", description=f"the Optuna sampler, one of {', '.join(SAMPLERS)}; grid needs `grid:` or "
+                                   f"`values:` on every knob a stage searches, and no more trials than points")
+    pruner: Annotated[str, one_of(PRUNERS, "pruner")] = Field(
+        default="median", description=f"stops unpromising trials on their per-epoch val loss, one of "
+                                      f"{', '.join(PRUNERS)}; none for a Pareto objective")
+    objective: str | list[str] = Field(
+        default="val_loss", description="what each stage minimizes: val_loss | val_error (classification) | "
+                                        "[val_loss, gap] for a Pareto search (two objectives)")
+    parallelism: int = Field(default=1, ge=1, le=64, description="trials at once")
+    space: Space = Field(default_factory=Space, description="the knobs' priors; a knob left out is never used")
+    stages: list[StageSpec] | None = Field(
+        default=None, description="run in order, each fixing its knobs' best values for the later ones; when "
+                                  "omitted: a baseline (1 trial, no regularization), then one stage 'joint' of 30 "
+                                  "trials over every knob in space; a baseline is put first when missing")
 
     @field_validator("objective")
     @classmethod
@@ -111,6 +144,12 @@ class SearchSpec(Strict):
 
 
 class ReportSpec(Strict):
-    top_k: int = Field(default=3, ge=1, le=20)
-    seeds: int = Field(default=3, ge=0, le=20)
-    choose: Literal["best", "one_se"] = "best"
+    """How the report chooses: the best few configurations re-trained over seeds, then a rule."""
+
+    top_k: int = Field(default=3, ge=1, le=20, description="the last stage's best configurations re-trained, "
+                                                            "with the baseline, before the choice")
+    seeds: int = Field(default=3, ge=0, le=20, description="other seeds each candidate is re-trained with; the "
+                                                           "choice is made on the mean val loss")
+    choose: Literal["best", "one_se"] = Field(
+        default="best", description="best: the lowest mean val loss | one_se: the most regularized candidate "
+                                    "within one standard error of the best (glmnet's lambda.1se)")

@@ -14,13 +14,20 @@ KNOBS = ("l1", "l2", "dropout", "input_dropout", "label_smoothing")
 class KnobRange(Strict):
     """A prior over one knob: uniform or log-uniform in [low, high], optionally also exactly 0."""
 
-    low: float
-    high: float
-    log: bool = False
-    allow_zero: bool = False
-    per_layer: bool = False
-    grid: int | None = Field(default=None, ge=2, le=1000)
-    values: list[float] | None = None
+    low: float = Field(description="the prior's lower end, >= 0 (> 0 for a log prior)")
+    high: float = Field(description="the prior's upper end, >= low; below 1 for dropout, input_dropout and "
+                                    "label_smoothing")
+    log: bool = Field(default=False, description="log-uniform in [low, high], as strengths spanning decades "
+                                                 "(λ₁, λ₂) want; else uniform")
+    allow_zero: bool = Field(default=False, description="the knob may also be exactly 0 (off): a trial first "
+                                                        "chooses on or off, then a value from the prior")
+    per_layer: bool = Field(default=False, description="dropout only: one rate per hidden layer instead of one "
+                                                       "for all")
+    grid: int | None = Field(default=None, ge=2, le=1000,
+                             description="for the grid sampler: this many points over [low, high] (log-spaced "
+                                         "for a log prior; 0 counts as one with allow_zero)")
+    values: list[float] | None = Field(default=None, description="for the grid sampler: the points themselves, "
+                                                                 "each in [low, high] (or 0 with allow_zero)")
 
     @model_validator(mode="after")
     def _check(self) -> KnobRange:
@@ -63,11 +70,18 @@ class KnobRange(Strict):
 
 
 class Space(Strict):
-    l1: KnobRange | None = None
-    l2: KnobRange | None = None
-    dropout: KnobRange | None = None
-    input_dropout: KnobRange | None = None
-    label_smoothing: KnobRange | None = None
+    """A prior per regularization knob; every one optional."""
+
+    l1: KnobRange | None = Field(default=None, description="L1 strength λ₁: adds λ₁·Σ|w| over the weights (not "
+                                                           "biases or normalization); drives weights to exactly 0")
+    l2: KnobRange | None = Field(default=None, description="L2 strength λ₂: adds λ₂·Σw² over the weights (not "
+                                                           "biases or normalization)")
+    dropout: KnobRange | None = Field(default=None, description="inverted dropout after each hidden layer, in "
+                                                                "training only (mlp; per_layer for one per layer)")
+    input_dropout: KnobRange | None = Field(default=None, description="inverted dropout on the inputs, in "
+                                                                      "training only")
+    label_smoothing: KnobRange | None = Field(default=None, description="the cross-entropy target's smoothing "
+                                                                        "factor (classification only)")
 
     @model_validator(mode="after")
     def _check(self) -> Space:
