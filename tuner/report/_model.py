@@ -44,7 +44,7 @@ class _Part(BaseModel):
 
 
 class SeedSummary(_Part):
-    """The run trained again with other seeds: how much its val loss depends on the seed."""
+    """The configuration trained again with other seeds: how much its val loss depends on the seed."""
 
     n: int = Field(description="runs: the job's own seed and `report.seeds` others")
     val_loss_mean: float = Field(description="mean val loss over the runs; the choice is made on it")
@@ -54,7 +54,8 @@ class SeedSummary(_Part):
 class RunSummary(_Part):
     """One configuration as re-trained with the job's seed, measured on every split, the test split once."""
 
-    params: dict[str, float] = Field(description="the searched knobs and their values (empty: no regularization)")
+    params: dict[str, float] = Field(description="the searched knobs and their values (0: off); the baseline's is "
+                                                 "empty")
     train_loss: float = Field(description="plain loss on the training split, in eval mode (no penalty, no "
                                           "smoothing)")
     val_loss: float = Field(description="plain loss on the validation split")
@@ -64,7 +65,7 @@ class RunSummary(_Part):
     features_kept: int = Field(description="input features with any non-zero weight")
     train_acc: float | None = _only_for("accuracy on the training split (classification only)")
     val_acc: float | None = _only_for("accuracy on the validation split (classification only)")
-    test_loss: float = Field(description="plain loss on the held-out test split, measured once, here")
+    test_loss: float = Field(description="plain loss on the held-out test split, measured once, for the report")
     test_acc: float | None = _only_for("accuracy on the test split (classification only)")
     test_rmse: float | None = _only_for("root mean squared error on the test split, in the target's own units "
                                         "(regression only)")
@@ -103,12 +104,14 @@ class StageSummary(_Part):
     name: str = Field(description="the stage's name in the spec")
     study_name: str = Field(description="the real name of the stage's Optuna study (`<name>/<stage>` from "
                                         "`regtune run`, `<name>-<job id>/<stage>` from the service)")
-    trials: int = Field(description="the stage's trial budget")
-    best_trial: int | None = Field(description="the number of its best trial; null when none completed")
+    trials: int = Field(description="trials completed in the stage's study (pruned and failed ones not counted)")
+    best_trial: int | None = Field(description="the number of its best completed trial by the objective")
     best_value: float | list[float] | None = Field(
-        description="the best trial's objective value; a pair for a Pareto objective; null when none completed")
+        description="the best trial's objective value; a pair for a Pareto objective")
     best_params: dict[str, float] = Field(description="the best trial's searched knobs and their values")
-    fixes: dict[str, float] = Field(description="the knob values this stage fixes for the stages after it")
+    fixes: dict[str, float] = Field(description="the knob values this stage fixes for the stages after it: its "
+                                                "knobs at the best over its own and the earlier stages' trials (a "
+                                                "knob that did not help stays as it was, 0 after the baseline)")
 
 
 class ParetoPoint(_Part):
@@ -138,7 +141,7 @@ class Curves(_Part):
 class FeatureSummary(_Part):
     """Which input features the chosen model still uses; the names are the dataset's own."""
 
-    kept: list[str] = Field(description="features with a non-zero weight into the first layer")
+    kept: list[str] = Field(description="input features with any non-zero weight")
     removed: list[str] = Field(description="features whose weights L1 drove to exactly zero")
     informative_kept: int | None = _only_for("informative features kept (synthetic data only, which knows them)")
     informative_total: int | None = _only_for("informative features in the data (synthetic data only)")
@@ -163,7 +166,7 @@ class Report(_Part):
                                                   "both minimized, sorted by val loss")
     importances: dict[str, float] = Field(
         description="fANOVA importance of each knob that varied for the val loss, over every trial (sums to 1); "
-                    "empty when fewer than two knobs varied or too few trials ran")
+                    "empty when no knob varied, or fewer than 4 trials ran with two knobs or more varying")
     curves: Curves = Field(description="learning curves of the baseline and the chosen run")
     loss_units: str | None = _only_for("what the losses measure (regression only: mean squared error, of the "
                                        "standardized target when `dataset.standardize`)")
