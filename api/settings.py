@@ -26,14 +26,30 @@ class Settings(BaseSettings):
     database_url: str = Field(default="sqlite:///regtune.db", min_length=1,
                               description="one database for the jobs table and Optuna's tables")
     api_token: SecretStr | None = Field(default=None, description="Bearer token; unset means local use only")
-    data_dir: Path = Field(default=Path("."), description="where CSV paths in a spec are resolved")
+    data_dir: Path = Field(default=Path("data"), description="where CSV paths in a spec are resolved (never the "
+                           "working directory: it holds .env files and databases)")
     lease_seconds: float = Field(default=60.0, gt=0, description="how long a runner's claim on a job lasts")
     heartbeat_seconds: float = Field(default=10.0, gt=0, description="how often a runner renews its lease")
+    stall_seconds: float = Field(default=600.0, gt=0, allow_inf_nan=False, description="how long a job may "
+                                 "make no progress (no epoch, no batch, no trial) before its runner stops renewing "
+                                 "its lease, so that another runner takes it back")
     poll_seconds: float = Field(default=1.0, gt=0, description="how often an idle runner looks for work")
     max_attempts: int = Field(default=3, ge=1, description="runners a job may lose before it fails")
     max_trials: int = Field(default=1000, ge=1, description="trials one job may ask for, all stages together")
     max_epochs: int = Field(default=1000, ge=1, description="training.epochs one job may ask for")
     max_hidden_units: int = Field(default=8192, ge=1, description="model size: the sum of the hidden widths")
+    max_grid_points: int = Field(default=10_000, ge=1, description="grid points of one stage under the grid "
+                                 "sampler (the product over its knobs, a per-layer knob once per layer)")
+    max_data_cells: int = Field(default=10_000_000, ge=1, description="dataset rows × columns; at submit for "
+                                "generated data, at load for files")
+    max_work: float = Field(default=1e11, gt=0, allow_inf_nan=False, description="a job's work estimate, in "
+                            "parameter-steps: trainings (retries and seed re-runs counted) × epochs × steps × "
+                            "parameters")
+    max_job_seconds: float = Field(default=86_400.0, gt=0, allow_inf_nan=False, description="how long a runner "
+                                   "lets one job run before it fails it")
+    max_parallelism: int | None = Field(default=None, ge=1, description="trials at once; unset means the "
+                                        "runner's CPU count")
+    allow_ray: bool = Field(default=False, description="whether a spec may ask for backend 'ray' (a Ray cluster)")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body accepted")
     api_threads: int = Field(default=4, ge=1, le=256, description="threads serving the API's handlers; few "
                              "beat many, as Python threads take turns on one interpreter lock")

@@ -17,14 +17,17 @@ from api.errors import ApiError
 from api.settings import Settings
 from tuner import JobSpec, SpecError, parse_spec
 from tuner.errors import Issue
+from tuner.limits import Limits
+from tuner.limits import check_limits as check_job_limits
+from tuner.spec import SpecLoader, loads_json
 
-__all__ = ["check_limits", "parse_body", "spec_hash"]
+__all__ = ["check_limits", "job_limits", "parse_body", "spec_hash"]
 
 JSON_TYPES = ("application/json",)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without anchors and aliases; everything else as ``yaml.safe_load``."""
+class _NoAliasLoader(SpecLoader):
+    """YAML without anchors and aliases; everything else as the library's ``SpecLoader``."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -53,7 +56,7 @@ def _decode(body: bytes, content_type: str) -> Any:
         raise SpecError.one("", "the body is empty; send a job spec as YAML or JSON")
     as_json = content_type.split(";")[0].strip().lower() in JSON_TYPES
     try:
-        return json.loads(text) if as_json else yaml.load(text, Loader=_NoAliasLoader)
+        return loads_json(text) if as_json else yaml.load(text, Loader=_NoAliasLoader)
     except RecursionError:
         raise SpecError.one("", "the body nests too deeply to be a job spec") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -92,9 +95,17 @@ def check_limits(spec: JobSpec, settings: Settings) -> None:
         issues.append(Issue("model.hidden", f"the hidden layers hold {units} units in all, but this service "
                             f"allows at most {settings.max_hidden_units} (REGTUNE_MAX_HIDDEN_UNITS)",
                             spec.model.hidden))
+    issues += check_job_limits(spec, job_limits(settings))
     if issues:
         names = ", ".join(i.field for i in issues)
         raise ApiError(422, "limit_exceeded", f"the spec asks for more than this service allows: {names}", issues)
+
+
+def job_limits(settings: Settings) -> Limits:
+    """The library's limits on one job, as this service's settings set them."""
+    return Limits(max_grid_points=settings.max_grid_points, max_cells=settings.max_data_cells,
+                  max_work=settings.max_work, max_parallelism=settings.max_parallelism,
+                  allow_ray=settings.allow_ray)
 
 
 def spec_hash(spec: JobSpec) -> str:

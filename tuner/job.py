@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.backends import executor_for
 from tuner.errors import SpecError
+from tuner.limits import Limits, check_limits, check_work, estimate_work
 from tuner.report import Report, build_report, render_html, render_markdown, stage_progress
 from tuner.search import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage
 from tuner.spec import JobSpec
@@ -38,12 +39,17 @@ def study_name(prefix: str, stage: str) -> str:
     return f"{prefix}/{stage}"
 
 
-def check_against_data(spec: JobSpec, data: Dataset) -> None:
-    """The rules that need the data itself (a CSV's task is known only once it is read).
+def check_against_data(spec: JobSpec, data: Dataset, limits: Limits | None = None) -> None:
+    """The rules that need the data itself (a CSV's task and shape are known only once it is read).
 
     Raises:
-        SpecError: a knob or objective that the task cannot use.
+        SpecError: a knob or objective that the task cannot use, or work over ``limits``.
     """
+    if limits is not None and spec.dataset.known_shape is None:
+        work = estimate_work(spec, rows=len(data.train) + len(data.val) + (len(data.test) if data.test else 0),
+                             features=data.n_features, outputs=data.n_outputs, train_rows=len(data.train))
+        if issues := check_work(spec, work, limits):
+            raise SpecError(issues)
     if spec.task is None and data.task == "regression":
         if spec.search.space.label_smoothing is not None:
             raise SpecError.one("search.space.label_smoothing", "label smoothing needs a classification task, "
@@ -54,7 +60,8 @@ def check_against_data(spec: JobSpec, data: Dataset) -> None:
 
 
 def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,
-            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> Report:
+            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+            limits: Limits | None = None) -> Report:
     """Run every stage of ``spec`` against ``storage`` (resuming what is there) and build the report.
 
     Args:
@@ -62,12 +69,13 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         prefix: the study-name prefix; defaults to the job name.
         out_dir: where ``report.json`` and ``report.md`` go, if anywhere.
         should_stop: polled at epoch boundaries; when it answers True the job stops (``Cancelled``).
+        limits: what the job may cost; default ``Limits.from_env()`` (``REGTUNE_MAX_*``).
 
     Returns:
         The report (``report.model_dump_json()`` is what ``report.json`` holds).
 
     Raises:
-        SpecError: a rule that only the data could check.
+        SpecError: a rule that only the data could check, or a limit the job is over.
         Cancelled: ``should_stop`` answered True.
         RegtuneError: a stage could not complete its budget.
     """
@@ -75,8 +83,11 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
     torch.set_num_threads(1)  # small models train fastest on one thread; parallelism runs trials side by side
     prefix = prefix or spec.name
     rdb = open_storage(storage)
-    data = load_dataset(spec.dataset, spec.seed)
-    check_against_data(spec, data)
+    limits = limits or Limits.from_env()
+    if issues := check_limits(spec, limits):
+        raise SpecError(issues)
+    data = load_dataset(spec.dataset, spec.seed, max_cells=limits.max_cells)
+    check_against_data(spec, data, limits)
     search_data = data.without_test()  # the search never sees the test split
     executor = executor_for(spec.search.backend)
     outcomes: list[StageOutcome] = []

@@ -5,7 +5,7 @@
 ``queue``: the jobs table as the runners use it (claim, renew, finish, give back, reclaim the lost).
 """
 
-from api.worker.lease import CANCEL, LOST, SHUTDOWN, Lease
+from api.worker.lease import CANCEL, LOST, SHUTDOWN, STALLED, Lease
 from api.worker.queue import Expired, claim_job, finish_job, read_cancel, release_job, renew_lease, requeue_expired
 from api.worker.runner import Runner
 
@@ -13,6 +13,7 @@ __all__ = [
     "CANCEL",
     "LOST",
     "SHUTDOWN",
+    "STALLED",
     "Expired",
     "Lease",
     "Runner",

@@ -23,8 +23,9 @@ import optuna
 from api.db import Database, migrate
 from api.errors import json_safe
 from api.settings import Settings
+from api.spec_body import job_limits
 from api.tables import JobRow, JobStatus
-from api.worker.lease import CANCEL, LOST, Lease
+from api.worker.lease import CANCEL, LOST, STALLED, Lease
 from api.worker.queue import Expired, claim_job, finish_job, release_job, requeue_expired
 from tuner import Cancelled, RegtuneError, Report, SpecError, open_storage, parse_spec, run_job, study_name
 from tuner.search import fail_interrupted
@@ -99,16 +100,25 @@ class Runner:
         log.info("runner %s: claimed job %s (%s), attempt %d", self.owner, row.id, row.name, row.attempts)
         started = time.monotonic()
         lease = Lease(self.db, job_id=row.id, owner=self.owner, lease_seconds=self.settings.lease_seconds,
-                      heartbeat_seconds=self.settings.heartbeat_seconds, shutdown=self.shutdown)
+                      heartbeat_seconds=self.settings.heartbeat_seconds, shutdown=self.shutdown,
+                      stall_seconds=self.settings.stall_seconds)
         status, error = JobStatus.FAILED, None
         report: Report | None = None
+        deadline = started + self.settings.max_job_seconds
+
+        def should_stop() -> bool:
+            return lease.should_stop() or time.monotonic() > deadline
+
         with lease:
             try:
                 report = run_job(parse_spec(row.spec), storage=self.db.url, prefix=row.study_prefix,
-                                 should_stop=lease.should_stop)
+                                 should_stop=should_stop, limits=job_limits(self.settings))
                 status = JobStatus.SUCCEEDED
             except Cancelled as exc:
                 status, error = JobStatus.CANCELLED, str(exc)
+                if lease.reason is None:  # no cancel, no shutdown, no lost lease: the deadline passed
+                    status, error = JobStatus.FAILED, (f"the job ran longer than {self.settings.max_job_seconds:g} s "
+                                                       "(REGTUNE_MAX_JOB_SECONDS) and was stopped")
             except SpecError as exc:
                 error = str(exc)
             except RegtuneError as exc:
@@ -121,8 +131,9 @@ class Runner:
     def _record(self, row: JobRow, status: JobStatus, report: Report | None, error: str | None,
                 reason: str | None, seconds: float) -> None:
         with self.db.session() as session:
-            if reason == LOST:
-                log.warning("job %s: lease lost after %.0fs; another runner owns it now", row.id, seconds)
+            if reason in (LOST, STALLED):
+                log.warning("job %s: lease %s after %.0fs; another runner owns it now", row.id,
+                            "lost" if reason == LOST else "left to expire (the job stalled)", seconds)
                 return
             if status == JobStatus.CANCELLED and reason != CANCEL:  # shutting down: back to the queue
                 release_job(session=session, job_id=row.id, owner=self.owner, reason=f"released by runner "

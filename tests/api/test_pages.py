@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 from _service import make_spec
 from fastapi.testclient import TestClient
 from PIL import Image, ImageStat
@@ -87,3 +89,23 @@ def test_png_endpoint_errors_name_the_problem(client: TestClient, runner: Runner
     assert client.get("/jobs/0123456789ab/plots/pareto.png").json()["error"]["code"] == "job_not_found"
     assert client.get("/jobs/0123456789ab/report.html").status_code == 404
     assert client.get("/?status=nonsense").status_code == 422
+
+
+def test_mathtext_in_csv_headers_breaks_no_page_and_no_plot(client: TestClient, runner: Runner, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    headers = ["$x^2$", r"$\frac{a$", "a$b$c", r"$\notacommand$"]
+    rows = [",".join(f"{(i * (j + 3)) % 7 / 3:.3f}" for j in range(len(headers))) + f",{i % 2}" for i in range(40)]
+    (tmp_path / "d.csv").write_text("\n".join([",".join([*headers, "y"]), *rows]) + "\n", encoding="utf-8")
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))  # the in-process runner reads its data dir here
+    spec = make_spec("dollars")
+    spec["dataset"] = {"source": "csv", "path": "d.csv", "target": "y"}
+    spec["search"]["space"] = {"l1": {"low": 1e-3, "high": 1e-1, "log": True}}
+    spec["search"]["stages"][1]["params"] = ["l1"]
+    job = _submit(client, spec)
+    assert runner.run_once()
+    assert client.get(f"/jobs/{job}").json()["status"] == "succeeded"
+    page = client.get(f"/jobs/{job}/report.html")
+    assert page.status_code == 200 and page.text.count("data:image/png;base64,") == len(PLOTS)
+    for name in PLOTS:
+        r = client.get(f"/jobs/{job}/plots/{name}.png")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png", (name, r.text[:200])

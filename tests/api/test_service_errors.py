@@ -158,3 +158,59 @@ def test_an_unreachable_database_answers_503(client: TestClient) -> None:
         r = client.get(path)
         assert r.status_code == 503, (path, r.text)
         assert r.json()["error"]["code"] in ("database_unreachable", "database_unavailable")
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(("body", "content_type", "field"), [
+    (b'{"name": "a", "name": "b"}', "application/json", "name"),
+    (b"name: a\ntraining:\n  lr: 0.1\n  lr: 0.2\n", "application/yaml", "training.lr"),
+])
+def test_duplicate_keys_answer_422_naming_the_key(client: TestClient, body: bytes, content_type: str,
+                                                  field: str) -> None:
+    error = error_of(client.post("/jobs", content=body, headers={"content-type": content_type}), 422, "invalid_spec")
+    assert fields(error) == [field] and "appears more than once" in error["issues"][0]["message"]
+    assert client.get("/jobs").json()["total"] == 0
+
+
+def _with_training(**training: Any) -> dict[str, Any]:
+    spec = make_spec()
+    spec["training"].update(training)
+    return spec
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(("body", "content_type", "field"), [
+    (json.dumps(_with_training(lr=float("inf"))).encode(), "application/json", "training.lr"),
+    (yaml.safe_dump(_with_training(lr=float("nan"))).encode(), "application/yaml", "training.lr"),
+    (yaml.safe_dump(_with_training(epochs=True)).encode(), "application/yaml", "training.epochs"),
+])
+def test_non_finite_numbers_and_loose_types_answer_422(client: TestClient, body: bytes, content_type: str,
+                                                       field: str) -> None:
+    error = error_of(client.post("/jobs", content=body, headers={"content-type": content_type}), 422, "invalid_spec")
+    assert fields(error) == [field], error
+    assert client.get("/jobs").json()["total"] == 0
+
+
+def _grid(spec: dict[str, Any]) -> None:
+    spec["search"].update(sampler="grid")
+    spec["search"]["space"]["l2"].update(grid=20)
+
+
+@pytest.mark.parametrize(("change", "field", "limit"), [
+    (_grid, "search.stages", "REGTUNE_MAX_GRID_POINTS"),
+    (lambda s: s["search"].update(backend="ray"), "search.backend", "REGTUNE_ALLOW_RAY"),
+    (lambda s: s["search"].update(parallelism=3), "search.parallelism", "REGTUNE_MAX_PARALLELISM"),
+    (lambda s: s["report"].update(top_k=20, seeds=20), "training", "REGTUNE_MAX_WORK"),
+    (lambda s: s.update(dataset={"source": "synthetic", "n_samples": 100_000, "n_features": 100}),
+     "dataset.n_samples", "REGTUNE_MAX_DATA_CELLS"),
+])
+def test_job_wide_limits_answer_422_naming_the_field_and_setting(sqlite_url: str, change: Any, field: str,
+                                                                 limit: str) -> None:
+    settings = Settings(database_url=sqlite_url, api_token=None, max_grid_points=10, max_parallelism=2,
+                        max_work=10_000, max_data_cells=1_000_000)
+    spec = make_spec()
+    change(spec)
+    with TestClient(create_app(settings)) as client:
+        error = error_of(client.post("/jobs", json=spec), 422, "limit_exceeded")
+        assert fields(error) == [field] and limit in error["issues"][0]["message"], error
+        assert client.post("/jobs", json=make_spec()).status_code == 202

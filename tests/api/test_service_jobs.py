@@ -12,8 +12,10 @@ import pytest
 import yaml
 from _gate import EpochGate
 from _service import make_spec, wait_for, wait_status
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from api.settings import Settings
 from api.worker import Runner
 from tuner import Report
 
@@ -125,3 +127,13 @@ def test_cancel_running_job_stops_at_an_epoch_boundary(client: TestClient, runne
     assert stopped.state == optuna.trial.TrialState.FAIL and stopped.user_attrs["interrupted"] is True
     assert stopped.user_attrs["epochs"] == 3  # it stopped at the boundary it was held at, not one epoch later
     assert client.post(f"/jobs/{job['id']}/cancel").status_code == 409
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
+def test_a_job_past_its_deadline_fails_saying_why(client: TestClient, app: FastAPI, settings: Settings) -> None:
+    job = submit(client, make_spec("late", epochs=3, trials=2))
+    hasty = Runner(settings.model_copy(update={"max_job_seconds": 1e-3}), db=app.state.db)  # no job is done in 1 ms
+    assert hasty.run_once()
+    final = wait_status(client, job["id"], "failed")
+    assert final["status"] == "failed"
+    assert final["error"] == "the job ran longer than 0.001 s (REGTUNE_MAX_JOB_SECONDS) and was stopped"

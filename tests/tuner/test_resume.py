@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 import yaml
 from _gate import ENV, GATED, EpochGate
 from optuna.trial import TrialState
@@ -75,3 +76,23 @@ def test_a_bad_spec_exits_non_zero_with_the_rule_and_no_traceback(tmp_path: Path
     assert done.returncode == 2
     assert "search.space.l2: low <= high must hold, but got (low=1.0, high=0.001)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("training: {lr: .inf}\n", "training.lr: must be a finite number (not inf or NaN), but got inf"),
+    ("training: {epochs: true}\n", "training.epochs: must be an integer"),
+    ("training: {lr: 0.1, lr: 0.2}\n", "training.lr: the key 'lr' appears more than once in one mapping"),
+    ("search: {sampler: grid, space: {l2: {low: 1.0e-5, high: 0.1, grid: 30}}}\n",
+     "REGTUNE_MAX_GRID_POINTS"),
+])
+def test_regtune_run_refuses_what_the_service_refuses(tmp_path: Path, text: str, says: str,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from api.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\ndataset: {source: sklearn, name: iris}\n" + text)
+    monkeypatch.setenv("REGTUNE_MAX_GRID_POINTS", "20")  # regtune run reads the limits from the environment
+    code = main(["run", str(path), "--storage", f"sqlite:///{tmp_path}/x.db", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err, err

@@ -11,6 +11,7 @@ import yaml
 from sklearn.linear_model import LogisticRegressionCV
 
 from tuner import load_spec, parse_spec, run_job
+from tuner.limits import Limits, check_limits
 from tuner.train import load_dataset
 
 STUDIES = sorted((Path(__file__).parents[2] / "studies").glob("*.yaml"))
@@ -26,6 +27,7 @@ def test_every_study_is_a_valid_spec(path: Path) -> None:
     spec = load_spec(path)
     assert spec.name == path.stem
     assert spec.stages[0].params == []
+    assert check_limits(spec, Limits(max_parallelism=64)) == []  # within the default limits on cost
 
 
 def _smaller(path: Path, **trials: int) -> dict[str, Any]:

@@ -17,6 +17,17 @@ DPI = 100
 LOCK = threading.Lock()  # matplotlib's font and text caches are shared between threads
 
 
+def plain(text: object) -> str:
+    """User text (a feature, stage or job name) as matplotlib draws it literally.
+
+    An even number of ``$`` turns a matplotlib string into mathtext, and a header
+    such as ``$x^2$`` or ``cost$ (in $)`` would then be parsed as TeX: drawn as a
+    formula, or failing the whole plot (and the job page) with a parse error. Each
+    ``$`` escaped as ``\\$`` is drawn as a dollar sign and never starts math.
+    """
+    return str(text).replace("$", r"\$")
+
+
 def complete(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """The trials that finished and measured a val loss (pruned and failed ones stopped part-way)."""
     return [t for t in trials if t.state == TrialState.COMPLETE and "val_loss" in t.user_attrs]
@@ -34,7 +45,7 @@ def stage_colors(trials: list[FrozenTrial]) -> dict[str, str]:
 
 def stage_handles(colors: dict[str, str]) -> list[Line2D]:
     """Legend entries for the stage colours."""
-    return [Line2D([], [], ls="", marker="o", color=c, label=s) for s, c in colors.items()]
+    return [Line2D([], [], ls="", marker="o", color=c, label=plain(s)) for s, c in colors.items()]
 
 
 def figure(width: float = 7.5, height: float = 4.2) -> Figure:

@@ -11,7 +11,7 @@ from matplotlib.patches import Rectangle
 from optuna.trial import FrozenTrial
 
 from tuner.knobs import fmt_params
-from tuner.plots._base import BASELINE_COLOR, CHOSEN_COLOR, FRONT_COLOR, KEPT_COLOR, figure
+from tuner.plots._base import BASELINE_COLOR, CHOSEN_COLOR, FRONT_COLOR, KEPT_COLOR, figure, plain
 from tuner.report import Report
 
 __all__ = ["candidates", "features", "importances", "learning_curves"]
@@ -72,7 +72,7 @@ def candidates(report: Report | None, trials: list[FrozenTrial]) -> Figure | Non
         ax.errorbar(mean, y, xerr=std, fmt="o", color=color, capsize=5, ms=7)
         seeds = c.val_losses
         ax.scatter(seeds, [y] * len(seeds), marker="|", s=120, color="black", zorder=4)
-        tag = "baseline" if is_base else f"{c.stage} #{c.trial}"
+        tag = "baseline" if is_base else f"{plain(c.stage)} #{c.trial}"
         labels.append(f"{tag}{' (chosen)' if is_chosen else ''}\n{fmt_params(c.params)}")
     ax.set_yticks(range(len(cands)), labels, fontsize=8)
     ax.set(xlabel=f"val loss over {cands[0].n} seeds: mean ± std (ticks: each seed)",
@@ -109,7 +109,7 @@ def features(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
         for i, (name, on) in enumerate([(k, True) for k in kept] + [(r, False) for r in removed]):
             x, y = i % cols, rows - 1 - i // cols
             ax.add_patch(Rectangle((x + 0.02, y + 0.08), 0.96, 0.84, color=KEPT_COLOR if on else "#cccccc"))
-            ax.text(x + 0.5, y + 0.5, name[:34], ha="center", va="center", fontsize=8,
+            ax.text(x + 0.5, y + 0.5, plain(name[:34]), ha="center", va="center", fontsize=8,
                     color="white" if on else "#444444")
         ax.set(xlim=(0, cols), ylim=(0, rows))
     ax.set_axis_off()

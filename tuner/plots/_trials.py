@@ -16,6 +16,7 @@ from tuner.plots._base import (
     FRONT_COLOR,
     complete,
     figure,
+    plain,
     stage_colors,
     stage_handles,
     stage_of,
@@ -52,7 +53,7 @@ def pareto(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
     for stage, color in stage_colors(done).items():
         pts = [_point(t) for t in done if stage_of(t) == stage]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=22, color=color, alpha=0.75,
-                   label=f"{stage} ({len(pts)})")
+                   label=f"{plain(stage)} ({len(pts)})")
     front = _front([_point(t) for t in done])
     ax.plot([p[0] for p in front], [p[1] for p in front], "-o", color=FRONT_COLOR, mfc="none", ms=9, lw=1.2,
             drawstyle="steps-post", label="Pareto front")
@@ -80,7 +81,7 @@ def history(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
     for n, (stage, color) in enumerate(stage_colors(done).items()):
         idx = [i for i, t in enumerate(done) if stage_of(t) == stage]
         xs = [i + 1 for i in idx]
-        ax.scatter(xs, [ys[i] for i in idx], s=22, color=color, label=stage, zorder=3)
+        ax.scatter(xs, [ys[i] for i in idx], s=22, color=color, label=plain(stage), zorder=3)
         ax.plot(xs, [min(ys[idx[0]:i + 1]) for i in idx], "-", color=color, lw=1.5, drawstyle="steps-post")
         if n:
             ax.axvline(xs[0] - 0.5, color="black", lw=0.5, alpha=0.4)

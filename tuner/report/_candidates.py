@@ -91,7 +91,8 @@ def retrain_candidates(spec: JobSpec, data: Dataset, picks: list[tuple[str, int 
         for seed in seeds:
             if should_stop is not None and should_stop():
                 raise Cancelled("cancelled while re-training the final candidates")
-            runs.append(train(data, spec.model, spec.training, Knobs.from_params(config, n_hidden), seed))
+            runs.append(train(data, spec.model, spec.training, Knobs.from_params(config, n_hidden), seed,
+                              should_stop=should_stop))
         assert runs[0].model is not None
         se = loss_standard_error(runs[0].model, data.val, data.task)
         out.append(Candidate(stage, number, config, runs, se))

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import Cancelled, RegtuneError
 from tuner.knobs import Knobs, knob_of
+from tuner.limits import attempts_allowed
 from tuner.search._samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
 from tuner.search._space import encode, grid_space, suggest
 from tuner.search._trial import TrialOutcome, objective_values
@@ -99,7 +100,7 @@ class StageRun:
 
     @property
     def max_attempts(self) -> int:
-        return 4 * self.target + 10
+        return attempts_allowed(self.target)
 
     def ask(self) -> tuple[optuna.Trial, dict[str, float]] | None:
         """A new trial and its full configuration, or None when the budget is spent or a stop was asked."""

@@ -59,7 +59,7 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
     trial.set_user_attr("config", config)
     knobs = Knobs.from_params(config, len(spec.model.hidden or []))
     try:
-        result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch)
+        result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch, should_stop)
     except optuna.TrialPruned:
         _record_partial(trial, curve_t, curve_v)
         return TrialOutcome(TrialState.PRUNED)

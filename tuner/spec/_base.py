@@ -24,5 +24,14 @@ def field_error(field: str, message: str) -> ValueError:
     return ValueError(f"{FIELD_MARK}{field}{FIELD_MARK}{message}")
 
 
-class Strict(BaseModel):  # every part of the spec: an unknown field is an error, never dropped
-    model_config = ConfigDict(extra="forbid")
+class Strict(BaseModel):
+    """The base of every part of the spec, so each rule below holds for every field, in one place.
+
+    - unknown fields are errors, never dropped;
+    - every float is finite: ``inf`` or ``NaN`` (``lr: .inf``, ``min_delta: .nan``) would train
+      nothing and still let a trial "complete";
+    - types are strict: ``epochs: true`` is no integer and ``standardize: 1`` no boolean
+      (an int still counts as a float).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)

@@ -15,6 +15,13 @@ SKLEARN_DATASETS = {
     "iris": "classification",
     "diabetes": "regression",
 }
+SKLEARN_SHAPES = {  # rows, features: what a job costs is known before anything is loaded
+    "digits": (1797, 64),
+    "breast_cancer": (569, 30),
+    "wine": (178, 13),
+    "iris": (150, 4),
+    "diabetes": (442, 10),
+}
 SOURCES = ("sklearn", "csv", "synthetic")
 TASKS = ("classification", "regression")
 ONLY_FOR: dict[str, tuple[str, ...]] = {  # a field and the sources it applies to
@@ -28,6 +35,40 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {  # a field and the sources it applies t
     "n_classes": ("synthetic",),
     "noise": ("synthetic",),
 }
+
+
+def path_rule(path: str) -> str | None:
+    """The rule a CSV path breaks, or None: a plain relative path under the data dir, no hidden parts.
+
+    Dotfiles (``.env``) and dot folders hold secrets far more often than data, and ``..`` leaves
+    the data dir; a NUL or another control character is no file name at all.
+    """
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        return "must be a file name without control characters (NUL, newline, ...)"
+    parts = path.replace("\\", "/").split("/")
+    if path.startswith(("/", "\\")) or (len(parts[0]) >= 2 and parts[0][1] == ":"):
+        return f"must be relative to REGTUNE_DATA_DIR, but got {path!r}"
+    if any(part.startswith(".") for part in parts):
+        return f"must name no hidden file or folder (a part starting with '.', '..' included), but got {path!r}"
+    return None
+
+
+def _check_synthetic_classes(spec: DatasetSpec) -> None:
+    """Classification rules of scikit-learn's ``make_classification``, said in the spec's words."""
+    if spec.task != "classification":
+        return
+    noise, classes, informative = spec.noise or 0.0, spec.n_classes or 2, spec.n_informative or 1
+    if noise > 1.0:
+        raise field_error("noise", f"for classification noise is the fraction of labels flipped, so noise <= 1 must "
+                  f"hold, but got noise={noise}")
+    clusters = spec.clusters_per_class
+    if classes * clusters > 2 ** informative:
+        raise field_error("n_classes", f"n_classes * clusters <= 2**n_informative must hold (each class needs its "
+                  f"own corners of the informative space), but got n_classes={classes}, clusters={clusters}, "
+                  f"n_informative={informative}")
+    if (spec.n_samples or 1000) < 3 * classes:
+        raise field_error("n_samples", f"each class needs rows in train, val and test: n_samples >= 3 * n_classes = "
+                  f"{3 * classes} must hold, but got n_samples={spec.n_samples}")
 
 
 class Split(Strict):
@@ -62,9 +103,11 @@ class DatasetSpec(Strict):
         description=f"where the data comes from: {' | '.join(SOURCES)}")
     name: str | None = Field(default=None, description=f"source sklearn: the dataset, one of "
                                                        f"{', '.join(SKLEARN_DATASETS)}")
-    path: str | None = Field(default=None, description="source csv: the file, relative to REGTUNE_DATA_DIR; a "
-                                                       "header row, numeric feature columns")
-    target: str | None = Field(default=None, description="source csv: the target column's name")
+    path: str | None = Field(default=None, max_length=1024,
+                             description="source csv: the file, relative to REGTUNE_DATA_DIR (no '..', no hidden "
+                                         "parts); a header row, numeric feature columns")
+    target: str | None = Field(default=None, min_length=1, max_length=1024,
+                               description="source csv: the target column's name")
     task: Annotated[str, one_of(TASKS, "task")] | None = Field(
         default=None, description="classification | regression; source synthetic (default classification) or "
                                   "csv (default: inferred from the target column)")
@@ -77,8 +120,9 @@ class DatasetSpec(Strict):
                                                   "(default 5, at most n_features)")
     n_classes: int | None = Field(default=None, ge=2, le=100,
                                   description="source synthetic, task classification: classes (default 2)")
-    noise: float | None = Field(default=None, ge=0.0, description="source synthetic: noise added to the target "
-                                                                  "(default 0.1)")
+    noise: float | None = Field(default=None, ge=0.0,
+                                description="source synthetic (default 0.1): for classification the fraction of "
+                                            "labels flipped (at most 1), for regression the noise's std")
     split: Split = Field(default_factory=Split, description="how rows are split into train, val and test")
     standardize: bool = Field(default=True, description="scale features (and a regression target) to mean 0, "
                                                         "std 1, with the training split's statistics")
@@ -99,6 +143,8 @@ class DatasetSpec(Strict):
         elif self.source == "csv":
             if not self.path or not self.target:
                 raise field_error("path" if not self.path else "target", "source 'csv' needs 'path' and 'target'")
+            if (broken := path_rule(self.path)) is not None:
+                raise field_error("path", broken)
         else:
             self.task = self.task or "classification"
             self.n_samples = self.n_samples or 1000
@@ -109,6 +155,7 @@ class DatasetSpec(Strict):
                 self.n_classes = self.n_classes or 2
             elif self.n_classes is not None:
                 raise field_error("n_classes", "applies to task 'classification' only")
+            _check_synthetic_classes(self)
             if self.n_informative > self.n_features:
                 raise field_error(
                     "n_informative",
@@ -118,6 +165,20 @@ class DatasetSpec(Strict):
         if self.split.column is not None and self.source != "csv":
             raise field_error("split", "split by 'column' needs source 'csv'")
         return self
+
+    @property
+    def clusters_per_class(self) -> int:
+        """Synthetic classification: clusters per class (two need at least 4 informative features)."""
+        return 1 if (self.n_informative or 5) < 4 else 2
+
+    @property
+    def known_shape(self) -> tuple[int, int] | None:
+        """(rows, feature columns) when known before reading data: a CSV's only once it is read."""
+        if self.source == "sklearn":
+            return SKLEARN_SHAPES[self.name or ""]
+        if self.source == "synthetic":
+            return self.n_samples or 1000, self.n_features or 20
+        return None
 
     @property
     def known_task(self) -> str | None:

@@ -11,6 +11,13 @@ from pydantic import BaseModel, ValidationError
 from tuner.errors import Issue
 
 FIELD_MARK = "\x1f"  # separates a field name from its message in model-level errors
+RULES = {  # pydantic's words for a strict type, said as the rule the spec holds to
+    "finite_number": "must be a finite number (not inf or NaN)",
+    "int_type": "must be an integer (not a boolean, a fraction or text)",
+    "bool_type": "must be true or false",
+    "float_type": "must be a number (not a boolean or text)",
+    "string_type": "must be text",
+}
 
 
 def _model_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
@@ -65,6 +72,8 @@ def issues_from_validation_error(exc: ValidationError, root: type[BaseModel]) ->
         elif kind == "missing":
             msg = "this field is required"
             value = None
+        elif kind in RULES:
+            msg = f"{RULES[kind]}, but got {value!r}"
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
             if kind not in ("value_error", "assertion_error"):

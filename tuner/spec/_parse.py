@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from tuner.errors import Issue, SpecError
 from tuner.spec._errors import issues_from_validation_error
 from tuner.spec._job import JobSpec
+from tuner.spec._load import SpecLoader, loads_json
 from tuner.spec._rules import check_spec
 from tuner.spec._stages import complete_stages
 
@@ -58,7 +59,7 @@ def load_spec(source: str | Path | bytes) -> JobSpec:
                 raise SpecError.one("", f"cannot read spec file {str(path)!r}: {exc.strerror}") from None
         else:
             text = source.decode("utf-8") if isinstance(source, bytes) else str(source)
-        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        data = loads_json(text) if text.lstrip().startswith("{") else yaml.load(text, Loader=SpecLoader)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SpecError([Issue("", f"the spec is not valid YAML or JSON: {first}")]) from None

@@ -13,7 +13,7 @@ from tuner.spec._models import StageSpec
 from tuner.spec._priors import KnobRange
 from tuner.spec._stages import BASELINE, default_stages
 
-__all__ = ["check_spec"]
+__all__ = ["check_spec", "grid_points"]
 
 
 def _check_stages(stages: list[StageSpec], ranges: dict[str, KnobRange]) -> list[Issue]:
@@ -53,6 +53,14 @@ def _grid_size(spec: JobSpec, params: list[str]) -> tuple[int, list[str]]:
         layers = len(spec.model.hidden or []) if (p == "dropout" and rng.per_layer) else 1
         size *= len(vals) ** layers
     return size, missing
+
+
+def grid_points(spec: JobSpec, params: list[str]) -> int:
+    """Points in a stage's grid over ``params``: the product of their grids, a per-layer knob once per layer.
+
+    A knob without a finite grid counts 1 (``check_spec`` refuses it under the grid sampler).
+    """
+    return _grid_size(spec, params)[0]
 
 
 def check_spec(spec: JobSpec) -> list[Issue]:

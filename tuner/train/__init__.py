@@ -3,7 +3,7 @@
 Knows nothing of Optuna: a trial's knobs come in as ``tuner.knobs.Knobs``.
 """
 
-from tuner.train._data import Dataset, Split, load_dataset
+from tuner.train._data import Dataset, Split, data_dir, load_dataset
 from tuner.train._loop import EpochCallback, TrainResult, evaluate, loss_standard_error, train
 from tuner.train._models import MLP, build_model
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
@@ -15,6 +15,7 @@ __all__ = [
     "Split",
     "TrainResult",
     "build_model",
+    "data_dir",
     "evaluate",
     "features_kept_mask",
     "l2_penalty",

@@ -6,10 +6,16 @@ training split only, so nothing of the validation or test split leaks into it.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import itertools
+import math
 import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -17,7 +23,7 @@ from sklearn import datasets as skdatasets
 from sklearn.model_selection import train_test_split
 
 from tuner.errors import DataError
-from tuner.spec import DatasetSpec
+from tuner.spec import DatasetSpec, path_rule
 
 __all__ = ["Dataset", "Split", "data_dir", "load_dataset"]
 
@@ -29,6 +35,8 @@ _SKLEARN_LOADERS = {
     "diabetes": skdatasets.load_diabetes,
 }
 _FOLDS = ("train", "val", "test")
+_MAX_LINE_BYTES = 16 * 2**20
+_MISSING = ("", "nan", "na", "n/a", "null", "none")
 
 
 @dataclass(frozen=True)
@@ -65,12 +73,18 @@ class Dataset:
 
 
 def data_dir() -> Path:
-    """Where CSV paths are resolved: REGTUNE_DATA_DIR, or the working directory."""
-    return Path(os.environ.get("REGTUNE_DATA_DIR", ".")).resolve()
+    """Where CSV paths are resolved: REGTUNE_DATA_DIR, or a ``data`` folder in the working directory.
+
+    Never the working directory itself: it holds ``.env`` files, databases and the spec files.
+    """
+    return Path(os.environ.get("REGTUNE_DATA_DIR") or "data").resolve()
 
 
-def load_dataset(spec: DatasetSpec, seed: int) -> Dataset:
+def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> Dataset:
     """Load, split and (optionally) standardize the dataset a spec names.
+
+    Args:
+        max_cells: the most rows × columns a CSV file may hold (checked while it is read).
 
     Raises:
         DataError: the file is missing, escapes REGTUNE_DATA_DIR, or holds unusable values.
@@ -86,7 +100,7 @@ def load_dataset(spec: DatasetSpec, seed: int) -> Dataset:
         X, y, names, informative = _synthetic(spec, seed)
         task = spec.task or "classification"
     else:
-        X, y, names, folds, task = _read_csv(spec)
+        X, y, names, folds, task = _read_csv(spec, max_cells)
     return _assemble(spec, seed, X, y, names, folds, task, informative)
 
 
@@ -100,7 +114,7 @@ def _synthetic(spec: DatasetSpec, seed: int) -> tuple[np.ndarray, np.ndarray, li
     else:
         X, y = skdatasets.make_classification(
             n_samples=n, n_features=d, n_informative=k, n_redundant=0, n_repeated=0,
-            n_classes=spec.n_classes or 2, n_clusters_per_class=1 if k < 4 else 2, flip_y=noise,
+            n_classes=spec.n_classes or 2, n_clusters_per_class=spec.clusters_per_class, flip_y=noise,
             shuffle=False, random_state=seed,
         )
     width = len(str(d - 1))
@@ -108,56 +122,123 @@ def _synthetic(spec: DatasetSpec, seed: int) -> tuple[np.ndarray, np.ndarray, li
     return X, y, names, names[:k]  # shuffle=False puts the informative features first
 
 
-def _read_csv(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+def _open_csv(spec: DatasetSpec) -> BinaryIO:
+    """Open the spec's CSV file for reading: a regular file inside the data dir, never a dotfile.
+
+    The file is opened without blocking and checked before anything is read: a FIFO
+    would block ``open()`` forever, and a device or folder is no data.
+    """
     root = data_dir()
+    if (broken := path_rule(spec.path or "")) is not None:
+        raise DataError.one("dataset.path", broken, spec.path)
     path = (root / (spec.path or "")).resolve()
     if not path.is_relative_to(root):
-        raise DataError.one("dataset.path", f"must stay inside REGTUNE_DATA_DIR ({root}), but got "
-                            f"{spec.path!r}", spec.path)
+        raise DataError.one("dataset.path", f"must stay inside REGTUNE_DATA_DIR, but got {spec.path!r}", spec.path)
+    if any(part.startswith(".") for part in path.relative_to(root).parts):  # a link to a dotfile
+        raise DataError.one("dataset.path", f"must name no hidden file or folder, but {spec.path!r} leads to one",
+                            spec.path)
     try:
-        with path.open(newline="") as fh:
-            rows = list(csv.reader(fh))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise DataError.one("dataset.path", f"cannot read {spec.path!r}: {exc.strerror}", spec.path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError.one("dataset.path", f"must be a regular file, but {spec.path!r} is not (a folder, a FIFO "
+                            "or a device)", spec.path)
+    return open(fd, "rb")
+
+
+def _lines(fh: BinaryIO, spec: DatasetSpec) -> Iterator[str]:
+    """The file's lines as text, decoded one by one so that an error can name its line."""
+    for number in itertools.count(1):
+        raw = fh.readline(_MAX_LINE_BYTES)
+        if not raw:
+            return
+        if len(raw) == _MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise DataError.one("dataset.path", f"line {number} of {spec.path!r} is longer than "
+                                f"{_MAX_LINE_BYTES // 2**20} MiB")
+        try:
+            yield raw.removeprefix(codecs.BOM_UTF8 if number == 1 else b"").decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError.one("dataset.path", f"{spec.path!r} must be UTF-8 text, but line {number} is "
+                                "not") from None
+
+
+def _read_rows(spec: DatasetSpec, max_cells: int | None) -> list[list[str]]:
+    """Every row of the CSV file; errors name the line, never the file's content."""
+    rows: list[list[str]] = []
+    with _open_csv(spec) as fh:
+        reader = csv.reader(_lines(fh, spec))
+        try:
+            for row in reader:
+                if not row:
+                    continue  # a blank line (a trailing one, mostly) holds no row
+                rows.append(row)
+                if len(row) != len(rows[0]):
+                    raise DataError.one("dataset.path", f"line {reader.line_num} of {spec.path!r} has {len(row)} "
+                                        f"fields, the header {len(rows[0])}")
+                if max_cells is not None and len(rows) * len(row) > max_cells:
+                    raise DataError.one("dataset.path", f"{spec.path!r} holds more than {max_cells} cells (rows × "
+                                        "columns), the most allowed (REGTUNE_MAX_DATA_CELLS)")
+        except csv.Error as exc:
+            too_large = f"a field is larger than {csv.field_size_limit() // 1024} kB"
+            rule = too_large if "field limit" in str(exc) else "it is not valid CSV"
+            raise DataError.one("dataset.path", f"cannot read line {reader.line_num} of {spec.path!r}: "
+                                f"{rule}") from None
+    return rows
+
+
+def _read_csv(spec: DatasetSpec, max_cells: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+    rows = _read_rows(spec, max_cells)
     if len(rows) < 2:
         raise DataError.one("dataset.path", f"{spec.path!r} needs a header row and data rows")
     header, body = rows[0], rows[1:]
     fold_col = spec.split.column
     for col, fld in ((spec.target, "dataset.target"), (fold_col, "dataset.split.column")):
         if col is not None and col not in header:
-            raise DataError.one(fld, f"column {col!r} is not in {spec.path!r}; columns: {', '.join(header)}", col)
+            raise DataError.one(fld, f"column {col!r} is not in the header of {spec.path!r} (line 1, "
+                                f"{len(header)} columns)", col)
     t_idx = header.index(spec.target or "")
     f_idx = header.index(fold_col) if fold_col else None
     feat_idx = [i for i in range(len(header)) if i not in (t_idx, f_idx)]
     X = np.empty((len(body), len(feat_idx)), dtype=np.float64)
     for r, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DataError.one("dataset.path", f"line {r} has {len(row)} fields, the header {len(header)}")
         for c, i in enumerate(feat_idx):
             try:
                 X[r - 2, c] = float(row[i])
             except ValueError:
-                raise DataError.one("dataset.path", f"column {header[i]!r} must be numeric, but line {r} "
-                                    f"holds {row[i]!r}", row[i]) from None
-    if not np.isfinite(X).all():
-        raise DataError.one("dataset.path", "features must be finite numbers (no NaN or inf)")
-    raw_y = [row[t_idx] for row in body]
+                X[r - 2, c] = np.nan
+            if not math.isfinite(X[r - 2, c]):
+                raise DataError.one("dataset.path", f"line {r}, column {i + 1} of {spec.path!r} must be a finite "
+                                    "number (features are numeric; no NaN, inf or text)")
+    raw_y = [row[t_idx].strip() for row in body]
+    for r, value in enumerate(raw_y, start=2):
+        if value.lower() in _MISSING:
+            raise DataError.one("dataset.target", f"line {r}, column {t_idx + 1} of {spec.path!r}: the target "
+                                "is missing (empty, NaN or NA); every row needs one", spec.target)
     task = spec.task or _infer_task(raw_y)
-    y = np.asarray(raw_y) if task == "classification" else _floats(raw_y, spec.target or "")
+    y = np.asarray(raw_y) if task == "classification" else _floats(raw_y, spec, t_idx)
     folds = np.asarray([row[f_idx].strip().lower() for row in body]) if f_idx is not None else None
     if folds is not None:
-        bad = sorted(set(folds) - set(_FOLDS))
-        if bad:
-            raise DataError.one("dataset.split.column", f"values must be train, val or test, but got {bad[:5]}")
+        for r, fold in enumerate(folds, start=2):
+            if fold not in _FOLDS:
+                raise DataError.one("dataset.split.column", f"values must be train, val or test, but line {r}, "
+                                    f"column {(f_idx or 0) + 1} of {spec.path!r} is not", fold_col)
     return X, y, [header[i] for i in feat_idx], folds, task
 
 
-def _floats(values: list[str], column: str) -> np.ndarray:
-    try:
-        return np.asarray([float(v) for v in values])
-    except ValueError:
-        raise DataError.one("dataset.target", f"a regression target must be numeric; column {column!r} "
-                            "is not") from None
+def _floats(values: list[str], spec: DatasetSpec, column: int) -> np.ndarray:
+    out = np.empty(len(values))
+    for r, v in enumerate(values, start=2):
+        try:
+            out[r - 2] = float(v)
+        except ValueError:
+            out[r - 2] = np.nan
+        if not math.isfinite(out[r - 2]):
+            raise DataError.one("dataset.target", f"a regression target must be a finite number, but line {r}, "
+                                f"column {column + 1} of {spec.path!r} is not", spec.target)
+    return out
 
 
 def _infer_task(values: list[str]) -> str:
@@ -210,7 +291,11 @@ def _split(spec: DatasetSpec, seed: int, y: np.ndarray, task: str) -> dict[str, 
         try:
             a, b = train_test_split(pool, test_size=frac, random_state=seed, stratify=strat)
         except ValueError:  # a class too rare to stratify: split at random rather than fail
-            a, b = train_test_split(pool, test_size=frac, random_state=seed)
+            try:
+                a, b = train_test_split(pool, test_size=frac, random_state=seed)
+            except ValueError:
+                raise DataError.one("dataset.split", f"{len(y)} data rows are too few to split into train, val "
+                                    f"and test (val={val}, test={test}); each needs at least one row") from None
         return np.sort(a), np.sort(b)
 
     rest, test_rows = cut(rows, test)

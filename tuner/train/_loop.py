@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tuner.errors import TrialFailed
+from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
@@ -23,6 +23,9 @@ __all__ = ["EpochCallback", "TrainResult", "evaluate", "loss_standard_error", "t
 
 EpochCallback = Callable[[int, float, float], None]
 """Called after each epoch with (epoch, train_loss, val_loss); may raise to stop (pruning, cancel)."""
+
+STOP_POLL_S = 1.0
+"""How often ``should_stop`` is asked inside an epoch: a long epoch (large data, batch size 1) stops within it."""
 
 
 @dataclass
@@ -106,15 +109,17 @@ def _optimizer(model: MLP, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Opti
 
 
 def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
-          on_epoch: EpochCallback | None = None) -> TrainResult:
+          on_epoch: EpochCallback | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train one model under ``knobs`` and return its measurements at the kept epoch.
 
     Args:
         data: train and val splits (the test split is never read here).
         on_epoch: called with (epoch, train_loss, val_loss) after each epoch; may raise to stop.
+        should_stop: asked between batches, about once a second (``STOP_POLL_S``); True stops the run.
 
     Raises:
         TrialFailed: a loss became NaN or infinite.
+        Cancelled: ``should_stop`` answered True in the middle of an epoch.
     """
     started = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
@@ -131,10 +136,15 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     best: tuple[float, int, dict[str, Any] | None, tuple[float, float | None], tuple[float, float | None]] = (
         math.inf, 0, None, (0.0, None), (0.0, None))
     epoch = 0
+    next_poll = time.monotonic() + STOP_POLL_S
     for epoch in range(1, spec.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, spec.batch_size):
+            if should_stop is not None and time.monotonic() >= next_poll:
+                if should_stop():
+                    raise Cancelled(f"cancelled during epoch {epoch}")
+                next_poll = time.monotonic() + STOP_POLL_S
             rows = order[start:start + spec.batch_size]
             if len(rows) < 2 and model_spec.batch_norm:
                 continue  # batch norm cannot normalize a single row

@@ -6,12 +6,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from _service import make_spec
+from _service import make_spec, wait_for
 
 from api import repository
 from api.db import Database, migrate
 from api.tables import JobRow, JobStatus
-from api.worker import queue
+from api.worker import STALLED, Lease, queue
 from tuner import parse_spec
 
 
@@ -122,3 +122,28 @@ def test_racing_claims_take_each_job_exactly_once(db: Database) -> None:
         t.join()
     assert sorted(taken) == sorted(ids)
     assert all(len(owners) == 1 for owners in taken.values()), taken
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
+def test_a_job_that_makes_no_progress_stops_renewing_its_lease(db: Database) -> None:
+    [stuck_id, busy_id] = queued(db, 2)
+    assert claim(db, "stuck") is not None and claim(db, "busy") is not None
+    claimed = read(db, busy_id).lease_expires_at
+    stuck = Lease(db, job_id=stuck_id, owner="stuck", lease_seconds=60, heartbeat_seconds=0.05,
+                  shutdown=threading.Event(), stall_seconds=0.2)  # never asks should_stop(): no sign of life
+    busy = Lease(db, job_id=busy_id, owner="busy", lease_seconds=60, heartbeat_seconds=0.05,
+                 shutdown=threading.Event(), stall_seconds=30)
+    done = threading.Event()
+
+    def training() -> None:  # asks at every batch, as the training loop does
+        while not done.wait(0.01):
+            busy.should_stop()
+
+    with stuck, busy:
+        threading.Thread(target=training, daemon=True).start()
+        wait_for(lambda: stuck.reason == STALLED, 30, what="the stuck job's lease to see the stall")
+        last = read(db, stuck_id).lease_expires_at
+        wait_for(lambda: read(db, busy_id).lease_expires_at != claimed, 30, what="the busy job's lease renewed")
+        done.set()
+    assert read(db, stuck_id).lease_expires_at == last  # no renewal after the stall: it expires, and is taken back
+    assert stuck.should_stop() and busy.reason is None

@@ -70,6 +70,19 @@ def test_sigterm_finishes_the_epoch_and_gives_the_job_back(client: TestClient, r
     assert final["status"] == "succeeded" and [s["done"] for s in final["stages"]] == [1, 3]
 
 
+@pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
+def test_a_second_sigterm_exits_now_even_while_a_trial_is_held(client: TestClient, storage_url: str, tmp_path: Path,
+                                                              workers: Workers) -> None:
+    client.post("/jobs", json=make_spec("impatient", epochs=60, trials=3, hidden=[32], batch_size=8))
+    gate = EpochGate(tmp_path / "gate", trial=2, epoch=2)  # held until the end: no epoch boundary ever comes
+    workers.append(start_worker(storage_url, tmp_path / "w.log", gate))
+    gate.wait(alive=lambda: workers[0].poll() is None)
+    workers[0].send_signal(signal.SIGTERM)
+    wait_for(lambda: "SIGTERM received" in (tmp_path / "w.log").read_text(), 60, what="the worker to take SIGTERM")
+    workers[0].send_signal(signal.SIGTERM)
+    assert workers[0].wait(60) == 130  # the held trial never reaches a boundary: only the second signal ends it
+
+
 @pytest.mark.postgres
 def test_two_runners_race_over_30_jobs_and_run_each_once(postgres_url: str, tmp_path: Path,
                                                          workers: Workers) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import math
@@ -17,7 +18,7 @@ from PIL import Image, ImageStat
 
 from tuner import load_spec, run_job, write_report
 from tuner.plots import PLOTS, render_plot, render_plots
-from tuner.report import Report, StageProgress, render_html, stage_progress
+from tuner.report import FeatureSummary, Report, StageProgress, render_html, stage_progress
 
 TRIAL_PLOTS = {"pareto", "history", "knobs", "sparsity"}
 L1 = FloatDistribution(1e-5, 1e-1, log=True)
@@ -229,3 +230,39 @@ report: {top_k: 2, seeds: 1}
     assert "sepal length (cm)" in page or "petal width (cm)" in page or not report.features.removed
     assert not re.search(r"https?://", page)
     assert math.isfinite(report.chosen.val_loss)
+
+
+MATHTEXT = ["$x^2$", r"$\frac{a$", "price ($)", "a$b$c", "$$", r"\$ok$", r"$\notacommand$", "x_1^{2}", "50%$"]
+
+
+def test_user_text_is_drawn_literally_never_as_mathtext(trials: list[FrozenTrial]) -> None:
+    report = _report()
+    report.features = FeatureSummary(kept=MATHTEXT[::2], removed=MATHTEXT[1::2])
+    report.candidates[1].stage = "$x$"  # the spec's name rules keep '$' out of stage names; drawn safely anyway
+    odd = [optuna.trial.create_trial(value=t.value, params=t.params, distributions=t.distributions,
+                                     user_attrs={**t.user_attrs, "stage": r"$\bad{$"}) for t in trials[:4]]
+    pngs = render_plots(report, odd + trials[4:])
+    assert set(pngs) == set(PLOTS)
+    for png in pngs.values():
+        assert_drawn(png)
+
+
+def test_a_csv_with_mathtext_headers_gets_every_plot_and_its_page(tmp_path: Path, sqlite_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    header = [f'"{h}"' for h in MATHTEXT] + ["y"]
+    rows = [",".join(f"{(i * (j + 3)) % 11 / 3:.3f}" for j in range(len(MATHTEXT))) + f",{i % 2}" for i in range(60)]
+    (tmp_path / "d.csv").write_text("\n".join([",".join(header), *rows]) + "\n", encoding="utf-8")
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
+    spec = load_spec(json.dumps({
+        "name": "mathtext", "dataset": {"source": "csv", "path": "d.csv", "target": "y"},
+        "model": {"kind": "linear"}, "training": {"epochs": 2, "batch_size": 32},
+        "search": {"sampler": "random", "pruner": "none", "space": {"l1": {"low": 1e-3, "high": 1e-1, "log": True}},
+                   "stages": [{"name": "baseline", "params": [], "trials": 1}, {"name": "l1", "params": ["l1"],
+                                                                                "trials": 2}]},
+        "report": {"top_k": 1, "seeds": 0}}))
+    report = run_job(spec, storage=sqlite_url, out_dir=tmp_path / "out")
+    assert report.features is not None
+    assert sorted(report.features.kept + report.features.removed) == sorted(MATHTEXT)
+    assert {p.name for p in (tmp_path / "out" / "plots").iterdir()} >= {"features.png", "sparsity.png"}
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert all(html.escape(name) in page for name in report.features.removed)

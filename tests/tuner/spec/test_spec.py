@@ -151,3 +151,88 @@ def test_json_text_and_yaml_file_give_the_same_spec(tiny: Tiny, tmp_path: Any) -
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(tiny()))
     assert load_spec(path) == load_spec(json.dumps(tiny()))
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(("over", "field"), [
+    ({"training": {"early_stopping": {"patience": 2, "min_delta": INF}}}, "training.early_stopping.min_delta"),
+    ({"training": {"lr": INF}}, "training.lr"),
+    ({"training": {"lr": NAN}}, "training.lr"),
+    ({"training": {"momentum": -INF}}, "training.momentum"),
+    ({"dataset": {"source": "synthetic", "name": None, "noise": INF}}, "dataset.noise"),
+    ({"dataset": {"split": {"val": NAN}}}, "dataset.split.val"),
+    ({"search": {"space": {"l2": {"low": 1e-5, "high": INF, "log": True}}}}, "search.space.l2.high"),
+    ({"search": {"space": {"l2": {"low": 1e-5, "high": 1e-1, "values": [1e-3, NAN]}}}}, "search.space.l2.values[1]"),
+])
+def test_every_float_is_finite(tiny: Tiny, over: dict[str, Any], field: str) -> None:
+    got = issues(tiny(**over))
+    assert list(got) == [field] and got[field].startswith("must be a finite number (not inf or NaN), but got ")
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("training: {lr: .inf}", "training.lr"),
+    ("training: {early_stopping: {patience: 2, min_delta: .nan}}", "training.early_stopping.min_delta"),
+])
+def test_yaml_inf_and_nan_are_refused(tiny: Tiny, text: str, field: str) -> None:
+    import yaml
+
+    doc = yaml.safe_dump({k: v for k, v in tiny().items() if k != "training"}) + text + "\n"
+    with pytest.raises(SpecError) as info:
+        load_spec(doc)
+    assert [i.field for i in info.value.issues] == [field]
+
+
+@pytest.mark.parametrize(("over", "field", "message"), [
+    ({"training": {"epochs": True}}, "training.epochs",
+     "must be an integer (not a boolean, a fraction or text), but got True"),
+    ({"training": {"batch_size": 64.0}}, "training.batch_size",
+     "must be an integer (not a boolean, a fraction or text), but got 64.0"),
+    ({"search": {"stages": [{"name": "baseline", "params": [], "trials": "1"}]}}, "search.stages[0].trials",
+     "must be an integer (not a boolean, a fraction or text), but got '1'"),
+    ({"training": {"lr": True}}, "training.lr", "must be a number (not a boolean or text), but got True"),
+    ({"dataset": {"standardize": 1}}, "dataset.standardize", "must be true or false, but got 1"),
+    ({"dataset": {"source": "synthetic", "name": None, "noise": 1.5}}, "dataset.noise",
+     "for classification noise is the fraction of labels flipped, so noise <= 1 must hold, but got noise=1.5"),
+    ({"dataset": {"source": "synthetic", "name": None, "n_samples": 20, "n_classes": 10}}, "dataset.n_samples",
+     "each class needs rows in train, val and test: n_samples >= 3 * n_classes = 30 must hold, but got n_samples=20"),
+    ({"dataset": {"source": "synthetic", "name": None, "n_classes": 3, "n_informative": 1, "n_features": 2}},
+     "dataset.n_classes", "n_classes * clusters <= 2**n_informative must hold (each class needs its own corners "
+     "of the informative space), but got n_classes=3, clusters=1, n_informative=1"),
+    ({"dataset": {"source": "csv", "name": None, "path": "a\x00b.csv", "target": "y"}}, "dataset.path",
+     "must be a file name without control characters (NUL, newline, ...)"),
+    ({"dataset": {"source": "csv", "name": None, "path": ".env", "target": "y"}}, "dataset.path",
+     "must name no hidden file or folder (a part starting with '.', '..' included), but got '.env'"),
+    ({"dataset": {"source": "csv", "name": None, "path": "d/../../x.csv", "target": "y"}}, "dataset.path",
+     "must name no hidden file or folder (a part starting with '.', '..' included), but got 'd/../../x.csv'"),
+    ({"dataset": {"source": "csv", "name": None, "path": "/etc/passwd", "target": "y"}}, "dataset.path",
+     "must be relative to REGTUNE_DATA_DIR, but got '/etc/passwd'"),
+])
+def test_inputs_that_used_to_fail_at_run_time_are_refused_at_submit(tiny: Tiny, over: dict[str, Any], field: str,
+                                                                   message: str) -> None:
+    assert issues(tiny(**over)) == {field: message}
+
+
+def test_yaml_reads_exponents_without_a_dot_as_numbers(tiny: Tiny) -> None:
+    import yaml
+
+    doc = yaml.safe_dump({k: v for k, v in tiny().items() if k != "training"}) + "training: {lr: 1e-3, epochs: 2}\n"
+    assert load_spec(doc).training.lr == 1e-3  # YAML 1.2, as JSON: strict types need no quoted floats
+
+
+@pytest.mark.parametrize(("text", "field", "where"), [
+    ("name: a\nname: b\n", "name", " (line 2, column 1)"),
+    ("name: a\ntraining:\n  lr: 0.1\n  epochs: 2\n  lr: 0.5\n", "training.lr", " (line 5, column 3)"),
+    ("search:\n  stages:\n    - {name: x, trials: 1, trials: 2}\n", "search.stages[0].trials", " (line 3, column 28)"),
+    ('{"name": "a", "name": "b"}', "name", ""),
+    ('{"training": {"lr": 0.1, "lr": 0.5}}', "training.lr", ""),
+    ('{"search": {"stages": [{"name": "x", "trials": 1, "trials": 2}]}}', "search.stages[0].trials", ""),
+])
+def test_duplicate_keys_are_refused_naming_the_key(text: str, field: str, where: str) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(text)
+    key = field.rsplit(".", 1)[-1]
+    assert [(i.field, i.message) for i in info.value.issues] == [
+        (field, f"the key {key!r} appears more than once in one mapping{where}; give each key once "
+                "(YAML and JSON would silently keep the last)")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from tuner import DataError, parse_spec
-from tuner.train import load_dataset
+from tuner.train import data_dir, load_dataset
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -67,8 +68,9 @@ def test_csv_with_a_fold_column(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.
 def test_csv_path_may_not_escape_the_data_dir(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "data").mkdir()
     _csv(tmp_path / "secret.csv", [["a", "y"], [1, 0], [2, 1]])
+    (tmp_path / "data" / "link.csv").symlink_to(tmp_path / "secret.csv")  # ".." is refused at submit already
     monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path / "data"))
-    spec = parse_spec(tiny(dataset={"source": "csv", "name": None, "path": "../secret.csv", "target": "y"}))
+    spec = parse_spec(tiny(dataset={"source": "csv", "name": None, "path": "link.csv", "target": "y"}))
     with pytest.raises(DataError) as info:
         load_dataset(spec.dataset, seed=0)
     assert info.value.issues[0].field == "dataset.path"
@@ -79,5 +81,79 @@ def test_csv_with_text_in_a_feature_column(tiny: Tiny, tmp_path: Path, monkeypat
     _csv(tmp_path / "d.csv", [["a", "y"], [1, 0], ["oops", 1]])
     monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
     spec = parse_spec(tiny(dataset={"source": "csv", "name": None, "path": "d.csv", "target": "y"}))
-    with pytest.raises(DataError, match="column 'a' must be numeric, but line 3 holds 'oops'"):
+    with pytest.raises(DataError) as info:
         load_dataset(spec.dataset, seed=0)
+    assert str(info.value.issues[0]) == ("dataset.path: line 3, column 1 of 'd.csv' must be a finite number "
+                                         "(features are numeric; no NaN, inf or text)")
+    assert "oops" not in str(info.value)  # an error quotes no file content
+
+
+def _csv_spec(tiny: Tiny, path: str = "d.csv", target: str = "y") -> Any:
+    return parse_spec(tiny(dataset={"source": "csv", "name": None, "path": path, "target": target}))
+
+
+def _load_error(tiny: Tiny, path: str = "d.csv", target: str = "y", max_cells: int | None = None) -> str:
+    with pytest.raises(DataError) as info:
+        load_dataset(_csv_spec(tiny, path, target).dataset, seed=0, max_cells=max_cells)
+    assert len(info.value.issues) == 1
+    return str(info.value.issues[0])
+
+
+GOOD_ROWS = "".join(f"{i},{i % 3}\n" for i in range(30))
+
+
+@pytest.mark.parametrize(("content", "error"), [
+    (b"a,y\n1,0\n\xe9t\xe9,1\n" + GOOD_ROWS.encode(), "dataset.path: 'd.csv' must be UTF-8 text, but line 3 is not"),
+    (b"a,y\n" + b"7" * 200_000 + b",1\n", "dataset.path: cannot read line 2 of 'd.csv': a field is larger than 128 kB"),
+    (b"a,y\n1,0\n2,1\n", "dataset.split: 2 data rows are too few to split into train, val and test (val=0.2, "
+                          "test=0.2); each needs at least one row"),
+    (b"a,y\n" + "".join(f"{i},{'nan' if i == 4 else i / 7}\n" for i in range(30)).encode(),
+     "dataset.target: line 6, column 2 of 'd.csv': the target is missing (empty, NaN or NA); every row needs one"),
+    (b"a,y\n" + "".join(f"{i},{'' if i == 4 else i % 2}\n" for i in range(30)).encode(),
+     "dataset.target: line 6, column 2 of 'd.csv': the target is missing (empty, NaN or NA); every row needs one"),
+    (b"a,y\n1,0\n\n2,1,3\n", "dataset.path: line 4 of 'd.csv' has 3 fields, the header 2"),
+    (b"PASSWORD=hunter2\n1\n", "dataset.target: column 'y' is not in the header of 'd.csv' (line 1, 1 columns)"),
+])
+def test_bad_csv_files_fail_naming_the_field_and_line(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     content: bytes, error: str) -> None:
+    (tmp_path / "d.csv").write_bytes(content)
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
+    assert _load_error(tiny) == error
+    assert "hunter2" not in error and "\\xe9" not in error
+
+
+def test_files_that_are_not_regular_are_refused_before_they_are_opened(
+        tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    os.mkfifo(tmp_path / "pipe.csv")  # open() on a FIFO with no writer blocks forever
+    (tmp_path / "folder.csv").mkdir()
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
+    for name in ("pipe.csv", "folder.csv"):
+        assert _load_error(tiny, name) == (f"dataset.path: must be a regular file, but {name!r} is not (a folder, "
+                                           "a FIFO or a device)")
+
+
+def test_a_link_to_a_dotfile_is_refused(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("y,PASSWORD\n1,hunter2\n")
+    (tmp_path / "d.csv").symlink_to(tmp_path / ".env")
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
+    assert _load_error(tiny) == "dataset.path: must name no hidden file or folder, but 'd.csv' leads to one"
+
+
+def test_the_default_data_dir_is_a_data_folder(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data").mkdir()
+    _csv(tmp_path / "d.csv", [["a", "y"], *[[i, i % 2] for i in range(30)]])  # in the working directory: not found
+    _csv(tmp_path / "data" / "e.csv", [["a", "y"], *[[i, i % 2] for i in range(30)]])
+    monkeypatch.delenv("REGTUNE_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert data_dir() == tmp_path / "data"
+    assert _load_error(tiny).startswith("dataset.path: cannot read 'd.csv'")
+    assert len(load_dataset(_csv_spec(tiny, "e.csv").dataset, seed=0).train) == 18
+
+
+def test_a_csv_over_the_cell_limit_is_refused_while_it_is_read(tiny: Tiny, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    _csv(tmp_path / "d.csv", [["a", "b", "y"], *[[i, -i, i % 2] for i in range(40)]])
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
+    assert _load_error(tiny, max_cells=100) == ("dataset.path: 'd.csv' holds more than 100 cells (rows × columns), "
+                                                "the most allowed (REGTUNE_MAX_DATA_CELLS)")
+    assert len(load_dataset(_csv_spec(tiny).dataset, seed=0, max_cells=123).train) == 24  # 41 × 3 cells
