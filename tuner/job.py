@@ -16,7 +16,7 @@ from tuner.backends import executor_for
 from tuner.errors import SpecError
 from tuner.limits import Limits, check_limits, check_work, estimate_work
 from tuner.report import Report, build_report, render_html, render_markdown, stage_progress
-from tuner.search import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage
+from tuner.search import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage, run_path
 from tuner.spec import JobSpec
 from tuner.storage import open_storage
 from tuner.train import Dataset, load_dataset
@@ -106,7 +106,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
                        should_stop=should_stop,
                        on_trial=partial(progress.trial_finished, stage.name) if progress else None)
         if done < stage.trials:
-            executor(run, search_data, storage)
+            (run_path if stage.path else executor)(run, search_data, storage)
         outcome = close_stage(run, outcomes, name)
         for key, value in outcome.fixed.items():
             fixed[key] = value

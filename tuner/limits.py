@@ -25,9 +25,12 @@ from itertools import pairwise
 from tuner.errors import Issue, RegtuneError
 from tuner.spec import JobSpec, grid_points
 
-__all__ = ["Limits", "Work", "attempts_allowed", "check_limits", "check_work", "estimate_work"]
+__all__ = ["LAMBDA_MAX_FITS", "Limits", "Work", "attempts_allowed", "check_limits", "check_work", "estimate_work"]
 
 SKLEARN_OUTPUTS = {"digits": 10, "breast_cancer": 2, "wine": 3, "iris": 3, "diabetes": 1}
+
+
+LAMBDA_MAX_FITS = 16  # trainings an L1 path may spend finding its λ_max (outside its trials)
 
 
 def attempts_allowed(trials: int) -> int:
@@ -139,9 +142,12 @@ def estimate_work(spec: JobSpec, *, rows: int, features: int, outputs: int, trai
         kept = 1.0 if split.column is not None else 1.0 - (split.val or 0.0) - (split.test or 0.0)
         train_rows = max(1, math.ceil(rows * kept))
     searches = sum(attempts_allowed(stage.trials) for stage in spec.stages)
-    candidates = 1 + spec.report.top_k * (2 if spec.report.choose == "one_se" else 1)
+    candidates = 1 + spec.report.top_k * (2 if spec.report.choose == "one_se" else 1) + (
+        1 if any(stage.path for stage in spec.stages) else 0)  # the path's own one-SE point
     reruns = candidates * (1 + spec.report.seeds)
-    return Work(trainings=searches + reruns, epochs=spec.training.epochs,
+    folds = spec.dataset.split.folds or 1  # a cross-validated training trains every fold
+    extra = LAMBDA_MAX_FITS * sum(bool(stage.path) for stage in spec.stages) + (2 if folds > 1 else 0)  # refits
+    return Work(trainings=(searches + reruns) * folds + extra, epochs=spec.training.epochs,
                 steps_per_epoch=math.ceil(train_rows / spec.training.batch_size),
                 parameters=_parameters(spec, features, outputs))
 

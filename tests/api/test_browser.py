@@ -44,6 +44,15 @@ SPEC: dict[str, Any] = {
     },
     "report": {"top_k": 2, "seeds": 1},
 }
+PATH_SPEC: dict[str, Any] = {  # a linear model whose one stage walks the L1 path
+    "name": "browser-path",
+    "dataset": {"source": "sklearn", "name": "iris"},
+    "model": {"kind": "linear"},
+    "training": {"epochs": 200, "batch_size": 256, "lr": 0.05, "early_stopping": {"patience": 10}},
+    "search": {"pruner": "none", "space": {"l1": {"low": 1.0e-4, "high": 1.0e-1, "log": True}},
+               "stages": [{"name": "l1", "params": ["l1"], "trials": 8, "path_eps": 0.01}]},
+    "report": {"top_k": 2, "seeds": 1, "choose": "one_se"},
+}
 # Each image drawn on a canvas: its size, and the spread of its pixels' brightness (0 for a blank image).
 IMAGES_JS = """() => Array.from(document.images).map(img => {
   const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
@@ -126,10 +135,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         time.sleep(5)
 
 
-@pytest.fixture(scope="module")
-def job(service: str) -> dict[str, Any]:
-    """A small job, run by the service to the end."""
-    r = httpx.post(f"{service}/jobs", json=SPEC, timeout=30)
+def _run(service: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Submit ``spec`` and wait until the service has run it to the end."""
+    r = httpx.post(f"{service}/jobs", json=spec, timeout=30)
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
 
@@ -140,6 +148,18 @@ def job(service: str) -> dict[str, Any]:
     done = wait_for(finished, timeout=240, every=1.0, what=f"job {job_id} to finish")
     assert done["status"] == "succeeded", done
     return done
+
+
+@pytest.fixture(scope="module")
+def job(service: str) -> dict[str, Any]:
+    """A small job, run by the service to the end."""
+    return _run(service, SPEC)
+
+
+@pytest.fixture(scope="module")
+def path_job(service: str) -> dict[str, Any]:
+    """A small job whose one stage is an L1 path, run by the service to the end."""
+    return _run(service, PATH_SPEC)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +238,8 @@ def test_dashboard_shows_the_studies_with_their_metadata(service: str, job: dict
     assert seen.errors == [] and seen.outside() == []
     assert all(f"{prefix}/{stage}" in seen.page.inner_text("body") for stage in ("baseline", "l2", "joint"))
 
-    sid = httpx.get(f"{service}/api/studies", timeout=30).json()["study_summaries"][-1]["study_id"]
+    summaries = httpx.get(f"{service}/api/studies", timeout=30).json()["study_summaries"]
+    sid = next(s["study_id"] for s in summaries if s["study_name"] == f"{prefix}/joint")
     study = visit(f"{service}/dashboard/studies/{sid}", "dashboard-study", ready=".main-svg")
     assert study.errors == [] and study.outside() == []
     text = study.page.inner_text("body")
@@ -233,3 +254,19 @@ def test_dashboard_shows_the_studies_with_their_metadata(service: str, job: dict
     body = trials.page.inner_text("body")
     for key in ("train_loss", "val_loss", "gap", "sparsity"):
         assert key in body, f"trial user attr {key!r} not shown"
+
+
+def test_job_page_shows_the_l1_path_and_the_cost_table(service: str, path_job: dict[str, Any],
+                                                        visit: Any) -> None:
+    seen = visit(f"{service}/jobs/{path_job['id']}/report.html", "job-page-l1-path")
+    assert seen.errors == [] and seen.outside() == []
+    images = {img["alt"]: img for img in seen.page.evaluate(IMAGES_JS)}
+    path = images["l1 path"]
+    assert path["width"] >= 600 and path["height"] >= 150 and path["spread"] > 10, path
+    assert "The L1 path" in seen.page.inner_text("#l1_path figcaption")
+    rows = [r.split("\t") for r in seen.page.locator("#cost tr").all_inner_texts()]
+    assert rows[0][:2] == ["stage", "trials"] and "epochs run / budgeted" in rows[0]
+    assert [r[0] for r in rows[1:]] == ["baseline", "l1", "re-training over seeds", "total"]
+    assert rows[2][1] == "8"  # the path's eight points, one trial each
+    report = httpx.get(f"{service}/jobs/{path_job['id']}/report", timeout=30).json()
+    assert len(report["l1_path"]) == 8 and report["l1_path"][0]["features_kept"] == 0

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial
 
 from tuner.plots._base import DPI, LOCK
+from tuner.plots._path import l1_path
 from tuner.plots._report import candidates, features, importances, learning_curves
 from tuner.plots._trials import history, knobs, pareto, sparsity
 from tuner.report import Report
@@ -31,6 +32,7 @@ PLOTS: dict[str, PlotFn] = {
     "importances": importances,
     "candidates": candidates,
     "sparsity": sparsity,
+    "l1_path": l1_path,
     "features": features,
 }
 """Every plot by name, in the order the job page shows them."""

@@ -9,6 +9,8 @@ is given; drawing them is ``tuner.plots``'s part, so this package needs no matpl
 
 from tuner.report._build import build_report, pareto_front
 from tuner.report._candidates import Candidate
+from tuner.report._cost import retrain_cost, stage_cost, total_cost
+from tuner.report._explain import EDGE, bound_hits, pareto_choice, stable_features
 from tuner.report._html import (
     CAPTIONS,
     CSS,
@@ -18,41 +20,67 @@ from tuner.report._html import (
     render_html,
     stage_progress,
 )
-from tuner.report._markdown import diagnose, render_markdown
+from tuner.report._markdown import diagnose, epoch_gaps, render_markdown
 from tuner.report._model import (
+    BoundHit,
     CandidateSummary,
     ChosenRun,
     Curves,
+    EpochGap,
+    FeatureStability,
     FeatureSummary,
+    LambdaMaxSearch,
     LearningCurve,
+    ParetoChoice,
     ParetoPoint,
+    PathPoint,
+    Refit,
     Report,
     RunSummary,
     SeedSummary,
+    StageCost,
     StageSummary,
+    Validation,
 )
 
 __all__ = [
     "CAPTIONS",
     "CSS",
+    "EDGE",
+    "BoundHit",
     "Candidate",
     "CandidateSummary",
     "ChosenRun",
     "Curves",
+    "EpochGap",
+    "FeatureStability",
     "FeatureSummary",
+    "LambdaMaxSearch",
     "LearningCurve",
+    "ParetoChoice",
     "ParetoPoint",
+    "PathPoint",
+    "Refit",
     "Report",
     "RunSummary",
     "SeedSummary",
+    "StageCost",
     "StageLike",
     "StageProgress",
     "StageSummary",
+    "Validation",
+    "bound_hits",
     "build_report",
     "diagnose",
+    "epoch_gaps",
     "html_document",
+    "pareto_choice",
     "pareto_front",
     "render_html",
     "render_markdown",
+    "retrain_cost",
+    "stable_features",
+    "stage_cost",
     "stage_progress",
+    "total_cost",
 ]

@@ -8,32 +8,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import optuna
 import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
 
-from tuner.knobs import knob_of
+from tuner.knobs import Knobs, knob_of
 from tuner.report._candidates import Candidate, choose, one_se_extras, retrain_candidates, top_configs
+from tuner.report._cost import retrain_cost, stage_cost, total_cost
+from tuner.report._explain import bound_hits, pareto_choice, stable_features
 from tuner.report._markdown import diagnose
-from tuner.report._model import (
-    CandidateSummary,
-    ChosenRun,
-    Curves,
-    FeatureSummary,
-    LearningCurve,
-    ParetoPoint,
-    Report,
-    RunSummary,
-    SeedSummary,
-    StageSummary,
-    Task,
-)
-from tuner.search import StageOutcome, complete_trials
+from tuner.report._model import Report, RunSummary
+from tuner.search import StageOutcome, complete_trials, one_se_point, path_summary
 from tuner.spec import JobSpec
-from tuner.train import Dataset, TrainResult, evaluate
+from tuner.train import Dataset, TrainResult, evaluate, refit
 
 __all__ = ["build_report", "pareto_front"]
 
@@ -52,19 +42,56 @@ def _searched(config: dict[str, float], spec: JobSpec) -> dict[str, float]:
     return {k: v for k, v in config.items() if knob_of(k) in knobs}
 
 
-def _measure(spec: JobSpec, run: TrainResult, data: Dataset) -> dict[str, Any]:
+def _final(spec: JobSpec, data: Dataset, cand: Candidate,
+           should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """The model whose test score is reported: the candidate's own run, or with folds a refit on every non-test row.
+
+    A cross-validated run has one model per fold and none for all the data; the
+    refit trains for the folds' mean best epoch, as no validation rows are left.
+    """
+    if not data.folds:
+        return cand.first
+    knobs = Knobs.from_params(cand.config, len(spec.model.hidden or []))
+    return refit(data, spec.model, spec.training, knobs, spec.seed, cand.first.best_epoch, should_stop)
+
+
+def _measure(spec: JobSpec, run: TrainResult, data: Dataset, fitted: TrainResult) -> dict[str, Any]:
+    """Train/val measures of ``run`` and the one test score of ``fitted`` (the same run without folds)."""
     out: dict[str, Any] = {"train_loss": run.train_loss, "val_loss": run.val_loss, "gap": run.gap,
-                           "epochs": run.epochs, "sparsity": run.sparsity, "features_kept": run.features_kept}
+                           "epochs": run.epochs, "sparsity": fitted.sparsity, "features_kept": fitted.features_kept}
     if run.train_acc is not None:
         out |= {"train_acc": run.train_acc, "val_acc": run.val_acc}
-    assert data.test is not None and run.model is not None
-    test_loss, test_acc = evaluate(run.model, data.test, data.task)
+    if run.val_loss_se is not None:
+        out["val_loss_se"] = run.val_loss_se
+        out["fold_val_losses"] = run.fold_val_losses
+    if fitted is not run:
+        out["refit"] = {"rows": len(data.train), "epochs": fitted.epochs}
+    assert data.test is not None and fitted.model is not None
+    test_loss, test_acc = evaluate(fitted.model, data.test, data.task)
     out["test_loss"] = test_loss
     if data.task == "classification":
         out["test_acc"] = test_acc
     else:
         out["test_rmse"] = math.sqrt(test_loss) * data.target_scale
     return out
+
+
+def _epoch_gaps(run: TrainResult) -> dict[str, Any]:
+    """The gap at the epoch of lowest val loss and at the last epoch trained, from the learning curves.
+
+    Early stopping is itself a regularizer: the kept model's gap hides how far
+    training would have overfit had it gone on.
+    """
+    if not run.curve_val:
+        return {}
+    best = min(range(len(run.curve_val)), key=run.curve_val.__getitem__)
+    last = len(run.curve_val) - 1
+
+    def at(i: int) -> dict[str, Any]:
+        return {"epoch": i + 1, "train_loss": run.curve_train[i], "val_loss": run.curve_val[i],
+                "gap": run.curve_val[i] - run.curve_train[i]}
+
+    return {"best_epoch": at(best), "last_epoch": at(last)}
 
 
 def _importances(spec: JobSpec, trials: list[FrozenTrial]) -> dict[str, float]:
@@ -102,7 +129,7 @@ def _importances(spec: JobSpec, trials: list[FrozenTrial]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in imp.items()}
 
 
-def _features(spec: JobSpec, data: Dataset, chosen: TrainResult) -> FeatureSummary | None:
+def _features(spec: JobSpec, data: Dataset, chosen: TrainResult) -> dict[str, Any] | None:
     if spec.search.space.l1 is None:
         return None
     kept = [n for n, keep in zip(data.feature_names, chosen.features_mask, strict=True) if keep]
@@ -114,32 +141,28 @@ def _features(spec: JobSpec, data: Dataset, chosen: TrainResult) -> FeatureSumma
         out["informative_total"] = len(info)
         out["noise_removed"] = sum(n not in info for n in removed)
         out["noise_total"] = data.n_features - len(info)
-    return FeatureSummary(**out)
+    return out
 
 
-def _stage_summary(spec: JobSpec, outcome: StageOutcome) -> StageSummary:
+def _stage_summary(spec: JobSpec, outcome: StageOutcome) -> dict[str, Any]:
     best = outcome.best
-    return StageSummary(
-        name=outcome.name, study_name=outcome.study_name, trials=outcome.trials,
-        best_trial=best.number if best else None,
-        best_value=(best.values[0] if len(best.values) == 1 else best.values) if best and best.values else None,
-        best_params=_searched(best.user_attrs.get("config", {}), spec) if best else {},
-        fixes=outcome.fixed,
-    )
+    out = {
+        "name": outcome.name, "study_name": outcome.study_name, "trials": outcome.trials,
+        "best_trial": best.number if best else None,
+        "best_value": (best.values[0] if len(best.values) == 1 else best.values) if best and best.values else None,
+        "best_params": _searched(best.user_attrs.get("config", {}), spec) if best else {},
+        "fixes": outcome.fixed,
+    }
+    attrs = outcome.study.user_attrs
+    if "l1_max" in attrs:  # a path stage: where it started, and the fits that found it (outside the trials)
+        out |= {"l1_max": attrs["l1_max"], "l1_max_found": attrs.get("l1_max_found", {})}
+    return out
 
 
-def _candidate_summary(spec: JobSpec, c: Candidate) -> CandidateSummary:
-    return CandidateSummary(stage=c.stage, trial=c.trial, params=_searched(c.config, spec),
-                            val_loss_mean=c.mean, val_loss_std=c.std, val_loss_se=c.se, n=len(c.runs),
-                            val_losses=c.val_losses)
-
-
-def _seeds(c: Candidate) -> SeedSummary:
-    return SeedSummary(n=len(c.runs), val_loss_mean=c.mean, val_loss_std=c.std)
-
-
-def _curve(run: TrainResult) -> LearningCurve:
-    return LearningCurve(train=run.curve_train, val=run.curve_val)
+def _candidate_summary(spec: JobSpec, c: Candidate) -> dict[str, Any]:
+    return {"stage": c.stage, "trial": c.trial, "params": _searched(c.config, spec),
+            "val_loss_mean": c.mean, "val_loss_std": c.std, "val_loss_se": c.se, "n": len(c.runs),
+            "val_losses": c.val_losses}
 
 
 def _constant_loss(data: Dataset) -> float:
@@ -152,53 +175,98 @@ def _constant_loss(data: Dataset) -> float:
     return float(y.var(unbiased=False))
 
 
+def _pick(trial: FrozenTrial) -> tuple[str, int | None, dict[str, float]]:
+    """A trial as a candidate to re-train: its stage, its number in that stage's study, its configuration."""
+    return str(trial.user_attrs["stage"]), trial.number, trial.user_attrs["config"]
+
+
 def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
                  should_stop: Callable[[], bool] | None = None) -> Report:
     """Re-train the final candidates, choose, and measure the test split once.
+
+    The parts are gathered as JSON-ready values (the explaining notes read them so)
+    and checked once, at the end, against the ``Report`` model.
 
     Returns:
         The report; ``report.model_dump_json()`` is ``report.json``.
     """
     search_data = data.without_test()
     baseline_outcome = outcomes[0]
-    last = outcomes[-1]
-    top = top_configs(spec, complete_trials(last.study), spec.report.top_k) if last is not baseline_outcome else []
+    searched = [t for o in outcomes[1:] for t in complete_trials(o.study)]  # every stage: a late one may not help
+    top = top_configs(spec, searched, spec.report.top_k)
     base_trial = baseline_outcome.best
     picks: list[tuple[str, int | None, dict[str, float]]] = [
         (baseline_outcome.name, base_trial.number if base_trial else None,
          base_trial.user_attrs["config"] if base_trial else {})]
-    picks += [(last.name, t.number, t.user_attrs["config"]) for t in top
-              if t.user_attrs["config"] != picks[0][2]]
+    picks += [_pick(t) for t in top if t.user_attrs["config"] != picks[0][2]]
     candidates = retrain_candidates(spec, search_data, picks, should_stop)
+    path_trials = [t for o, st in zip(outcomes, spec.stages, strict=True) if st.path for t in complete_trials(o.study)]
+    path = path_summary(path_trials, data.feature_names)
     if spec.report.choose == "one_se" and top:
-        extras = one_se_extras(spec, complete_trials(last.study), candidates, spec.report.top_k)
-        candidates += retrain_candidates(spec, search_data, [(last.name, t.number, t.user_attrs["config"])
-                                                             for t in extras], should_stop)
+        extras = one_se_extras(spec, searched, candidates, spec.report.top_k)
+        sparse = one_se_point(path)  # the path's own lambda.1se is always a candidate
+        if sparse is not None:
+            extras += [t for t in path_trials if t.user_attrs["stage"] == sparse["stage"]
+                       and t.number == sparse["trial"] and t not in extras]
+        have = [c.config for c in candidates]
+        candidates += retrain_candidates(spec, search_data, [_pick(t) for t in extras
+                                                             if t.user_attrs["config"] not in have], should_stop)
     chosen = choose(spec, candidates)
     baseline = candidates[0]
+    base_fit = _final(spec, search_data, baseline, should_stop)
+    chosen_fit = _final(spec, search_data, chosen, should_stop)
     all_trials = [t for o in outcomes for t in complete_trials(o.study)]
     points = [{"stage": t.user_attrs.get("stage"), "trial": t.number,
                "params": _searched(t.user_attrs.get("config", {}), spec),
                "val_loss": t.user_attrs["val_loss"], "gap": t.user_attrs["gap"]}
               for t in all_trials if "val_loss" in t.user_attrs]
-    baseline_row = RunSummary(params={}, **_measure(spec, baseline.first, data), seeds=_seeds(baseline))
-    loss_units = None
+    report: dict[str, Any] = {
+        "job": spec.name,
+        "task": data.task,
+        "baseline": {"params": {}, **_measure(spec, baseline.first, data, base_fit), **_epoch_gaps(baseline.first),
+                     "seeds": {"n": len(baseline.runs), "val_loss_mean": baseline.mean,
+                               "val_loss_std": baseline.std}},
+        "chosen": {"stage": chosen.stage, "trial": chosen.trial, "params": _searched(chosen.config, spec),
+                   **_measure(spec, chosen.first, data, chosen_fit),
+                   "seeds": {"n": len(chosen.runs), "val_loss_mean": chosen.mean, "val_loss_std": chosen.std}},
+        "choose": spec.report.choose,
+        "candidates": [_candidate_summary(spec, c) for c in candidates],
+        "stages": [_stage_summary(spec, o) for o in outcomes],
+        "pareto": pareto_front(points),
+        "importances": _importances(spec, all_trials),
+        "curves": {"baseline": {"train": baseline.first.curve_train, "val": baseline.first.curve_val},
+                   "chosen": {"train": chosen.first.curve_train, "val": chosen.first.curve_val}},
+    }
     if data.task == "regression":
-        loss_units = "mean squared error of the standardized target" if spec.dataset.standardize \
+        report["loss_units"] = "mean squared error of the standardized target" if spec.dataset.standardize \
             else "mean squared error"
-    return Report(
-        job=spec.name,
-        task=cast(Task, data.task),  # the loader knows only these two
-        baseline=baseline_row,
-        chosen=ChosenRun(stage=chosen.stage, trial=chosen.trial, params=_searched(chosen.config, spec),
-                         **_measure(spec, chosen.first, data), seeds=_seeds(chosen)),
-        choose=spec.report.choose,
-        candidates=[_candidate_summary(spec, c) for c in candidates],
-        stages=[_stage_summary(spec, o) for o in outcomes],
-        pareto=[ParetoPoint(**p) for p in pareto_front(points)],
-        importances=_importances(spec, all_trials),
-        curves=Curves(baseline=_curve(baseline.first), chosen=_curve(chosen.first)),
-        loss_units=loss_units,
-        features=_features(spec, data, chosen.first),
-        diagnosis=diagnose(baseline_row, _constant_loss(data)),
-    )
+    if path:
+        report["l1_path"] = path
+    if search_data.folds:
+        k = len(search_data.folds)
+        report["validation"] = {
+            "method": "cross-validation", "folds": k, "rows": len(search_data.train),
+            "note": f"every val loss is the mean over {k} folds of the {len(search_data.train)} non-test rows, its "
+                    f"standard error from the folds; the baseline and the chosen configuration were then refit "
+                    f"on all {len(search_data.train)} non-test rows (for the folds' mean best epoch) before their "
+                    f"one test score."}
+    path_stages = {st.name for st in spec.stages if st.path}
+    report["bound_hits"] = bound_hits(spec, report["chosen"]["params"], path, chosen.stage in path_stages)
+    explained = pareto_choice(spec.search.objectives, report["pareto"], points, report["chosen"],
+                              spec.report.choose)
+    if explained is not None:
+        report["pareto_choice"] = explained
+    per_run = spec.training.epochs * (len(search_data.folds) or 1)  # a cross-validated run trains every fold
+    cost = [stage_cost(o.name, o.study.get_trials(deepcopy=False), per_run) for o in outcomes]
+    cost.append(retrain_cost([(r.epochs, r.seconds) for c in candidates for r in c.runs], per_run))
+    if search_data.folds:
+        refits = [(f.epochs, f.seconds) for f in (base_fit, chosen_fit)]
+        cost.append(retrain_cost(refits, None, name="refit on all non-test rows"))
+    report["cost"] = [*cost, total_cost(cost)]
+    features = _features(spec, data, chosen_fit)
+    if features is not None:
+        features["stability"] = stable_features(data.feature_names, [r.features_mask for r in chosen.runs])
+        features["seeds"] = len(chosen.runs)
+        report["features"] = features
+    report["diagnosis"] = diagnose(RunSummary.model_validate(report["baseline"]), _constant_loss(data))
+    return Report.model_validate(report)

@@ -1,10 +1,11 @@
 """The final choice: re-train the best few configurations over seeds, choose on the mean.
 
 A single seed can make a configuration look better than it is. The top
-configurations of the last stage and the baseline are trained again with
-other seeds; the choice is made on the mean validation loss (``best``), or on
-the most regularized configuration within one standard error of the best
-(``one_se``, glmnet's lambda.1se). The standard error there combines the
+configurations over every stage (a later stage need not improve on an earlier
+one) and the baseline are trained again with other seeds; the choice is made
+on the mean validation loss (``best``), or on the most regularized
+configuration within one standard error of the best (``one_se``, glmnet's
+lambda.1se). The standard error there combines the
 spread over seeds with the sampling noise of the validation split itself
 (differences smaller than that are not evidence).
 """
@@ -22,7 +23,7 @@ from tuner.errors import Cancelled
 from tuner.knobs import Knobs, knob_of
 from tuner.search import objective_values
 from tuner.spec import JobSpec
-from tuner.train import Dataset, TrainResult, loss_standard_error, train
+from tuner.train import Dataset, TrainResult, loss_standard_error, train, train_cv
 
 __all__ = ["Candidate", "choose", "one_se_extras", "regularization_strength", "retrain_candidates", "top_configs"]
 
@@ -91,10 +92,13 @@ def retrain_candidates(spec: JobSpec, data: Dataset, picks: list[tuple[str, int 
         for seed in seeds:
             if should_stop is not None and should_stop():
                 raise Cancelled("cancelled while re-training the final candidates")
-            runs.append(train(data, spec.model, spec.training, Knobs.from_params(config, n_hidden), seed,
-                              should_stop=should_stop))
-        assert runs[0].model is not None
-        se = loss_standard_error(runs[0].model, data.val, data.task)
+            runs.append((train_cv if data.folds else train)(data, spec.model, spec.training,
+                                                            Knobs.from_params(config, n_hidden), seed,
+                                                            should_stop=should_stop))
+        se = runs[0].val_loss_se  # cross-validation: the folds' spread
+        if se is None:  # one val split: the sampling noise of its examples
+            assert runs[0].model is not None
+            se = loss_standard_error(runs[0].model, data.val, data.task)
         out.append(Candidate(stage, number, config, runs, se))
     return out
 
@@ -104,6 +108,7 @@ def regularization_strength(spec: JobSpec, config: dict[str, float]) -> float:
 
     Off counts 0; on, a log-prior knob counts 0.5 at ``low`` up to 1 at ``high``
     (switching a knob on is already a step), a uniform one its fraction of the range.
+    A log knob beyond ``high`` (an L1 path starts above the prior) keeps counting up.
     """
     total = 0.0
     for knob, rng in spec.search.space.ranges().items():
@@ -114,7 +119,7 @@ def regularization_strength(spec: JobSpec, config: dict[str, float]) -> float:
             if rng.log:
                 span = math.log(rng.high) - math.log(rng.low)
                 pos = (math.log(v) - math.log(rng.low)) / span if span > 0 else 1.0
-                total += (0.5 + 0.5 * min(max(pos, 0.0), 1.0)) / len(values)
+                total += (0.5 + 0.5 * max(pos, 0.0)) / len(values)
             else:
                 span = rng.high - rng.low
                 total += (min(max((v - rng.low) / span, 0.0), 1.0) if span > 0 else 1.0) / len(values)

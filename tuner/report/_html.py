@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.knobs import fmt_params
+from tuner.report._markdown import epoch_gaps
 from tuner.report._model import Report, RunSummary, StageSummary
 
 __all__ = ["CAPTIONS", "CSS", "StageLike", "StageProgress", "html_document", "render_html", "stage_progress"]
@@ -34,6 +35,9 @@ CAPTIONS = {
     "candidates": "The final candidates trained again with other seeds. Overlapping bars mean the choice is "
                   "within noise.",
     "sparsity": "Fraction of weights exactly zero against the L1 strength.",
+    "l1_path": "The L1 path: λ₁ from the value that removes every input column down, each point warm-started "
+               "from the last. Val loss ± one standard error (blue) and columns kept (green); the red line is "
+               "the choice. one_se takes the sparsest point within one SE of the best (the dotted line).",
     "features": "Input features the chosen model still uses (a non-zero weight) and those L1 removed.",
 }
 
@@ -113,7 +117,7 @@ def verdict(report: Report) -> str:
     pct = f" ({100 * b.gap / b.val_loss:.0f}% of the val loss)" if b.val_loss > 0 else ""
     text = (f"<strong>{escape(kind.replace('_', ' ').capitalize())}.</strong> Without regularization the "
             f"model reaches val loss {_n(b.val_loss)} against train loss {_n(b.train_loss)}: a gap of "
-            f"<strong>{_n(b.gap)}</strong>{pct}. ")
+            f"<strong>{_n(b.gap)}</strong>{pct}. {escape(epoch_gaps(b))}")
     bs, cs = b.seeds, c.seeds
     if not any(c.params.values()):
         text += (f"regtune <strong>keeps the baseline</strong>: no setting beat it on the mean val loss over "
@@ -140,6 +144,20 @@ def _table(report: Report) -> str:
                  _n(r.test_loss), _n(r.test_metric[1])]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+
+
+def _cost(report: Report) -> str:
+    """What the search cost, per stage and for re-training the candidates over seeds."""
+    if not report.cost:
+        return ""
+    head = ["stage", "trials", "pruned", "failed", "epochs run / budgeted", "saved by pruning",
+            "saved by early stopping", "compute seconds"]
+    body = "".join(
+        f"<tr><td>{escape(r.stage)}</td><td>{r.trials}</td><td>{r.pruned}</td><td>{r.failed}</td>"
+        f"<td>{r.epochs_run} / {r.epochs_budgeted}</td><td>{r.epochs_saved_by_pruning}</td>"
+        f"<td>{r.epochs_saved_by_early_stopping}</td><td>{r.seconds:.1f}</td></tr>" for r in report.cost)
+    return ('<h2>What the search cost</h2><table id="cost"><tr>' + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr>" + body + "</table>")
 
 
 def _stages(progress: Sequence[StageLike], links: dict[str, str]) -> str:
@@ -173,13 +191,31 @@ def _features(report: Report) -> str:
     if f is None:
         return ""
     removed = ", ".join(escape(n) for n in f.removed) or "none"
-    return (f"<h2>Features (L1)</h2><p>Kept {len(f.kept)}, removed {len(f.removed)}. "
-            f"Removed: {removed}.</p>")
+    out = (f"<h2>Features (L1)</h2><p>Kept {len(f.kept)}, removed {len(f.removed)}. "
+           f"Removed: {removed}.</p>")
+    if f.stability and f.seeds > 1:
+        cells = "".join(f"<tr><td>{escape(s.name)}</td><td>{s.seeds} of {f.seeds}</td>"
+                        f"<td>{100 * s.share:.0f}%</td></tr>" for s in f.stability)
+        out += (f"<p>How stable the selection is: the columns kept by any of the chosen configuration's "
+                f'{f.seeds} seed runs, with the share of runs that kept each.</p><table id="stability">'
+                f"<tr><th>column</th><th>kept by</th><th>share</th></tr>{cells}</table>")
+    return out
+
+
+def notes(report: Report) -> str:
+    """What qualifies the verdict: a choice at the edge of its prior, and its place on a Pareto front."""
+    out = [f'<p class="bound">{escape(h.message)}.</p>' for h in report.bound_hits]
+    if report.validation:
+        out.insert(0, f'<p id="validation">Cross-validation: {escape(report.validation.note)}</p>')
+    if report.pareto_choice:
+        out.append(f'<p id="pareto-choice">Two objectives: {escape(report.pareto_choice.why)}</p>')
+    return "\n".join(out)
 
 
 CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1000px;
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.5em;margin-bottom:.2em}
 .meta{color:#666}
+.bound{background:#fff6e0;border-left:4px solid #e8a33d;padding:.4em 1em}
 .verdict{font-size:1.08em;background:#f4f7fb;border-left:4px solid #1f77b4;padding:.8em 1em}.why{color:#555}
 .status{display:inline-block;padding:.1em .6em;border-radius:1em;background:#eee}.failed{background:#fdd}
 .succeeded{background:#dfd}.running,.queued{background:#ffd}table{border-collapse:collapse;margin:1em 0}
@@ -223,12 +259,14 @@ def render_html(report: Report | None, plots: dict[str, bytes], *, title: str,
     if error:
         parts.append(f"<h2>Error</h2><pre>{escape(error)}</pre>")
     if report is not None:
-        parts += ["<h2>Verdict</h2>", verdict(report), _table(report)]
+        parts += ["<h2>Verdict</h2>", verdict(report), notes(report), _table(report)]
     elif status in ACTIVE:
         parts.append("<p>The job is under way; the verdict comes when the last stage and the re-training "
                      "over seeds are done. The plots below are drawn from the trials so far.</p>")
     if progress:
         parts += ["<h2>Stages</h2>", _stages(progress, links)]
+    if report is not None:
+        parts.append(_cost(report))
     if plots:
         parts += ["<h2>Plots</h2>", _figures(plots, png_href)]
     if report is not None:

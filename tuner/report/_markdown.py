@@ -6,7 +6,7 @@ from typing import Any
 
 from tuner.report._model import Report, RunSummary
 
-__all__ = ["diagnose", "render_markdown"]
+__all__ = ["diagnose", "epoch_gaps", "render_markdown"]
 
 OVERFIT_RELATIVE_GAP = 0.10  # gap as a fraction of the val loss
 OVERFIT_ABSOLUTE_GAP = 0.01
@@ -34,6 +34,19 @@ def diagnose(baseline: RunSummary, constant_loss: float) -> str:
             f"so expect the baseline or a light setting to win.")
 
 
+def epoch_gaps(baseline: RunSummary) -> str:
+    """The baseline's gap at its best and at its last epoch (early stopping hides part of the overfitting)."""
+    best, last = baseline.best_epoch, baseline.last_epoch
+    if best is None or last is None:
+        return ""
+    if best.epoch == last.epoch:
+        return f"Its val loss was lowest at the last epoch trained ({last.epoch}). "
+    hidden = (": the gap kept growing after the best epoch, overfitting that early stopping hides"
+              if last.gap > best.gap else "")
+    return (f"At its best epoch ({best.epoch}) the gap is {best.gap:.4g}; at its last epoch "
+            f"({last.epoch}) it is {last.gap:.4g}{hidden}. ")
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -46,8 +59,11 @@ def render_markdown(report: Report) -> str:
     """A report a person reads in a minute: verdict, baseline vs chosen, stages, features."""
     b, c = report.baseline, report.chosen
     metric = c.test_metric[0]
-    lines = [f"# regtune report: {report.job}", "", f"**Diagnosis.** {report.diagnosis}", "",
+    lines = [f"# regtune report: {report.job}", "", f"**Diagnosis.** {report.diagnosis} {epoch_gaps(b)}", "",
              f"**Chosen** ({report.choose}): stage `{c.stage}`, trial {c.trial}, {_fmt(c.params)}.", "",
+             *([f"**Cross-validation.** {report.validation.note}\n"] if report.validation else []),
+             *[f"**At a bound.** {h.message}.\n" for h in report.bound_hits],
+             *([f"**Two objectives.** {report.pareto_choice.why}\n"] if report.pareto_choice else []),
              "| | params | train loss | val loss | gap | val loss over seeds | test loss | " + metric + " |",
              "|---|---|---|---|---|---|---|---|"]
     for label, row in (("baseline", b), ("chosen", c)):
@@ -64,6 +80,13 @@ def render_markdown(report: Report) -> str:
     for st in report.stages:
         lines.append(f"| {st.name} | `{st.study_name}` | {st.trials} | {_fmt(st.best_value)} | "
                      f"{_fmt(st.best_params)} |")
+    if report.cost:
+        lines += ["", "## What the search cost", "",
+                  "| stage | trials | pruned | failed | epochs run / budgeted | saved by pruning | "
+                  "saved by early stopping | seconds |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r.stage} | {r.trials} | {r.pruned} | {r.failed} | {r.epochs_run} / "
+                  f"{r.epochs_budgeted} | {r.epochs_saved_by_pruning} | {r.epochs_saved_by_early_stopping} "
+                  f"| {r.seconds:.1f} |" for r in report.cost]
     if report.importances:
         lines += ["", "## Importances (fANOVA, val loss)", "",
                   ", ".join(f"{k}: {v:.2f}" for k, v in report.importances.items())]
@@ -74,6 +97,9 @@ def render_markdown(report: Report) -> str:
     if feats is not None:
         lines += ["", "## Features (L1)", "", f"Kept {len(feats.kept)}, removed {len(feats.removed)}.", "",
                   f"Removed: {', '.join(feats.removed) or 'none'}"]
+        if feats.seeds > 1:
+            lines.append(f"\nKept over {feats.seeds} seed runs: "
+                         + ", ".join(f"{x.name} {x.seeds}/{feats.seeds}" for x in feats.stability) + ".")
         if feats.informative_total is not None:
             lines.append(f"\nInformative features kept: {feats.informative_kept} of {feats.informative_total}; "
                          f"noise features removed: {feats.noise_removed} of {feats.noise_total}.")

@@ -13,17 +13,26 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BoundHit",
     "CandidateSummary",
     "ChosenRun",
     "Curves",
+    "EpochGap",
+    "FeatureStability",
     "FeatureSummary",
+    "LambdaMaxSearch",
     "LearningCurve",
+    "ParetoChoice",
     "ParetoPoint",
+    "PathPoint",
+    "Refit",
     "Report",
     "RunSummary",
     "SeedSummary",
+    "StageCost",
     "StageSummary",
     "Task",
+    "Validation",
 ]
 
 Task = Literal["classification", "regression"]
@@ -51,6 +60,22 @@ class SeedSummary(_Part):
     val_loss_std: float = Field(description="standard deviation of the val loss over the runs (0 for one run)")
 
 
+class Refit(_Part):
+    """With cross-validation: the model whose test score is reported, refit on every non-test row."""
+
+    rows: int = Field(description="the non-test rows it trained on")
+    epochs: int = Field(description="epochs trained: the folds' mean best epoch (no validation rows are left)")
+
+
+class EpochGap(_Part):
+    """The losses at one epoch of the baseline's learning curves."""
+
+    epoch: int = Field(description="the epoch, from 1")
+    train_loss: float = Field(description="plain train loss at that epoch")
+    val_loss: float = Field(description="plain val loss at that epoch")
+    gap: float = Field(description="val_loss - train_loss at that epoch")
+
+
 class RunSummary(_Part):
     """One configuration as re-trained with the job's seed, measured on every split, the test split once."""
 
@@ -65,10 +90,18 @@ class RunSummary(_Part):
     features_kept: int = Field(description="input features with any non-zero weight")
     train_acc: float | None = _only_for("accuracy on the training split (classification only)")
     val_acc: float | None = _only_for("accuracy on the validation split (classification only)")
+    val_loss_se: float | None = _only_for("with cross-validation: the standard error of val_loss over the folds")
+    fold_val_losses: list[float] | None = _only_for("with cross-validation: the val loss of each fold")
+    refit: Refit | None = _only_for("with cross-validation: the refit on every non-test row that the test "
+                                    "scores and sparsity come from")
     test_loss: float = Field(description="plain loss on the held-out test split, measured once, for the report")
     test_acc: float | None = _only_for("accuracy on the test split (classification only)")
     test_rmse: float | None = _only_for("root mean squared error on the test split, in the target's own units "
                                         "(regression only)")
+    best_epoch: EpochGap | None = _only_for("the baseline only: the epoch of lowest val loss (early stopping "
+                                            "keeps that model)")
+    last_epoch: EpochGap | None = _only_for("the baseline only: the last epoch trained; a gap larger than at "
+                                            "best_epoch is overfitting that early stopping hides")
     seeds: SeedSummary = Field(description="the same configuration over several seeds")
 
     @property
@@ -98,6 +131,15 @@ class CandidateSummary(_Pick):
     val_losses: list[float] = Field(description="the val loss of each run, the job's own seed first")
 
 
+class LambdaMaxSearch(_Part):
+    """How an L1 path found λ_max, the smallest λ₁ that removes every input (fits outside the trials)."""
+
+    gradient: float = Field(description="the first guess: the largest loss gradient of an input weight at zero")
+    fits: int = Field(description="training runs spent checking and bisecting it")
+    method: Literal["gradient", "bisection"] = Field(description="gradient: the guess held; bisection: it was "
+                                                                 "searched")
+
+
 class StageSummary(_Part):
     """A finished stage: its Optuna study and its best trial."""
 
@@ -112,6 +154,8 @@ class StageSummary(_Part):
     fixes: dict[str, float] = Field(description="the knob values this stage fixes for the stages after it: its "
                                                 "knobs at the best over its own and the earlier stages' trials (a "
                                                 "knob that did not help stays as it was, 0 after the baseline)")
+    l1_max: float | None = _only_for("an L1 path stage: λ_max, where its walk started")
+    l1_max_found: LambdaMaxSearch | None = _only_for("an L1 path stage: how λ_max was found")
 
 
 class ParetoPoint(_Part):
@@ -138,6 +182,75 @@ class Curves(_Part):
     chosen: LearningCurve = Field(description="the chosen configuration's run")
 
 
+class PathPoint(_Part):
+    """One point of the L1 path (a completed trial of a path stage)."""
+
+    l1: float = Field(description="λ₁ at this point")
+    val_loss: float = Field(description="the point's val loss")
+    val_loss_se: float = Field(description="its standard error (over the folds, or 0 without them)")
+    features_kept: int = Field(description="input features with any non-zero weight")
+    kept: list[str] = Field(description="their names")
+    stage: str | None = Field(description="the path stage")
+    trial: int = Field(description="the trial's number in that stage's study")
+
+
+class Validation(_Part):
+    """How val losses were measured when it was not one validation split."""
+
+    method: Literal["cross-validation"] = Field(description="cross-validation over folds of the non-test rows")
+    folds: int = Field(description="folds")
+    rows: int = Field(description="the non-test rows the folds split")
+    note: str = Field(description="the same in a sentence, with the refit before the test score")
+
+
+class BoundHit(_Part):
+    """A chosen knob value in the outer 5% of the range it was searched in: the best may lie beyond it."""
+
+    param: str = Field(description="the knob (dropout_<i> for one layer of a per-layer dropout)")
+    value: float = Field(description="its chosen value")
+    low: float = Field(description="the range's lower end")
+    high: float = Field(description="the range's upper end")
+    edge: Literal["low", "high"] = Field(description="which end it sits at")
+    range: str = Field(description="where the range comes from: search.space.<knob>, or the L1 path")
+    message: str = Field(description="the same in a sentence, with a wider range to try")
+
+
+class ParetoChoice(_Part):
+    """With two objectives: where the chosen configuration sits on the (val loss, gap) front, and why."""
+
+    on_front: bool = Field(description="whether the chosen trial is on the front")
+    rank: int | None = Field(default=None, description="its place on the front counted from the lowest val loss; "
+                                                       "null when it is behind the front")
+    front_size: int | None = _only_for("points on the front")
+    val_loss: float | None = _only_for("the chosen trial's val loss")
+    gap: float | None = _only_for("the chosen trial's gap")
+    why: str = Field(description="the reason in a sentence")
+
+
+class StageCost(_Part):
+    """The bill of one stage, of the re-training over seeds, of the refits, or their total."""
+
+    stage: str = Field(description="a stage's name, 're-training over seeds', 'refit on all non-test rows', or "
+                                   "'total'")
+    trials: int = Field(description="runs started")
+    complete: int = Field(description="runs completed")
+    pruned: int = Field(description="runs pruned")
+    failed: int = Field(description="runs failed")
+    epochs_run: int = Field(description="epochs trained, all runs together")
+    epochs_budgeted: int = Field(description="epochs had every run trained its full budget")
+    epochs_saved_by_pruning: int = Field(description="epochs pruned runs did not train")
+    epochs_saved_by_early_stopping: int = Field(description="epochs completed runs did not train")
+    seconds: float = Field(description="wall seconds of the runs, summed (parallel runs overlap)")
+
+
+class FeatureStability(_Part):
+    """An input feature kept by any seed's run of the chosen configuration."""
+
+    name: str = Field(description="the feature's name")
+    seeds: int = Field(description="the runs that kept it")
+    share: float = Field(description="the share of runs that kept it")
+
+
 class FeatureSummary(_Part):
     """Which input features the chosen model still uses; the names are the dataset's own."""
 
@@ -147,6 +260,8 @@ class FeatureSummary(_Part):
     informative_total: int | None = _only_for("informative features in the data (synthetic data only)")
     noise_removed: int | None = _only_for("noise features removed (synthetic data only)")
     noise_total: int | None = _only_for("noise features in the data (synthetic data only)")
+    stability: list[FeatureStability] = Field(description="the features any seed's run kept, most stable first")
+    seeds: int = Field(description="the chosen configuration's runs (the job's seed and the others)")
 
 
 class Report(_Part):
@@ -170,6 +285,12 @@ class Report(_Part):
     curves: Curves = Field(description="learning curves of the baseline and the chosen run")
     loss_units: str | None = _only_for("what the losses measure (regression only: mean squared error, of the "
                                        "standardized target when `dataset.standardize`)")
+    l1_path: list[PathPoint] | None = _only_for("the L1 path's points, strongest λ₁ first (when a stage walked it)")
+    validation: Validation | None = _only_for("how val losses were measured (with `split.folds` only)")
+    bound_hits: list[BoundHit] = Field(description="chosen knob values at the edge of their range; empty when none")
+    pareto_choice: ParetoChoice | None = _only_for("with two objectives: the choice's place on the front, and why")
+    cost: list[StageCost] = Field(description="what the search cost: one row per stage, the re-training over "
+                                              "seeds (and the refits), then the total")
     features: FeatureSummary | None = _only_for("features kept and removed by the chosen model (when L1 was "
                                                 "searched)")
     diagnosis: str = Field(description="overfitting | no_overfitting | underfitting, then one sentence why, read "

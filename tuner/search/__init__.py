@@ -5,6 +5,15 @@ trials warm the sampler. Where a stage's trials run is a backend's business
 (``tuner.backends``): this package hands them out (``StageRun``) and records them.
 """
 
+from tuner.search._l1_path import (
+    find_lambda_max,
+    gradient_lambda_max,
+    null_state,
+    one_se_point,
+    path_summary,
+    path_values,
+    run_path,
+)
 from tuner.search._samplers import PRUNERS, SAMPLERS, WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
 from tuner.search._space import encode, grid_space, knob_names, suggest
 from tuner.search._stages import (
@@ -35,12 +44,19 @@ __all__ = [
     "complete_trials",
     "encode",
     "fail_interrupted",
+    "find_lambda_max",
+    "gradient_lambda_max",
     "grid_space",
     "knob_names",
     "make_pruner",
     "make_sampler",
+    "null_state",
     "objective_values",
+    "one_se_point",
     "open_stage",
+    "path_summary",
+    "path_values",
+    "run_path",
     "run_trial",
     "suggest",
 ]

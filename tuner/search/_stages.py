@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import Cancelled, RegtuneError
@@ -102,22 +103,42 @@ class StageRun:
     def max_attempts(self) -> int:
         return attempts_allowed(self.target)
 
+    def _reserve(self) -> bool:
+        """Take one slot of the budget; False when it is spent or a stop was asked. Holds the lock."""
+        if self.cancelled or self.done + self.in_flight >= self.target or self.attempts >= self.max_attempts:
+            return False
+        if self.should_stop is not None and self.should_stop():
+            self.cancelled = True
+            return False
+        self.in_flight += 1
+        self.attempts += 1
+        return True
+
     def ask(self) -> tuple[optuna.Trial, dict[str, float]] | None:
         """A new trial and its full configuration, or None when the budget is spent or a stop was asked."""
         with self._lock:
-            if self.cancelled or self.done + self.in_flight >= self.target or self.attempts >= self.max_attempts:
+            if not self._reserve():
                 return None
-            if self.should_stop is not None and self.should_stop():
-                self.cancelled = True
-                return None
-            self.in_flight += 1
-            self.attempts += 1
             trial = self.study.ask()
         n_hidden = len(self.spec.model.hidden or [])
         per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
         config = Knobs.from_params({**self.fixed, **suggest(trial, self.spec, self.stage.params)},
                                    n_hidden).as_params(per_layer)
         return trial, config
+
+    def ask_fixed(self, params: dict[str, float], dists: dict[str, FloatDistribution]
+                  ) -> tuple[optuna.Trial, dict[str, float]] | None:
+        """A new trial with ``params`` set rather than sampled (a path point), and its full configuration."""
+        with self._lock:
+            if not self._reserve():
+                return None
+            self.study.enqueue_trial(params)
+            trial = self.study.ask()
+        for name, dist in dists.items():  # enqueued values are fixed: the sampler is not asked
+            trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        n_hidden = len(self.spec.model.hidden or [])
+        per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
+        return trial, Knobs.from_params({**self.fixed, **params}, n_hidden).as_params(per_layer)
 
     def abort(self, reason: str) -> None:
         """Stop handing out trials after an error the stage cannot go on from."""
@@ -164,9 +185,10 @@ def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorag
     """Create or load a stage's study, with its sampler warm-started."""
     stage = spec.stages[index]
     objectives = spec.search.objectives
-    prior = _prior_trials(spec, stage, earlier) if stage.params else []
-    grid = grid_space(spec, stage.params) if spec.search.sampler == "grid" else None
-    sampler = make_sampler(spec.search.sampler, spec.seed + 1000 * index, len(objectives) > 1, grid)
+    prior = _prior_trials(spec, stage, earlier) if stage.params and not stage.path else []
+    grid = grid_space(spec, stage.params) if spec.search.sampler == "grid" and not stage.path else None
+    sampler = make_sampler("random" if stage.path else spec.search.sampler, spec.seed + 1000 * index,
+                           len(objectives) > 1, grid)  # a path's points are set, never sampled
     if prior and spec.search.sampler in WARM_STARTABLE:
         sampler = WarmStartSampler(sampler, prior)
     else:

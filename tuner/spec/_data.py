@@ -72,7 +72,12 @@ def _check_synthetic_classes(spec: DatasetSpec) -> None:
 
 
 class Split(Strict):
-    """Fractions for val and test, or a column whose values are train/val/test."""
+    """Fractions for val and test, or a column whose values are train/val/test.
+
+    ``folds`` (instead of ``val``) cross-validates: each trial's val loss is the
+    mean over that many folds of the non-test rows, for data too small to spare
+    a validation split.
+    """
 
     val: float | None = Field(default=None, description="fraction of the rows for validation, in (0, 1); "
                                                          "default 0.15")
@@ -80,12 +85,25 @@ class Split(Strict):
                                                           "once in the report; default 0.15 (val + test < 0.9)")
     column: str | None = Field(default=None, description="source csv: a column whose values (train, val, test) "
                                                           "say each row's split; instead of the fractions")
+    folds: int | None = Field(default=None, ge=2, le=20,
+                              description="instead of val: cross-validate, each trial's val loss the mean over "
+                                          "this many folds of the non-test rows")
 
     @model_validator(mode="after")
     def _check(self) -> Split:
         if self.column is not None:
-            if self.val is not None or self.test is not None:
-                raise field_error("column", "give either 'column' or the fractions 'val' and 'test', not both")
+            if self.val is not None or self.test is not None or self.folds is not None:
+                raise field_error("column", "give either 'column' or the fractions 'val' and 'test' (or "
+                                  "'folds'), not both")
+            return self
+        if self.folds is not None:
+            if self.val is not None:
+                raise field_error("folds", "give either 'val' (one validation split) or 'folds' "
+                                  "(cross-validation), not both")
+            test = 0.15 if self.test is None else self.test
+            if not 0.0 < test < 0.9:
+                raise field_error("test", f"must be in the open interval (0, 0.9), but got {test}")
+            self.test = test
             return self
         val = 0.15 if self.val is None else self.val
         test = 0.15 if self.test is None else self.test

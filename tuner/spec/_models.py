@@ -5,7 +5,7 @@ The dataset part and the knob priors have modules of their own. Field names foll
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -94,15 +94,47 @@ class TrainingSpec(Strict):
                                                                            "stops improving; none: every epoch")
 
 
+PATH_POINTS = 30
+
+
 class StageSpec(Strict):
-    """One stage: an Optuna study over some knobs, the others fixed at earlier stages' best (or off)."""
+    """One stage. ``path`` walks λ₁ down from the value that removes every input (glmnet's path):
+    on by default for a stage searching λ₁ alone; its ``trials`` are its points (30 unless given),
+    spaced geometrically from λ_max down to λ_max·``path_eps``.
+    """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
                       description="unique within the job; the stage's study is `<job name>/<name>`")
     params: list[str] = Field(default_factory=list,
                               description="the knobs this stage searches, each in search.space; empty for the "
                                           "baseline, which only the first stage may be")
-    trials: int = Field(ge=1, description="the stage's budget: trials that must complete or be pruned")
+    trials: int = Field(ge=1, description="the stage's budget: trials that must complete or be pruned; a path's "
+                                          "points (30 when left out)")
+    path: bool | None = Field(default=None, description="walk λ₁ down from λ_max (the value that removes every "
+                                                        "input) as glmnet does, each point warm-started from the "
+                                                        "last; on by default for a stage searching l1 alone")
+    path_eps: float = Field(default=1e-3, gt=0.0, lt=1.0, description="a path ends at λ_max·path_eps, its points "
+                                                                      "spaced geometrically")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_points(cls, data: Any) -> Any:
+        """A path stage may leave out ``trials``: it then has ``PATH_POINTS`` points."""
+        if isinstance(data, dict) and "trials" not in data:
+            on = data.get("path")
+            if on or (on is None and data.get("params") == ["l1"]):
+                return {**data, "trials": PATH_POINTS}
+        return data
+
+    @model_validator(mode="after")
+    def _path(self) -> StageSpec:
+        if self.path is None:
+            self.path = self.params == ["l1"]
+        if self.path and self.params != ["l1"]:
+            raise field_error("path", f"a path walks λ₁ alone, but stage {self.name!r} searches {self.params}")
+        if self.path and self.trials < 2:
+            raise field_error("trials", f"a path needs at least 2 points, but got trials={self.trials}")
+        return self
 
 
 class SearchSpec(Strict):

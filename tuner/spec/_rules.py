@@ -97,6 +97,8 @@ def check_spec(spec: JobSpec) -> list[Issue]:
                             search.pruner))
     if search.sampler == "grid" and not issues:
         for i, stage in enumerate(given):
+            if stage.path:  # a path sets its own λ₁ values; the grid is not asked
+                continue
             size, missing = _grid_size(spec, stage.params)
             for p in missing:
                 issues.append(Issue(f"search.space.{p}", f"the grid sampler needs a finite grid: give "

@@ -20,12 +20,12 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from sklearn import datasets as skdatasets
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from tuner.errors import DataError
 from tuner.spec import DatasetSpec, path_rule
 
-__all__ = ["Dataset", "Split", "data_dir", "load_dataset"]
+__all__ = ["Dataset", "Split", "cross_folds", "data_dir", "load_dataset"]
 
 _SKLEARN_LOADERS = {
     "digits": skdatasets.load_digits,
@@ -62,6 +62,7 @@ class Dataset:
     test: Split | None
     target_scale: float = 1.0  # regression: std of the raw target (losses are in standardized units)
     informative: list[str] = field(default_factory=list)  # synthetic data: the features that matter
+    folds: tuple[Dataset, ...] = ()  # cross-validation: train holds every non-test row, val none
 
     @property
     def n_features(self) -> int:
@@ -262,7 +263,7 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names:
         y, n_outputs = y.astype(np.float64), 1
     idx = {f: np.flatnonzero(folds == f) for f in _FOLDS} if folds is not None else _split(spec, seed, y, task)
     for f, rows in idx.items():
-        if len(rows) == 0:
+        if len(rows) == 0 and not (f == "val" and spec.split.folds):
             raise DataError.one("dataset.split", f"the {f} split is empty")
     tr = idx["train"]
     scale, target_scale = spec.standardize, 1.0
@@ -278,8 +279,14 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names:
     def part(rows: np.ndarray) -> Split:
         return Split(torch.as_tensor(X[rows], dtype=torch.float32), torch.as_tensor(y[rows], dtype=y_dtype))
 
-    return Dataset(task=task, feature_names=names, n_outputs=n_outputs, train=part(tr), val=part(idx["val"]),
+    data = Dataset(task=task, feature_names=names, n_outputs=n_outputs, train=part(tr), val=part(idx["val"]),
                    test=part(idx["test"]), target_scale=target_scale, informative=informative)
+    if spec.split.folds:
+        if len(tr) < 2 * spec.split.folds:
+            raise DataError.one("dataset.split.folds", f"{spec.split.folds} folds need at least "
+                                f"{2 * spec.split.folds} non-test rows, but there are {len(tr)}")
+        data = replace(data, folds=cross_folds(data, spec.split.folds, seed, scale))
+    return data
 
 
 def _split(spec: DatasetSpec, seed: int, y: np.ndarray, task: str) -> dict[str, np.ndarray]:
@@ -299,5 +306,32 @@ def _split(spec: DatasetSpec, seed: int, y: np.ndarray, task: str) -> dict[str, 
         return np.sort(a), np.sort(b)
 
     rest, test_rows = cut(rows, test)
+    if spec.split.folds:  # the folds are cut from every non-test row later
+        return {"train": rest, "val": np.array([], dtype=np.int64), "test": test_rows}
     train_rows, val_rows = cut(rest, val / (1.0 - test))
     return {"train": train_rows, "val": val_rows, "test": test_rows}
+
+
+def cross_folds(data: Dataset, k: int, seed: int, standardize: bool) -> tuple[Dataset, ...]:
+    """``k`` train/val datasets over ``data.train``'s rows (cross-validation).
+
+    Each fold is standardized again on its own training rows, so nothing of its
+    validation rows leaks into the scaling (the target's scale, a regression's
+    unit of loss, stays the one of all non-test rows, so fold losses compare).
+    """
+    X, y = data.train.X, data.train.y
+    labels = y.numpy() if data.task == "classification" else None
+    try:
+        pairs = list((StratifiedKFold if labels is not None else KFold)(k, shuffle=True, random_state=seed)
+                     .split(X.numpy(), labels))
+    except ValueError:  # a class with fewer rows than folds: unstratified folds rather than none
+        pairs = list(KFold(k, shuffle=True, random_state=seed).split(X.numpy()))
+    folds = []
+    for fit_rows, val_rows in pairs:
+        fit, val = torch.as_tensor(fit_rows), torch.as_tensor(val_rows)
+        Xf = X
+        if standardize:
+            mu, sd = X[fit].mean(dim=0), X[fit].std(dim=0, unbiased=False)
+            Xf = (X - mu) / torch.where(sd > 0, sd, torch.ones_like(sd))
+        folds.append(replace(data, train=Split(Xf[fit], y[fit]), val=Split(Xf[val], y[val]), test=None, folds=()))
+    return tuple(folds)

@@ -92,7 +92,12 @@ def _report(features: int = 6) -> Report:
         "curves": {"baseline": {"train": [0.8, 0.5, 0.3, 0.2, 0.15, 0.1], "val": curve},
                    "chosen": {"train": [0.9, 0.7, 0.5, 0.4, 0.35, 0.32],
                               "val": [0.9, 0.6, 0.5, 0.45, 0.42, 0.4]}},
-        "features": {"kept": names[::2], "removed": names[1::2]},
+        "features": {"kept": names[::2], "removed": names[1::2], "seeds": 3,
+                     "stability": [{"name": n, "seeds": 3, "share": 1.0} for n in names[::2]]},
+        "l1_path": [{"l1": 0.3 * 0.5**i, "val_loss": 0.7 - 0.3 * (1 - 0.6**i) + 0.004 * max(0, i - 6),
+                     "val_loss_se": 0.02 + 0.003 * i, "features_kept": min(features, i // 2),
+                     "kept": names[: min(features, i // 2)], "stage": "l1", "trial": i} for i in range(12)],
+        "bound_hits": [], "cost": [],
     })
 
 
@@ -124,8 +129,8 @@ def test_a_running_job_gets_the_plots_of_its_trials(trials: list[FrozenTrial]) -
 def test_no_l1_means_no_sparsity_or_features(trials: list[FrozenTrial]) -> None:
     no_l1 = [t for t in trials if not t.user_attrs.get("config", {}).get("l1")]
     report = _report()
-    report.features = None
-    assert set(render_plots(report, no_l1)) == set(PLOTS) - {"sparsity", "features"}
+    report.features, report.l1_path = None, None
+    assert set(render_plots(report, no_l1)) == set(PLOTS) - {"sparsity", "features", "l1_path"}
 
 
 def test_many_features_are_drawn_as_a_grid(trials: list[FrozenTrial]) -> None:
