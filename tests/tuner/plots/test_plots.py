@@ -242,7 +242,7 @@ MATHTEXT = ["$x^2$", r"$\frac{a$", "price ($)", "a$b$c", "$$", r"\$ok$", r"$\not
 
 def test_user_text_is_drawn_literally_never_as_mathtext(trials: list[FrozenTrial]) -> None:
     report = _report()
-    report.features = FeatureSummary(kept=MATHTEXT[::2], removed=MATHTEXT[1::2])
+    report.features = FeatureSummary(kept=MATHTEXT[::2], removed=MATHTEXT[1::2], stability=[], seeds=1)
     report.candidates[1].stage = "$x$"  # the spec's name rules keep '$' out of stage names; drawn safely anyway
     odd = [optuna.trial.create_trial(value=t.value, params=t.params, distributions=t.distributions,
                                      user_attrs={**t.user_attrs, "stage": r"$\bad{$"}) for t in trials[:4]]

@@ -15,13 +15,19 @@ from tuner import Report, parse_spec, run_job
 Tiny = Callable[..., dict[str, Any]]
 
 TOP = {"job", "task", "baseline", "chosen", "choose", "candidates", "stages", "pareto", "importances", "curves",
-       "diagnosis"}
+       "bound_hits", "cost", "diagnosis"}
 MEASURED = {"params", "train_loss", "val_loss", "gap", "epochs", "sparsity", "features_kept", "test_loss", "seeds"}
 CANDIDATE = {"stage", "trial", "params", "val_loss_mean", "val_loss_std", "val_loss_se", "n", "val_losses"}
 STAGE = {"name", "study_name", "trials", "best_trial", "best_value", "best_params", "fixes"}
 PARETO = {"stage", "trial", "params", "val_loss", "gap"}
 SEEDS = {"n", "val_loss_mean", "val_loss_std"}
-SYNTHETIC_FEATURES = {"kept", "removed", "informative_kept", "informative_total", "noise_removed", "noise_total"}
+EPOCH_GAPS = {"best_epoch", "last_epoch"}  # the baseline's only
+PATH_STAGE = STAGE | {"l1_max", "l1_max_found"}
+PATH_POINT = {"l1", "val_loss", "val_loss_se", "features_kept", "kept", "stage", "trial"}
+COST = {"stage", "trials", "complete", "pruned", "failed", "epochs_run", "epochs_budgeted", "epochs_saved_by_pruning",
+        "epochs_saved_by_early_stopping", "seconds"}
+SYNTHETIC_FEATURES = {"kept", "removed", "informative_kept", "informative_total", "noise_removed", "noise_total",
+                      "stability", "seeds"}
 
 
 def _run(spec: dict[str, Any], tmp_path: Path) -> tuple[Report, str]:
@@ -31,10 +37,12 @@ def _run(spec: dict[str, Any], tmp_path: Path) -> tuple[Report, str]:
 
 def _assert_common(written: dict[str, Any], measured: set[str]) -> None:
     """The keys every report has; ``measured``: those of the baseline and chosen runs for this task."""
-    assert set(written["baseline"]) == measured and set(written["chosen"]) == measured | {"stage", "trial"}
+    assert set(written["baseline"]) == measured | EPOCH_GAPS
+    assert set(written["chosen"]) == measured | {"stage", "trial"}
     assert set(written["baseline"]["seeds"]) == set(written["chosen"]["seeds"]) == SEEDS
     assert all(set(c) == CANDIDATE for c in written["candidates"])
-    assert all(set(s) == STAGE for s in written["stages"])
+    assert all(set(s) == (PATH_STAGE if s["name"] == "l1" else STAGE) for s in written["stages"])
+    assert all(set(c) == COST for c in written["cost"]) and written["cost"][-1]["stage"] == "total"
     assert written["pareto"] and all(set(p) == PARETO for p in written["pareto"])
     assert set(written["curves"]) == {"baseline", "chosen"}
     assert all(set(c) == {"train", "val"} for c in written["curves"].values())
@@ -48,7 +56,8 @@ def test_a_classification_report_has_accuracies_and_no_rmse(tiny: Tiny, tmp_path
                                    {"name": "l1", "params": ["l1"], "trials": 2}]})
     report, text = _run(spec, tmp_path)
     written = json.loads(text)
-    assert set(written) == TOP | {"features"}  # no loss_units: losses are cross-entropies
+    assert set(written) == TOP | {"features", "l1_path"}  # no loss_units: losses are cross-entropies
+    assert written["l1_path"] and all(set(p) == PATH_POINT for p in written["l1_path"])  # l1 alone: a path
     _assert_common(written, MEASURED | {"train_acc", "val_acc", "test_acc"})  # and no test_rmse
     assert set(written["features"]) == SYNTHETIC_FEATURES  # synthetic data knows its informative features
     assert report.task == "classification" and report.chosen.test_metric == ("test_acc", report.chosen.test_acc)
