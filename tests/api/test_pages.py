@@ -56,7 +56,7 @@ def test_pages_follow_a_job_from_queued_to_succeeded(client: TestClient, runner:
     assert f"test loss {report['chosen']['test_loss']:.4g}" in page
     assert not re.search(r"https?://", page)
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', page)
-    assert len(images) == len(PLOTS) - 2  # no L1 searched: no sparsity, no features
+    assert len(images) == len(PLOTS) - 3  # no L1 searched: no sparsity, no features, no L1 path
     for sid, stage in studies:
         assert f'href="/dashboard/studies/{sid}">dashboard</a>' in page
         assert client.get(f"/api/studies/{sid}").json()["name"].endswith(f"/{stage}")
@@ -100,7 +100,7 @@ def test_mathtext_in_csv_headers_breaks_no_page_and_no_plot(client: TestClient, 
     spec = make_spec("dollars")
     spec["dataset"] = {"source": "csv", "path": "d.csv", "target": "y"}
     spec["search"]["space"] = {"l1": {"low": 1e-3, "high": 1e-1, "log": True}}
-    spec["search"]["stages"][1]["params"] = ["l1"]
+    spec["search"]["stages"][1] |= {"params": ["l1"], "trials": 2}  # l1 alone walks a path: 2 points at least
     job = _submit(client, spec)
     assert runner.run_once()
     assert client.get(f"/jobs/{job}").json()["status"] == "succeeded"
