@@ -15,22 +15,41 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+EXIT_FAILED = 1
+"""The spec was valid, but the run failed (a stage could not complete its budget, a storage error)."""
+EXIT_INVALID = 2
+"""The spec, the data it names or the command line broke a rule; nothing ran (or resuming was refused)."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (SIGINT): the running trials were recorded FAIL (interrupted); the same command resumes."""
+
+RUN_EPILOG = f"""exit status: 0 the run finished and its report is written; {EXIT_FAILED} the run failed (the message
+says which stage and why); {EXIT_INVALID} invalid spec, data or storage URL, or a resume of a different spec
+(nothing was trained); {EXIT_INTERRUPTED} interrupted (Ctrl-C): run the same command again to resume.
+
+Resuming: the same spec, name and storage pick up where the last run stopped. A study run with another
+spec (dataset, model, training, seed, a stage's priors, objectives) is not resumed: give the job a new
+name, or pass --fresh to delete its studies first."""
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from api.progress_bars import BarProgress
-    from tuner import DEFAULT_URL, RegtuneError, load_spec, run_job
+    from tuner import DEFAULT_URL, RegtuneError, SpecError, load_spec, run_job, storage_url
 
     try:
         spec = load_spec(Path(args.spec))
-        storage = args.storage or os.environ.get("REGTUNE_DATABASE_URL") or DEFAULT_URL
+        storage = storage_url(args.storage or os.environ.get("REGTUNE_DATABASE_URL") or DEFAULT_URL)
         out = Path(args.out) if args.out else Path("runs") / spec.name
         progress = BarProgress(quiet=args.quiet)
-        report = run_job(spec, storage=storage, out_dir=out, progress=progress)
-    except RegtuneError as exc:
+        report = run_job(spec, storage=storage, out_dir=out, progress=progress, fresh=args.fresh)
+    except SpecError as exc:
         print(f"regtune: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
+    except RegtuneError as exc:
+        print(f"regtune: the run failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("regtune: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     progress.summary(report, out)
     return 0
 
@@ -38,11 +57,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="regtune", description="Staged search for regularization hyperparameters.")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a job spec in-process and write its report")
+    run = sub.add_parser("run", help="run a job spec in-process and write its report", epilog=RUN_EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("spec", help="a job spec, YAML or JSON")
-    run.add_argument("--storage", help="database URL for the studies (default: $REGTUNE_DATABASE_URL or "
-                     "sqlite:///regtune.db)")
-    run.add_argument("--out", help="folder for report.json and report.md (default: runs/<name>)")
+    run.add_argument("--storage", help="database URL for the studies, e.g. sqlite:///runs.db or "
+                     "postgresql+psycopg://user@host/db; a plain file path is a SQLite file "
+                     "(default: $REGTUNE_DATABASE_URL or sqlite:///regtune.db)")
+    run.add_argument("--out", help="folder for the report: report.json, report.md, report.html and "
+                     "plots/<name>.png (default: runs/<name>)")
+    run.add_argument("--fresh", action="store_true", help="delete this job's studies (<name>/<stage>) in the "
+                     "storage first and start over, instead of resuming them")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
     try:

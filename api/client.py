@@ -67,8 +67,9 @@ def describe(response: httpx.Response) -> str:
 
 
 def progress_line(job: dict[str, Any]) -> str:
-    """``running  baseline 1/1  l2 3/15  best 0.1234 (l2 #2)``."""
-    stages = "  ".join(f"{s['name']} {s['done']}/{s['total']}" for s in job.get("stages", []))
+    """``running  baseline 1/1 trials  l2 3/15 trials (1 pruned)  best 0.1234 (l2 #2)``."""
+    stages = "  ".join(f"{s['name']} {s.get('count') or str(s['done']) + '/' + str(s['total'])}"
+                       for s in job.get("stages", []))
     best = job.get("best")
     shown = f"  best {best['value']:.4g} ({best['stage']} #{best['trial']})" if best and best["value"] is not None \
         else ""

@@ -22,6 +22,7 @@ from tuner import study_name
 from tuner.knobs import fmt_params
 from tuner.plots import render_plots
 from tuner.report import html_document
+from tuner.search import count_text
 
 __all__ = ["PlotCache", "dashboard_links", "job_studies", "job_trials", "render_jobs_page", "study_ids"]
 
@@ -105,6 +106,8 @@ def _best(best: BestSoFar | None) -> str:
 
 def _job_row(row: JobRow, stages: list[StageProgress], best: BestSoFar | None, ids: dict[str, int]) -> str:
     done, total = sum(min(s.done, s.total) for s in stages), sum(s.total for s in stages)
+    count = count_text(done, total, pruned=sum(s.pruned for s in stages), failed=sum(s.failed for s in stages),
+                       running=sum(s.running for s in stages))
     running = row.status == JobStatus.RUNNING
     current = next((s.name for s in stages if s.done < s.total), None) if running else None
     links = dashboard_links(ids)
@@ -114,7 +117,7 @@ def _job_row(row: JobRow, stages: list[StageProgress], best: BestSoFar | None, i
     return (f'<tr><td><a href="/jobs/{escape(row.id)}/report.html">{escape(row.name)}</a><br>'
             f"<small><code>{escape(row.id)}</code></small></td>"
             f'<td><span class="status {status}">{status}</span></td>'
-            f'<td><progress max="{total}" value="{done}"></progress> {done}/{total} trials'
+            f'<td><progress max="{total}" value="{done}"></progress> {escape(count)}'
             f"{f'<br><small>stage {escape(current)}</small>' if current else ''}</td>"
             f"<td>{_best(best)}</td><td>{studies}</td><td><small>{_when(row.created_at)}</small></td></tr>")
 

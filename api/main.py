@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from api.dashboard import dashboard_app
 from api.db import Database, migrate
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.job_view import JobViews
 from api.middleware import BearerAuth, BodyLimit
@@ -42,13 +43,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         db.close()
 
-    app = FastAPI(title="regtune", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="regtune", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)  # install_docs serves them with local assets
     app.state.settings, app.state.db, app.state.storage = settings, db, storage
     app.state.job_views = JobViews()
     install_error_handlers(app)
     for module in (health, jobs, trials, reports, pages):
         app.include_router(module.router)
     install_openapi(app)
+    install_docs(app)
     app.mount("/", dashboard_app(storage))  # last: the catch-all for /dashboard, /api/..., /static/...
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if (token := settings.token()) is not None:

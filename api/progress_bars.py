@@ -10,6 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from tuner import Report
+from tuner.report import stage_count
 from tuner.search import StageOutcome
 
 __all__ = ["BarProgress"]
@@ -58,7 +59,8 @@ class BarProgress:
             params = ", ".join(f"{k}={v:.3g}" for k, v in row.params.items() if v) or "none"
             print(f"{label:10} {row.train_loss:>11.4f} {row.val_loss:>11.4f} {row.gap:>9.4f} "
                   f"{s.val_loss_mean:>9.4f}±{s.val_loss_std:<6.4f} {row.test_metric[1]:>9.4f}  {params}")
-        if report.features is not None:
+        print("\n" + "  ".join(f"{s.name} {stage_count(s)}" for s in report.stages))
+        if report.features is not None and c.params.get("l1", 0.0) > 0:  # with l1 = 0, nothing was removed by L1
             f = report.features
             print(f"\nL1 kept {len(f.kept)} features, removed {len(f.removed)}")
         print(f"\nreport: {out / 'report.html'}  {out / 'report.json'}  {out / 'report.md'}")

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from api.messages import already_finished
 from api.spec_body import spec_hash
 from api.tables import FINISHED, JobRow, JobStatus, utcnow
 from tuner import JobSpec, Report
@@ -126,6 +127,5 @@ def cancel_job(*, session: Session, job_id: str) -> JobRow:
             return get_job(session=session, job_id=job_id)
     row = get_job(session=session, job_id=job_id)
     if row.status in FINISHED:
-        raise ApiError(409, "job_finished", f"job {job_id} has already {row.status}; only a queued or running "
-                       "job can be cancelled")
+        raise ApiError(409, "job_finished", already_finished(job_id, row.status))
     return row

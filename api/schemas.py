@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer
 
 from api.tables import JobRow, JobStatus
+from tuner.search import count_text
 
 __all__ = [
     "BestSoFar",
@@ -85,6 +86,10 @@ class StageProgress(BaseModel):
     pruned: int = 0
     failed: int = 0
     best_value: float | None = Field(default=None, description="lowest first objective among its trials")
+
+    @computed_field(description="the count as every regtune page shows it: \"8/8 trials (4 pruned, 1 failed)\"")
+    def count(self) -> str:
+        return count_text(self.done, self.total, pruned=self.pruned, failed=self.failed, running=self.running)
 
 
 class BestSoFar(BaseModel):

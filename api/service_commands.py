@@ -195,7 +195,9 @@ def add_service_commands(sub: Any) -> None:
     worker.set_defaults(func=_needs_service(_cmd_worker))
 
     server_help = "the service's URL (default: $REGTUNE_SERVER or http://127.0.0.1:8000)"
-    submit = sub.add_parser("submit", help="send a job spec to the service")
+    auth = ("authentication: when $REGTUNE_API_TOKEN is set, it is sent as the bearer token "
+            "(Authorization: Bearer ...); a service started with a token answers 401 without it.")
+    submit = sub.add_parser("submit", help="send a job spec to the service", epilog=auth)
     submit.add_argument("spec", help="a job spec, YAML or JSON")
     submit.add_argument("--server", help=server_help)
     submit.add_argument("--wait", action="store_true", help="follow the job's progress until it ends")
@@ -203,7 +205,7 @@ def add_service_commands(sub: Any) -> None:
     submit.add_argument("--idempotency-key", help="send again with the same key to get the same job back")
     submit.set_defaults(func=_needs_service(_cmd_submit))
 
-    status = sub.add_parser("status", help="where a job stands")
+    status = sub.add_parser("status", help="where a job stands", epilog=auth)
     status.add_argument("id", help="the job id")
     status.add_argument("--server", help=server_help)
     status.add_argument("--json", action="store_true", help="the whole job as JSON")

@@ -12,7 +12,19 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = ["FINISHED", "Base", "JobRow", "JobStatus", "utcnow"]
 
 
-class JobStatus(enum.StrEnum):
+class AnyCaseStrEnum(enum.StrEnum):
+    """A string enum that also takes its values in any case (``?status=FAILED`` is ``failed``)."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> AnyCaseStrEnum | None:
+        if isinstance(value, str):
+            for member in cls:
+                if member.value.lower() == value.lower():
+                    return member
+        return None
+
+
+class JobStatus(AnyCaseStrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"

@@ -7,7 +7,7 @@ from tuner.errors import Cancelled, DataError, Issue, RegtuneError, SpecError, T
 from tuner.job import Progress, run_job, study_name, write_report
 from tuner.report import Report
 from tuner.spec import JobSpec, load_spec, parse_spec
-from tuner.storage import DEFAULT_URL, open_storage
+from tuner.storage import DEFAULT_URL, open_storage, storage_url
 
 __all__ = [
     "DEFAULT_URL",
@@ -24,6 +24,7 @@ __all__ = [
     "open_storage",
     "parse_spec",
     "run_job",
+    "storage_url",
     "study_name",
     "write_report",
 ]

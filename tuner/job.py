@@ -16,7 +16,16 @@ from tuner.backends import executor_for
 from tuner.errors import SpecError
 from tuner.limits import Limits, check_limits, check_work, estimate_work
 from tuner.report import Report, build_report, render_html, render_markdown, stage_progress
-from tuner.search import StageOutcome, StageRun, budget_used, close_stage, fail_interrupted, open_stage, run_path
+from tuner.search import (
+    StageOutcome,
+    StageRun,
+    budget_used,
+    close_stage,
+    delete_studies,
+    fail_interrupted,
+    open_stage,
+    run_path,
+)
 from tuner.spec import JobSpec
 from tuner.storage import open_storage
 from tuner.train import Dataset, load_dataset
@@ -61,7 +70,7 @@ def check_against_data(spec: JobSpec, data: Dataset, limits: Limits | None = Non
 
 def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,
             progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-            limits: Limits | None = None) -> Report:
+            limits: Limits | None = None, fresh: bool = False) -> Report:
     """Run every stage of ``spec`` against ``storage`` (resuming what is there) and build the report.
 
     Args:
@@ -70,12 +79,14 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         out_dir: where ``report.json`` and ``report.md`` go, if anywhere.
         should_stop: polled at epoch boundaries; when it answers True the job stops (``Cancelled``).
         limits: what the job may cost; default ``Limits.from_env()`` (``REGTUNE_MAX_*``).
+        fresh: delete the job's studies (``<prefix>/*``) first, instead of resuming them.
 
     Returns:
         The report (``report.model_dump_json()`` is what ``report.json`` holds).
 
     Raises:
-        SpecError: a rule that only the data could check, or a limit the job is over.
+        SpecError: a rule that only the data could check, a limit the job is over, or studies of a
+            different spec to resume.
         Cancelled: ``should_stop`` answered True.
         RegtuneError: a stage could not complete its budget.
     """
@@ -86,6 +97,9 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
     limits = limits or Limits.from_env()
     if issues := check_limits(spec, limits):
         raise SpecError(issues)
+    if fresh and (deleted := delete_studies(rdb, prefix)):
+        log.warning("--fresh: deleted %d earlier stud%s of %s", len(deleted), "y" if len(deleted) == 1 else "ies",
+                    prefix)
     data = load_dataset(spec.dataset, spec.seed, max_cells=limits.max_cells)
     check_against_data(spec, data, limits)
     search_data = data.without_test()  # the search never sees the test split
@@ -135,6 +149,6 @@ def write_report(report: Report, out_dir: Path, trials: list[FrozenTrial]) -> No
     (out_dir / "plots").mkdir(exist_ok=True)
     for name, png in plots.items():
         (out_dir / "plots" / f"{name}.png").write_bytes(png)
-    progress = stage_progress([(s.name, s.study_name, s.trials) for s in report.stages], trials)
+    progress = stage_progress([(s.name, s.study_name, s.budget) for s in report.stages], trials)
     (out_dir / "report.html").write_text(render_html(report, plots, title=report.job, progress=progress),
                                         encoding="utf-8")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from pathlib import Path
 
 import optuna
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-__all__ = ["DEFAULT_URL", "engine_kwargs", "open_storage", "prepare_sqlite"]
+from tuner.errors import SpecError
+
+__all__ = ["DEFAULT_URL", "engine_kwargs", "open_storage", "prepare_sqlite", "storage_url"]
 
 DEFAULT_URL = "sqlite:///regtune.db"
 SQLITE_BUSY_TIMEOUT_S = 60
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # what starts a URL (sqlite:, postgresql+psycopg:)
 
 _lock = threading.Lock()
 _cache: dict[str, optuna.storages.RDBStorage] = {}
@@ -41,8 +46,26 @@ def engine_kwargs(url: str) -> dict[str, object]:
     return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
 
 
+def storage_url(value: str) -> str:
+    """A database URL from what a user typed: a URL as it is, a plain file path as a SQLite file.
+
+    ``runs.db`` is ``sqlite:///runs.db`` (relative to the working directory), ``/data/runs.db`` is
+    ``sqlite:////data/runs.db``.
+    """
+    return value if _SCHEME.match(value) else f"sqlite:///{value}"
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The Optuna storage for ``url``, one per URL and process."""
+    """The Optuna storage for ``url``, one per URL and process.
+
+    Raises:
+        SpecError: ``url`` is no database URL (the message shows what one looks like).
+    """
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise SpecError.one("storage", f"{url!r} is not a database URL; a URL looks like sqlite:///runs.db "
+                            "(a SQLite file) or postgresql+psycopg://user:password@host/db", url) from None
     with _lock:
         if url not in _cache:
             prepare_sqlite(url)

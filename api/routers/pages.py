@@ -15,6 +15,7 @@ from api import repository
 from api.deps import SessionDep, StorageDep
 from api.errors import ApiError
 from api.job_pages import PlotCache, dashboard_links, job_trials, render_jobs_page, study_ids
+from api.messages import no_report
 from api.openapi import errors
 from api.studies import read_progress
 from api.tables import JobStatus
@@ -75,8 +76,7 @@ def read_job_plot(session: SessionDep, storage: StorageDep, job_id: str, name: s
         png = render_plot(name, None, trials)
     if png is None:
         if row.status != JobStatus.SUCCEEDED:
-            raise ApiError(409, "plot_not_ready", f"job {job_id} is {row.status}; plot {name!r} needs its "
-                           "report or trials it does not have yet")
+            raise ApiError(409, "plot_not_ready", no_report(job_id, row.status, f"plot {name!r}"))
         raise ApiError(404, "plot_not_available", f"job {job_id} has nothing to draw in plot {name!r} (for "
                        "example: sparsity and features need an L1 search, importances two varying knobs)")
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from api import repository
 from api.deps import SessionDep
 from api.errors import ApiError
+from api.messages import no_report
 from api.openapi import errors
 from api.tables import JobStatus
 from tuner import Report
@@ -22,6 +23,5 @@ def read_job_report(session: SessionDep, job_id: str) -> Report:
     row = repository.get_job(session=session, job_id=job_id)
     report = repository.stored_report(row) if row.status == JobStatus.SUCCEEDED else None
     if report is None:
-        raise ApiError(409, "report_not_ready", f"job {job_id} is {row.status}; its report exists once it has "
-                       "succeeded")
+        raise ApiError(409, "report_not_ready", no_report(job_id, row.status))
     return report

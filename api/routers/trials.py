@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -13,10 +12,21 @@ from api.deps import SessionDep, StorageDep
 from api.openapi import errors
 from api.schemas import TrialsPublic
 from api.studies import read_trials
+from api.tables import AnyCaseStrEnum
 
 router = APIRouter(prefix="/jobs", tags=["trials"])
 
-TrialStateName = StrEnum("TrialStateName", {s.name: s.name for s in TrialState})  # type: ignore[misc]
+class TrialStateName(AnyCaseStrEnum):
+    """Optuna's trial states by name, in any case (``?state=complete`` is COMPLETE)."""
+
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAIL = "FAIL"
+    WAITING = "WAITING"
+
+
+assert {s.name for s in TrialState} == {s.value for s in TrialStateName}, "Optuna's trial states changed"
 
 
 @router.get("/{job_id}/trials", response_model=TrialsPublic, responses=errors(404, 422))

@@ -256,6 +256,37 @@ def test_dashboard_shows_the_studies_with_their_metadata(service: str, job: dict
         assert key in body, f"trial user attr {key!r} not shown"
 
 
+@pytest.mark.parametrize(("path", "ready"), [
+    ("/docs", ".opblock-summary-path"),  # Swagger UI's list of operations
+    ("/redoc", "[data-section-id^='tag/jobs']"),  # ReDoc's menu of operations
+])
+def test_api_docs_render_offline(service: str, browser: Any, path: str, ready: str) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    refused: list[str] = []
+
+    def offline(route: Any) -> None:  # every request outside this machine fails, as on a machine without internet
+        if urlsplit(route.request.url).hostname in LOCAL:
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    try:
+        page.route("**/*", offline)
+        response = page.goto(f"{service}{path}", wait_until="networkidle", timeout=90_000)
+        assert response is not None and response.ok
+        page.wait_for_selector(ready, timeout=60_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"api{path.replace('/', '-')}.png"), full_page=False)
+        # ReDoc's "by Redocly" attribution loads its logo from its CDN and hides it when that fails: it is the
+        # one request allowed out, and it was refused like any other
+        assert [u for u in refused if u != "https://cdn.redoc.ly/redoc/logo-mini.svg"] == []
+        text = page.inner_text("body")
+        assert "/jobs/{job_id}/trials" in text or "List Jobs" in text
+    finally:
+        page.close()
+
+
 def test_job_page_shows_the_l1_path_and_the_cost_table(service: str, path_job: dict[str, Any],
                                                         visit: Any) -> None:
     seen = visit(f"{service}/jobs/{path_job['id']}/report.html", "job-page-l1-path")

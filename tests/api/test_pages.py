@@ -100,7 +100,7 @@ def test_mathtext_in_csv_headers_breaks_no_page_and_no_plot(client: TestClient, 
     spec = make_spec("dollars")
     spec["dataset"] = {"source": "csv", "path": "d.csv", "target": "y"}
     spec["search"]["space"] = {"l1": {"low": 1e-3, "high": 1e-1, "log": True}}
-    spec["search"]["stages"][1] |= {"params": ["l1"], "trials": 2}  # l1 alone walks a path: 2 points at least
+    spec["search"]["stages"][1] |= {"params": ["l1"], "trials": 3}  # an L1 path: its plot draws user text too
     job = _submit(client, spec)
     assert runner.run_once()
     assert client.get(f"/jobs/{job}").json()["status"] == "succeeded"

@@ -161,6 +161,23 @@ def test_an_unreachable_database_answers_503(client: TestClient) -> None:
 
 
 @SQLITE_ONLY
+def test_state_messages_and_filters_read_as_a_person_writes(client: TestClient) -> None:
+    job = client.post("/jobs", json=make_spec("words")).json()
+    assert client.post(f"/jobs/{job['id']}/cancel").status_code == 202
+    again = error_of(client.post(f"/jobs/{job['id']}/cancel"), 409, "job_finished")
+    assert again["message"] == (f"job {job['id']} was already cancelled; only a queued or running job can be "
+                                "cancelled")
+    report = error_of(client.get(f"/jobs/{job['id']}/report"), 409, "report_not_ready")
+    assert report["message"] == f"job {job['id']} was cancelled before its report was written"
+    # a status or a trial state in either case
+    for status in ("cancelled", "CANCELLED", "Cancelled"):
+        listed = client.get("/jobs", params={"status": status})
+        assert listed.status_code == 200 and [j["id"] for j in listed.json()["items"]] == [job["id"]]
+    for state in ("complete", "COMPLETE"):
+        assert client.get(f"/jobs/{job['id']}/trials", params={"state": state}).json()["count"] == 0
+    error_of(client.get("/jobs", params={"status": "done"}), 422, "invalid_request")
+
+
 @pytest.mark.parametrize(("body", "content_type", "field"), [
     (b'{"name": "a", "name": "b"}', "application/json", "name"),
     (b"name: a\ntraining:\n  lr: 0.1\n  lr: 0.2\n", "application/yaml", "training.lr"),

@@ -13,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner import Cancelled, parse_spec, run_job
+from tuner.report import RunSummary, diagnose
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -126,3 +127,32 @@ def test_a_cancelled_job_keeps_its_trials_and_resumes_to_the_exact_budget(tiny: 
         trials = _trials(sqlite_url, f"tiny/{stage}")
         assert _count(trials, TrialState.COMPLETE) == n
         assert _count(trials, TrialState.RUNNING) == 0
+
+
+def test_one_trial_count_everywhere_judged_of_budget_with_pruned_beside(
+        tiny: Tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from api.progress_bars import BarProgress
+
+    spec = parse_spec(tiny(training={"epochs": 6}, search={
+        "sampler": "random", "pruner": "median",
+        "space": {"l2": {"low": 1e-5, "high": 3.0, "log": True}},
+        "stages": [{"name": "l2", "params": ["l2"], "trials": 8}]}, report={"seeds": 0, "top_k": 1}))
+    report = run_job(spec, storage=f"sqlite:///{tmp_path}/runs.db", out_dir=tmp_path / "out")
+    stage = report.stages[1]
+    assert (stage.trials, stage.budget, stage.failed) == (8, 8, 0)
+    assert stage.pruned > 0 and stage.completed == 8 - stage.pruned
+    shown = f"8/8 trials ({stage.pruned} pruned)"
+    assert f"| l2 | `tiny/l2` | {shown} |" in (tmp_path / "out" / "report.md").read_text()
+    assert shown in (tmp_path / "out" / "report.html").read_text()
+    BarProgress(quiet=True).summary(report, tmp_path / "out")
+    assert f"baseline 1/1 trials  l2 {shown}" in capsys.readouterr().out
+
+
+def test_diagnosis_says_below_when_the_validation_loss_is_under_the_training_loss() -> None:
+    row = RunSummary.model_validate({"params": {}, "train_loss": 0.30, "val_loss": 0.25, "gap": -0.05, "epochs": 5,
+                                     "sparsity": 0.0, "features_kept": 4, "test_loss": 0.26, "test_rmse": 0.5,
+                                     "seeds": {"n": 1, "val_loss_mean": 0.25, "val_loss_std": 0.0}})
+    text = diagnose(row, constant_loss=1.0)
+    assert text.startswith("no_overfitting: without regularization the validation loss (0.25) is below the "
+                           "training loss (0.3);")
+    assert "within" not in text

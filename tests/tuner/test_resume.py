@@ -1,4 +1,5 @@
-"""`regtune run` killed with SIGKILL mid-stage, then run again: exact budgets, nothing left RUNNING."""
+"""Resuming `regtune run`: after SIGKILL (exact budgets, nothing left RUNNING), after Ctrl-C (exit 130), and never
+over a different spec; exit statuses."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,9 @@ import pytest
 import yaml
 from _gate import ENV, GATED, EpochGate
 from optuna.trial import TrialState
+
+from api.cli import main
+from tuner import SpecError, parse_spec, run_job
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -76,6 +81,93 @@ def test_a_bad_spec_exits_non_zero_with_the_rule_and_no_traceback(tmp_path: Path
     assert done.returncode == 2
     assert "search.space.l2: low <= high must hold, but got (low=1.0, high=0.001)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _two_stages(tiny: Tiny, **over: Any) -> dict[str, Any]:
+    stages = [{"name": "baseline", "params": [], "trials": 1}, {"name": "l2", "params": ["l2"], "trials": 2}]
+    parts: dict[str, Any] = {"name": "same", "training": {"epochs": 2}, "report": {"seeds": 0, "top_k": 1}}
+    return tiny(**parts | over | {"search": {"stages": stages, **over.get("search", {})}})
+
+
+def test_resuming_a_different_spec_is_refused_naming_the_change(tiny: Tiny, sqlite_url: str) -> None:
+    run_job(parse_spec(_two_stages(tiny)), storage=sqlite_url)
+    narrowed = _two_stages(tiny, search={"space": {"l2": {"low": 1e-3, "high": 1e-2, "log": True}}})
+    with pytest.raises(SpecError, match=r"study 'same/l2' in this storage holds trials of a different spec "
+                                        r"\(search\.space\.l2\.high: 0\.1 → 0\.01; "
+                                        r"search\.space\.l2\.low: 1e-05 → 0\.001\).* new name, or run it with --fresh"):
+        run_job(parse_spec(narrowed), storage=sqlite_url)
+    other_data = _two_stages(tiny, dataset={"name": "wine"})
+    with pytest.raises(SpecError, match=r"'same/baseline' .*dataset\.name: \"breast_cancer\" → \"wine\""):
+        run_job(parse_spec(other_data), storage=sqlite_url)
+    with pytest.raises(SpecError, match=r"search\.objective: \[\"val_loss\"\] → \[\"val_error\"\]"):
+        run_job(parse_spec(_two_stages(tiny, search={"objective": "val_error"})), storage=sqlite_url)
+    # report settings cannot change a trial: the finished studies are reused as they are
+    again = run_job(parse_spec(_two_stages(tiny, report={"seeds": 1, "top_k": 1})), storage=sqlite_url)
+    assert again["chosen"]["seeds"]["n"] == 2
+    assert len(optuna.load_study(study_name="same/l2", storage=sqlite_url).get_trials()) == 2
+    # --fresh deletes the job's studies and runs the new spec from scratch
+    fresh = run_job(parse_spec(narrowed), storage=sqlite_url, fresh=True)
+    assert 1e-3 <= fresh["stages"][1]["best_params"]["l2"] <= 1e-2
+    assert len(optuna.load_study(study_name="same/l2", storage=sqlite_url).get_trials()) == 2
+
+
+def _write(tmp_path: Path, spec: dict[str, Any] | str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec))
+    return path
+
+
+def test_exit_status_tells_a_failed_run_from_an_invalid_spec(tiny: Tiny, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = _two_stages(tiny)
+    # a plain file name is a SQLite file in the working directory
+    assert main(["run", str(_write(tmp_path, spec)), "--storage", "runs.db", "--quiet"]) == 0
+    assert len(optuna.load_study(study_name="same/l2", storage="sqlite:///runs.db").get_trials()) == 2
+    assert (tmp_path / "runs" / "same" / "report.html").exists()
+    capsys.readouterr()
+    changed = _two_stages(tiny, seed=1)
+    assert main(["run", str(_write(tmp_path, changed)), "--storage", "runs.db", "--quiet"]) == 2
+    assert "seed: 0 → 1" in capsys.readouterr().err
+    # every trial fails (a loss that overflows): the spec was fine, the run failed
+    diverging = _two_stages(tiny, name="diverges", training={"epochs": 2, "lr": 1e30, "optimizer": "sgd"})
+    assert main(["run", str(_write(tmp_path, diverging)), "--storage", "runs.db", "--quiet"]) == 1
+    assert "regtune: the run failed: stage 'baseline'" in capsys.readouterr().err
+    assert main(["run", str(_write(tmp_path, spec)), "--storage", "postgres:/x", "--quiet"]) == 2
+    assert "'postgres:/x' is not a database URL; a URL looks like sqlite:///runs.db" in capsys.readouterr().err
+
+
+def test_ctrl_c_mid_trial_exits_130_and_fails_the_trial_as_interrupted(tiny: Tiny, tmp_path: Path) -> None:
+    path = _write(tmp_path, tiny(name="ctrlc", training={"epochs": 30}))
+    storage = f"sqlite:///{tmp_path}/runs.db"
+    gate = EpochGate(tmp_path / "gate", trial=2, epoch=1)  # the first l2 trial waits after its first epoch
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, str(GATED), "run", str(path), "--storage", storage, "--quiet"],
+                                stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
+                                env=os.environ | {ENV: gate.env},  # SIGINT as a terminal has it: not ignored
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        gate.wait(alive=lambda: proc.poll() is None)
+        proc.send_signal(signal.SIGINT)
+        # the trial is let go only once the process has taken the Ctrl-C, so it stops after this very epoch
+        deadline = time.monotonic() + 120
+        while "interrupted: stopping 1 running trial(s) of stage l2" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+        gate.release()
+        proc.wait(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = log.read_text()
+    assert proc.returncode == 130, err[-2000:]
+    assert "terminate called" not in err and "Traceback" not in err
+    assert "interrupted; run the same command again to resume" in err
+    trials = optuna.load_study(study_name="ctrlc/l2", storage=storage).get_trials()
+    assert [(t.state, t.user_attrs.get("interrupted"), t.user_attrs.get("fail_reason")) for t in trials] == [
+        (TrialState.FAIL, True, "interrupted (Ctrl-C) after epoch 1")]
 
 
 @pytest.mark.parametrize(("text", "says"), [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
 from optuna.trial import TrialState
 
@@ -16,7 +17,12 @@ log = logging.getLogger(__name__)
 
 
 def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
-    """The Optuna backend: ``parallelism`` threads, each asking for a trial and training it."""
+    """The Optuna backend: ``parallelism`` threads, each asking for a trial and training it.
+
+    Ctrl-C in the calling thread stops the running trials at their next epoch boundary, records them
+    FAIL (``interrupted``) and raises ``KeyboardInterrupt`` once every thread has ended.
+    """
+    interrupted = threading.Event()
 
     def worker() -> None:
         while (asked := run.ask()) is not None:
@@ -28,6 +34,10 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 log.exception("trial %d of stage %s crashed", trial.number, run.stage.name)
                 trial.set_user_attr("fail_reason", repr(exc))
                 outcome = TrialOutcome(TrialState.FAIL, reason=repr(exc))
+            if outcome.cancelled and interrupted.is_set():  # say why it stopped: Ctrl-C, not a cancel
+                reason = f"interrupted (Ctrl-C) after epoch {trial.user_attrs.get('epochs', 0)}"
+                trial.set_user_attr("fail_reason", reason)
+                outcome = replace(outcome, reason=reason)
             try:
                 run.finish(trial, outcome)
             except Exception as exc:  # the stage ends short of its budget and says why
@@ -35,8 +45,40 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 run.abort(f"recording trial {trial.number} failed: {exc!r}")
                 return
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(run.spec.search.parallelism)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    asked_to_stop = run.should_stop
+    run.should_stop = lambda: interrupted.is_set() or (asked_to_stop is not None and asked_to_stop())
+    ended = [threading.Event() for _ in range(run.spec.search.parallelism)]
+
+    def until_ended(done: threading.Event) -> None:
+        try:
+            worker()
+        finally:
+            done.set()
+
+    for done in ended:
+        threading.Thread(target=until_ended, args=(done,), daemon=True).start()
+    try:
+        _wait_all(ended)
+    except KeyboardInterrupt:
+        # Ctrl-C: the running trials stop at their next epoch boundary and are recorded FAIL
+        # (interrupted). Leaving them to die with the interpreter aborts the process (torch's threads).
+        interrupted.set()
+        log.warning("interrupted: stopping %d running trial(s) of stage %s at their next epoch",
+                    run.in_flight, run.stage.name)
+        while True:
+            try:
+                _wait_all(ended)
+                break
+            except KeyboardInterrupt:  # more Ctrl-Cs while they wind down: keep waiting
+                continue
+        raise
+    finally:
+        run.should_stop = asked_to_stop
+
+
+def _wait_all(events: list[threading.Event]) -> None:
+    """Wait for every event. Not ``Thread.join``: a Ctrl-C inside ``join`` can mark a thread that still
+    runs as ended, so a second ``join`` would return at once (CPython 3.11, bpo-45274)."""
+    for event in events:
+        while not event.wait(1.0):
+            pass

@@ -6,6 +6,7 @@ import math
 import re
 from typing import Any
 
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from optuna.trial import FrozenTrial
@@ -17,6 +18,7 @@ from tuner.report import Report
 __all__ = ["candidates", "features", "importances", "learning_curves"]
 
 MAX_NAMED_FEATURES = 60  # above this, features are drawn as a grid of cells without names
+REMOVED_COLOR = "#cccccc"  # grey, as the features plot's title says
 
 
 def learning_curves(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
@@ -101,14 +103,15 @@ def features(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
             cells[i // side][i % side] = 1.0 if name in keep else 0.0
         fig = figure(6.0, 6.0)
         ax = fig.add_subplot()
-        ax.imshow(cells, cmap="RdYlGn", vmin=-0.3, vmax=1.2)
+        # exactly the two colours the title names (and white for the grid's empty tail)
+        ax.imshow(cells, cmap=ListedColormap([REMOVED_COLOR, "white", KEPT_COLOR]), vmin=0.0, vmax=1.0)
     else:
         cols, rows = 3, max(1, math.ceil(n / 3))
         fig = figure(9.0, max(1.6, 0.8 + 0.3 * rows))
         ax = fig.add_subplot()
         for i, (name, on) in enumerate([(k, True) for k in kept] + [(r, False) for r in removed]):
             x, y = i % cols, rows - 1 - i // cols
-            ax.add_patch(Rectangle((x + 0.02, y + 0.08), 0.96, 0.84, color=KEPT_COLOR if on else "#cccccc"))
+            ax.add_patch(Rectangle((x + 0.02, y + 0.08), 0.96, 0.84, color=KEPT_COLOR if on else REMOVED_COLOR))
             ax.text(x + 0.5, y + 0.5, plain(name[:34]), ha="center", va="center", fontsize=8,
                     color="white" if on else "#444444")
         ax.set(xlim=(0, cols), ylim=(0, rows))

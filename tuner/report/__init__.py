@@ -20,7 +20,7 @@ from tuner.report._html import (
     render_html,
     stage_progress,
 )
-from tuner.report._markdown import diagnose, epoch_gaps, render_markdown
+from tuner.report._markdown import diagnose, epoch_gaps, render_markdown, stage_count
 from tuner.report._model import (
     BoundHit,
     CandidateSummary,
@@ -81,6 +81,7 @@ __all__ = [
     "retrain_cost",
     "stable_features",
     "stage_cost",
+    "stage_count",
     "stage_progress",
     "total_cost",
 ]

@@ -21,7 +21,7 @@ from tuner.report._cost import retrain_cost, stage_cost, total_cost
 from tuner.report._explain import bound_hits, pareto_choice, stable_features
 from tuner.report._markdown import diagnose
 from tuner.report._model import Report, RunSummary
-from tuner.search import StageOutcome, complete_trials, one_se_point, path_summary
+from tuner.search import StageOutcome, TrialCount, complete_trials, one_se_point, path_summary
 from tuner.spec import JobSpec
 from tuner.train import Dataset, TrainResult, evaluate, refit
 
@@ -146,8 +146,10 @@ def _features(spec: JobSpec, data: Dataset, chosen: TrainResult) -> dict[str, An
 
 def _stage_summary(spec: JobSpec, outcome: StageOutcome) -> dict[str, Any]:
     best = outcome.best
+    budget = next(s.trials for s in spec.stages if s.name == outcome.name)
+    count = TrialCount.of((t.state for t in outcome.study.get_trials(deepcopy=False)), budget)
     out = {
-        "name": outcome.name, "study_name": outcome.study_name, "trials": outcome.trials,
+        "name": outcome.name, "study_name": outcome.study_name, **count.as_dict(),
         "best_trial": best.number if best else None,
         "best_value": (best.values[0] if len(best.values) == 1 else best.values) if best and best.values else None,
         "best_params": _searched(best.user_attrs.get("config", {}), spec) if best else {},

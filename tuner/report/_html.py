@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.knobs import fmt_params
 from tuner.report._markdown import epoch_gaps
 from tuner.report._model import Report, RunSummary, StageSummary
+from tuner.search import TrialCount, count_text
 
 __all__ = ["CAPTIONS", "CSS", "StageLike", "StageProgress", "html_document", "render_html", "stage_progress"]
 
@@ -65,7 +66,7 @@ class StageLike(Protocol):
 
 @dataclass(frozen=True)
 class StageProgress:
-    """How far one stage has come: completed trials of its budget, and its best first objective so far."""
+    """How far one stage has come: judged trials (COMPLETE or PRUNED) of its budget, its best first objective."""
 
     name: str
     study_name: str
@@ -83,9 +84,8 @@ def stage_progress(stages: list[tuple[str, str, int]], trials: list[FrozenTrial]
     for name, study, total in stages:
         own = [t for t in trials if t.user_attrs.get("stage") == name]
         done = [t for t in own if t.state == TrialState.COMPLETE and t.values]
-        count = {state: sum(t.state == state for t in own) for state in TrialState}
-        out.append(StageProgress(name, study, len(done), total, count[TrialState.RUNNING],
-                                 count[TrialState.PRUNED], count[TrialState.FAIL],
+        count = TrialCount.of((t.state for t in own), total)
+        out.append(StageProgress(name, study, count.judged, total, count.running, count.pruned, count.failed,
                                  min(t.values[0] for t in done) if done else None))
     return out
 
@@ -94,7 +94,8 @@ def _finished_stage(summary: StageSummary) -> StageProgress:
     """A finished stage as the report summarizes it (its best value: the first objective's)."""
     best = summary.best_value
     best = best[0] if isinstance(best, list) else best
-    return StageProgress(summary.name, summary.study_name, summary.trials, summary.trials,
+    return StageProgress(summary.name, summary.study_name, summary.trials, summary.budget,
+                         pruned=summary.pruned, failed=summary.failed,
                          best_value=float(best) if isinstance(best, (int, float)) else None)
 
 
@@ -165,11 +166,10 @@ def _stages(progress: Sequence[StageLike], links: dict[str, str]) -> str:
     for p in progress:
         name = escape(p.name)
         link = f' <a href="{escape(links[p.name])}">dashboard</a>' if p.name in links else ""
-        other = ", ".join(f"{n} {k}" for k, n in (("running", p.running), ("pruned", p.pruned),
-                                                 ("failed", p.failed)) if n)
+        count = count_text(p.done, p.total, pruned=p.pruned, failed=p.failed, running=p.running)
         rows.append(f"<tr><td>{name}</td><td><code>{escape(p.study_name)}</code>{link}</td>"
                     f'<td><progress max="{p.total}" value="{min(p.done, p.total)}"></progress> '
-                    f"{p.done}/{p.total}{f' ({other})' if other else ''}</td>"
+                    f"{escape(count)}</td>"
                     f"<td>{_n(p.best_value)}</td></tr>")
     return ("<table><tr><th>stage</th><th>study</th><th>trials</th><th>best objective</th></tr>"
             + "".join(rows) + "</table>")

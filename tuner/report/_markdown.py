@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.report._model import Report, RunSummary
+from tuner.report._model import Report, RunSummary, StageSummary
+from tuner.search import count_text
 
-__all__ = ["diagnose", "epoch_gaps", "render_markdown"]
+__all__ = ["diagnose", "epoch_gaps", "render_markdown", "stage_count"]
 
 OVERFIT_RELATIVE_GAP = 0.10  # gap as a fraction of the val loss
 OVERFIT_ABSOLUTE_GAP = 0.01
@@ -29,9 +30,15 @@ def diagnose(baseline: RunSummary, constant_loss: float) -> str:
         return (f"underfitting: without regularization the training loss ({train:.4g}) is still "
                 f"{100 * train / constant_loss:.0f}% of what a constant prediction scores ({constant_loss:.4g}); "
                 f"the model needs more capacity or training, not regularization.")
-    return (f"no_overfitting: without regularization the validation loss ({val:.4g}) is within "
-            f"{max(gap, 0.0):.4g} of the training loss ({train:.4g}); regularization can only cost fit here, "
-            f"so expect the baseline or a light setting to win.")
+    where = (f"is below the training loss ({train:.4g})" if gap < 0 else
+             f"is within {gap:.4g} of the training loss ({train:.4g})")
+    return (f"no_overfitting: without regularization the validation loss ({val:.4g}) {where}; regularization "
+            f"can only cost fit here, so expect the baseline or a light setting to win.")
+
+
+def stage_count(summary: StageSummary) -> str:
+    """A finished stage's trial count as the report summarizes it (``tuner.search.count_text``)."""
+    return count_text(summary.trials, summary.budget, pruned=summary.pruned, failed=summary.failed)
 
 
 def epoch_gaps(baseline: RunSummary) -> str:
@@ -78,7 +85,7 @@ def render_markdown(report: Report) -> str:
                      f"{cand.val_loss_mean:.4g} ± {cand.val_loss_std:.2g} (n={cand.n}) |")
     lines += ["", "## Stages", "", "| stage | study | trials | best value | best params |", "|---|---|---|---|---|"]
     for st in report.stages:
-        lines.append(f"| {st.name} | `{st.study_name}` | {st.trials} | {_fmt(st.best_value)} | "
+        lines.append(f"| {st.name} | `{st.study_name}` | {stage_count(st)} | {_fmt(st.best_value)} | "
                      f"{_fmt(st.best_params)} |")
     if report.cost:
         lines += ["", "## What the search cost", "",
@@ -94,7 +101,9 @@ def render_markdown(report: Report) -> str:
     lines += [f"- {p.stage} #{p.trial}: val {p.val_loss:.4g}, gap {p.gap:.4g}, {_fmt(p.params)}"
               for p in report.pareto[:10]]
     feats = report.features
-    if feats is not None:
+    if feats is not None and not c.params.get("l1"):
+        lines += ["", "## Features (L1)", "", "The chosen configuration has l1 = 0: L1 removed no feature."]
+    elif feats is not None:
         lines += ["", "## Features (L1)", "", f"Kept {len(feats.kept)}, removed {len(feats.removed)}.", "",
                   f"Removed: {', '.join(feats.removed) or 'none'}"]
         if feats.seeds > 1:

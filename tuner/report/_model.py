@@ -146,7 +146,11 @@ class StageSummary(_Part):
     name: str = Field(description="the stage's name in the spec")
     study_name: str = Field(description="the real name of the stage's Optuna study (`<name>/<stage>` from "
                                         "`regtune run`, `<name>-<job id>/<stage>` from the service)")
-    trials: int = Field(description="trials completed in the stage's study (pruned and failed ones not counted)")
+    trials: int = Field(description="trials that reached a verdict (COMPLETE or PRUNED): what the budget counts")
+    budget: int = Field(description="the stage's trial budget (`trials` in its spec)")
+    completed: int = Field(description="trials COMPLETE")
+    pruned: int = Field(description="trials PRUNED")
+    failed: int = Field(description="trials FAIL (a NaN loss, a crash, an interrupted run); not in the budget")
     best_trial: int | None = Field(description="the number of its best completed trial by the objective")
     best_value: float | list[float] | None = Field(
         description="the best trial's objective value; a pair for a Pareto objective")

@@ -5,6 +5,7 @@ trials warm the sampler. Where a stage's trials run is a backend's business
 (``tuner.backends``): this package hands them out (``StageRun``) and records them.
 """
 
+from tuner.search._counts import TrialCount, count_text
 from tuner.search._l1_path import (
     find_lambda_max,
     gradient_lambda_max,
@@ -14,8 +15,9 @@ from tuner.search._l1_path import (
     path_values,
     run_path,
 )
+from tuner.search._resume import check_fingerprint, delete_studies, fingerprint_parts
 from tuner.search._samplers import PRUNERS, SAMPLERS, WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
-from tuner.search._space import encode, grid_space, knob_names, suggest
+from tuner.search._space import encode, grid_space, knob_names, off_is_known, suggest
 from tuner.search._stages import (
     BUDGET_STATES,
     StageOutcome,
@@ -36,15 +38,20 @@ __all__ = [
     "WARM_STARTABLE",
     "StageOutcome",
     "StageRun",
+    "TrialCount",
     "TrialOutcome",
     "WarmStartSampler",
     "best_of",
     "budget_used",
+    "check_fingerprint",
     "close_stage",
     "complete_trials",
+    "count_text",
+    "delete_studies",
     "encode",
     "fail_interrupted",
     "find_lambda_max",
+    "fingerprint_parts",
     "gradient_lambda_max",
     "grid_space",
     "knob_names",
@@ -52,6 +59,7 @@ __all__ = [
     "make_sampler",
     "null_state",
     "objective_values",
+    "off_is_known",
     "one_se_point",
     "open_stage",
     "path_summary",

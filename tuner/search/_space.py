@@ -13,9 +13,9 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
-from tuner.spec import JobSpec, KnobRange
+from tuner.spec import JobSpec, KnobRange, StageSpec
 
-__all__ = ["encode", "grid_space", "knob_names", "suggest"]
+__all__ = ["encode", "grid_space", "knob_names", "off_is_known", "suggest"]
 
 
 def knob_names(knob: str, rng: KnobRange, n_hidden: int) -> list[str]:
@@ -40,13 +40,39 @@ def _ask(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     return trial.suggest_categorical(name, dist.choices)
 
 
-def suggest(trial: optuna.Trial, spec: JobSpec, params: list[str]) -> dict[str, float]:
-    """Ask the trial for every knob of a stage. Returns flat knob values, 0 for a knob switched off."""
+def off_is_known(spec: JobSpec, stage: StageSpec, fixed: dict[str, float]) -> frozenset[str]:
+    """The stage's ``allow_zero`` knobs whose "off" setting is a configuration already run.
+
+    In a stage that searches one knob which the earlier stages left at 0, switching it off
+    gives back the configuration those stages fixed: their best trial, already trained and
+    weighed in the stage's choice (``close_stage`` picks over earlier trials too). Asking
+    for it again would only spend the budget on a copy, so such a stage searches the "on"
+    range alone. A grid keeps its 0 point: the spec sized the budget to the whole grid.
+    """
+    if len(stage.params) != 1 or spec.search.sampler == "grid" or stage.path:
+        return frozenset()
+    knob = stage.params[0]
+    rng = spec.search.space.ranges()[knob]
+    names = knob_names(knob, rng, len(spec.model.hidden or []))
+    if rng.allow_zero and all(fixed.get(n, fixed.get(knob, 0.0)) == 0.0 for n in names):
+        return frozenset({knob})
+    return frozenset()
+
+
+def suggest(trial: optuna.Trial, spec: JobSpec, params: list[str],
+            known_off: frozenset[str] = frozenset()) -> dict[str, float]:
+    """Ask the trial for every knob of a stage. Returns flat knob values, 0 for a knob switched off.
+
+    Args:
+        known_off: knobs whose "off" setting is not asked (see ``off_is_known``).
+    """
     grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
     out: dict[str, float] = {}
     for knob in params:
         rng = spec.search.space.ranges()[knob]
         value_dist, on_dist = _distributions(rng, grid)
+        if knob in known_off:
+            on_dist = None
         for name in knob_names(knob, rng, n_hidden):
             if on_dist is not None and not _ask(trial, f"{name}_on", on_dist):
                 out[name] = 0.0
@@ -62,8 +88,8 @@ def _holds(dist: BaseDistribution, v: float) -> bool:
     return v in dist.choices
 
 
-def encode(config: dict[str, float], spec: JobSpec, params: list[str]
-           ) -> tuple[dict[str, Any], dict[str, BaseDistribution]] | None:
+def encode(config: dict[str, float], spec: JobSpec, params: list[str],
+           known_off: frozenset[str] = frozenset()) -> tuple[dict[str, Any], dict[str, BaseDistribution]] | None:
     """A trained configuration as this stage's Optuna params; None if the stage's priors cannot hold it."""
     grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
     values: dict[str, Any] = {}
@@ -71,6 +97,8 @@ def encode(config: dict[str, float], spec: JobSpec, params: list[str]
     for knob in params:
         rng = spec.search.space.ranges()[knob]
         value_dist, on_dist = _distributions(rng, grid)
+        if knob in known_off:
+            on_dist = None
         for name in knob_names(knob, rng, n_hidden):
             v = float(config.get(name, config.get(knob, 0.0)))
             if on_dist is not None:

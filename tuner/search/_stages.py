@@ -10,6 +10,7 @@ marked failed (``interrupted``), completed ones count, a finished stage is skipp
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,8 +23,9 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.errors import Cancelled, RegtuneError
 from tuner.knobs import Knobs, knob_of
 from tuner.limits import attempts_allowed
+from tuner.search._resume import check_fingerprint
 from tuner.search._samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
-from tuner.search._space import encode, grid_space, suggest
+from tuner.search._space import encode, grid_space, off_is_known, suggest
 from tuner.search._trial import TrialOutcome, objective_values
 from tuner.spec import JobSpec, StageSpec
 
@@ -38,6 +40,9 @@ __all__ = [
     "fail_interrupted",
     "open_stage",
 ]
+
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class StageOutcome:
@@ -119,12 +124,45 @@ class StageRun:
         with self._lock:
             if not self._reserve():
                 return None
-            trial = self.study.ask()
+            try:
+                trial = self.study.ask()
+            except Exception as exc:  # the sampler's before_trial, or the storage
+                self._sampler_failed(None, exc)
+                return None
+        try:
+            config = self._configure(trial)
+        except Exception as exc:  # the sampler failed (a missing package, a bug): the stage cannot go on
+            with self._lock:
+                self._sampler_failed(trial, exc)
+            return None
+        return trial, config
+
+    def _configure(self, trial: optuna.Trial) -> dict[str, float]:
+        """The sampler's suggestion for ``trial`` (this is where a sampler's own model runs)."""
         n_hidden = len(self.spec.model.hidden or [])
         per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
-        config = Knobs.from_params({**self.fixed, **suggest(trial, self.spec, self.stage.params)},
-                                   n_hidden).as_params(per_layer)
-        return trial, config
+        suggested = suggest(trial, self.spec, self.stage.params, known_off=off_is_known(self.spec, self.stage,
+                                                                                        self.fixed))
+        return Knobs.from_params({**self.fixed, **suggested}, n_hidden).as_params(per_layer)
+
+    def _sampler_failed(self, trial: optuna.Trial | None, exc: Exception) -> None:
+        """Record a trial the sampler could not configure as FAIL with the reason, and end the stage.
+
+        Called with the lock held. Every later ask would fail the same way, so the stage stops here and
+        says why instead of spending its attempts.
+        """
+        reason = f"the {self.spec.search.sampler!r} sampler failed: {exc!r}"
+        log.error("stage %s: %s", self.stage.name, reason, exc_info=exc)
+        self.in_flight -= 1
+        self.attempts = self.max_attempts
+        self.last_failure = reason
+        if trial is None:
+            return
+        try:
+            trial.set_user_attr("fail_reason", reason)
+            self.study.tell(trial.number, state=TrialState.FAIL)
+        except Exception:  # the storage failed too: the next run marks the trial interrupted
+            log.exception("could not record trial %d of stage %s as failed", trial.number, self.stage.name)
 
     def ask_fixed(self, params: dict[str, float], dists: dict[str, FloatDistribution]
                   ) -> tuple[optuna.Trial, dict[str, float]] | None:
@@ -162,12 +200,14 @@ class StageRun:
             self.on_trial(frozen)
 
 
-def _prior_trials(spec: JobSpec, stage: StageSpec, earlier: list[StageOutcome]) -> list[FrozenTrial]:
+def _prior_trials(spec: JobSpec, stage: StageSpec, earlier: list[StageOutcome],
+                  fixed: dict[str, float]) -> list[FrozenTrial]:
     """Earlier stages' finished trials, re-expressed in this stage's parameters."""
     prior: list[FrozenTrial] = []
+    known_off = off_is_known(spec, stage, fixed)
     for outcome in earlier:
         for t in complete_trials(outcome.study):
-            encoded = encode(t.user_attrs.get("config", {}), spec, stage.params)
+            encoded = encode(t.user_attrs.get("config", {}), spec, stage.params, known_off)
             if encoded is None:
                 continue
             params, dists = encoded
@@ -182,10 +222,14 @@ def _prior_trials(spec: JobSpec, stage: StageSpec, earlier: list[StageOutcome]) 
 def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorage, study_name: str,
                earlier: list[StageOutcome], fixed: dict[str, float], fixed_by: dict[str, str],
                job: str) -> optuna.Study:
-    """Create or load a stage's study, with its sampler warm-started."""
+    """Create or load a stage's study, with its sampler warm-started.
+
+    Raises:
+        SpecError: the study exists and was run with a different spec (see ``check_fingerprint``).
+    """
     stage = spec.stages[index]
     objectives = spec.search.objectives
-    prior = _prior_trials(spec, stage, earlier) if stage.params and not stage.path else []
+    prior = _prior_trials(spec, stage, earlier, fixed) if stage.params and not stage.path else []
     grid = grid_space(spec, stage.params) if spec.search.sampler == "grid" and not stage.path else None
     sampler = make_sampler("random" if stage.path else spec.search.sampler, spec.seed + 1000 * index,
                            len(objectives) > 1, grid)  # a path's points are set, never sampled
@@ -197,6 +241,7 @@ def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorag
         storage=storage, study_name=study_name, sampler=sampler, pruner=make_pruner(spec.search.pruner),
         directions=["minimize"] * len(objectives), load_if_exists=True,
     )
+    check_fingerprint(study, spec, stage, fixed)
     attrs: dict[str, Any] = {
         "job": job, "stage": stage.name, "stage_index": index, "params": stage.params,
         "fixed": {k: v for k, v in fixed.items() if knob_of(k) not in stage.params}, "fixed_by": fixed_by,
@@ -225,8 +270,10 @@ def close_stage(run: StageRun, earlier: list[StageOutcome], study_name: str) -> 
         raise Cancelled(f"stage {run.stage.name!r} stopped after {run.done} of {run.target} trials")
     own = complete_trials(run.study)
     if run.done < run.target or not own:
+        why = run.last_failure or ("every judged trial was pruned, so none has a final value"
+                                   if run.done >= run.target else "no trial said why")
         raise RegtuneError(f"stage {run.stage.name!r}: only {run.done} of {run.target} trials finished "
-                           f"({len(own)} completed) after {run.attempts} attempts; last failure: {run.last_failure}")
+                           f"({len(own)} completed) after {run.attempts} attempts; last failure: {why}")
     objectives = run.spec.search.objectives
     best_own = best_of(own, objectives)
     best_all = best_of(own + [t for e in earlier for t in complete_trials(e.study)], objectives)

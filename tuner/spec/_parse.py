@@ -9,6 +9,7 @@ once it breaks no rule.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ from tuner.errors import Issue, SpecError
 from tuner.spec._errors import issues_from_validation_error
 from tuner.spec._job import JobSpec
 from tuner.spec._load import SpecLoader, loads_json
-from tuner.spec._rules import check_spec
+from tuner.spec._rules import check_spec, unsearched_knobs
 from tuner.spec._stages import complete_stages
 
 __all__ = ["complete", "load_spec", "parse_spec"]
+
+log = logging.getLogger(__name__)
 
 
 def parse_spec(data: Any) -> JobSpec:
@@ -40,7 +43,11 @@ def parse_spec(data: Any) -> JobSpec:
     issues = check_spec(spec)
     if issues:
         raise SpecError(issues)
-    return complete(spec)
+    complete(spec)
+    for knob in unsearched_knobs(spec):
+        log.warning("search.space.%s: no stage searches %r, so it stays 0 (off); add it to a stage's params, "
+                    "or remove it from search.space", knob, knob)
+    return spec
 
 
 def load_spec(source: str | Path | bytes) -> JobSpec:
@@ -61,9 +68,23 @@ def load_spec(source: str | Path | bytes) -> JobSpec:
             text = source.decode("utf-8") if isinstance(source, bytes) else str(source)
         data = loads_json(text) if text.lstrip().startswith("{") else yaml.load(text, Loader=SpecLoader)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SpecError([Issue("", f"the spec is not valid YAML or JSON: {first}")]) from None
+        raise SpecError([Issue("", f"the spec is not valid YAML or JSON: {_syntax_error(exc)}")]) from None
     return parse_spec(data)
+
+
+def _syntax_error(exc: Exception) -> str:
+    """Where a document fails to parse (line, column, 1-based) and why, in one line."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        why = exc.problem or exc.context or "cannot parse"
+        if "'\\t'" in why:
+            why += " (a tab: YAML indents with spaces only)"
+        context = f" ({exc.context})" if exc.context and exc.problem else ""
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        return f"{where}{why}{context}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def complete(spec: JobSpec) -> JobSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -12,22 +13,35 @@ KNOBS = ("l1", "l2", "dropout", "input_dropout", "label_smoothing")
 
 
 class KnobRange(Strict):
-    """A prior over one knob: uniform or log-uniform in [low, high], optionally also exactly 0."""
+    """A prior over one knob: uniform or log-uniform in [low, high], optionally also exactly 0.
 
-    low: float = Field(description="the prior's lower end, >= 0 (> 0 for a log prior)")
-    high: float = Field(description="the prior's upper end, >= low; below 1 for dropout, input_dropout and "
-                                    "label_smoothing")
-    log: bool = Field(default=False, description="log-uniform in [low, high], as strengths spanning decades "
-                                                 "(λ₁, λ₂) want; else uniform")
-    allow_zero: bool = Field(default=False, description="the knob may also be exactly 0 (off): a trial first "
-                                                        "chooses on or off, then a value from the prior")
-    per_layer: bool = Field(default=False, description="dropout only: one rate per hidden layer instead of one "
-                                                       "for all")
-    grid: int | None = Field(default=None, ge=2, le=1000,
-                             description="for the grid sampler: this many points over [low, high] (log-spaced "
-                                         "for a log prior; 0 counts as one with allow_zero)")
-    values: list[float] | None = Field(default=None, description="for the grid sampler: the points themselves, "
-                                                                 "each in [low, high] (or 0 with allow_zero)")
+    The grid sampler needs a finite grid on every knob it searches: ``grid`` (that many points
+    spread over [low, high], log-spaced for a log prior) or ``values`` (the points themselves;
+    ``low`` and ``high`` may then be left out and default to the smallest and largest value).
+    """
+
+    low: float = Field(description="the smallest value; may be left out when 'values' is given")
+    high: float = Field(description="the largest value; may be left out when 'values' is given")
+    log: bool = Field(default=False, description="log-uniform between low and high (needs low > 0)")
+    allow_zero: bool = Field(default=False, description="also try exactly 0 (the knob switched off)")
+    per_layer: bool = Field(default=False, description="dropout only: one rate per hidden layer")
+    grid: int | None = Field(default=None, ge=2, le=1000, description=(
+        "the grid sampler: this many points over [low, high] (0 among them with allow_zero)"))
+    values: list[float] | None = Field(default=None, description=(
+        "the grid sampler: these points (low and high default to their smallest and largest)"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _range_from_values(cls, data: Any) -> Any:
+        """``values`` alone is a whole prior: its range is the values' own (0 apart, with allow_zero)."""
+        if not isinstance(data, dict) or not isinstance(data.get("values"), list) or not data["values"]:
+            return data
+        values = data["values"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return data  # the field's own check names the bad value
+        nonzero = [float(v) for v in values if v != 0] if data.get("allow_zero") else [float(v) for v in values]
+        span = nonzero or [float(v) for v in values]
+        return {"low": min(span), "high": max(span), **data}
 
     @model_validator(mode="after")
     def _check(self) -> KnobRange:

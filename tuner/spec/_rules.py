@@ -13,7 +13,7 @@ from tuner.spec._models import StageSpec
 from tuner.spec._priors import KnobRange
 from tuner.spec._stages import BASELINE, default_stages
 
-__all__ = ["check_spec", "grid_points"]
+__all__ = ["check_spec", "grid_points", "unsearched_knobs"]
 
 
 def _check_stages(stages: list[StageSpec], ranges: dict[str, KnobRange]) -> list[Issue]:
@@ -114,3 +114,9 @@ def check_spec(spec: JobSpec) -> list[Issue]:
         if not math.isfinite(rng.high):
             issues.append(Issue(f"search.space.{name}.high", "must be finite", rng.high))
     return list(dict.fromkeys(issues))  # a rule broken in several stages is reported once
+
+
+def unsearched_knobs(spec: JobSpec) -> list[str]:
+    """Knobs given a prior in ``search.space`` that no stage searches: they stay at 0 (off)."""
+    searched = {p for stage in spec.search.stages or [] for p in stage.params}
+    return [k for k in spec.search.space.ranges() if k not in searched]

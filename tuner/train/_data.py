@@ -141,7 +141,8 @@ def _open_csv(spec: DatasetSpec) -> BinaryIO:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise DataError.one("dataset.path", f"cannot read {spec.path!r}: {exc.strerror}", spec.path) from None
+        raise DataError.one("dataset.path", f"cannot read {spec.path!r} in {root} (REGTUNE_DATA_DIR, or a 'data' "
+                            f"folder in the working directory when it is unset): {exc.strerror}", spec.path) from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise DataError.one("dataset.path", f"must be a regular file, but {spec.path!r} is not (a folder, a FIFO "

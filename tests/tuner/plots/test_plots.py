@@ -18,7 +18,7 @@ from PIL import Image, ImageStat
 
 from tuner import load_spec, run_job, write_report
 from tuner.plots import PLOTS, render_plot, render_plots
-from tuner.report import FeatureSummary, Report, StageProgress, render_html, stage_progress
+from tuner.report import FeatureSummary, Report, StageProgress, render_html, render_markdown, stage_progress
 
 TRIAL_PLOTS = {"pareto", "history", "knobs", "sparsity"}
 L1 = FloatDistribution(1e-5, 1e-1, log=True)
@@ -85,8 +85,8 @@ def _report(features: int = 6) -> Report:
                         "val_losses": [0.6, 0.58, 0.65]},
                        {"stage": "joint", "trial": 4, "params": chosen["params"], "val_loss_mean": 0.41,
                         "val_loss_std": 0.01, "val_loss_se": 0.01, "n": 3, "val_losses": [0.40, 0.41, 0.42]}],
-        "stages": [{"name": n, "study_name": f"demo/{n}", "trials": k, "best_trial": 0, "best_value": 0.4,
-                    "best_params": {}, "fixes": {}}
+        "stages": [{"name": n, "study_name": f"demo/{n}", "trials": k, "budget": k, "completed": k, "pruned": 0,
+                    "failed": 0, "best_trial": 0, "best_value": 0.4, "best_params": {}, "fixes": {}}
                    for n, k in (("baseline", 1), ("l2", 5), ("joint", 9))],
         "pareto": [], "importances": {"l2": 0.6, "dropout": 0.3, "l1": 0.1},
         "curves": {"baseline": {"train": [0.8, 0.5, 0.3, 0.2, 0.15, 0.1], "val": curve},
@@ -186,12 +186,13 @@ def test_the_page_says_the_verdict_and_needs_no_network(trials: list[FrozenTrial
 def test_a_running_page_shows_progress_and_refreshes(trials: list[FrozenTrial]) -> None:
     stages = [("baseline", "demo/baseline", 1), ("l2", "demo/l2", 5), ("joint", "demo/joint", 20)]
     progress = stage_progress(stages, trials)
-    assert progress[2] == StageProgress("joint", "demo/joint", 9, 20, running=0, pruned=1, failed=0,
+    # 9 completed and 1 pruned: 10 judged of the budget of 20, as the service and report.md count
+    assert progress[2] == StageProgress("joint", "demo/joint", 10, 20, running=0, pruned=1, failed=0,
                                         best_value=pytest.approx(0.40))  # type: ignore[arg-type]
     page = render_html(None, render_plots(None, trials), title="demo", status="running", progress=progress,
                        refresh_seconds=7)
     assert '<meta http-equiv="refresh" content="7">' in page
-    assert 'value="9"' in page and "9/20 (1 pruned)" in page
+    assert 'value="10"' in page and "10/20 trials (1 pruned)" in page
     assert "Verdict" not in page and page.count("<img") == len(TRIAL_PLOTS)
 
 
@@ -235,6 +236,30 @@ report: {top_k: 2, seeds: 1}
     assert "sepal length (cm)" in page or "petal width (cm)" in page or not report.features.removed
     assert not re.search(r"https?://", page)
     assert math.isfinite(report.chosen.val_loss)
+
+
+@pytest.mark.parametrize("features", [6, 64])
+def test_removed_features_are_drawn_grey_as_the_title_says(features: int, trials: list[FrozenTrial]) -> None:
+    png = render_plot("features", _report(features=features), trials)
+    assert png is not None
+    colours = {c for _, c in _image(png).getcolors(maxcolors=1 << 16) or []}
+    assert (0xcc, 0xcc, 0xcc) in colours and (0x2c, 0xa0, 0x2c) in colours  # removed grey, kept green
+    warm = [c for c in colours if c[0] > 180 and c[0] - c[2] > 80 and c[1] < 200]  # orange and red hues
+    assert not warm, warm[:5]
+
+
+@pytest.mark.parametrize("l1", [0.0, 0.001])
+def test_l1_kept_features_is_said_only_when_the_choice_uses_l1(l1: float, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from api.progress_bars import BarProgress
+
+    report = _report()
+    report.chosen.params["l1"] = l1
+    BarProgress(quiet=True).summary(report, tmp_path)
+    printed, md = capsys.readouterr().out, render_markdown(report)
+    assert ("L1 kept 3 features, removed 3" in printed) == (l1 > 0)
+    assert ("Kept 3, removed 3." in md) == (l1 > 0)
+    assert ("The chosen configuration has l1 = 0: L1 removed no feature." in md) == (l1 == 0)
 
 
 MATHTEXT = ["$x^2$", r"$\frac{a$", "price ($)", "a$b$c", "$$", r"\$ok$", r"$\notacommand$", "x_1^{2}", "50%$"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import optuna
 import pytest
+from optuna._imports import _LazyImport
 from optuna.trial import TrialState
 
-from tuner import parse_spec, run_job
+from tuner import RegtuneError, parse_spec, run_job
 from tuner.search import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from tuner.spec import SAMPLERS as SPEC_SAMPLERS
 
@@ -83,3 +85,43 @@ def test_val_error_objective(tiny: Tiny, sqlite_url: str) -> None:
     run_job(parse_spec(tiny(**FAST, search={"objective": "val_error"})), storage=sqlite_url)
     for t in _complete(sqlite_url, "tiny/l2"):
         assert t.value == pytest.approx(1.0 - t.user_attrs["val_acc"])
+
+
+@pytest.mark.parametrize("sampler", SPEC_SAMPLERS)
+def test_every_sampler_samples_past_its_startup_trials(tiny: Tiny, sampler: str, sqlite_url: str) -> None:
+    # 7 trials: past every sampler's random start-up (tpe and gp 5, cmaes 3), so each one's own model runs
+    space = {"l2": {"low": 1e-4, "high": 1e-1, "log": True, "grid": 4},
+             "dropout": {"low": 0.0, "high": 0.4, "values": [0.0, 0.2, 0.4]}}
+    stages = [{"name": "joint", "params": ["l2", "dropout"], "trials": 7}]
+    run_job(parse_spec(tiny(**FAST, search={"sampler": sampler, "space": space, "stages": stages})),
+            storage=sqlite_url)
+    study = optuna.load_study(study_name="tiny/joint", storage=sqlite_url)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 7
+
+
+def test_a_sampler_that_fails_fails_its_trial_with_the_reason(tiny: Tiny, sqlite_url: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # cmaes not installed, exactly as a machine without the package sees it: the import fails on first use
+    monkeypatch.setitem(sys.modules, "cmaes", None)
+    monkeypatch.setattr("optuna.samplers._cmaes.cmaes", _LazyImport("cmaes"))
+    stages = [{"name": "l2", "params": ["l2"], "trials": 5}]
+    spec = parse_spec(tiny(**FAST, search={"sampler": "cmaes", "stages": stages}))
+    with pytest.raises(RegtuneError, match=r"only 3 of 5 trials finished .* last failure: the 'cmaes' sampler "
+                                           r"failed: ModuleNotFoundError"):
+        run_job(spec, storage=sqlite_url)
+    trials = optuna.load_study(study_name="tiny/l2", storage=sqlite_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [TrialState.FAIL]
+    assert "ModuleNotFoundError" in trials[-1].user_attrs["fail_reason"]
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_one_knob_stage_does_not_re_ask_the_configuration_it_starts_from(tiny: Tiny, sampler: str,
+                                                                           sqlite_url: str) -> None:
+    # l2 off is the baseline's configuration, already trained; the stage spends its budget on l2 > 0
+    space = {"l2": {"low": 1e-5, "high": 1e-2, "log": True, "allow_zero": True}}
+    stages = [{"name": "l2", "params": ["l2"], "trials": 8}]
+    spec = parse_spec(tiny(**FAST, search={"sampler": sampler, "space": space, "stages": stages}))
+    report = run_job(spec, storage=sqlite_url)
+    l2 = [t.user_attrs["config"]["l2"] for t in _complete(sqlite_url, "tiny/l2")]
+    assert len(l2) == 8 and all(1e-5 <= v <= 1e-2 for v in l2)
+    assert report.chosen.params.get("l2", 0.0) in {0.0, *l2}  # off stays choosable: the baseline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -151,6 +152,47 @@ def test_json_text_and_yaml_file_give_the_same_spec(tiny: Tiny, tmp_path: Any) -
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(tiny()))
     assert load_spec(path) == load_spec(json.dumps(tiny()))
+
+
+def test_a_syntax_error_gives_line_column_and_cause(tmp_path: Any) -> None:
+    path = tmp_path / "tabbed.yaml"
+    path.write_text("name: tabbed\ndataset:\n\tsource: sklearn\n")
+    with pytest.raises(SpecError, match=r"line 3, column 1: found character '\\t' that cannot start any token "
+                                        r"\(a tab: YAML indents with spaces only\)"):
+        load_spec(path)
+    with pytest.raises(SpecError, match=r"line 2, column 1: expected ',' or ']', but got '<stream end>' "
+                                        r"\(while parsing a flow sequence\)"):
+        load_spec("name: [unclosed\n")
+    with pytest.raises(SpecError, match="line 1, column 14: Expecting property name enclosed in double quotes"):
+        load_spec('{"name": "x",}')
+
+
+def test_grid_values_alone_are_a_whole_prior(tiny: Tiny) -> None:
+    spec = parse_spec(tiny(search={"sampler": "grid", "space": {
+        "l2": {"low": None, "high": None, "log": None, "values": [0.0, 1e-3, 1e-2], "allow_zero": True},
+        "dropout": {"low": None, "high": None, "values": [0.1, 0.2, 0.3]}}}))
+    l2, dropout = spec.search.space.l2, spec.search.space.dropout
+    assert l2 is not None and (l2.low, l2.high, l2.grid_values()) == (1e-3, 1e-2, [0.0, 1e-3, 1e-2])
+    assert dropout is not None and (dropout.low, dropout.high) == (0.1, 0.3)
+    schema = JobSpec.model_json_schema()["$defs"]["KnobRange"]["properties"]
+    assert "grid sampler" in schema["values"]["description"] and "grid sampler" in schema["grid"]["description"]
+
+
+def test_a_knob_no_stage_searches_is_named_in_a_warning(tiny: Tiny, caplog: pytest.LogCaptureFixture) -> None:
+    stages = [{"name": "l2", "params": ["l2"], "trials": 3}]
+    with caplog.at_level(logging.WARNING, logger="tuner.spec"):
+        parse_spec(tiny(search={"stages": stages}))
+    assert [r.getMessage() for r in caplog.records] == [
+        "search.space.dropout: no stage searches 'dropout', so it stays 0 (off); add it to a stage's params, "
+        "or remove it from search.space"]
+
+
+def test_without_stages_a_baseline_and_one_joint_stage_of_30_trials(tiny: Tiny) -> None:
+    spec = parse_spec(tiny(search={"stages": None}))
+    assert [(s.name, s.params, s.trials) for s in spec.stages] == [
+        ("baseline", [], 1), ("joint", ["l2", "dropout"], 30)]
+    assert "'joint' stage over every knob in space, 30 trials" in str(
+        JobSpec.model_json_schema()["$defs"]["SearchSpec"]["properties"]["stages"]["description"])
 
 
 INF, NAN = float("inf"), float("nan")

@@ -157,3 +157,18 @@ def test_a_csv_over_the_cell_limit_is_refused_while_it_is_read(tiny: Tiny, tmp_p
     assert _load_error(tiny, max_cells=100) == ("dataset.path: 'd.csv' holds more than 100 cells (rows × columns), "
                                                 "the most allowed (REGTUNE_MAX_DATA_CELLS)")
     assert len(load_dataset(_csv_spec(tiny).dataset, seed=0, max_cells=123).train) == 24  # 41 × 3 cells
+
+
+def test_csv_errors_read_as_a_person_writes(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGTUNE_DATA_DIR", str(tmp_path))
+    spec = parse_spec(tiny(dataset={"source": "csv", "name": None, "path": "missing.csv", "target": "y"}))
+    with pytest.raises(DataError, match=f"cannot read 'missing.csv' in {tmp_path} \\(REGTUNE_DATA_DIR"):
+        load_dataset(spec.dataset, seed=0)
+    _csv(tmp_path / "d.csv", [["a", "y", "fold"], [1, 0, "train"], [2, 1, "validation"]])
+    spec = parse_spec(tiny(dataset={"source": "csv", "name": None, "path": "d.csv", "target": "y",
+                                    "split": {"column": "fold", "val": None, "test": None}}))
+    with pytest.raises(DataError) as info:
+        load_dataset(spec.dataset, seed=0)
+    message = info.value.issues[0].message
+    assert message == "values must be train, val or test, but line 3, column 3 of 'd.csv' is not"
+    assert "np.str_" not in str(info.value)
