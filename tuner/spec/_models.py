@@ -154,10 +154,10 @@ class SearchSpec(Strict):
                                         "[val_loss, gap] for a Pareto search (two objectives)")
     parallelism: int = Field(default=1, ge=1, le=64, description="trials at once")
     space: Space = Field(default_factory=Space, description="the knobs' priors; a knob left out is never used")
-    stages: list[StageSpec] | None = Field(
-        default=None, description="run in order, each fixing its knobs' best values for the later ones; when "
-                                  "omitted: a baseline (1 trial, no regularization), then one stage 'joint' of 30 "
-                                  "trials over every knob in space; a baseline is put first when missing")
+    stages: list[StageSpec] | None = Field(default=None, description=(
+        "run in order, each fixing its best values for the later ones; left out: a 'baseline' stage "
+        "(1 trial, no regularization) then one 'joint' stage over every knob in space, 30 trials; a baseline "
+        "is put first when the stages given have none"))
 
     @field_validator("objective")
     @classmethod

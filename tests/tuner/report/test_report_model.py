@@ -18,7 +18,8 @@ TOP = {"job", "task", "baseline", "chosen", "choose", "candidates", "stages", "p
        "bound_hits", "cost", "diagnosis"}
 MEASURED = {"params", "train_loss", "val_loss", "gap", "epochs", "sparsity", "features_kept", "test_loss", "seeds"}
 CANDIDATE = {"stage", "trial", "params", "val_loss_mean", "val_loss_std", "val_loss_se", "n", "val_losses"}
-STAGE = {"name", "study_name", "trials", "best_trial", "best_value", "best_params", "fixes"}
+STAGE = {"name", "study_name", "trials", "budget", "completed", "pruned", "failed", "best_trial", "best_value",
+         "best_params", "fixes"}
 PARETO = {"stage", "trial", "params", "val_loss", "gap"}
 SEEDS = {"n", "val_loss_mean", "val_loss_std"}
 EPOCH_GAPS = {"best_epoch", "last_epoch"}  # the baseline's only
