@@ -54,6 +54,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from tuner.plugins import list_factories, models_dir
+
+    factories = list_factories()
+    if not factories:
+        where = models_dir() or "REGTUNE_MODELS_DIR (not set)"
+        print(f"no model factories: put a Python file in {where} or install 'regtune.models' entry points")
+    width = max((len(f.name) for f in factories), default=0)
+    for f in factories:
+        print(f"{f.name:<{width}}  {f.doc if f.error is None else 'cannot be loaded: ' + f.error}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="regtune", description="Staged search for regularization hyperparameters.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -64,11 +77,13 @@ def _parser() -> argparse.ArgumentParser:
                      "postgresql+psycopg://user@host/db; a plain file path is a SQLite file "
                      "(default: $REGTUNE_DATABASE_URL or sqlite:///regtune.db)")
     run.add_argument("--out", help="folder for the report: report.json, report.md, report.html and "
-                     "plots/<name>.png (default: runs/<name>)")
+                     "plots/<name>.png, and the tuned model: model.safetensors, model.json (default: runs/<name>)")
     run.add_argument("--fresh", action="store_true", help="delete this job's studies (<name>/<stage>) in the "
                      "storage first and start over, instead of resuming them")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
+    models = sub.add_parser("models", help="list the model factories a spec may name (kind: module)")
+    models.set_defaults(func=_cmd_models)
     try:
         from api.service_commands import add_service_commands
     except ImportError:  # the service commands are optional in a library-only checkout

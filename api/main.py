@@ -16,7 +16,7 @@ from api.errors import install_error_handlers
 from api.job_view import JobViews
 from api.middleware import BearerAuth, BodyLimit
 from api.openapi import install_openapi
-from api.routers import health, jobs, pages, reports, trials
+from api.routers import health, jobs, models, pages, reports, trials
 from api.settings import Settings, get_settings
 from tuner import open_storage
 
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.db, app.state.storage = settings, db, storage
     app.state.job_views = JobViews()
     install_error_handlers(app)
-    for module in (health, jobs, trials, reports, pages):
+    for module in (health, jobs, trials, reports, models, pages):
         app.include_router(module.router)
     install_openapi(app)
     install_docs(app)

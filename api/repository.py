@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.messages import already_finished
 from api.spec_body import spec_hash
-from api.tables import FINISHED, JobRow, JobStatus, utcnow
+from api.tables import FINISHED, JobModelRow, JobRow, JobStatus, utcnow
 from tuner import JobSpec, Report
 from tuner.errors import Issue
 
-__all__ = ["cancel_job", "create_job", "get_job", "list_jobs", "new_job_id", "stored_report"]
+__all__ = ["cancel_job", "create_job", "get_job", "get_job_model", "list_jobs", "new_job_id", "stored_report"]
 
 IDEMPOTENCY_FIELD = "header.Idempotency-Key"
 JOB_ID = re.compile(r"[0-9a-f]{12}")
@@ -129,3 +129,17 @@ def cancel_job(*, session: Session, job_id: str) -> JobRow:
     if row.status in FINISHED:
         raise ApiError(409, "job_finished", already_finished(job_id, row.status))
     return row
+
+
+def get_job_model(*, session: Session, job_id: str) -> tuple[JobRow, bytes]:
+    """A job and the archive of its tuned model.
+
+    Raises:
+        ApiError: 404 when there is no such job, or it has not succeeded (no model yet).
+    """
+    row = get_job(session=session, job_id=job_id)
+    archive = session.scalar(select(JobModelRow.archive).where(JobModelRow.job_id == job_id))
+    if row.status != JobStatus.SUCCEEDED or archive is None:
+        raise ApiError(404, "model_not_found", f"job {job_id} is {row.status}; its tuned model exists once it has "
+                       "succeeded")
+    return row, archive

@@ -14,6 +14,7 @@ __all__ = [
     "BestSoFar",
     "ErrorBody",
     "ErrorDetail",
+    "FactoryPublic",
     "Health",
     "IssuePublic",
     "JobDetail",
@@ -154,3 +155,10 @@ class TrialsPublic(BaseModel):
 class Health(BaseModel):
     status: str = Field(description="ok")
     database: str = Field(description="ok when the database answered")
+
+
+class FactoryPublic(BaseModel):
+    name: str = Field(description="what model.factory names: 'file:function' (REGTUNE_MODELS_DIR) or an entry point")
+    source: str = Field(description="file (REGTUNE_MODELS_DIR) or entry_point (group regtune.models)")
+    doc: str = Field(description="the first line of the factory's docstring")
+    error: str | None = Field(default=None, description="why the file or entry point could not be loaded")

@@ -6,10 +6,10 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["FINISHED", "Base", "JobRow", "JobStatus", "utcnow"]
+__all__ = ["FINISHED", "Base", "JobModelRow", "JobRow", "JobStatus", "utcnow"]
 
 
 class AnyCaseStrEnum(enum.StrEnum):
@@ -72,3 +72,14 @@ class JobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+
+
+class JobModelRow(Base):
+    """The tuned model of a job that succeeded: a zip of ``model.safetensors`` and ``model.json``."""
+
+    __tablename__ = "regtune_job_models"
+
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("regtune_jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    archive: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -13,6 +13,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 from tuner.backends import executor_for
+from tuner.devices import resolve_device
 from tuner.errors import SpecError
 from tuner.limits import Limits, check_limits, check_work, estimate_work
 from tuner.report import Report, build_report, render_html, render_markdown, stage_progress
@@ -28,7 +29,7 @@ from tuner.search import (
 )
 from tuner.spec import JobSpec
 from tuner.storage import open_storage
-from tuner.train import Dataset, load_dataset
+from tuner.train import Dataset, check_model, load_dataset
 
 __all__ = ["Progress", "check_against_data", "run_job", "study_name", "write_report"]
 
@@ -70,13 +71,14 @@ def check_against_data(spec: JobSpec, data: Dataset, limits: Limits | None = Non
 
 def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,
             progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-            limits: Limits | None = None, fresh: bool = False) -> Report:
+            limits: Limits | None = None, fresh: bool = False, model_dir: Path | None = None) -> Report:
     """Run every stage of ``spec`` against ``storage`` (resuming what is there) and build the report.
 
     Args:
         storage: a database URL; the stages' studies are named ``<prefix>/<stage>``.
         prefix: the study-name prefix; defaults to the job name.
-        out_dir: where ``report.json`` and ``report.md`` go, if anywhere.
+        out_dir: where ``report.json`` and ``report.md`` go, if anywhere; the chosen model goes there too.
+        model_dir: where ``model.safetensors`` and ``model.json`` go (default: ``out_dir``).
         should_stop: polled at epoch boundaries; when it answers True the job stops (``Cancelled``).
         limits: what the job may cost; default ``Limits.from_env()`` (``REGTUNE_MAX_*``).
         fresh: delete the job's studies (``<prefix>/*``) first, instead of resuming them.
@@ -102,8 +104,12 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
                     prefix)
     data = load_dataset(spec.dataset, spec.seed, max_cells=limits.max_cells)
     check_against_data(spec, data, limits)
+    if spec.model.kind in ("module", "cnn"):  # build the model once and run one batch before any stage
+        layers = check_model(spec, data)
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"dropout_layers": layers})})
     search_data = data.without_test()  # the search never sees the test split
     executor = executor_for(spec.search.backend)
+    device = str(resolve_device(spec.training.device))
     outcomes: list[StageOutcome] = []
     fixed: dict[str, float] = {}
     fixed_by: dict[str, str] = {}
@@ -111,6 +117,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         name = study_name(prefix, stage.name)
         study = open_stage(spec, index, storage=rdb, study_name=name, earlier=outcomes, fixed=fixed,
                               fixed_by=fixed_by, job=prefix)
+        study.set_user_attr("device", device)  # each study records the device that ran it
         if (n := fail_interrupted(study, rdb)):
             log.warning("%s: %d trial(s) left running by an earlier process marked failed", name, n)
         done = budget_used(study)
@@ -128,7 +135,9 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         outcomes.append(outcome)
         if progress:
             progress.stage_finished(outcome)
-    report = build_report(spec, data, outcomes, should_stop=should_stop)
+    report = build_report(spec, data, outcomes, should_stop=should_stop,
+                          model_dir=model_dir if model_dir is not None else out_dir)
+    report.device = device
     if out_dir is not None:
         write_report(report, out_dir, [t for o in outcomes for t in o.study.get_trials(deepcopy=False)])
     return report

@@ -27,7 +27,7 @@ from tuner.spec import JobSpec, grid_points
 
 __all__ = ["LAMBDA_MAX_FITS", "Limits", "Work", "attempts_allowed", "check_limits", "check_work", "estimate_work"]
 
-SKLEARN_OUTPUTS = {"digits": 10, "breast_cancer": 2, "wine": 3, "iris": 3, "diabetes": 1}
+SKLEARN_OUTPUTS = {"digits": 10, "digits_images": 10, "breast_cancer": 2, "wine": 3, "iris": 3, "diabetes": 1}
 
 
 LAMBDA_MAX_FITS = 16  # trainings an L1 path may spend finding its λ_max (outside its trials)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from api.tables import JobRow, JobStatus, utcnow
+from api.tables import JobModelRow, JobRow, JobStatus, utcnow
 
 __all__ = ["Expired", "claim_job", "finish_job", "read_cancel", "release_job", "renew_lease", "requeue_expired"]
 
@@ -64,11 +64,14 @@ def read_cancel(*, session: Session, job_id: str, owner: str) -> bool | None:
 
 
 def finish_job(*, session: Session, job_id: str, owner: str, status: JobStatus,
-               report: dict[str, Any] | None = None, error: str | None = None) -> bool:
-    """Record how ``owner``'s job ended; False (and nothing written) when the lease was lost."""
+               report: dict[str, Any] | None = None, error: str | None = None,
+               model_archive: bytes | None = None) -> bool:
+    """Record how ``owner``'s job ended, with its tuned model; False (and nothing written) when the lease was lost."""
     now = utcnow()
     done = session.execute(update(JobRow).where(*_mine(job_id, owner)).values(
         status=status, report=report, error=error, finished_at=now, updated_at=now, lease_expires_at=None))
+    if done.rowcount and model_archive is not None:  # type: ignore[attr-defined]
+        session.merge(JobModelRow(job_id=job_id, archive=model_archive))  # the same transaction as the status
     session.commit()
     return bool(done.rowcount)  # type: ignore[attr-defined]
 

@@ -13,15 +13,18 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 from types import FrameType
 
 import optuna
 
 from api.db import Database, migrate
 from api.errors import json_safe
+from api.model_files import pack_model
 from api.settings import Settings
 from api.spec_body import job_limits
 from api.tables import JobRow, JobStatus
@@ -102,17 +105,18 @@ class Runner:
         lease = Lease(self.db, job_id=row.id, owner=self.owner, lease_seconds=self.settings.lease_seconds,
                       heartbeat_seconds=self.settings.heartbeat_seconds, shutdown=self.shutdown,
                       stall_seconds=self.settings.stall_seconds)
-        status, error = JobStatus.FAILED, None
+        status, error, archive = JobStatus.FAILED, None, None
         report: Report | None = None
         deadline = started + self.settings.max_job_seconds
 
         def should_stop() -> bool:
             return lease.should_stop() or time.monotonic() > deadline
 
-        with lease:
+        with lease, tempfile.TemporaryDirectory(prefix="regtune-model-") as model_dir:
             try:
                 report = run_job(parse_spec(row.spec), storage=self.db.url, prefix=row.study_prefix,
-                                 should_stop=should_stop, limits=job_limits(self.settings))
+                                 should_stop=should_stop, limits=job_limits(self.settings), model_dir=Path(model_dir))
+                archive = pack_model(Path(model_dir))
                 status = JobStatus.SUCCEEDED
             except Cancelled as exc:
                 status, error = JobStatus.CANCELLED, str(exc)
@@ -126,10 +130,10 @@ class Runner:
             except Exception as exc:  # a bug must fail the job, not the runner
                 log.exception("job %s crashed", row.id)
                 error = f"{type(exc).__name__}: {exc}"
-        self._record(row, status, report, error, lease.reason, time.monotonic() - started)
+        self._record(row, status, report, error, lease.reason, time.monotonic() - started, archive)
 
     def _record(self, row: JobRow, status: JobStatus, report: Report | None, error: str | None,
-                reason: str | None, seconds: float) -> None:
+                reason: str | None, seconds: float, archive: bytes | None = None) -> None:
         with self.db.session() as session:
             if reason in (LOST, STALLED):
                 log.warning("job %s: lease %s after %.0fs; another runner owns it now", row.id,
@@ -142,7 +146,7 @@ class Runner:
                 return
             kept = finish_job(session=session, job_id=row.id, owner=self.owner, status=status,
                               report=json_safe(report.model_dump(mode="json")) if report is not None else None,
-                              error=error)
+                              error=error, model_archive=archive)
         if kept:
             log.info("job %s: %s in %.0fs%s", row.id, status, seconds, f": {error}" if error else "")
         else:

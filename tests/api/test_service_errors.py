@@ -137,7 +137,8 @@ def test_health(client: TestClient) -> None:
 def test_every_route_needs_the_token_when_one_is_set(sqlite_url: str) -> None:
     settings = Settings(database_url=sqlite_url, api_token=SecretStr("s3cret-token"))
     with TestClient(create_app(settings)) as client:
-        for path in ("/healthz", "/jobs", "/dashboard", "/api/studies", "/openapi.json", "/jobs/0123456789ab"):
+        for path in ("/healthz", "/jobs", "/dashboard", "/api/studies", "/openapi.json", "/jobs/0123456789ab",
+                     "/models", "/jobs/0123456789ab/model"):
             bare = error_of(client.get(path), 401, "unauthorized")
             assert "no Authorization header" in bare["message"]
             assert client.get(path).headers["www-authenticate"].startswith("Bearer")

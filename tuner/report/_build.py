@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -23,7 +24,7 @@ from tuner.report._markdown import diagnose
 from tuner.report._model import Report, RunSummary
 from tuner.search import StageOutcome, TrialCount, complete_trials, one_se_point, path_summary
 from tuner.spec import JobSpec
-from tuner.train import Dataset, TrainResult, evaluate, refit
+from tuner.train import Dataset, TrainResult, evaluate, export_model, refit
 
 __all__ = ["build_report", "pareto_front"]
 
@@ -51,7 +52,7 @@ def _final(spec: JobSpec, data: Dataset, cand: Candidate,
     """
     if not data.folds:
         return cand.first
-    knobs = Knobs.from_params(cand.config, len(spec.model.hidden or []))
+    knobs = Knobs.from_params(cand.config, spec.model.dropout_slots)
     return refit(data, spec.model, spec.training, knobs, spec.seed, cand.first.best_epoch, should_stop)
 
 
@@ -183,11 +184,14 @@ def _pick(trial: FrozenTrial) -> tuple[str, int | None, dict[str, float]]:
 
 
 def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
-                 should_stop: Callable[[], bool] | None = None) -> Report:
+                 should_stop: Callable[[], bool] | None = None, model_dir: Path | None = None) -> Report:
     """Re-train the final candidates, choose, and measure the test split once.
 
     The parts are gathered as JSON-ready values (the explaining notes read them so)
     and checked once, at the end, against the ``Report`` model.
+
+    Args:
+        model_dir: where to export the chosen model (the one whose test metrics the report gives), if anywhere.
 
     Returns:
         The report; ``report.model_dump_json()`` is ``report.json``.
@@ -265,10 +269,16 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
         refits = [(f.epochs, f.seconds) for f in (base_fit, chosen_fit)]
         cost.append(retrain_cost(refits, None, name="refit on all non-test rows"))
     report["cost"] = [*cost, total_cost(cost)]
-    features = _features(spec, data, chosen_fit)
+    if spec.model.kind in ("module", "cnn") and spec.model.dropout_layers:
+        # per-layer knobs are numbered in named_modules() order: dropout_2 is the third dropout module
+        report["dropout_layers"] = {f"dropout_{i}": name for i, name in enumerate(spec.model.dropout_layers)}
+    features = _features(spec, data, chosen_fit) if spec.model.kind in ("mlp", "linear") else None
     if features is not None:
         features["stability"] = stable_features(data.feature_names, [r.features_mask for r in chosen.runs])
         features["seeds"] = len(chosen.runs)
         report["features"] = features
     report["diagnosis"] = diagnose(RunSummary.model_validate(report["baseline"]), _constant_loss(data))
+    if model_dir is not None and chosen_fit.model is not None:  # the model the test score was measured on
+        measured = {k: v for k, v in report["chosen"].items() if k.startswith("test_")}
+        export_model(model_dir, chosen_fit.model, spec=spec, data=data, params=chosen.config, measured=measured)
     return Report.model_validate(report)

@@ -85,7 +85,7 @@ def retrain_candidates(spec: JobSpec, data: Dataset, picks: list[tuple[str, int 
                        should_stop: Callable[[], bool] | None = None) -> list[Candidate]:
     """Train each (stage, trial, config) with the job's seed and ``report.seeds`` others."""
     seeds = [spec.seed] + [spec.seed + 1 + i for i in range(spec.report.seeds)]
-    n_hidden = len(spec.model.hidden or [])
+    n_hidden = spec.model.dropout_slots
     out = []
     for stage, number, config in picks:
         runs = []

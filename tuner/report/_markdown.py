@@ -100,6 +100,9 @@ def render_markdown(report: Report) -> str:
     lines += ["", f"## Pareto front (val loss vs gap): {len(report.pareto)} trials", ""]
     lines += [f"- {p.stage} #{p.trial}: val {p.val_loss:.4g}, gap {p.gap:.4g}, {_fmt(p.params)}"
               for p in report.pareto[:10]]
+    if report.dropout_layers:
+        lines += ["", "## Dropout modules (per-layer knobs, in named_modules() order)", "",
+                  ", ".join(f"{k} ({name})" for k, name in report.dropout_layers.items())]
     feats = report.features
     if feats is not None and not c.params.get("l1"):
         lines += ["", "## Features (L1)", "", "The chosen configuration has l1 = 0: L1 removed no feature."]

@@ -295,7 +295,11 @@ class Report(_Part):
     pareto_choice: ParetoChoice | None = _only_for("with two objectives: the choice's place on the front, and why")
     cost: list[StageCost] = Field(description="what the search cost: one row per stage, the re-training over "
                                               "seeds (and the refits), then the total")
+    dropout_layers: dict[str, str] | None = _only_for("a module or cnn model with per-layer dropout: each knob "
+                                                      "(dropout_<i>) and the dropout module it sets, in "
+                                                      "named_modules() order")
     features: FeatureSummary | None = _only_for("features kept and removed by the chosen model (when L1 was "
                                                 "searched)")
     diagnosis: str = Field(description="overfitting | no_overfitting | underfitting, then one sentence why, read "
                                        "from the baseline")
+    device: str | None = _only_for("the device the job trained on (training.device resolved: cpu, cuda:0, mps)")

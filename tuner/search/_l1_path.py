@@ -143,7 +143,7 @@ def run_path(run: StageRun, data: Dataset, storage_url: str) -> None:
     starts cold (that process's weights are gone) and says so.
     """
     spec, study = run.spec, run.study
-    n_hidden = len(spec.model.hidden or [])
+    n_hidden = spec.model.dropout_slots
     knobs = Knobs.from_params({**run.fixed, "l1": 0.0}, n_hidden)
     if "l1_max" not in study.user_attrs:  # with folds, from every non-test row (the loop's val rows repeat them)
         whole = replace(data, val=data.train, folds=()) if data.folds else data

@@ -53,7 +53,7 @@ def off_is_known(spec: JobSpec, stage: StageSpec, fixed: dict[str, float]) -> fr
         return frozenset()
     knob = stage.params[0]
     rng = spec.search.space.ranges()[knob]
-    names = knob_names(knob, rng, len(spec.model.hidden or []))
+    names = knob_names(knob, rng, spec.model.dropout_slots)
     if rng.allow_zero and all(fixed.get(n, fixed.get(knob, 0.0)) == 0.0 for n in names):
         return frozenset({knob})
     return frozenset()
@@ -66,7 +66,7 @@ def suggest(trial: optuna.Trial, spec: JobSpec, params: list[str],
     Args:
         known_off: knobs whose "off" setting is not asked (see ``off_is_known``).
     """
-    grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
+    grid, n_hidden = spec.search.sampler == "grid", spec.model.dropout_slots
     out: dict[str, float] = {}
     for knob in params:
         rng = spec.search.space.ranges()[knob]
@@ -91,7 +91,7 @@ def _holds(dist: BaseDistribution, v: float) -> bool:
 def encode(config: dict[str, float], spec: JobSpec, params: list[str],
            known_off: frozenset[str] = frozenset()) -> tuple[dict[str, Any], dict[str, BaseDistribution]] | None:
     """A trained configuration as this stage's Optuna params; None if the stage's priors cannot hold it."""
-    grid, n_hidden = spec.search.sampler == "grid", len(spec.model.hidden or [])
+    grid, n_hidden = spec.search.sampler == "grid", spec.model.dropout_slots
     values: dict[str, Any] = {}
     dists: dict[str, BaseDistribution] = {}
     for knob in params:
@@ -113,7 +113,7 @@ def encode(config: dict[str, float], spec: JobSpec, params: list[str],
 
 def grid_space(spec: JobSpec, params: list[str]) -> dict[str, list[Any]]:
     """The GridSampler search space of a stage."""
-    n_hidden = len(spec.model.hidden or [])
+    n_hidden = spec.model.dropout_slots
     out: dict[str, list[Any]] = {}
     for knob in params:
         rng = spec.search.space.ranges()[knob]

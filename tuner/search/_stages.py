@@ -139,7 +139,7 @@ class StageRun:
 
     def _configure(self, trial: optuna.Trial) -> dict[str, float]:
         """The sampler's suggestion for ``trial`` (this is where a sampler's own model runs)."""
-        n_hidden = len(self.spec.model.hidden or [])
+        n_hidden = self.spec.model.dropout_slots
         per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
         suggested = suggest(trial, self.spec, self.stage.params, known_off=off_is_known(self.spec, self.stage,
                                                                                         self.fixed))
@@ -174,7 +174,7 @@ class StageRun:
             trial = self.study.ask()
         for name, dist in dists.items():  # enqueued values are fixed: the sampler is not asked
             trial.suggest_float(name, dist.low, dist.high, log=dist.log)
-        n_hidden = len(self.spec.model.hidden or [])
+        n_hidden = self.spec.model.dropout_slots
         per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
         return trial, Knobs.from_params({**self.fixed, **params}, n_hidden).as_params(per_layer)
 

@@ -71,7 +71,7 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
 
     trial.set_user_attr("stage", stage)
     trial.set_user_attr("config", config)
-    knobs = Knobs.from_params(config, len(spec.model.hidden or []))
+    knobs = Knobs.from_params(config, spec.model.dropout_slots)
     try:
         if data.folds:
             trial.set_user_attr("cv_folds", len(data.folds))

@@ -10,6 +10,7 @@ from tuner.spec._base import Strict, check_one_of, field_error, one_of
 
 SKLEARN_DATASETS = {
     "digits": "classification",
+    "digits_images": "classification",  # the same 8x8 digits as 1x8x8 images (for a cnn)
     "breast_cancer": "classification",
     "wine": "classification",
     "iris": "classification",
@@ -17,18 +18,19 @@ SKLEARN_DATASETS = {
 }
 SKLEARN_SHAPES = {  # rows, features: what a job costs is known before anything is loaded
     "digits": (1797, 64),
+    "digits_images": (1797, 64),
     "breast_cancer": (569, 30),
     "wine": (178, 13),
     "iris": (150, 4),
     "diabetes": (442, 10),
 }
-SOURCES = ("sklearn", "csv", "synthetic")
+SOURCES = ("sklearn", "csv", "synthetic", "npz")
 TASKS = ("classification", "regression")
 ONLY_FOR: dict[str, tuple[str, ...]] = {  # a field and the sources it applies to
     "name": ("sklearn",),
-    "path": ("csv",),
+    "path": ("csv", "npz"),
     "target": ("csv",),
-    "task": ("csv", "synthetic"),
+    "task": ("csv", "synthetic", "npz"),
     "n_samples": ("synthetic",),
     "n_features": ("synthetic",),
     "n_informative": ("synthetic",),
@@ -158,6 +160,12 @@ class DatasetSpec(Strict):
                 check_one_of(self.name, list(SKLEARN_DATASETS), "sklearn dataset")
             except ValueError as exc:
                 raise field_error("name", str(exc)) from None
+        elif self.source == "npz":
+            if not self.path:
+                raise field_error("path", "source 'npz' needs 'path' (arrays X, y and optionally fold, under "
+                                  "REGTUNE_DATA_DIR)")
+            if (broken := path_rule(self.path)) is not None:
+                raise field_error("path", broken)
         elif self.source == "csv":
             if not self.path or not self.target:
                 raise field_error("path" if not self.path else "target", "source 'csv' needs 'path' and 'target'")

@@ -28,7 +28,7 @@ __all__ = [
     "TrainingSpec",
 ]
 
-MODEL_KINDS = ("mlp", "linear")
+MODEL_KINDS = ("mlp", "linear", "cnn", "module")
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "elu", "leaky_relu")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2")
@@ -42,13 +42,31 @@ class ModelSpec(Strict):
 
     kind: Annotated[str, one_of(MODEL_KINDS, "model kind")] = Field(
         default="mlp", description="mlp (a multi-layer perceptron) | linear (logistic or linear regression, no "
-                                  "hidden layer)")
+                                  "hidden layer) | cnn (conv blocks, then dense layers) | module (an installed "
+                                  "factory's torch module)")
     hidden: list[int] | None = Field(default=None, description="mlp: the hidden layers' widths (default "
                                                                "[256, 256]); linear: none")
     activation: Annotated[str, one_of(ACTIVATIONS, "activation")] = Field(
         default="relu", description=f"mlp: the hidden layers' activation, one of {', '.join(ACTIVATIONS)}")
     batch_norm: bool = Field(default=False, description="mlp: batch normalization after each hidden layer "
                                                         "(never penalized by L1 or L2)")
+    channels: list[int] | None = Field(default=None, description="cnn: the conv blocks' output channels (hidden: "
+                                                                 "the dense layers after them)")
+    kernel: int | None = Field(default=None, ge=1, le=15, description="cnn: the conv kernel size")
+    factory: str | None = Field(default=None, min_length=1, max_length=200,
+                                description="module: a model factory the operator installed (REGTUNE_MODELS_DIR "
+                                            "`file:function`, or a `regtune.models` entry point; GET /models)")
+    args: dict[str, Any] | None = Field(default=None, description="module: the factory's keyword arguments")
+    dropout_layers: list[str] | None = Field(
+        default=None, description="module and cnn: the dropout modules' names in named_modules() order, one "
+                                  "per-layer dropout knob each; the job fills it in (given, it must match)")
+
+    @property
+    def dropout_slots(self) -> int:
+        """How many dropout rates the model takes: one per hidden layer, or per dropout module."""
+        if self.kind == "module":
+            return len(self.dropout_layers or [])
+        return len(self.channels or []) + len(self.hidden or [])
 
     @field_validator("hidden")
     @classmethod
@@ -59,6 +77,33 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
+        own = {"factory": ("module",), "args": ("module",), "dropout_layers": ("module", "cnn"),
+               "channels": ("cnn",), "kernel": ("cnn",)}
+        for key, kinds in own.items():
+            if getattr(self, key) is not None and self.kind not in kinds:
+                raise field_error(key, f"applies to kind {' or '.join(repr(k) for k in kinds)} only, "
+                                  f"not {self.kind!r}")
+        if self.kind == "cnn":
+            self.channels = [32, 64] if self.channels is None else self.channels
+            if not self.channels or any(c < 1 for c in self.channels):
+                raise field_error("channels", f"a cnn needs at least one conv block, each with >= 1 channel, "
+                                  f"but got {self.channels}")
+            self.kernel = 3 if self.kernel is None else self.kernel
+            if self.kernel % 2 == 0:
+                raise field_error("kernel", f"must be odd (the padding keeps the image size), but got {self.kernel}")
+            self.hidden = [128] if self.hidden is None else self.hidden
+            return self
+        if self.kind == "module":
+            if self.factory is None:
+                raise field_error("factory", "kind 'module' needs 'factory' ('<file>:<function>' or an entry point)")
+            # the defaults stand for "not given" (a dumped spec holds them, and must parse again)
+            given = {"hidden": self.hidden is not None, "activation": self.activation != "relu",
+                     "batch_norm": self.batch_norm}
+            for key in (k for k, v in given.items() if v):
+                raise field_error(key, f"applies to kinds mlp, linear and cnn; a module's factory takes "
+                                  f"its settings in 'args', so drop {key!r}")
+            self.args = self.args or {}
+            return self
         if self.kind == "linear":
             if self.hidden:
                 raise field_error("hidden", f"the linear model has no hidden layers, but got hidden={self.hidden}")
@@ -92,6 +137,12 @@ class TrainingSpec(Strict):
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="optimizer sgd: its momentum")
     early_stopping: EarlyStopping | None = Field(default=None, description="stop a run early when the val loss "
                                                                            "stops improving; none: every epoch")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d{1,2})?)$",
+                        description="auto (a GPU when one is visible) | cpu | mps | cuda | cuda:N; checked against "
+                                    "the machine at submit")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="fp32 | bf16 | fp16: autocast in half precision (fp16 with a gradient scaler); "
+                                    "losses are measured in fp32")
 
 
 PATH_POINTS = 30

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 
-from tuner.errors import Issue
+from tuner.devices import device_problem
+from tuner.errors import Issue, SpecError
+from tuner.plugins import load_factory
 from tuner.spec._job import JobSpec
 from tuner.spec._models import StageSpec
 from tuner.spec._priors import KnobRange
@@ -50,7 +52,7 @@ def _grid_size(spec: JobSpec, params: list[str]) -> tuple[int, list[str]]:
         if vals is None:
             missing.append(p)
             continue
-        layers = len(spec.model.hidden or []) if (p == "dropout" and rng.per_layer) else 1
+        layers = spec.model.dropout_slots if (p == "dropout" and rng.per_layer) else 1
         size *= len(vals) ** layers
     return size, missing
 
@@ -87,6 +89,18 @@ def check_spec(spec: JobSpec) -> list[Issue]:
     if spec.model.kind == "linear" and space.dropout is not None:
         issues.append(Issue("search.space.dropout", "the linear model has no hidden layer to drop out; "
                             "use input_dropout"))
+    if spec.model.kind == "module" and spec.model.factory is not None:
+        try:  # only the operator's models folder and entry points are looked at, never the name as a path
+            load_factory(spec.model.factory)
+        except SpecError as exc:
+            issues += exc.issues
+    if spec.model.kind in ("cnn", "module"):
+        for i, stage in enumerate(given):
+            if stage.path:  # λ_max is read off the first layer's input weights: an MLP's or a linear model's
+                issues.append(Issue(f"search.stages[{i}].path", f"the L1 path needs model kind mlp or linear, "
+                                    f"but the model is a {spec.model.kind}; give stage {stage.name!r} path: false"))
+    if (problem := device_problem(spec.training.device, spec.training.precision)) is not None:
+        issues.append(Issue(problem[0], problem[1], getattr(spec.training, problem[0].split(".")[1])))
     multi = len(search.objectives) > 1
     if multi and search.sampler == "cmaes":
         issues.append(Issue("search.sampler", "cmaes optimizes one objective only; for a Pareto "

@@ -5,24 +5,45 @@ Knows nothing of Optuna: a trial's knobs come in as ``tuner.knobs.Knobs``.
 
 from tuner.train._cv import refit, train_cv
 from tuner.train._data import Dataset, Split, cross_folds, data_dir, load_dataset
+from tuner.train._export import MODEL_JSON, MODEL_WEIGHTS, export_model, load_model
 from tuner.train._loop import EpochCallback, TrainResult, evaluate, loss_standard_error, plain_loss, train
 from tuner.train._models import MLP, build_model
+from tuner.train._module import (
+    DROPOUT_TYPES,
+    PluginModel,
+    build_any,
+    check_model,
+    decay_weights,
+    dropout_modules,
+    make_plugin,
+)
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
 
 __all__ = [
+    "DROPOUT_TYPES",
     "MLP",
+    "MODEL_JSON",
+    "MODEL_WEIGHTS",
     "Dataset",
     "EpochCallback",
+    "PluginModel",
     "Split",
     "TrainResult",
+    "build_any",
     "build_model",
+    "check_model",
     "cross_folds",
     "data_dir",
+    "decay_weights",
+    "dropout_modules",
     "evaluate",
+    "export_model",
     "features_kept_mask",
     "l2_penalty",
     "load_dataset",
+    "load_model",
     "loss_standard_error",
+    "make_plugin",
     "plain_loss",
     "prox_l1_",
     "refit",

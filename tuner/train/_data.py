@@ -12,6 +12,7 @@ import itertools
 import math
 import os
 import stat
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = ["Dataset", "Split", "cross_folds", "data_dir", "load_dataset"]
 
 _SKLEARN_LOADERS = {
     "digits": skdatasets.load_digits,
+    "digits_images": skdatasets.load_digits,
     "breast_cancer": skdatasets.load_breast_cancer,
     "wine": skdatasets.load_wine,
     "iris": skdatasets.load_iris,
@@ -62,11 +64,22 @@ class Dataset:
     test: Split | None
     target_scale: float = 1.0  # regression: std of the raw target (losses are in standardized units)
     informative: list[str] = field(default_factory=list)  # synthetic data: the features that matter
+    # what it takes to feed the model new data the same way: the classes (output i is classes[i]),
+    # the standardization fitted on the training split, the regression target's mean
+    classes: list[str | int | float] = field(default_factory=list)
+    feature_mean: list[float] = field(default_factory=list)
+    feature_std: list[float] = field(default_factory=list)
+    target_mean: float = 0.0
     folds: tuple[Dataset, ...] = ()  # cross-validation: train holds every non-test row, val none
 
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example, as a model's factory is told it."""
+        return tuple(int(d) for d in self.train.X.shape[1:])
 
     def without_test(self) -> Dataset:
         """The same data with the test split removed: all the search may see."""
@@ -95,11 +108,15 @@ def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> 
     if spec.source == "sklearn":
         bunch = _SKLEARN_LOADERS[spec.name or ""]()
         X, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
+        if spec.name == "digits_images":
+            X = np.asarray(bunch.images, dtype=np.float64)[:, None, :, :]  # (n, 1, 8, 8)
         names = [str(n) for n in getattr(bunch, "feature_names", [])] or [f"x{i}" for i in range(X.shape[1])]
         task = spec.known_task or "classification"
     elif spec.source == "synthetic":
         X, y, names, informative = _synthetic(spec, seed)
         task = spec.task or "classification"
+    elif spec.source == "npz":
+        X, y, names, folds, task = _read_npz(spec, max_cells)
     else:
         X, y, names, folds, task = _read_csv(spec, max_cells)
     return _assemble(spec, seed, X, y, names, folds, task, informative)
@@ -148,6 +165,47 @@ def _open_csv(spec: DatasetSpec) -> BinaryIO:
         raise DataError.one("dataset.path", f"must be a regular file, but {spec.path!r} is not (a folder, a FIFO "
                             "or a device)", spec.path)
     return open(fd, "rb")
+
+
+def _read_npz(spec: DatasetSpec, max_cells: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+    """Arrays ``X`` (first axis: examples, any shape after it), ``y`` and optionally ``fold``; no pickles.
+
+    The file is opened as a CSV is (a regular file inside the data dir, never a dotfile).
+    """
+    try:
+        with _open_csv(spec) as fh, np.load(fh, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError.one("dataset.path", f"cannot read {spec.path!r} as an .npz of plain arrays: {exc}",
+                            spec.path) from None
+    for key in ("X", "y"):
+        if key not in arrays:
+            raise DataError.one("dataset.path", f"{spec.path!r} needs an array {key!r}; it holds "
+                                f"{', '.join(arrays) or 'none'}", spec.path)
+    X, y, fold = arrays["X"], arrays["y"], arrays.get("fold")
+    if max_cells is not None and X.size > max_cells:
+        raise DataError.one("dataset.path", f"{spec.path!r} holds more than {max_cells} values in X, the most "
+                            "allowed (REGTUNE_MAX_DATA_CELLS)")
+    n = X.shape[0] if X.ndim else 0
+    if X.ndim < 2 or y.shape != (n,) or (fold is not None and fold.shape != (n,)):
+        raise DataError.one("dataset.path", f"X must have an examples axis and y (and fold) one value per example, "
+                            f"but got X {X.shape}, y {y.shape}" + (f", fold {fold.shape}" if fold is not None else ""))
+    if X.dtype.kind not in "biuf" or not np.isfinite(X).all():
+        raise DataError.one("dataset.path", f"X must hold finite numbers, but its dtype is {X.dtype}"
+                            + ("" if X.dtype.kind not in "biuf" else " and it holds NaN or inf"))
+    folds = None
+    if fold is not None:
+        folds = np.asarray([(v.decode() if isinstance(v, bytes) else str(v)).strip().lower() for v in fold.tolist()])
+        bad = sorted(set(folds) - set(_FOLDS))
+        if bad:
+            raise DataError.one("dataset.path", f"fold values must be train, val or test, but got {bad[:5]}")
+    task = spec.task or _infer_task([str(v) for v in y.tolist()])
+    if task == "regression" and y.dtype.kind not in "biuf":
+        raise DataError.one("dataset.path", f"a regression target must be numeric, but y has dtype {y.dtype}")
+    width = len(str(int(np.prod(X.shape[1:])) - 1))
+    names = [f"x{i:0{width}d}" for i in range(int(np.prod(X.shape[1:])))]
+    return X.astype(np.float64), y if task == "classification" else y.astype(np.float64), names, folds, task
 
 
 def _lines(fh: BinaryIO, spec: DatasetSpec) -> Iterator[str]:
@@ -255,8 +313,11 @@ def _infer_task(values: list[str]) -> str:
 
 def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names: list[str],
               folds: np.ndarray | None, task: str, informative: list[str]) -> Dataset:
+    classes: list[str | int | float] = []
+    y_mu = 0.0
     if task == "classification":
-        classes, y = np.unique(y, return_inverse=True)
+        labels, y = np.unique(y, return_inverse=True)
+        classes = [v.item() if isinstance(v, np.generic) else v for v in labels]
         if len(classes) < 2:
             raise DataError.one("dataset.target", f"classification needs at least 2 classes, got {len(classes)}")
         n_outputs = len(classes)
@@ -268,8 +329,8 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names:
             raise DataError.one("dataset.split", f"the {f} split is empty")
     tr = idx["train"]
     scale, target_scale = spec.standardize, 1.0
-    mu = X[tr].mean(axis=0) if scale else np.zeros(X.shape[1])
-    sd = X[tr].std(axis=0) if scale else np.ones(X.shape[1])
+    mu = X[tr].mean(axis=0) if scale else np.zeros(X.shape[1:])  # per feature (per pixel of an image)
+    sd = X[tr].std(axis=0) if scale else np.ones(X.shape[1:])
     sd[sd == 0] = 1.0
     X = (X - mu) / sd
     if task == "regression" and scale:
@@ -281,7 +342,9 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names:
         return Split(torch.as_tensor(X[rows], dtype=torch.float32), torch.as_tensor(y[rows], dtype=y_dtype))
 
     data = Dataset(task=task, feature_names=names, n_outputs=n_outputs, train=part(tr), val=part(idx["val"]),
-                   test=part(idx["test"]), target_scale=target_scale, informative=informative)
+                   test=part(idx["test"]), target_scale=target_scale, informative=informative, classes=classes,
+                   feature_mean=[float(v) for v in mu.ravel()], feature_std=[float(v) for v in sd.ravel()],
+                   target_mean=y_mu)
     if spec.split.folds:
         if len(tr) < 2 * spec.split.folds:
             raise DataError.one("dataset.split.folds", f"{spec.split.folds} folds need at least "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -11,12 +12,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from tuner.devices import resolve_device
 from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
-from tuner.train._models import MLP, build_model
+from tuner.train._models import MLP
+from tuner.train._module import build_any, decay_weights, has_batch_norm
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
 
 __all__ = ["EpochCallback", "TrainResult", "evaluate", "loss_standard_error", "train"]
@@ -43,7 +47,7 @@ class TrainResult:
     seconds: float
     curve_train: list[float] = field(default_factory=list)
     curve_val: list[float] = field(default_factory=list)
-    model: MLP | None = None
+    model: nn.Module | None = None  # the MLP, or a plug-in wrapped (``PluginModel``)
     val_loss_se: float | None = None  # cross-validation: the standard error of the mean over the folds
     fold_val_losses: list[float] = field(default_factory=list)
 
@@ -76,30 +80,37 @@ def plain_loss(out: torch.Tensor, y: torch.Tensor, task: str, smoothing: float =
     return F.mse_loss(out.squeeze(-1), y)
 
 
+def _on_device(model: nn.Module, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's tensors where the model lives (data stays on the CPU between uses)."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    return split.X.to(device), split.y.to(device)
+
+
 @torch.no_grad()
-def loss_standard_error(model: MLP, split: Split, task: str) -> float:
+def loss_standard_error(model: nn.Module, split: Split, task: str) -> float:
     """The standard error of the mean plain loss over the split's examples (its sampling noise)."""
     model.eval()
-    out = model(split.X)
-    if task == "classification":
-        losses = F.cross_entropy(out, split.y, reduction="none")
-    else:
-        losses = (out.squeeze(-1) - split.y).pow(2)
+    X, y = _on_device(model, split)
+    out = model(X).float()
+    losses = (F.cross_entropy(out, y, reduction="none") if task == "classification"
+              else (out.squeeze(-1) - y).pow(2))
     return float(losses.std() / math.sqrt(len(split))) if len(split) > 1 else 0.0
 
 
 @torch.no_grad()
-def evaluate(model: MLP, split: Split, task: str) -> tuple[float, float | None]:
-    """Plain loss (unsmoothed, unpenalized) and accuracy (None for regression), in eval mode."""
+def evaluate(model: nn.Module, split: Split, task: str) -> tuple[float, float | None]:
+    """Plain loss (unsmoothed, unpenalized) and accuracy (None for regression), in eval mode, in fp32."""
     model.eval()
-    out = model(split.X)
-    loss = float(plain_loss(out, split.y, task))
-    acc = float((out.argmax(dim=1) == split.y).float().mean()) if task == "classification" else None
+    X, y = _on_device(model, split)
+    out = model(X).float()
+    loss = float(plain_loss(out, y, task))
+    acc = float((out.argmax(dim=1) == y).float().mean()) if task == "classification" else None
     return loss, acc
 
 
-def _optimizer(model: MLP, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Optimizer:
-    weights = [lin.weight for lin in model.linears]
+def _optimizer(model: nn.Module, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Optimizer:
+    weights = decay_weights(model)
     ids = {id(w) for w in weights}
     others = [p for p in model.parameters() if id(p) not in ids]
     if spec.optimizer == "sgd":
@@ -108,6 +119,13 @@ def _optimizer(model: MLP, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Opti
         return torch.optim.AdamW([{"params": weights, "weight_decay": 2.0 * knobs.l2},
                                   {"params": others, "weight_decay": 0.0}], lr=spec.lr)
     return torch.optim.Adam(model.parameters(), lr=spec.lr)
+
+
+def _features_mask(model: nn.Module, weights: list[nn.Parameter], n_features: int) -> list[bool]:
+    """Input features with a non-zero weight: read off an MLP's first layer; a plug-in keeps them all."""
+    if isinstance(model, MLP):
+        return features_kept_mask(weights[0])
+    return [True] * n_features
 
 
 def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
@@ -127,13 +145,18 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     """
     started = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
-    model = build_model(model_spec, data.n_features, data.n_outputs, gen)
+    device = resolve_device(spec.device)
+    model = build_any(model_spec, data, gen)  # built on the CPU: the same start on any device
     if init is not None:
         model.load_state_dict(init)
+    model = model.to(device)
     opt = _optimizer(model, spec, knobs)
-    weights = [lin.weight for lin in model.linears]
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16")
+    weights = decay_weights(model)
+    batch_norm = has_batch_norm(model)
     add_l2 = spec.optimizer != "adamw"
-    X, y, n = data.train.X, data.train.y, len(data.train)
+    X, y, n = data.train.X.to(device), data.train.y.to(device), len(data.train)
     patience = spec.early_stopping.patience if spec.early_stopping else None
     min_delta = spec.early_stopping.min_delta if spec.early_stopping else 0.0
     curve_t: list[float] = []
@@ -145,24 +168,26 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     next_poll = time.monotonic() + STOP_POLL_S
     for epoch in range(1, spec.epochs + 1):
         model.train()
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=gen).to(device)
         for start in range(0, n, spec.batch_size):
             if should_stop is not None and time.monotonic() >= next_poll:
                 if should_stop():
                     raise Cancelled(f"cancelled during epoch {epoch}")
                 next_poll = time.monotonic() + STOP_POLL_S
             rows = order[start:start + spec.batch_size]
-            if len(rows) < 2 and model_spec.batch_norm:
+            if len(rows) < 2 and batch_norm:
                 continue  # batch norm cannot normalize a single row
-            out = model(X[rows], knobs.dropout, knobs.input_dropout, gen)
-            loss = plain_loss(out, y[rows], data.task, knobs.label_smoothing)
+            with torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext():
+                out = model(X[rows], knobs.dropout, knobs.input_dropout, gen)
+            loss = plain_loss(out.float(), y[rows], data.task, knobs.label_smoothing)
             if add_l2:
                 loss = loss + l2_penalty(weights, knobs.l2)
             if not torch.isfinite(loss):
                 raise TrialFailed(f"the training loss became {float(loss.detach())} in epoch {epoch}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             prox_l1_(weights, knobs.l1, opt)
         tr = evaluate(model, data.train, data.task)
         va = evaluate(model, data.val, data.task)
@@ -183,7 +208,7 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     model.eval()
     return TrainResult(
         train_loss=tr[0], val_loss=va[0], train_acc=tr[1], val_acc=va[1],
-        sparsity=sparsity(weights), features_mask=features_kept_mask(weights[0]),
+        sparsity=sparsity(weights), features_mask=_features_mask(model, weights, data.n_features),
         epochs=epoch, best_epoch=best_epoch, seconds=time.perf_counter() - started,
         curve_train=curve_t, curve_val=curve_v, model=model,
     )

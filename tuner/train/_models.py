@@ -32,7 +32,8 @@ def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator | Non
     """Zero each unit with probability ``p`` and scale the rest by 1/(1-p), so eval needs no rescaling."""
     if p <= 0.0:
         return x
-    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+    device = generator.device if generator is not None else x.device  # the trial's generator lives on the CPU
+    keep = (torch.rand(x.shape, generator=generator, device=device) >= p).to(x.device)
     return x * keep / (1.0 - p)
 
 
@@ -72,6 +73,7 @@ class MLP(nn.Module):
         dropout: one rate per hidden layer (applied in training mode only).
         input_dropout: the rate on the input features (training mode only).
         """
+        x = x.flatten(1)  # image-shaped examples reach an MLP as their pixels
         if self.training:
             x = inverted_dropout(x, input_dropout, generator)
         for i, (lin, norm) in enumerate(zip(self.hidden, self.norms, strict=True)):

@@ -18,7 +18,7 @@ __all__ = ["features_kept_mask", "l2_penalty", "prox_l1_", "sparsity"]
 
 def l2_penalty(weights: Sequence[torch.Tensor], lam: float) -> torch.Tensor:
     """λ₂·Σw² over the given weight tensors."""
-    total = torch.zeros((), dtype=weights[0].dtype)
+    total = torch.zeros((), dtype=weights[0].dtype if weights else torch.float32)
     if lam > 0.0:
         for w in weights:
             total = total + w.pow(2).sum()

@@ -57,8 +57,10 @@ def test_label_smoothing_on_regression(tiny: Tiny) -> None:
     ({"search": {"pruner": "asha"}}, "search.pruner",
      "unknown pruner 'asha'; valid pruners are: none, median, hyperband"),
     ({"dataset": {"name": "mnist"}}, "dataset.name",
-     "unknown sklearn dataset 'mnist'; valid sklearn datasets are: digits, breast_cancer, wine, iris, diabetes"),
-    ({"model": {"kind": "cnn"}}, "model.kind", "unknown model kind 'cnn'; valid model kinds are: mlp, linear"),
+     "unknown sklearn dataset 'mnist'; valid sklearn datasets are: digits, digits_images, breast_cancer, wine, "
+     "iris, diabetes"),
+    ({"model": {"kind": "rnn"}}, "model.kind",
+     "unknown model kind 'rnn'; valid model kinds are: mlp, linear, cnn, module"),
     ({"training": {"epochs": 0}}, "training.epochs", "Input should be greater than or equal to 1, but got 0"),
     ({"training": {"epochs": -3}}, "training.epochs", "Input should be greater than or equal to 1, but got -3"),
 ])
@@ -102,7 +104,8 @@ def test_unknown_fields_are_errors_not_dropped(tiny: Tiny) -> None:
     got = issues(tiny(serch={}, model={"hiden": [3]}))
     assert got == {
         "serch": "unknown field 'serch'; valid fields here are: name, seed, dataset, model, training, search, report",
-        "model.hiden": "unknown field 'hiden'; valid fields here are: kind, hidden, activation, batch_norm",
+        "model.hiden": "unknown field 'hiden'; valid fields here are: kind, hidden, activation, batch_norm, "
+                       "channels, kernel, factory, args, dropout_layers",
     }
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from tuner.backends.ray._searcher import StageSearcher, TrialRegistry
 from tuner.backends.ray._trainable import train_trial
+from tuner.devices import resolve_device
 from tuner.errors import RegtuneError
 from tuner.search import StageRun
 from tuner.train import Dataset
@@ -68,7 +69,10 @@ def run_ray(run: StageRun, data: Dataset, storage_url: str) -> None:
         train_trial, spec=run.spec.model_dump(mode="json"), study_name=run.study.study_name,
         storage_url=url, data=data,
     )
-    trainable = tune.with_resources(trainable, {"cpu": _cpus_per_trial(parallelism)})
+    share: dict[str, float] = {"cpu": _cpus_per_trial(parallelism)}
+    if resolve_device(run.spec.training.device).type == "cuda":  # trials running side by side share the GPU
+        share["gpu"] = 1.0 / parallelism
+    trainable = tune.with_resources(trainable, share)
     with tempfile.TemporaryDirectory(prefix="regtune-ray-", ignore_cleanup_errors=True) as results:
         tuner = tune.Tuner(
             trainable,
