@@ -15,7 +15,7 @@ from tuner import Report, parse_spec, run_job
 Tiny = Callable[..., dict[str, Any]]
 
 TOP = {"job", "task", "baseline", "chosen", "choose", "candidates", "stages", "pareto", "importances", "curves",
-       "bound_hits", "cost", "diagnosis"}
+       "bound_hits", "cost", "diagnosis", "device"}
 MEASURED = {"params", "train_loss", "val_loss", "gap", "epochs", "sparsity", "features_kept", "test_loss", "seeds"}
 CANDIDATE = {"stage", "trial", "params", "val_loss_mean", "val_loss_std", "val_loss_se", "n", "val_losses"}
 STAGE = {"name", "study_name", "trials", "budget", "completed", "pruned", "failed", "best_trial", "best_value",
