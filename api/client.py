@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from tuner import Report
+
 __all__ = ["DEFAULT_SERVER", "Client", "ClientError", "describe", "progress_line", "summary"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -49,9 +51,8 @@ class Client:
         job: dict[str, Any] = self._call("GET", f"/jobs/{job_id}")
         return job
 
-    def report(self, job_id: str) -> dict[str, Any]:
-        report: dict[str, Any] = self._call("GET", f"/jobs/{job_id}/report")
-        return report
+    def report(self, job_id: str) -> Report:
+        return Report.model_validate(self._call("GET", f"/jobs/{job_id}/report"))
 
 
 def describe(response: httpx.Response) -> str:
@@ -84,17 +85,16 @@ def _params(params: dict[str, Any]) -> str:
     return ", ".join(shown) or "no regularization"
 
 
-def summary(job: dict[str, Any], report: dict[str, Any] | None) -> str:
+def summary(job: dict[str, Any], report: Report | None) -> str:
     """What a finished job came to: its status, and for a success the diagnosis and the choice."""
     lines = [f"job {job['id']} ({job['name']}): {job['status']}"]
     if job.get("error"):
         lines.append(f"  {job['error']}")
-    if report:
-        lines.append(f"  {report.get('diagnosis', '')}")
-        for label in ("baseline", "chosen"):
-            row = report.get(label) or {}
-            metric = next((k for k in ("test_acc", "test_rmse") if k in row), None)
-            tested = f", {metric} {_fmt(row[metric])}" if metric else ""
-            lines.append(f"  {label:<8} val loss {_fmt(row.get('val_loss'))}, gap {_fmt(row.get('gap'))}{tested}: "
-                         f"{_params(row.get('params') or {})}")
+    if report is not None:
+        lines.append(f"  {report.diagnosis}")
+        for label, row in (("baseline", report.baseline), ("chosen", report.chosen)):
+            metric, value = row.test_metric
+            tested = f", {metric} {_fmt(value)}" if value is not None else ""
+            lines.append(f"  {label:<8} val loss {_fmt(row.val_loss)}, gap {_fmt(row.gap)}{tested}: "
+                         f"{_params(row.params)}")
     return "\n".join(lines)

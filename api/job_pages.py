@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from api.repository import stored_report
 from api.schemas import BestSoFar, StageProgress
 from api.tables import FINISHED, JobRow, JobStatus
 from tuner import study_name
@@ -30,8 +31,9 @@ REFRESH_SECONDS = 5
 
 def job_studies(row: JobRow) -> list[tuple[str, str]]:
     """``(stage, study name)`` of each stage in order: the report's names once it has one, else the spec's."""
-    if row.report and row.report.get("stages"):
-        return [(s["name"], s["study_name"]) for s in row.report["stages"]]
+    report = stored_report(row)
+    if report is not None and report.stages:
+        return [(s.name, s.study_name) for s in report.stages]
     return [(s["name"], study_name(row.study_prefix, s["name"])) for s in row.spec["search"]["stages"]]
 
 
@@ -72,7 +74,7 @@ class PlotCache:
         self._lock = threading.Lock()
 
     def plots(self, row: JobRow, trials: list[FrozenTrial]) -> dict[str, bytes]:
-        report = row.report if row.status == JobStatus.SUCCEEDED and row.report else {}
+        report = stored_report(row) if row.status == JobStatus.SUCCEEDED else None
         if row.status not in FINISHED:
             return render_plots(report, trials)
         key = (row.id, row.finished_at)

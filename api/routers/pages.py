@@ -50,7 +50,7 @@ def read_job_page(session: SessionDep, storage: StorageDep, job_id: str) -> HTML
     row = repository.get_job(session=session, job_id=job_id)
     stages, _ = read_progress(session=session, prefix=row.study_prefix, spec=row.spec)
     trials, ids = job_trials(storage, row)
-    report = row.report if row.status == JobStatus.SUCCEEDED else None
+    report = repository.stored_report(row) if row.status == JobStatus.SUCCEEDED else None
     page = render_html(report, _plots.plots(row, trials), title=f"{row.name} ({row.id})",
                        status=str(row.status), progress=stages, error=row.error,
                        study_links=dashboard_links(ids), home_href="/")
@@ -74,7 +74,7 @@ def read_job_plot(session: SessionDep, storage: StorageDep, job_id: str, name: s
     if row.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
         png = _plots.plots(row, trials).get(name)
     else:
-        png = render_plot(name, {}, trials)
+        png = render_plot(name, None, trials)
     if png is None:
         if row.status != JobStatus.SUCCEEDED:
             raise ApiError(409, "plot_not_ready", no_report(job_id, row.status, f"plot {name!r}"))

@@ -21,7 +21,6 @@ import time
 import uuid
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import optuna
 
@@ -35,7 +34,7 @@ from api.spec_body import job_limits
 from api.tables import JobRow, JobStatus
 from api.worker.lease import CANCEL, LOST, STALLED, Lease
 from api.worker.queue import Expired, claim_job, finish_job, release_job, requeue_expired
-from tuner import Cancelled, RegtuneError, SpecError, open_storage, parse_spec, run_job, study_name
+from tuner import Cancelled, RegtuneError, Report, SpecError, open_storage, parse_spec, run_job, study_name
 from tuner.search import fail_interrupted
 
 __all__ = ["Runner"]
@@ -151,7 +150,8 @@ class Runner:
         lease = Lease(self.db, job_id=row.id, owner=self.owner, lease_seconds=self.settings.lease_seconds,
                       heartbeat_seconds=self.settings.heartbeat_seconds, shutdown=self.shutdown,
                       stall_seconds=self.settings.stall_seconds)
-        status, report, error, archive = JobStatus.FAILED, None, None, None
+        status, error, archive = JobStatus.FAILED, None, None
+        report: Report | None = None
         away: BaseException | None = None
         deadline = started + self.settings.max_job_seconds
 
@@ -211,7 +211,7 @@ class Runner:
                             _first_line(again), delay)
                 self.shutdown.wait(delay)
 
-    def _record(self, row: JobRow, status: JobStatus, report: dict[str, Any] | None, error: str | None,
+    def _record(self, row: JobRow, status: JobStatus, report: Report | None, error: str | None,
                 reason: str | None, seconds: float, archive: bytes | None = None) -> None:
         with self.db.session() as session:
             if reason in (LOST, STALLED):
@@ -224,8 +224,8 @@ class Runner:
                 log.info("job %s: given back to the queue after %.0fs (%s)", row.id, seconds, error)
                 return
             kept = finish_job(session=session, job_id=row.id, owner=self.owner, status=status,
-                              report=json_safe(report) if report is not None else None, error=error,
-                              model_archive=archive)
+                              report=json_safe(report.model_dump(mode="json")) if report is not None else None,
+                              error=error, model_archive=archive)
         if kept:
             log.info("job %s: %s in %.0fs%s", row.id, status, seconds, f": {error}" if error else "")
         else:

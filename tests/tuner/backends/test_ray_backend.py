@@ -104,9 +104,10 @@ def test_stages_run_on_ray_and_record_what_the_optuna_backend_records(ray_cluste
             assert sorted(t.intermediate_values) == [1, 2, 3]
             assert t.values == [pytest.approx(t.user_attrs["val_loss"])]
     assert most_at_once(trials_of(url, "tiny/l2")) == spec.search.parallelism
-    assert [s["study_name"] for s in report["stages"]] == ["tiny/baseline", "tiny/l2"]
-    assert {"val_loss", "test_loss", "test_acc"} <= set(report["baseline"])
-    assert report["chosen"]["stage"] in ("baseline", "l2") and "test_loss" in report["chosen"]
+    assert [s.study_name for s in report.stages] == ["tiny/baseline", "tiny/l2"]
+    written = report.model_dump(mode="json")
+    assert {"val_loss", "test_loss", "test_acc"} <= set(written["baseline"])
+    assert report.chosen.stage in ("baseline", "l2") and "test_loss" in written["chosen"]
 
     # The same job on the Optuna backend records the same facts, trial for trial.
     on_threads = spec.model_copy(update={"search": spec.search.model_copy(update={"backend": "optuna"})})
