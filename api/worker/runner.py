@@ -62,8 +62,11 @@ class Runner:
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: finish the current epoch, give the job back, exit. A second one exits now."""
         def handle(signum: int, frame: FrameType | None) -> None:
-            if self.shutdown.is_set():
-                raise KeyboardInterrupt
+            if self.shutdown.is_set():  # a second signal: exit now, wherever the job is (a stuck read, say);
+                # its lease runs out and the next runner takes the job back, failing its trial as interrupted.
+                log.warning("runner %s: %s received again; exiting now", self.owner, signal.Signals(signum).name)
+                logging.shutdown()
+                os._exit(130)  # not an exception: threads still training would abort the interpreter's exit
             log.info("runner %s: %s received; stopping (a job in hand stops at its next epoch boundary and "
                      "goes back to the queue)", self.owner, signal.Signals(signum).name)
             self.shutdown.set()
