@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
+from tuner import Report
 from tuner.knobs import fmt_params
-from tuner.report import held_out_metric
 
 __all__ = ["DEFAULT_SERVER", "Client", "ClientError", "describe", "progress_line", "summary"]
 
@@ -52,9 +52,8 @@ class Client:
         job: dict[str, Any] = self._call("GET", f"/jobs/{job_id}")
         return job
 
-    def report(self, job_id: str) -> dict[str, Any]:
-        report: dict[str, Any] = self._call("GET", f"/jobs/{job_id}/report")
-        return report
+    def report(self, job_id: str) -> Report:
+        return Report.model_validate(self._call("GET", f"/jobs/{job_id}/report"))
 
 
 def describe(response: httpx.Response) -> str:
@@ -82,17 +81,16 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
-def summary(job: dict[str, Any], report: dict[str, Any] | None) -> str:
+def summary(job: dict[str, Any], report: Report | None) -> str:
     """What a finished job came to: its status, and for a success the diagnosis and the choice."""
     lines = [f"job {job['id']} ({job['name']}): {job['status']}"]
     if job.get("error"):
         lines.append(f"  {job['error']}")
-    if report:
-        lines.append(f"  {report.get('diagnosis', '')}")
-        for label in ("baseline", "chosen"):
-            row = report.get(label) or {}
-            metric, value = held_out_metric(row)
-            tested = f", {metric} {_fmt(value)}" if metric in row else ""
-            lines.append(f"  {label:<8} val loss {_fmt(row.get('val_loss'))}, gap {_fmt(row.get('gap'))}{tested}: "
-                         f"{fmt_params(row.get('params') or {})}")
+    if report is not None:
+        lines.append(f"  {report.diagnosis}")
+        for label, row in (("baseline", report.baseline), ("chosen", report.chosen)):
+            metric, value = row.test_metric
+            tested = f", {metric} {_fmt(value)}" if value is not None else ""
+            lines.append(f"  {label:<8} val loss {_fmt(row.val_loss)}, gap {_fmt(row.gap)}{tested}: "
+                         f"{fmt_params(row.params)}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from api.repository import stored_report
 from api.schemas import BestSoFar, StageProgress
 from api.studies import stage_studies
 from api.tables import FINISHED, JobRow, JobStatus
@@ -30,8 +31,9 @@ REFRESH_SECONDS = 5
 
 def job_studies(row: JobRow) -> list[tuple[str, str]]:
     """``(stage, study name)`` of each stage in order: the report's names once it has one, else the spec's."""
-    if row.report and row.report.get("stages"):
-        return [(s["name"], s["study_name"]) for s in row.report["stages"]]
+    report = stored_report(row)
+    if report is not None and report.stages:
+        return [(s.name, s.study_name) for s in report.stages]
     return [(stage.name, name) for stage, name in stage_studies(prefix=row.study_prefix, spec=row.spec)]
 
 
@@ -72,7 +74,7 @@ class PlotCache:
         self._lock = threading.Lock()
 
     def plots(self, row: JobRow, trials: list[FrozenTrial]) -> dict[str, bytes]:
-        report = row.report if row.status == JobStatus.SUCCEEDED and row.report else {}
+        report = stored_report(row) if row.status == JobStatus.SUCCEEDED else None
         if row.status not in FINISHED:
             return render_plots(report, trials)
         key = (row.id, row.finished_at)
@@ -121,12 +123,13 @@ def _job_row(row: JobRow, stages: list[StageProgress], best: BestSoFar | None, i
 
 
 def render_jobs_page(jobs: list[tuple[JobRow, list[StageProgress], BestSoFar | None, dict[str, int]]], *,
-                     total: int, offset: int, limit: int, status: str | None) -> str:
+                     total: int, offset: int, limit: int, status: str | None, logout: bool = False) -> str:
     """The jobs page: one row per job (status, progress, best so far, its page, its studies in the dashboard).
 
     Args:
         jobs: each job with its stages' progress, its best trial so far and its stages' study ids.
         total: jobs matching the filter, all pages together.
+        logout: show a "log out" button (the service has a token, so browsers log in).
     """
     active = any(row.status not in FINISHED for row, *_ in jobs)
     query: dict[str, Any] = {"status": status} if status else {}
@@ -147,7 +150,8 @@ def render_jobs_page(jobs: list[tuple[JobRow, list[StageProgress], BestSoFar | N
     body = (f'<h1>regtune jobs</h1><p class="meta">{shown} job(s){f" ({escape(status)})" if status else ""}'
             f"{f' · reloads every {REFRESH_SECONDS} s' if active else ''} · "
             f'<a href="/dashboard">Optuna dashboard</a> · <a href="/openapi.json">OpenAPI schema</a></p>'
-            f"<p>{filters}</p>"
+            + ('<form method="post" action="/logout"><button type="submit">Log out</button></form>' if logout else "")
+            + f"<p>{filters}</p>"
             "<table><tr><th>job</th><th>status</th><th>progress</th><th>best so far</th>"
             f"<th>studies in the dashboard</th><th>created</th></tr>{rows}</table><p>{' · '.join(nav)}</p>")
     if not jobs:

@@ -9,12 +9,15 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import FastAPI
 
+from api import login
+from api.auth import Credentials
 from api.dashboard import dashboard_app
 from api.db import Database, migrate
 from api.docs import install_docs
 from api.errors import install_error_handlers
+from api.guard import Guard
 from api.job_view import JobViews
-from api.middleware import BearerAuth, BodyLimit
+from api.middleware import BodyLimit
 from api.openapi import install_openapi
 from api.routers import health, jobs, models, pages, reports, trials
 from api.settings import Settings, get_settings
@@ -47,13 +50,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   redoc_url=None)  # install_docs serves them with local assets
     app.state.settings, app.state.db, app.state.storage = settings, db, storage
     app.state.job_views = JobViews()
+    app.state.credentials = Credentials.of(settings)
     install_error_handlers(app)
-    for module in (health, jobs, trials, reports, models, pages):
+    for module in (health, jobs, trials, reports, models, pages, login):
         app.include_router(module.router)
     install_openapi(app)
     install_docs(app)
     app.mount("/", dashboard_app(storage))  # last: the catch-all for /dashboard, /api/..., /static/...
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    if (token := settings.token()) is not None:
-        app.add_middleware(BearerAuth, token=token)  # added last: the outermost, before anything is read
+    # added last: the outermost, before anything is read. Without a token it serves this machine only,
+    # however the app is started (`regtune serve`, or `uvicorn --factory api.main:create_app --host ...`).
+    app.add_middleware(Guard, settings=settings)
     return app

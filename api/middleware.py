@@ -1,15 +1,14 @@
-"""ASGI middleware around the whole app, the dashboard included: the bearer token, the body limit."""
+"""ASGI middleware around the whole app, the dashboard included: the body limit (the token: ``api.guard``)."""
 
 from __future__ import annotations
 
-import hmac
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
 
-__all__ = ["BearerAuth", "BodyLimit"]
+__all__ = ["BodyLimit"]
 
 
 async def _send_error(send: Send, status: int, code: str, message: str,
@@ -20,29 +19,13 @@ async def _send_error(send: Send, status: int, code: str, message: str,
     await send({"type": "http.response.body", "body": body})
 
 
-class BearerAuth:
-    """Every request needs ``Authorization: Bearer <token>``, compared in constant time."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if not hmac.compare_digest(given, self._expected):
-            why = "a wrong token" if given else "no Authorization header"
-            await _send_error(send, 401, "unauthorized", f"this service needs 'Authorization: Bearer <token>' "
-                              f"(REGTUNE_API_TOKEN), but the request has {why}",
-                              [(b"www-authenticate", b'Bearer realm="regtune"')])
-            return
-        await self.app(scope, receive, send)
-
-
 class BodyLimit:
-    """Request bodies over ``max_bytes`` answer 413, by their Content-Length or as they stream in."""
+    """Request bodies over ``max_bytes`` answer 413, by their Content-Length or as they stream in.
+
+    A body without a Content-Length (chunked) is read whole, up to the limit, before the app
+    sees it: an app that reads in a worker thread (the dashboard, through a2wsgi) would turn
+    an error raised inside its reads into a 500.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -59,6 +42,22 @@ class BodyLimit:
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             await _send_error(send, 413, "body_too_large", f"{self._message()}, but Content-Length is "
                               f"{length.decode(errors='replace')}")
+            return
+        if length is None and scope.get("method") not in ("GET", "HEAD"):
+            body = await self._read_whole(receive)
+            if body is None:
+                await _send_error(send, 413, "body_too_large", f"{self._message()}; more arrived")
+                return
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if replayed:
+                    return await receive()  # the disconnect, once the answer is sent
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await self.app(scope, replay, send)
             return
         seen = 0
         started = False
@@ -82,6 +81,23 @@ class BodyLimit:
         except _TooLarge:
             if not started:
                 await _send_error(send, 413, "body_too_large", f"{self._message()}; more arrived")
+
+
+    async def _read_whole(self, receive: Receive) -> bytes | None:
+        """The whole body, or None when it grows past ``max_bytes`` (or the client leaves)."""
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
 class _TooLarge(Exception):

@@ -15,15 +15,18 @@ __all__ = ["SPEC_BODY", "errors", "install_openapi"]
 SPEC_TYPES = ("application/json", "application/yaml")
 SPEC_BODY: dict[str, Any] = {"requestBody": {
     "required": True,
-    "description": "a job spec (DESIGN.md), as JSON or as YAML (application/yaml, or any other type)",
+    "description": "a job spec (DESIGN.md), as JSON (application/json) or YAML (application/yaml)",
     "content": {t: {"schema": {"$ref": "#/components/schemas/JobSpec"}} for t in SPEC_TYPES},
 }}
 
 _WHY = {
+    400: "the Host header names no host this service answers to (REGTUNE_ALLOWED_HOSTS)",
     401: "REGTUNE_API_TOKEN is set, and the request has no or a wrong 'Authorization: Bearer' token",
+    403: "refused: no token and not a loopback address, a request from another site, or a read-only path",
     404: "no job has this id",
     409: "the job is in a state that does not allow this",
     413: "the request body is larger than 1 MiB (REGTUNE_MAX_BODY_BYTES)",
+    415: "the body's Content-Type is neither JSON nor YAML",
     422: "a field broke a rule; each issue names the field path and the rule",
     500: "an unexpected failure; the service's log has the traceback",
     503: "the database cannot be reached (or is locked); Retry-After says when to try again",

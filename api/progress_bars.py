@@ -9,8 +9,9 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from tuner import Report
 from tuner.knobs import fmt_params
-from tuner.report import held_out_metric, stage_count
+from tuner.report import stage_count
 from tuner.search import StageOutcome
 
 __all__ = ["BarProgress"]
@@ -49,18 +50,18 @@ class BarProgress:
             self._bar.close()
             self._bar = None
 
-    def summary(self, report: dict[str, Any], out: Path) -> None:
-        b, c = report["baseline"], report["chosen"]
-        metric, _ = held_out_metric(c)
-        print(f"\n{report['diagnosis']}\n")
+    def summary(self, report: Report, out: Path) -> None:
+        b, c = report.baseline, report.chosen
+        metric = c.test_metric[0]
+        print(f"\n{report.diagnosis}\n")
         print(f"{'':10} {'train loss':>11} {'val loss':>11} {'gap':>9} {'val mean±std':>16} {metric:>9}  params")
         for label, row in (("baseline", b), ("chosen", c)):
-            s = row["seeds"]
-            print(f"{label:10} {row['train_loss']:>11.4f} {row['val_loss']:>11.4f} {row['gap']:>9.4f} "
-                  f"{s['val_loss_mean']:>9.4f}±{s['val_loss_std']:<6.4f} {held_out_metric(row)[1]:>9.4f}  "
-                  f"{fmt_params(row['params'])}")
-        print("\n" + "  ".join(f"{s['name']} {stage_count(s)}" for s in report["stages"]))
-        if "features" in report and c["params"].get("l1", 0.0) > 0:  # with l1 = 0, nothing was removed by L1
-            f = report["features"]
-            print(f"\nL1 kept {len(f['kept'])} features, removed {len(f['removed'])}")
+            s = row.seeds
+            print(f"{label:10} {row.train_loss:>11.4f} {row.val_loss:>11.4f} {row.gap:>9.4f} "
+                  f"{s.val_loss_mean:>9.4f}±{s.val_loss_std:<6.4f} {row.test_metric[1]:>9.4f}  "
+                  f"{fmt_params(row.params)}")
+        print("\n" + "  ".join(f"{s.name} {stage_count(s)}" for s in report.stages))
+        if report.features is not None and c.params.get("l1", 0.0) > 0:  # with l1 = 0, nothing was removed by L1
+            f = report.features
+            print(f"\nL1 kept {len(f.kept)} features, removed {len(f.removed)}")
         print(f"\nreport: {out / 'report.html'}  {out / 'report.json'}  {out / 'report.md'}")

@@ -16,10 +16,10 @@ from api.errors import ApiError
 from api.messages import already_finished
 from api.spec_body import spec_hash
 from api.tables import FINISHED, JobModelRow, JobRow, JobStatus, utcnow
-from tuner import JobSpec
+from tuner import JobSpec, Report
 from tuner.errors import Issue
 
-__all__ = ["cancel_job", "create_job", "get_job", "get_job_model", "list_jobs", "new_job_id"]
+__all__ = ["cancel_job", "create_job", "get_job", "get_job_model", "list_jobs", "new_job_id", "stored_report"]
 
 IDEMPOTENCY_FIELD = "header.Idempotency-Key"
 JOB_ID = re.compile(r"[0-9a-f]{12}")
@@ -87,6 +87,11 @@ def get_job(*, session: Session, job_id: str) -> JobRow:
     if row is None:
         raise ApiError.not_found(job_id)
     return row
+
+
+def stored_report(row: JobRow) -> Report | None:
+    """The job's report as the library's model, read back from the JSON its row keeps; None while it has none."""
+    return Report.model_validate(row.report) if row.report is not None else None
 
 
 def list_jobs(*, session: Session, status: JobStatus | None = None, limit: int = 20,

@@ -140,6 +140,12 @@ class Health(BaseModel):
     database: str = Field(description="ok when the database answered")
 
 
+class Ready(BaseModel):
+    status: str = Field(description="ready")
+    queued: int = Field(description="jobs waiting for a runner")
+    runners: int = Field(description="runners seen lately (REGTUNE_RUNNER_SEEN_SECONDS)")
+
+
 class FactoryPublic(BaseModel):
     name: str = Field(description="what model.factory names: 'file:function' (REGTUNE_MODELS_DIR) or an entry point")
     source: str = Field(description="file (REGTUNE_MODELS_DIR) or entry_point (group regtune.models)")

@@ -59,23 +59,15 @@ def _settings() -> Any:
 
     try:
         return get_settings()
-    except ValidationError as exc:
-        print(f"regtune: bad settings in the environment:\n{exc}", file=sys.stderr)
+    except ValidationError as exc:  # each rule by its variable's name; never the value (it may be a token)
+        lines = [f"  {'REGTUNE_' + '_'.join(map(str, e['loc'])).upper() if e['loc'] else 'settings'}: "
+                 f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors(include_input=False)]
+        print("regtune: bad settings in the environment:\n" + "\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None
 
 
 def _start_runner() -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "api.cli", "worker", "--nice", str(RUNNER_NICE)])
-
-
-def _stop_runner(runner: subprocess.Popen[bytes]) -> None:
-    if runner.poll() is None:
-        runner.send_signal(signal.SIGTERM)  # it finishes the epoch and gives the job back to the queue
-        try:
-            runner.wait(RUNNER_STOP_S)
-        except subprocess.TimeoutExpired:
-            runner.kill()
-            runner.wait()
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
@@ -96,11 +88,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.db import Database, migrate
+    from api.supervisor import RunnerSupervisor
 
     db = Database.open(settings.database_url)
     migrate(db)  # before the runner starts, so the two never race to create the tables
     db.close()
-    runner = None if args.no_runner else _start_runner()
+    runner = None if args.no_runner else RunnerSupervisor(_start_runner)  # a runner that dies is replaced
+    if runner is not None:
+        runner.start()
     log.info("serving http://%s:%d (the dashboard at /dashboard, the API's docs at /docs) over %s%s", args.host,
              args.port, db.engine.url.render_as_string(hide_password=True),
              "" if runner else "; no runner here: start `regtune worker`s")
@@ -112,7 +107,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                     access_log=args.access_log)
     finally:
         if runner is not None:
-            _stop_runner(runner)
+            runner.stop(RUNNER_STOP_S)  # it finishes the epoch and gives the job back to the queue
     return 0
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["LOCAL_HOSTS", "Settings", "get_settings"]
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MIN_TOKEN_CHARS = 16  # a secret anyone could guess in a few thousand tries is no secret
 
 
 class Settings(BaseSettings):
@@ -26,6 +27,16 @@ class Settings(BaseSettings):
     database_url: str = Field(default="sqlite:///regtune.db", min_length=1,
                               description="one database for the jobs table and Optuna's tables")
     api_token: SecretStr | None = Field(default=None, description="Bearer token; unset means local use only")
+    admin_token: SecretStr | None = Field(default=None, description="a second token that may also write through "
+                                          "the dashboard's API; unset: the dashboard is read-only for everyone")
+    session_secret: SecretStr | None = Field(default=None, description="signs the login page's session cookies; "
+                                             "unset: derived from the tokens (a new token logs everyone out)")
+    session_seconds: int = Field(default=12 * 3600, ge=60, description="how long a browser stays logged in")
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Host names the service answers to, comma-separated; unset: the loopback names "
+        "without a token, any with one")
+    runner_seen_seconds: float = Field(default=120.0, gt=0, description="/readyz: a runner not seen for this "
+                                       "long counts as gone")
     data_dir: Path = Field(default=Path("data"), description="where CSV paths in a spec are resolved (never the "
                            "working directory: it holds .env files and databases)")
     lease_seconds: float = Field(default=60.0, gt=0, description="how long a runner's claim on a job lasts")
@@ -54,10 +65,26 @@ class Settings(BaseSettings):
     api_threads: int = Field(default=4, ge=1, le=256, description="threads serving the API's handlers; few "
                              "beat many, as Python threads take turns on one interpreter lock")
 
-    @field_validator("api_token", mode="before")
+    @field_validator("api_token", "admin_token", "session_secret", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("api_token", "admin_token", "session_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters long, but got "
+                             f"{len(value.get_secret_value())} (make one: python -c 'import secrets; "
+                             "print(secrets.token_urlsafe(32))')")
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(h.strip().lower() for h in value.split(",") if h.strip())
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> Self:
@@ -66,6 +93,9 @@ class Settings(BaseSettings):
                 "REGTUNE_HEARTBEAT_SECONDS < REGTUNE_LEASE_SECONDS must hold (a lease must be renewed before "
                 f"it expires), but got (heartbeat={self.heartbeat_seconds}, lease={self.lease_seconds})"
             )
+        if self.admin_token is not None and self.admin_token == self.api_token:
+            raise ValueError("REGTUNE_ADMIN_TOKEN must differ from REGTUNE_API_TOKEN (the admin token may write "
+                             "through the dashboard; the API token may not)")
         return self
 
     def token(self) -> str | None:

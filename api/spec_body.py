@@ -24,6 +24,7 @@ from tuner.spec import SpecLoader, loads_json
 __all__ = ["check_limits", "job_limits", "parse_body", "spec_hash"]
 
 JSON_TYPES = ("application/json",)
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
 class _NoAliasLoader(SpecLoader):
@@ -47,6 +48,23 @@ def _where(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def media_type(content_type: str) -> str:
+    """The JSON or YAML media type of a ``Content-Type`` header.
+
+    Only these two: a web page can send ``text/plain`` and form bodies to any site without
+    asking, so a service that parsed those could be made to queue jobs by any page its user visits.
+
+    Raises:
+        ApiError: 415 ``unsupported_media_type`` for any other type, or none.
+    """
+    kind = content_type.split(";")[0].strip().lower()
+    if kind in JSON_TYPES or kind in YAML_TYPES:
+        return kind
+    shown = repr(kind[:100]) if kind else "none"
+    raise ApiError(415, "unsupported_media_type", f"the Content-Type of a job spec must be one of "
+                   f"{', '.join(JSON_TYPES + YAML_TYPES)}, but got {shown}")
+
+
 def _decode(body: bytes, content_type: str) -> Any:
     try:
         text = body.decode("utf-8")
@@ -54,7 +72,7 @@ def _decode(body: bytes, content_type: str) -> Any:
         raise SpecError.one("", f"the body must be UTF-8 text, but byte {exc.start} is not") from None
     if not text.strip():
         raise SpecError.one("", "the body is empty; send a job spec as YAML or JSON")
-    as_json = content_type.split(";")[0].strip().lower() in JSON_TYPES
+    as_json = media_type(content_type) in JSON_TYPES
     try:
         return loads_json(text) if as_json else yaml.load(text, Loader=_NoAliasLoader)
     except RecursionError:
@@ -65,11 +83,12 @@ def _decode(body: bytes, content_type: str) -> Any:
 
 
 def parse_body(body: bytes, content_type: str) -> JobSpec:
-    """Decode a JSON (``application/json``) or YAML (anything else) body and validate it.
+    """Decode a JSON (``application/json``) or YAML (``application/yaml``) body and validate it.
 
     Raises:
-        ApiError: 422 ``invalid_spec``, naming each field and the rule it broke.
+        ApiError: 415 for another content type; 422 ``invalid_spec``, naming each field and the rule it broke.
     """
+    media_type(content_type)
     try:
         return parse_spec(_decode(body, content_type))
     except SpecError as exc:

@@ -77,7 +77,7 @@ def main() -> int:
         screenshot(report_dir / "report.html", args.out)
         if args.keep:
             shutil.copytree(report_dir, args.keep, dirs_exist_ok=True)
-    print(report["diagnosis"], file=sys.stderr)
+    print(report.diagnosis, file=sys.stderr)
     print(f"{args.out} ({args.out.stat().st_size // 1024} KB)")
     return 0
 

@@ -84,6 +84,17 @@ class PostgresServer:
         finally:
             self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are cut), as a database restart or outage does."""
+        _run_as_owner([str(self.bindir / "pg_ctl"), "stop", f"--pgdata={self.root / 'data'}", "--mode=fast",
+                       "--wait", "--timeout=60"], self.root)
+
+    def start(self) -> None:
+        """Start the stopped server again, on the same port."""
+        _run_as_owner([str(self.bindir / "pg_ctl"), "start", f"--pgdata={self.root / 'data'}",
+                       f"--log={self.root / 'server.log'}", "--wait", "--timeout=60", f"--options=-p {self.port}"],
+                      self.root)
+
     def _admin(self, statement: sql.Composed) -> None:
         """Run one statement as the superuser, outside a transaction (CREATE/DROP DATABASE need that)."""
         with psycopg.connect(

@@ -5,6 +5,7 @@ Usable without the service: ``run_job(load_spec("spec.yaml"), storage="sqlite://
 
 from tuner.errors import Cancelled, DataError, Issue, RegtuneError, SpecError, TrialFailed
 from tuner.job import Progress, run_job, study_name, write_report
+from tuner.report import Report
 from tuner.spec import JobSpec, load_spec, parse_spec
 from tuner.storage import DEFAULT_URL, open_storage, storage_url
 from tuner.train import load_model
@@ -17,6 +18,7 @@ __all__ = [
     "JobSpec",
     "Progress",
     "RegtuneError",
+    "Report",
     "SpecError",
     "TrialFailed",
     "load_model",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -13,11 +12,11 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
-from tuner.backends import executor_for
+from tuner.backends import executor_for, torch_threads
 from tuner.devices import resolve_device
 from tuner.errors import SpecError
 from tuner.limits import Limits, check_limits, check_work, estimate_work
-from tuner.report import build_report, render_html, render_markdown, stage_progress
+from tuner.report import Report, build_report, render_html, render_markdown, stage_progress
 from tuner.search import (
     StageOutcome,
     StageRun,
@@ -68,8 +67,8 @@ def check_against_data(spec: JobSpec, data: Dataset, limits: Limits | None = Non
 
 def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: Path | None = None,
             progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-            limits: Limits | None = None, fresh: bool = False, model_dir: Path | None = None
-            ) -> dict[str, Any]:
+            limits: Limits | None = None, fresh: bool = False, model_dir: Path | None = None,
+            trial_attrs: dict[str, Any] | None = None) -> Report:
     """Run every stage of ``spec`` against ``storage`` (resuming what is there) and build the report.
 
     Args:
@@ -80,9 +79,10 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         should_stop: polled at epoch boundaries; when it answers True the job stops (``Cancelled``).
         limits: what the job may cost; default ``Limits.from_env()`` (``REGTUNE_MAX_*``).
         fresh: delete the job's studies (``<prefix>/*``) first, instead of resuming them.
+        trial_attrs: user attributes set on every trial as it starts (the service: its ``runner``).
 
     Returns:
-        The report (a JSON-ready dict).
+        The report (``report.model_dump_json()`` is what ``report.json`` holds).
 
     Raises:
         SpecError: a rule that only the data could check, a limit the job is over, or studies of a
@@ -91,7 +91,6 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         RegtuneError: a stage could not complete its budget.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    torch.set_num_threads(1)  # small models train fastest on one thread; parallelism runs trials side by side
     prefix = prefix or spec.name
     rdb = open_storage(storage)
     limits = limits or Limits.from_env()
@@ -102,6 +101,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
                     prefix)
     data = load_dataset(spec.dataset, spec.seed, max_cells=limits.max_cells)
     check_against_data(spec, data, limits)
+    torch.set_num_threads(torch_threads(spec, data))  # parallel workers × threads = the cores, where work allows
     if spec.model.kind in ("module", "cnn"):  # build the model once and run one batch before any stage
         layers = check_model(spec, data)
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"dropout_layers": layers})})
@@ -122,7 +122,7 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         if progress:
             progress.stage_started(stage.name, name, stage.trials, done)
         run = StageRun(spec=spec, stage=stage, study=study, fixed=dict(fixed), target=stage.trials, done=done,
-                       should_stop=should_stop,
+                       should_stop=should_stop, trial_attrs=dict(trial_attrs or {}),
                        on_trial=partial(progress.trial_finished, stage.name) if progress else None)
         if done < stage.trials:
             (run_path if stage.path else executor)(run, search_data, storage)
@@ -135,13 +135,13 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
             progress.stage_finished(outcome)
     report = build_report(spec, data, outcomes, should_stop=should_stop,
                           model_dir=model_dir if model_dir is not None else out_dir)
-    report["device"] = device
+    report.device = device
     if out_dir is not None:
         write_report(report, out_dir, [t for o in outcomes for t in o.study.get_trials(deepcopy=False)])
     return report
 
 
-def write_report(report: dict[str, Any], out_dir: Path, trials: list[FrozenTrial]) -> None:
+def write_report(report: Report, out_dir: Path, trials: list[FrozenTrial]) -> None:
     """Write ``report.json``, ``report.md``, the job page ``report.html`` and ``plots/<name>.png``.
 
     Args:
@@ -150,13 +150,12 @@ def write_report(report: dict[str, Any], out_dir: Path, trials: list[FrozenTrial
     from tuner.plots import render_plots  # matplotlib: imported only where plots are drawn
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "report.md").write_text(render_markdown(report))
+    (out_dir / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    (out_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
     plots = render_plots(report, trials)
     (out_dir / "plots").mkdir(exist_ok=True)
     for name, png in plots.items():
         (out_dir / "plots" / f"{name}.png").write_bytes(png)
-    progress = stage_progress([(s["name"], s["study_name"], s.get("budget", s["trials"])) for s in report["stages"]],
-                              trials)
-    (out_dir / "report.html").write_text(render_html(report, plots, title=report["job"], progress=progress),
+    progress = stage_progress([(s.name, s.study_name, s.budget) for s in report.stages], trials)
+    (out_dir / "report.html").write_text(render_html(report, plots, title=report.job, progress=progress),
                                         encoding="utf-8")

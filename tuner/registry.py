@@ -82,8 +82,10 @@ class Registry(Generic[T]):
         return factory
 
 
-SamplerFactory = Callable[[int, bool, "Mapping[str, Sequence[Any]] | None"], "BaseSampler"]
-"""(seed, multi-objective, the stage's grid or None) → an Optuna sampler."""
+SamplerFactory = Callable[[int, bool, "Mapping[str, Sequence[Any]] | None", bool], "BaseSampler"]
+"""(seed, multi-objective, the stage's grid or None, constant liar) → an Optuna sampler.
+
+Constant liar: trials asked together (a batch) are spread out instead of proposed alike (TPE only)."""
 
 SAMPLERS: Registry[SamplerFactory] = Registry("sampler", {
     "grid": "tuner.search._samplers:grid_sampler",

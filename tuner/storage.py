@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import optuna
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -55,8 +56,18 @@ def storage_url(value: str) -> str:
     return value if _SCHEME.match(value) else f"sqlite:///{value}"
 
 
+def _sqlite_synchronous_normal(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """The Optuna storage for ``url``, one per URL and process.
+
+    On SQLite, every connection runs with ``synchronous=NORMAL``: in WAL mode a commit
+    then skips its fsync (the WAL is synced at checkpoints), which makes each of a
+    trial's many small writes (an epoch's report, an attribute) about 4x cheaper.
+    The database cannot be corrupted by a crash; a power cut may lose the last
+    commits, which a resumed job re-runs like any interrupted trial.
 
     Raises:
         SpecError: ``url`` is no database URL (the message shows what one looks like).
@@ -69,5 +80,9 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     with _lock:
         if url not in _cache:
             prepare_sqlite(url)
-            _cache[url] = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+            if make_url(url).get_backend_name() == "sqlite":
+                event.listen(storage.engine, "connect", _sqlite_synchronous_normal)
+                storage.engine.dispose()  # connections opened before the listener reconnect with it
+            _cache[url] = storage
         return _cache[url]

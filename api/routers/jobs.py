@@ -30,7 +30,7 @@ BodyDep = Annotated[tuple[bytes, str], Depends(read_body)]
 
 
 @router.post("", status_code=202, response_model=JobPublic, openapi_extra=SPEC_BODY,
-             responses=errors(413, 422) | {202: {"description": "queued (or, for a repeated "
+             responses=errors(413, 415, 422) | {202: {"description": "queued (or, for a repeated "
                                                  "Idempotency-Key, the job that key made)",
                                                  "headers": {"Location": {"schema": {"type": "string"},
                                                                           "description": "/jobs/<id>"}}}})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api import repository
@@ -30,7 +30,7 @@ _PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "de
 
 
 @router.get("/", response_class=HTMLResponse, responses=_HTML | errors(422))
-def read_jobs_page(session: SessionDep, storage: StorageDep, status: JobStatus | None = None,
+def read_jobs_page(request: Request, session: SessionDep, storage: StorageDep, status: JobStatus | None = None,
                    limit: Annotated[int, Query(ge=1, le=100)] = 50,
                    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0) -> HTMLResponse:
     """The jobs, newest first: status, progress, best so far, a link to each job's page and its studies."""
@@ -40,7 +40,8 @@ def read_jobs_page(session: SessionDep, storage: StorageDep, status: JobStatus |
         stages, best = read_progress(session=session, prefix=row.study_prefix, spec=row.spec)
         jobs.append((row, stages, best, study_ids(storage, [(s.name, s.study_name) for s in stages])))
     return HTMLResponse(render_jobs_page(jobs, total=total, offset=offset, limit=limit,
-                                         status=status.value if status else None))
+                                         status=status.value if status else None,
+                                         logout=request.app.state.credentials.any_token))
 
 
 @router.get("/jobs/{job_id}/report.html", response_class=HTMLResponse, responses=_HTML | errors(404))
@@ -49,7 +50,7 @@ def read_job_page(session: SessionDep, storage: StorageDep, job_id: str) -> HTML
     row = repository.get_job(session=session, job_id=job_id)
     stages, _ = read_progress(session=session, prefix=row.study_prefix, spec=row.spec)
     trials, ids = job_trials(storage, row)
-    report = row.report if row.status == JobStatus.SUCCEEDED else None
+    report = repository.stored_report(row) if row.status == JobStatus.SUCCEEDED else None
     page = render_html(report, _plots.plots(row, trials), title=f"{row.name} ({row.id})",
                        status=str(row.status), progress=stages, error=row.error,
                        study_links=dashboard_links(ids), home_href="/")
@@ -73,7 +74,7 @@ def read_job_plot(session: SessionDep, storage: StorageDep, job_id: str, name: s
     if row.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
         png = _plots.plots(row, trials).get(name)
     else:
-        png = render_plot(name, {}, trials)
+        png = render_plot(name, None, trials)
     if png is None:
         if row.status != JobStatus.SUCCEEDED:
             raise ApiError(409, "plot_not_ready", no_report(job_id, row.status, f"plot {name!r}"))

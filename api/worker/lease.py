@@ -8,6 +8,10 @@ lost, or the runner shuts down.
 Each ``should_stop()`` is also the job's sign of life: a job that has not asked for
 ``stall_seconds`` is stuck (a read that never returns, a deadlock), and the lease is
 no longer renewed, so that it expires and another runner takes the job back.
+
+The thread never dies silently: any error in a beat (the database away, a bug) is
+logged and the beat tried again for as long as a lease lasts; then the job stops as
+LOST. Should the thread itself end for any other reason, the job stops too.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from types import TracebackType
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.db import Database
+from api.runners_table import see_runner
 from api.worker.queue import read_cancel, renew_lease
 
 __all__ = ["CANCEL", "LOST", "SHUTDOWN", "STALLED", "Lease"]
@@ -85,7 +90,15 @@ class Lease:
             self._reason = reason
 
     def _beat(self) -> None:
+        try:
+            self._beat_until_closed()
+        except BaseException:  # not even a bug may leave the job running without a lease
+            log.exception("job %s: the lease's heartbeat thread failed; stopping the job", self.job_id)
+            self._stop(LOST)
+
+    def _beat_until_closed(self) -> None:
         next_renewal = time.monotonic() + self.heartbeat_seconds
+        failures, failing_since = 0, 0.0
         while not self._closed.wait(min(_TICK_S, self.heartbeat_seconds)):
             try:
                 with self.db.session() as session:
@@ -96,15 +109,27 @@ class Lease:
                                            lease_seconds=self.lease_seconds):
                             self._stop(LOST)
                             return
+                        see_runner(session=session, runner=self.owner, job_id=self.job_id)
                         self._expires = time.monotonic() + self.lease_seconds
                         next_renewal = time.monotonic() + self.heartbeat_seconds
                     cancel = read_cancel(session=session, job_id=self.job_id, owner=self.owner)
-            except SQLAlchemyError as exc:  # the database is away: keep trying until the lease runs out
-                log.warning("job %s: lease not renewed: %s", self.job_id, exc)
-                if time.monotonic() >= self._expires:
+            except Exception as exc:  # the database is away, or a bug: keep trying for as long as a lease lasts
+                failures += 1
+                failing_since = failing_since or time.monotonic()
+                if isinstance(exc, SQLAlchemyError):
+                    log.warning("job %s: lease not renewed (%d in a row): %s", self.job_id, failures, exc)
+                else:
+                    log.exception("job %s: the heartbeat failed (%d in a row)", self.job_id, failures)
+                now = time.monotonic()
+                if now >= self._expires or now - failing_since >= self.lease_seconds:
+                    log.error("job %s: the heartbeat has failed for %.0fs (a lease's length); stopping the job",
+                              self.job_id, now - failing_since)
                     self._stop(LOST)
                     return
                 continue
+            if failures:
+                log.info("job %s: the heartbeat works again after %d failure(s)", self.job_id, failures)
+                failures, failing_since = 0, 0.0
             if cancel is None:
                 self._stop(LOST)
                 return

@@ -94,21 +94,26 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``regtune serve`` (API, runner, dashboard) over a fresh SQLite file; its base URL."""
+    yield from _serve(tmp_path_factory.mktemp("browser"))
+
+
+def _serve(tmp: Path, **extra_env: str) -> Iterator[str]:
     _chromium()  # no browser: do not pay for a service
-    tmp = tmp_path_factory.mktemp("browser")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGTUNE_")}
-    env |= {"REGTUNE_DATABASE_URL": f"sqlite:///{tmp}/regtune.db", "REGTUNE_POLL_SECONDS": "0.2"}
+    env |= {"REGTUNE_DATABASE_URL": f"sqlite:///{tmp}/regtune.db", "REGTUNE_POLL_SECONDS": "0.2"} | extra_env
     log = tmp / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([regtune(), "serve", "--port", str(port)], stdout=out,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
 
+    headers = {"Authorization": f"Bearer {extra_env['REGTUNE_API_TOKEN']}"} if extra_env else {}
+
     def healthy() -> bool:
         assert proc.poll() is None, f"regtune serve exited:\n{log.read_text()[-3000:]}"
         try:
-            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+            return httpx.get(f"{base}/healthz", timeout=2, headers=headers).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -254,6 +259,59 @@ def test_dashboard_shows_the_studies_with_their_metadata(service: str, job: dict
     body = trials.page.inner_text("body")
     for key in ("train_loss", "val_loss", "gap", "sparsity"):
         assert key in body, f"trial user attr {key!r} not shown"
+
+
+TOKEN = "browser-login-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``regtune serve`` with a token, and one small job run to the end; its base URL."""
+    yield from _serve(tmp_path_factory.mktemp("secured"), REGTUNE_API_TOKEN=TOKEN)
+
+
+def test_login_with_the_token_then_every_page(secured: str, browser: Any) -> None:
+    """The token is typed once; the session cookie opens the jobs page, a job's page and the dashboard."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    spec = {**SPEC, "name": "secured", "search": {**SPEC["search"], "stages": SPEC["search"]["stages"][:2]}}
+    job = httpx.post(f"{secured}/jobs", json=spec, headers=auth, timeout=30).json()
+    wait_for(lambda: httpx.get(f"{secured}/jobs/{job['id']}", headers=auth, timeout=30).json()["status"]
+             == "succeeded", timeout=240, every=1.0, what="the secured job to succeed")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{secured}/jobs/{job['id']}/report.html", wait_until="networkidle", timeout=90_000)
+        assert urlsplit(page.url).path == "/login"  # not logged in: the login page, not a bare 401
+        page.fill('input[name="token"]', "a-wrong-token-of-some-length")
+        page.click('button[type="submit"]')
+        assert "That token is wrong" in page.inner_text("body")
+        assert errors == ["Failed to load resource: the server responded with a status of 401 (Unauthorized)"]
+        errors.clear()
+        page.fill('input[name="token"]', TOKEN)
+        page.click('button[type="submit"]')
+        page.wait_for_load_state("networkidle")
+        assert urlsplit(page.url).path == f"/jobs/{job['id']}/report.html"  # back where the user was headed
+        assert "Without regularization the model reaches val loss" in page.inner_text(".verdict")
+        [cookie] = context.cookies()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and TOKEN not in cookie["value"]
+        page.goto(f"{secured}/", wait_until="networkidle", timeout=90_000)
+        assert "succeeded" in page.locator("tr", has_text=job["id"]).inner_text()
+        page.goto(f"{secured}/dashboard", wait_until="networkidle", timeout=90_000)
+        page.wait_for_selector(f"text={job['study_prefix']}/l2", timeout=60_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-logged-in.png"), full_page=True)
+        assert errors == []  # the Content-Security-Policy blocked nothing the pages need
+        page.goto(f"{secured}/", wait_until="networkidle", timeout=90_000)
+        page.click('button:has-text("Log out")')  # a form POST from the page itself: same-origin
+        page.wait_for_load_state("networkidle")
+        assert urlsplit(page.url).path == "/login" and context.cookies() == []
+        page.goto(f"{secured}/", wait_until="networkidle", timeout=90_000)
+        assert urlsplit(page.url).path == "/login"
+    finally:
+        context.close()
 
 
 @pytest.mark.parametrize(("path", "ready"), [

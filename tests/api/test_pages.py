@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageStat
 
 from api.worker import Runner
+from tuner import Report
 from tuner.plots import PLOTS, render_plot
 
 REPORT_PLOTS = {"learning_curves", "importances", "candidates", "features"}
@@ -74,7 +75,8 @@ def test_png_endpoints_draw_the_jobs_own_data(client: TestClient, runner: Runner
         img = Image.open(io.BytesIO(r.content)).convert("RGB")
         assert img.width >= 600 and img.height >= 200 and len(r.content) > 10_000, (name, img.size)
         assert max(ImageStat.Stat(img).stddev) > 15, f"{name} is blank"
-        assert r.content == render_plot(name, report, trials), f"{name} is not drawn from this job's data"
+        assert r.content == render_plot(name, Report.model_validate(report), trials), \
+            f"{name} is not drawn from this job's data"
 
 
 def test_png_endpoint_errors_name_the_problem(client: TestClient, runner: Runner) -> None:

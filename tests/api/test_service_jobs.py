@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from api.settings import Settings
 from api.worker import Runner
+from tuner import Report
 
 
 def submit(client: TestClient, spec: dict[str, Any], **headers: str) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def test_job_goes_queued_running_succeeded_with_report(client: TestClient, runne
 
     report = client.get(f"/jobs/{job['id']}/report").json()
     assert {"baseline", "chosen", "diagnosis", "stages"} <= report.keys()
+    assert Report.model_validate(report).model_dump(mode="json") == report  # the documented model, nothing else
     assert [s["study_name"] for s in report["stages"]] == [f"life-{job['id']}/baseline", f"life-{job['id']}/l2"]
     stored = optuna.load_study(study_name=f"life-{job['id']}/l2", storage=storage_url)
     assert best["value"] <= stored.best_value

@@ -5,6 +5,7 @@ What every backend must do (budgets, resume, cancel, NaN trials) is ``backends/t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner import Cancelled, SpecError, parse_spec, run_job
-from tuner.report import diagnose
+from tuner.report import RunSummary, diagnose
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -42,17 +43,18 @@ def test_end_to_end_on_sqlite_and_postgresql(tiny: Tiny, storage_url: str, tmp_p
             assert t.user_attrs["gap"] == pytest.approx(t.user_attrs["val_loss"] - t.user_attrs["train_loss"])
             assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs"] + 1))
             assert len(t.user_attrs["train_curve"]) == t.user_attrs["epochs"]
-    assert [s["study_name"] for s in report["stages"]] == ["tiny/baseline", "tiny/l2", "tiny/dropout"]
+    assert [s.study_name for s in report.stages] == ["tiny/baseline", "tiny/l2", "tiny/dropout"]
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
     for key in ("diagnosis", "baseline", "chosen", "candidates", "pareto", "importances"):
-        assert key in report
-    assert {"test_loss", "test_acc"} <= set(report["chosen"]) and {"test_loss", "test_acc"} <= set(report["baseline"])
-    assert report["chosen"]["seeds"]["n"] == 2
+        assert key in written
+    assert {"test_loss", "test_acc"} <= set(written["chosen"]) and {"test_loss", "test_acc"} <= set(written["baseline"])
+    assert report.chosen.seeds.n == 2
     assert (tmp_path / "out" / "report.json").exists() and (tmp_path / "out" / "report.md").exists()
 
 
 def test_later_stages_fix_earlier_best_values_and_start_warm(tiny: Tiny, sqlite_url: str) -> None:
     report = run_job(parse_spec(tiny()), storage=sqlite_url)
-    fixed_l2 = report["stages"][1]["fixes"]["l2"]
+    fixed_l2 = report.stages[1].fixes["l2"]
     l2_trials = _trials(sqlite_url, "tiny/l2")
     candidates = [0.0] + [t.user_attrs["config"]["l2"] for t in l2_trials]
     assert fixed_l2 in candidates  # the best of the baseline (l2 off) and the l2 stage
@@ -90,8 +92,8 @@ def test_the_search_never_reads_the_test_split(tiny: Tiny, tmp_path: Path, monke
         losses.append([t.user_attrs["val_loss"] for s in ("baseline", "l2", "dropout")
                        for t in _trials(storage, f"tiny/{s}")])
     assert losses[0] == losses[1]  # every trial saw the same data
-    assert reports[0]["chosen"]["params"] == reports[1]["chosen"]["params"]
-    assert reports[0]["chosen"]["test_loss"] != reports[1]["chosen"]["test_loss"]  # only the test metrics differ
+    assert reports[0].chosen.params == reports[1].chosen.params
+    assert reports[0].chosen.test_loss != reports[1].chosen.test_loss  # only the test metrics differ
 
 
 def test_a_task_only_the_data_tells_is_checked_once_the_data_is_read(tiny: Tiny, sqlite_url: str, tmp_path: Path,
@@ -143,10 +145,10 @@ def test_one_trial_count_everywhere_judged_of_budget_with_pruned_beside(
         "space": {"l2": {"low": 1e-5, "high": 3.0, "log": True}},
         "stages": [{"name": "l2", "params": ["l2"], "trials": 8}]}, report={"seeds": 0, "top_k": 1}))
     report = run_job(spec, storage=f"sqlite:///{tmp_path}/runs.db", out_dir=tmp_path / "out")
-    stage = report["stages"][1]
-    assert (stage["trials"], stage["budget"], stage["failed"]) == (8, 8, 0)
-    assert stage["pruned"] > 0 and stage["completed"] == 8 - stage["pruned"]
-    shown = f"8/8 trials ({stage['pruned']} pruned)"
+    stage = report.stages[1]
+    assert (stage.trials, stage.budget, stage.failed) == (8, 8, 0)
+    assert stage.pruned > 0 and stage.completed == 8 - stage.pruned
+    shown = f"8/8 trials ({stage.pruned} pruned)"
     assert f"| l2 | `tiny/l2` | {shown} |" in (tmp_path / "out" / "report.md").read_text()
     assert shown in (tmp_path / "out" / "report.html").read_text()
     BarProgress(quiet=True).summary(report, tmp_path / "out")
@@ -154,8 +156,10 @@ def test_one_trial_count_everywhere_judged_of_budget_with_pruned_beside(
 
 
 def test_diagnosis_says_below_when_the_validation_loss_is_under_the_training_loss() -> None:
-    row = {"train_loss": 0.30, "val_loss": 0.25, "gap": -0.05}
-    text = diagnose({"baseline": row}, constant_loss=1.0)
+    row = RunSummary.model_validate({"params": {}, "train_loss": 0.30, "val_loss": 0.25, "gap": -0.05, "epochs": 5,
+                                     "sparsity": 0.0, "features_kept": 4, "test_loss": 0.26, "test_rmse": 0.5,
+                                     "seeds": {"n": 1, "val_loss_mean": 0.25, "val_loss_std": 0.0}})
+    text = diagnose(row, constant_loss=1.0)
     assert text.startswith("no_overfitting: without regularization the validation loss (0.25) is below the "
                            "training loss (0.3);")
     assert "within" not in text

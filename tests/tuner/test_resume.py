@@ -103,11 +103,11 @@ def test_resuming_a_different_spec_is_refused_naming_the_change(tiny: Tiny, sqli
         run_job(parse_spec(_two_stages(tiny, search={"objective": "val_error"})), storage=sqlite_url)
     # report settings cannot change a trial: the finished studies are reused as they are
     again = run_job(parse_spec(_two_stages(tiny, report={"seeds": 1, "top_k": 1})), storage=sqlite_url)
-    assert again["chosen"]["seeds"]["n"] == 2
+    assert again.chosen.seeds.n == 2
     assert len(optuna.load_study(study_name="same/l2", storage=sqlite_url).get_trials()) == 2
     # --fresh deletes the job's studies and runs the new spec from scratch
     fresh = run_job(parse_spec(narrowed), storage=sqlite_url, fresh=True)
-    assert 1e-3 <= fresh["stages"][1]["best_params"]["l2"] <= 1e-2
+    assert 1e-3 <= fresh.stages[1].best_params["l2"] <= 1e-2
     assert len(optuna.load_study(study_name="same/l2", storage=sqlite_url).get_trials()) == 2
 
 

@@ -47,15 +47,17 @@ def test_linear_breast_cancer_matches_logistic_regression_cv(tmp_path: Path) -> 
     y_fit = torch.cat([data.train.y, data.val.y]).numpy()
     sk = LogisticRegressionCV(Cs=20, cv=5, max_iter=5000).fit(X_fit, y_fit)
     sk_acc = float(sk.score(data.test.X.numpy(), data.test.y.numpy()))
-    ours = report["chosen"]["test_acc"]
+    ours = report.chosen.test_acc
+    assert ours is not None
     assert abs(ours - sk_acc) <= 0.02, (ours, sk_acc)
 
 
 def test_synthetic_sparse_keeps_the_informative_features(tmp_path: Path) -> None:
     spec = parse_spec(_smaller(Path("studies/synthetic-sparse.yaml"), l1=16))
     report = run_job(spec, storage=f"sqlite:///{tmp_path}/ss.db")
-    f = report["features"]
-    assert f["informative_total"] == 5 and f["noise_total"] == 45
-    assert f["informative_kept"] >= 4
-    assert f["noise_removed"] >= 30
-    assert set(f["kept"]) | set(f["removed"]) == {f"x{i:02d}" for i in range(50)}
+    f = report.features
+    assert f is not None and f.informative_kept is not None and f.noise_removed is not None
+    assert f.informative_total == 5 and f.noise_total == 45
+    assert f.informative_kept >= 4
+    assert f.noise_removed >= 30
+    assert set(f.kept) | set(f.removed) == {f"x{i:02d}" for i in range(50)}

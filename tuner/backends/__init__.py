@@ -9,9 +9,10 @@ URL, and returns when the stage has no trial left to hand out. The registry
 
 from __future__ import annotations
 
+from tuner.backends._batches import torch_threads, trials_per_batch
 from tuner.registry import BACKENDS, StageExecutor
 
-__all__ = ["BACKENDS", "StageExecutor", "executor_for"]
+__all__ = ["BACKENDS", "StageExecutor", "executor_for", "torch_threads", "trials_per_batch"]
 
 
 def executor_for(name: str) -> StageExecutor:

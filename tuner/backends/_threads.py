@@ -1,10 +1,15 @@
-"""The thread backend (named ``optuna``): a stage's trials trained in this process, side by side in threads."""
+"""The thread backend (named ``optuna``): a stage's trials trained in this process, side by side in threads.
+
+With ``search.batch`` above 1 each thread trains its trials K at a time as one batched model (``_batches``).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 
+from tuner.backends._batches import run_batches, trials_per_batch
 from tuner.search import StageRun, fail_trial, run_trial
 from tuner.train import Dataset
 
@@ -22,10 +27,19 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
     interrupted = threading.Event()
 
     def worker() -> None:
-        while (asked := run.ask()) is not None:
+        """Every trial it asks for ends finished or aborted, whatever raises: the thread never dies silently."""
+        while True:
+            try:
+                asked = run.ask()
+            except Exception as exc:  # the study could not make a trial (the database): say why, stop
+                log.exception("could not start a trial of stage %s", run.stage.name)
+                run.abort(f"starting a trial failed: {exc!r}", holding=False, cause=exc)
+                return
+            if asked is None:
+                return
             trial, config = asked
             outcome = run_trial(trial, config, spec=run.spec, data=data, stage=run.stage.name,
-                                should_stop=run.should_stop)
+                                should_stop=run.should_stop)  # never raises: a crash comes back as FAIL
             if outcome.cancelled and interrupted.is_set():  # say why it stopped: Ctrl-C, not a cancel
                 reason = f"interrupted (Ctrl-C) after epoch {trial.user_attrs.get('epochs', 0)}"
                 outcome = fail_trial(trial.storage, trial._trial_id, reason, interrupted=True, cancelled=True)
@@ -33,16 +47,19 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 run.finish(trial, outcome)
             except Exception as exc:  # the stage ends short of its budget and says why
                 log.exception("could not record trial %d of stage %s", trial.number, run.stage.name)
-                run.abort(f"recording trial {trial.number} failed: {exc!r}")
+                run.abort(f"recording trial {trial.number} failed: {exc!r}" + (
+                    f" (it had failed: {outcome.reason})" if outcome.reason else ""), cause=exc)
                 return
 
+    per_batch = trials_per_batch(run.spec, data, run.target)
+    work = partial(run_batches, run, data, per_batch) if per_batch > 1 else worker
     asked_to_stop = run.should_stop
     run.should_stop = lambda: interrupted.is_set() or (asked_to_stop is not None and asked_to_stop())
     ended = [threading.Event() for _ in range(run.spec.search.parallelism)]
 
     def until_ended(done: threading.Event) -> None:
         try:
-            worker()
+            work()
         finally:
             done.set()
 
@@ -73,3 +90,4 @@ def _wait_all(events: list[threading.Event]) -> None:
     for event in events:
         while not event.wait(1.0):
             pass
+

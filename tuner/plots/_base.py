@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
@@ -12,7 +11,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 matplotlib.use("Agg")  # no display: the service and CI draw headless
 
-Report = dict[str, Any]
 BASELINE_COLOR, CHOSEN_COLOR, FRONT_COLOR, KEPT_COLOR = "#555555", "#d62728", "#1f77b4", "#2ca02c"
 STAGE_COLORS = ["#7f7f7f", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 DPI = 100

@@ -5,30 +5,31 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial
 
-from tuner.plots._base import CHOSEN_COLOR, FRONT_COLOR, KEPT_COLOR, Report, figure
+from tuner.plots._base import CHOSEN_COLOR, FRONT_COLOR, KEPT_COLOR, figure
+from tuner.report import Report
 
 __all__ = ["l1_path"]
 
 
-def l1_path(report: Report, trials: list[FrozenTrial]) -> Figure | None:
+def l1_path(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
     """Val loss ± one SE (left axis) and input columns kept (right axis) along the path, λ₁ falling to the right."""
-    path = report.get("l1_path") or []
-    if not path:
+    if report is None or not report.l1_path:
         return None
-    lams = [p["l1"] for p in path]
+    path = report.l1_path
+    lams = [p.l1 for p in path]
     fig = figure(7.5, 4.4)
     ax = fig.add_subplot()
-    ax.errorbar(lams, [p["val_loss"] for p in path], yerr=[p["val_loss_se"] for p in path], fmt="o-",
+    ax.errorbar(lams, [p.val_loss for p in path], yerr=[p.val_loss_se for p in path], fmt="o-",
                 color=FRONT_COLOR, ms=4, capsize=2, lw=1.2, label="val loss ± 1 SE")
-    best = min(path, key=lambda p: p["val_loss"])
-    ax.axhline(best["val_loss"] + best["val_loss_se"], color=FRONT_COLOR, ls=":", lw=1,
+    best = min(path, key=lambda p: p.val_loss)
+    ax.axhline(best.val_loss + best.val_loss_se, color=FRONT_COLOR, ls=":", lw=1,
                label="best + 1 SE")
     kept = ax.twinx()
-    kept.step(lams, [p["features_kept"] for p in path], where="mid", color=KEPT_COLOR, lw=1.8,
+    kept.step(lams, [p.features_kept for p in path], where="mid", color=KEPT_COLOR, lw=1.8,
               label="columns kept")
     kept.set_ylabel("input columns kept", color=KEPT_COLOR)
     kept.set_ylim(bottom=0)
-    chosen = float((report.get("chosen") or {}).get("params", {}).get("l1", 0.0) or 0.0)
+    chosen = float(report.chosen.params.get("l1", 0.0))
     if chosen > 0:
         ax.axvline(chosen, color=CHOSEN_COLOR, lw=2, label=f"chosen λ₁ = {chosen:.3g}")
     ax.set_xscale("log")

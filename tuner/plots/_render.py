@@ -2,7 +2,7 @@
 
 Each plot is a function ``(report, trials) -> Figure | None`` in a small registry;
 ``None`` means the job has nothing to draw for it (no L1 searched, no candidates
-yet). A running job has no report: with ``report={}`` the plots drawn from the
+yet). A running job has no report: with ``report=None`` the plots drawn from the
 trials alone (pareto, history, knobs, sparsity) still come out.
 """
 
@@ -14,14 +14,15 @@ from collections.abc import Callable
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial
 
-from tuner.plots._base import DPI, LOCK, Report
+from tuner.plots._base import DPI, LOCK
 from tuner.plots._path import l1_path
 from tuner.plots._report import candidates, features, importances, learning_curves
 from tuner.plots._trials import history, knobs, pareto, sparsity
+from tuner.report import Report
 
 __all__ = ["PLOTS", "PlotFn", "render_plot", "render_plots"]
 
-PlotFn = Callable[[Report, list[FrozenTrial]], Figure | None]
+PlotFn = Callable[[Report | None, list[FrozenTrial]], Figure | None]
 
 PLOTS: dict[str, PlotFn] = {
     "learning_curves": learning_curves,
@@ -43,12 +44,12 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def render_plot(name: str, report: Report, trials: list[FrozenTrial]) -> bytes | None:
+def render_plot(name: str, report: Report | None, trials: list[FrozenTrial]) -> bytes | None:
     """One plot as PNG bytes, or None when the job has nothing to draw for it.
 
     Args:
         name: a key of ``PLOTS``.
-        report: the job's report; ``{}`` while it has none.
+        report: the job's report; None while it has none.
         trials: every trial of the job's stage studies, in stage order.
 
     Raises:
@@ -61,11 +62,11 @@ def render_plot(name: str, report: Report, trials: list[FrozenTrial]) -> bytes |
         return None if fig is None else _png(fig)
 
 
-def render_plots(report: Report, trials: list[FrozenTrial]) -> dict[str, bytes]:
+def render_plots(report: Report | None, trials: list[FrozenTrial]) -> dict[str, bytes]:
     """Every plot the job has data for, as PNG bytes by name, in ``PLOTS`` order.
 
     Args:
-        report: the job's report; ``{}`` for a running job (then only the trial-based plots come out).
+        report: the job's report; None for a running job (then only the trial-based plots come out).
         trials: every trial of the job's stage studies, in stage order.
     """
     out = {}

@@ -12,7 +12,8 @@ from matplotlib.patches import Rectangle
 from optuna.trial import FrozenTrial
 
 from tuner.knobs import fmt_params
-from tuner.plots._base import BASELINE_COLOR, CHOSEN_COLOR, FRONT_COLOR, KEPT_COLOR, Report, figure, plain
+from tuner.plots._base import BASELINE_COLOR, CHOSEN_COLOR, FRONT_COLOR, KEPT_COLOR, figure, plain
+from tuner.report import Report
 
 __all__ = ["candidates", "features", "importances", "learning_curves"]
 
@@ -20,16 +21,16 @@ MAX_NAMED_FEATURES = 60  # above this, features are drawn as a grid of cells wit
 REMOVED_COLOR = "#cccccc"  # grey, as the features plot's title says
 
 
-def learning_curves(report: Report, trials: list[FrozenTrial]) -> Figure | None:
-    curves = report.get("curves") or {}
-    if not curves.get("baseline", {}).get("val"):
+def learning_curves(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
+    if report is None or not report.curves.baseline.val:
         return None
-    same = not any(report["chosen"].get("params", {}).values())  # the baseline itself was chosen
+    same = not any(report.chosen.params.values())  # the baseline itself was chosen
     fig = figure()
     ax = fig.add_subplot()
     for key, color in [("baseline", BASELINE_COLOR)] + ([] if same else [("chosen", CHOSEN_COLOR)]):
-        train, val = curves[key]["train"], curves[key]["val"]
-        label = "baseline" if key == "baseline" else f"chosen ({fmt_params(report['chosen']['params'])})"
+        curve = report.curves.baseline if key == "baseline" else report.curves.chosen
+        train, val = curve.train, curve.val
+        label = "baseline" if key == "baseline" else f"chosen ({fmt_params(report.chosen.params)})"
         ax.plot(range(1, len(train) + 1), train, "--", color=color, label=f"{label}: train")
         ax.plot(range(1, len(val) + 1), val, "-", color=color, lw=2, label=f"{label}: val")
         n = min(len(train), len(val))
@@ -42,8 +43,8 @@ def learning_curves(report: Report, trials: list[FrozenTrial]) -> Figure | None:
     return fig
 
 
-def importances(report: Report, trials: list[FrozenTrial]) -> Figure | None:
-    items = sorted((report.get("importances") or {}).items(), key=lambda kv: kv[1])
+def importances(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
+    items = sorted(report.importances.items() if report is not None else [], key=lambda kv: kv[1])
     if not items:
         return None
     fig = figure(7.5, 1.2 + 0.45 * len(items))
@@ -56,28 +57,27 @@ def importances(report: Report, trials: list[FrozenTrial]) -> Figure | None:
     return fig
 
 
-def candidates(report: Report, trials: list[FrozenTrial]) -> Figure | None:
+def candidates(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
     """Mean ± std of each candidate over seeds, each seed as a tick; the first candidate is the baseline."""
-    cands = report.get("candidates") or []
-    if not cands:
+    if report is None or not report.candidates:
         return None
-    chosen = report.get("chosen", {})
+    cands, chosen = report.candidates, report.chosen
     fig = figure(7.5, 1.4 + 0.6 * len(cands))
     ax = fig.add_subplot()
     labels = []
     for y, c in enumerate(reversed(cands)):
         is_base = y == len(cands) - 1
-        is_chosen = (c.get("stage"), c.get("trial")) == (chosen.get("stage"), chosen.get("trial"))
+        is_chosen = (c.stage, c.trial) == (chosen.stage, chosen.trial)
         color = CHOSEN_COLOR if is_chosen else BASELINE_COLOR if is_base else FRONT_COLOR
-        mean, std = c["val_loss_mean"], c["val_loss_std"]
+        mean, std = c.val_loss_mean, c.val_loss_std
         ax.barh(y, 2 * std, left=mean - std, height=0.5, color=color, alpha=0.3)
         ax.errorbar(mean, y, xerr=std, fmt="o", color=color, capsize=5, ms=7)
-        seeds = c.get("val_losses") or []
+        seeds = c.val_losses
         ax.scatter(seeds, [y] * len(seeds), marker="|", s=120, color="black", zorder=4)
-        tag = "baseline" if is_base else f"{plain(c.get('stage'))} #{c.get('trial')}"
-        labels.append(f"{tag}{' (chosen)' if is_chosen else ''}\n{fmt_params(c.get('params', {}))}")
+        tag = "baseline" if is_base else f"{plain(c.stage)} #{c.trial}"
+        labels.append(f"{tag}{' (chosen)' if is_chosen else ''}\n{fmt_params(c.params)}")
     ax.set_yticks(range(len(cands)), labels, fontsize=8)
-    ax.set(xlabel=f"val loss over {cands[0].get('n', '?')} seeds: mean ± std (ticks: each seed)",
+    ax.set(xlabel=f"val loss over {cands[0].n} seeds: mean ± std (ticks: each seed)",
            title="Final candidates re-trained over seeds")
     ax.grid(axis="x", alpha=0.3)
     return fig
@@ -88,11 +88,11 @@ def _natural(name: str) -> list[Any]:
     return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", name)]
 
 
-def features(report: Report, trials: list[FrozenTrial]) -> Figure | None:
-    feats = report.get("features")
-    if not feats:
+def features(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
+    feats = report.features if report is not None else None
+    if feats is None:
         return None
-    kept, removed = list(feats["kept"]), list(feats["removed"])
+    kept, removed = list(feats.kept), list(feats.removed)
     n = len(kept) + len(removed)
     title = f"L1 kept {len(kept)} of {n} input features (green), removed {len(removed)} (grey)"
     if n > MAX_NAMED_FEATURES:  # a grid in natural name order: image pixels come out as the image

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -16,7 +15,6 @@ from tuner.plots._base import (
     BASELINE_COLOR,
     CHOSEN_COLOR,
     FRONT_COLOR,
-    Report,
     complete,
     figure,
     plain,
@@ -24,6 +22,7 @@ from tuner.plots._base import (
     stage_handles,
     stage_of,
 )
+from tuner.report import ChosenRun, Report, RunSummary
 from tuner.spec import KNOBS
 
 __all__ = ["history", "knobs", "pareto", "sparsity"]
@@ -32,15 +31,16 @@ def _point(t: FrozenTrial) -> tuple[float, float]:
     return float(t.user_attrs["val_loss"]), float(t.user_attrs["gap"])
 
 
-def _report_point(trials: list[FrozenTrial], row: dict[str, Any]) -> tuple[float, float]:
+def _report_point(trials: list[FrozenTrial], row: RunSummary) -> tuple[float, float]:
     """Where a report row (baseline, chosen) sits: its search trial if found, else its re-trained run."""
-    for t in trials:
-        if t.number == row.get("trial") and stage_of(t) == row.get("stage"):
-            return _point(t)
-    return float(row["val_loss"]), float(row["gap"])
+    if isinstance(row, ChosenRun):  # the baseline row names no trial
+        for t in trials:
+            if t.number == row.trial and stage_of(t) == row.stage:
+                return _point(t)
+    return float(row.val_loss), float(row.gap)
 
 
-def pareto(report: Report, trials: list[FrozenTrial]) -> Figure | None:
+def pareto(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
     done = [t for t in complete(trials) if "gap" in t.user_attrs]
     if not done:
         return None
@@ -53,10 +53,11 @@ def pareto(report: Report, trials: list[FrozenTrial]) -> Figure | None:
     front = [_point(t) for t in pareto_front(done, key=_point)]
     ax.plot([p[0] for p in front], [p[1] for p in front], "-o", color=FRONT_COLOR, mfc="none", ms=9, lw=1.2,
             drawstyle="steps-post", label="Pareto front")
-    marks = (("baseline", "X", 120, BASELINE_COLOR), ("chosen", "*", 240, CHOSEN_COLOR))
-    for key, marker, size, color in marks:
-        if report.get(key):
-            x, y = _report_point(done, report[key])
+    if report is not None:
+        marks = ((report.baseline, "baseline", "X", 120, BASELINE_COLOR),
+                 (report.chosen, "chosen", "*", 240, CHOSEN_COLOR))
+        for row, key, marker, size, color in marks:
+            x, y = _report_point(done, row)
             ax.scatter([x], [y], marker=marker, s=size, color=color, edgecolor="black", zorder=5, label=key)
     ax.axhline(0.0, color="black", lw=0.6, alpha=0.5)
     ax.set(xlabel="val loss (lower is better)", ylabel="gap = val loss − train loss",
@@ -66,7 +67,7 @@ def pareto(report: Report, trials: list[FrozenTrial]) -> Figure | None:
     return fig
 
 
-def history(report: Report, trials: list[FrozenTrial]) -> Figure | None:
+def history(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
     done = complete(trials)
     if not done:
         return None
@@ -117,7 +118,7 @@ def _x_positions(ax: Axes, values: list[float], log: bool) -> list[float]:
     return [v if v > 0 else off for v in values]
 
 
-def knobs(report: Report, trials: list[FrozenTrial]) -> Figure | None:
+def knobs(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
     done = complete(trials)
     configs = [t.user_attrs.get("config", {}) for t in done]
     names = sorted({k for c in configs for k in c if len({float(cc.get(k, 0.0)) for cc in configs}) > 1},
@@ -145,7 +146,7 @@ def knobs(report: Report, trials: list[FrozenTrial]) -> Figure | None:
     return fig
 
 
-def sparsity(report: Report, trials: list[FrozenTrial]) -> Figure | None:
+def sparsity(report: Report | None, trials: list[FrozenTrial]) -> Figure | None:
     done = [t for t in complete(trials) if "sparsity" in t.user_attrs]
     l1 = [float(t.user_attrs.get("config", {}).get("l1", 0.0)) for t in done]
     if not any(l1):

@@ -1,5 +1,7 @@
 """The report of a finished job: built from the stages (``build_report``), written as Markdown and as the job page.
 
+``Report`` is its typed model: ``report.json`` is its JSON, and every reader goes through it.
+
 Building it retrains the top candidates with other seeds and measures the test
 split, the only place that reads it. The page (``render_html``) embeds plots it
 is given; drawing them is ``tuner.plots``'s part, so this package needs no matplotlib.
@@ -19,19 +21,57 @@ from tuner.report._html import (
     stage_progress,
 )
 from tuner.report._markdown import diagnose, epoch_gaps, render_markdown, stage_count
-from tuner.report._metric import held_out_metric
+from tuner.report._model import (
+    BoundHit,
+    CandidateSummary,
+    ChosenRun,
+    Curves,
+    EpochGap,
+    FeatureStability,
+    FeatureSummary,
+    LambdaMaxSearch,
+    LearningCurve,
+    ParetoChoice,
+    ParetoPoint,
+    PathPoint,
+    Refit,
+    Report,
+    RunSummary,
+    SeedSummary,
+    StageCost,
+    StageSummary,
+    Validation,
+)
 
 __all__ = [
     "CAPTIONS",
     "CSS",
     "EDGE",
+    "BoundHit",
     "Candidate",
+    "CandidateSummary",
+    "ChosenRun",
+    "Curves",
+    "EpochGap",
+    "FeatureStability",
+    "FeatureSummary",
+    "LambdaMaxSearch",
+    "LearningCurve",
+    "ParetoChoice",
+    "ParetoPoint",
+    "PathPoint",
+    "Refit",
+    "Report",
+    "RunSummary",
+    "SeedSummary",
+    "StageCost",
     "StageProgress",
+    "StageSummary",
+    "Validation",
     "bound_hits",
     "build_report",
     "diagnose",
     "epoch_gaps",
-    "held_out_metric",
     "html_document",
     "pareto_choice",
     "pareto_front",

@@ -22,6 +22,7 @@ from tuner.report._candidates import Candidate, choose, one_se_extras, retrain_c
 from tuner.report._cost import retrain_cost, stage_cost, total_cost
 from tuner.report._explain import bound_hits, pareto_choice, stable_features
 from tuner.report._markdown import diagnose
+from tuner.report._model import Report, RunSummary
 from tuner.search import StageOutcome, TrialCount, complete_trials, one_se_point, path_summary
 from tuner.spec import JobSpec
 from tuner.train import Dataset, TrainResult, evaluate, export_model, refit
@@ -176,11 +177,17 @@ def _pick(trial: FrozenTrial) -> tuple[str, int | None, dict[str, float]]:
 
 
 def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
-                 should_stop: Callable[[], bool] | None = None, model_dir: Path | None = None) -> dict[str, Any]:
+                 should_stop: Callable[[], bool] | None = None, model_dir: Path | None = None) -> Report:
     """Re-train the final candidates, choose, and measure the test split once.
+
+    The parts are gathered as JSON-ready values (the explaining notes read them so)
+    and checked once, at the end, against the ``Report`` model.
 
     Args:
         model_dir: where to export the chosen model (the one whose test metrics the report gives), if anywhere.
+
+    Returns:
+        The report; ``report.model_dump_json()`` is ``report.json``.
     """
     search_data = data.without_test()
     baseline_outcome = outcomes[0]
@@ -263,8 +270,8 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
         features["stability"] = stable_features(data.feature_names, [r.features_mask for r in chosen.runs])
         features["seeds"] = len(chosen.runs)
         report["features"] = features
-    report["diagnosis"] = diagnose(report, _constant_loss(data))
+    report["diagnosis"] = diagnose(RunSummary.model_validate(report["baseline"]), _constant_loss(data))
     if model_dir is not None and chosen_fit.model is not None:  # the model the test score was measured on
         measured = {k: v for k, v in report["chosen"].items() if k.startswith("test_")}
         export_model(model_dir, chosen_fit.model, spec=spec, data=data, params=chosen.config, measured=measured)
-    return report
+    return Report.model_validate(report)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, computed_field
 
 from tuner.knobs import fmt_params
 from tuner.report._markdown import epoch_gaps
-from tuner.report._metric import held_out_metric
+from tuner.report._model import Report, RunSummary, StageSummary
 from tuner.search import TrialCount, count_text
 
 __all__ = ["CAPTIONS", "CSS", "StageProgress", "html_document", "render_html", "stage_progress"]
@@ -80,13 +80,12 @@ def stage_progress(stages: list[tuple[str, str, int]], trials: list[FrozenTrial]
     return out
 
 
-def _finished_stage(summary: dict[str, Any]) -> StageProgress:
+def _finished_stage(summary: StageSummary) -> StageProgress:
     """A finished stage as the report summarizes it (its best value: the first objective's)."""
-    best = summary.get("best_value")
+    best = summary.best_value
     best = best[0] if isinstance(best, list) else best
-    return StageProgress(name=summary["name"], study_name=summary["study_name"],
-                         total=summary.get("budget", summary["trials"]), done=summary["trials"],
-                         pruned=summary.get("pruned", 0), failed=summary.get("failed", 0),
+    return StageProgress(name=summary.name, study_name=summary.study_name, total=summary.budget,
+                         done=summary.trials, pruned=summary.pruned, failed=summary.failed,
                          best_value=float(best) if isinstance(best, (int, float)) else None)
 
 
@@ -96,61 +95,59 @@ def _n(v: Any, digits: int = 4) -> str:
     return "–" if v is None else escape(str(v))
 
 
-def _test(row: dict[str, Any]) -> str:
-    metric, value = held_out_metric(row)
+def _test(row: RunSummary) -> str:
+    metric, value = row.test_metric
     if metric == "test_rmse":
-        return f"test loss {_n(row['test_loss'])}, RMSE {_n(value)}"
-    return f"test loss {_n(row['test_loss'])}, accuracy {'–' if value is None else f'{100 * value:.1f}%'}"
+        return f"test loss {_n(row.test_loss)}, RMSE {_n(value)}"
+    return f"test loss {_n(row.test_loss)}, accuracy {'–' if value is None else f'{100 * value:.1f}%'}"
 
 
-def verdict(report: dict[str, Any]) -> str:
+def verdict(report: Report) -> str:
     """The answer in one paragraph (HTML): the baseline's gap, the choice, its gap and val loss, the test."""
-    b, c = report["baseline"], report["chosen"]
-    kind, _, why = str(report.get("diagnosis", "")).partition(": ")
-    pct = f" ({100 * b['gap'] / b['val_loss']:.0f}% of the val loss)" if b["val_loss"] > 0 else ""
+    b, c = report.baseline, report.chosen
+    kind, _, why = report.diagnosis.partition(": ")
+    pct = f" ({100 * b.gap / b.val_loss:.0f}% of the val loss)" if b.val_loss > 0 else ""
     text = (f"<strong>{escape(kind.replace('_', ' ').capitalize())}.</strong> Without regularization the "
-            f"model reaches val loss {_n(b['val_loss'])} against train loss {_n(b['train_loss'])}: a gap of "
-            f"<strong>{_n(b['gap'])}</strong>{pct}. {escape(epoch_gaps(b))}")
-    bs, cs = b["seeds"], c["seeds"]
-    if not any(c.get("params", {}).values()):
+            f"model reaches val loss {_n(b.val_loss)} against train loss {_n(b.train_loss)}: a gap of "
+            f"<strong>{_n(b.gap)}</strong>{pct}. {escape(epoch_gaps(b))}")
+    bs, cs = b.seeds, c.seeds
+    if not any(c.params.values()):
         text += (f"regtune <strong>keeps the baseline</strong>: no setting beat it on the mean val loss over "
-                 f"{cs['n']} seeds ({_n(cs['val_loss_mean'])} ± {_n(cs['val_loss_std'], 2)}). ")
+                 f"{cs.n} seeds ({_n(cs.val_loss_mean)} ± {_n(cs.val_loss_std, 2)}). ")
     else:
-        rule = escape(str(report.get("choose", "best")))
-        text += (f"regtune chooses <strong>{escape(fmt_params(c['params']))}</strong> (stage "
-                 f"{escape(str(c['stage']))}, trial {_n(c['trial'])}, rule “{rule}”): the gap becomes "
-                 f"<strong>{_n(c['gap'])}</strong> and the val loss <strong>{_n(c['val_loss'])}</strong>; "
-                 f"over {cs['n']} seeds {_n(cs['val_loss_mean'])} ± {_n(cs['val_loss_std'], 2)} against the "
-                 f"baseline's {_n(bs['val_loss_mean'])} ± {_n(bs['val_loss_std'], 2)}. ")
+        rule = escape(report.choose)
+        text += (f"regtune chooses <strong>{escape(fmt_params(c.params))}</strong> (stage "
+                 f"{escape(c.stage)}, trial {_n(c.trial)}, rule “{rule}”): the gap becomes "
+                 f"<strong>{_n(c.gap)}</strong> and the val loss <strong>{_n(c.val_loss)}</strong>; "
+                 f"over {cs.n} seeds {_n(cs.val_loss_mean)} ± {_n(cs.val_loss_std, 2)} against the "
+                 f"baseline's {_n(bs.val_loss_mean)} ± {_n(bs.val_loss_std, 2)}. ")
     text += f"On the held-out test split, measured once: baseline {_test(b)}; chosen {_test(c)}."
     return f'<p class="verdict">{text}</p>\n<p class="why">{escape(why)}</p>'
 
 
-def _table(report: dict[str, Any]) -> str:
-    metric, _ = held_out_metric(report["chosen"])
+def _table(report: Report) -> str:
+    metric = report.chosen.test_metric[0]
     head = ["", "params", "train loss", "val loss", "gap", "val loss over seeds", "test loss", metric]
     rows = []
-    for label in ("baseline", "chosen"):
-        r = report[label]
-        s = r["seeds"]
-        cells = [label, escape(fmt_params(r.get("params", {}))), _n(r["train_loss"]), _n(r["val_loss"]),
-                 _n(r["gap"]), f"{_n(s['val_loss_mean'])} ± {_n(s['val_loss_std'], 2)} (n={s['n']})",
-                 _n(r["test_loss"]), _n(held_out_metric(r)[1])]
+    for label, r in (("baseline", report.baseline), ("chosen", report.chosen)):
+        s = r.seeds
+        cells = [label, escape(fmt_params(r.params)), _n(r.train_loss), _n(r.val_loss),
+                 _n(r.gap), f"{_n(s.val_loss_mean)} ± {_n(s.val_loss_std, 2)} (n={s.n})",
+                 _n(r.test_loss), _n(r.test_metric[1])]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
 
 
-def _cost(report: dict[str, Any]) -> str:
+def _cost(report: Report) -> str:
     """What the search cost, per stage and for re-training the candidates over seeds."""
-    rows = report.get("cost") or []
-    if not rows:
+    if not report.cost:
         return ""
     head = ["stage", "trials", "pruned", "failed", "epochs run / budgeted", "saved by pruning",
             "saved by early stopping", "compute seconds"]
     body = "".join(
-        f"<tr><td>{escape(str(r['stage']))}</td><td>{r['trials']}</td><td>{r['pruned']}</td><td>{r['failed']}</td>"
-        f"<td>{r['epochs_run']} / {r['epochs_budgeted']}</td><td>{r['epochs_saved_by_pruning']}</td>"
-        f"<td>{r['epochs_saved_by_early_stopping']}</td><td>{r['seconds']:.1f}</td></tr>" for r in rows)
+        f"<tr><td>{escape(r.stage)}</td><td>{r.trials}</td><td>{r.pruned}</td><td>{r.failed}</td>"
+        f"<td>{r.epochs_run} / {r.epochs_budgeted}</td><td>{r.epochs_saved_by_pruning}</td>"
+        f"<td>{r.epochs_saved_by_early_stopping}</td><td>{r.seconds:.1f}</td></tr>" for r in report.cost)
     return ('<h2>What the search cost</h2><table id="cost"><tr>' + "".join(f"<th>{h}</th>" for h in head)
             + "</tr>" + body + "</table>")
 
@@ -179,31 +176,29 @@ def _figures(plots: dict[str, bytes], png_href: str | None) -> str:
     return "\n".join(out)
 
 
-def _features(report: dict[str, Any]) -> str:
-    f = report.get("features")
-    if not f:
+def _features(report: Report) -> str:
+    f = report.features
+    if f is None:
         return ""
-    removed = ", ".join(escape(n) for n in f["removed"]) or "none"
-    out = (f"<h2>Features (L1)</h2><p>Kept {len(f['kept'])}, removed {len(f['removed'])}. "
+    removed = ", ".join(escape(n) for n in f.removed) or "none"
+    out = (f"<h2>Features (L1)</h2><p>Kept {len(f.kept)}, removed {len(f.removed)}. "
            f"Removed: {removed}.</p>")
-    stability = f.get("stability") or []
-    if stability and f.get("seeds", 0) > 1:
-        cells = "".join(f"<tr><td>{escape(s['name'])}</td><td>{s['seeds']} of {f['seeds']}</td>"
-                        f"<td>{100 * s['share']:.0f}%</td></tr>" for s in stability)
-        out += (f'<p>How stable the selection is: the columns kept by any of the chosen configuration\'s '
-                f'{f["seeds"]} seed runs, with the share of runs that kept each.</p><table id="stability">'
+    if f.stability and f.seeds > 1:
+        cells = "".join(f"<tr><td>{escape(s.name)}</td><td>{s.seeds} of {f.seeds}</td>"
+                        f"<td>{100 * s.share:.0f}%</td></tr>" for s in f.stability)
+        out += (f"<p>How stable the selection is: the columns kept by any of the chosen configuration's "
+                f'{f.seeds} seed runs, with the share of runs that kept each.</p><table id="stability">'
                 f"<tr><th>column</th><th>kept by</th><th>share</th></tr>{cells}</table>")
     return out
 
 
-def notes(report: dict[str, Any]) -> str:
+def notes(report: Report) -> str:
     """What qualifies the verdict: a choice at the edge of its prior, and its place on a Pareto front."""
-    out = [f'<p class="bound">{escape(h["message"])}.</p>' for h in report.get("bound_hits") or []]
-    if report.get("validation"):
-        out.insert(0, f'<p id="validation">Cross-validation: {escape(report["validation"]["note"])}</p>')
-    pc = report.get("pareto_choice")
-    if pc:
-        out.append(f'<p id="pareto-choice">Two objectives: {escape(pc["why"])}</p>')
+    out = [f'<p class="bound">{escape(h.message)}.</p>' for h in report.bound_hits]
+    if report.validation:
+        out.insert(0, f'<p id="validation">Cross-validation: {escape(report.validation.note)}</p>')
+    if report.pareto_choice:
+        out.append(f'<p id="pareto-choice">Two objectives: {escape(report.pareto_choice.why)}</p>')
     return "\n".join(out)
 
 
@@ -220,7 +215,7 @@ figcaption{color:#555;font-size:.9em}
 pre{background:#fee;padding:1em;white-space:pre-wrap}"""
 
 
-def render_html(report: dict[str, Any] | None, plots: dict[str, bytes], *, title: str,
+def render_html(report: Report | None, plots: dict[str, bytes], *, title: str,
                 status: str = "succeeded", progress: Sequence[StageProgress] | None = None,
                 error: str | None = None, study_links: dict[str, str] | None = None,
                 png_href: str | None = "plots/{name}.png", home_href: str | None = None,
@@ -243,8 +238,8 @@ def render_html(report: dict[str, Any] | None, plots: dict[str, bytes], *, title
         The HTML document.
     """
     links = study_links or {}
-    if progress is None and report:
-        progress = [_finished_stage(s) for s in report.get("stages", [])]
+    if progress is None and report is not None:
+        progress = [_finished_stage(s) for s in report.stages]
     parts = []
     if home_href:
         parts.append(f'<p><a href="{escape(home_href)}">← all jobs</a></p>')
@@ -253,18 +248,18 @@ def render_html(report: dict[str, Any] | None, plots: dict[str, bytes], *, title
                  + (f" · reloads every {int(refresh_seconds)} s" if status in ACTIVE else "") + "</p>")
     if error:
         parts.append(f"<h2>Error</h2><pre>{escape(error)}</pre>")
-    if report:
+    if report is not None:
         parts += ["<h2>Verdict</h2>", verdict(report), notes(report), _table(report)]
     elif status in ACTIVE:
         parts.append("<p>The job is under way; the verdict comes when the last stage and the re-training "
                      "over seeds are done. The plots below are drawn from the trials so far.</p>")
     if progress:
         parts += ["<h2>Stages</h2>", _stages(progress, links)]
-    if report:
+    if report is not None:
         parts.append(_cost(report))
     if plots:
         parts += ["<h2>Plots</h2>", _figures(plots, png_href)]
-    if report:
+    if report is not None:
         parts.append(_features(report))
     return html_document(f"regtune: {title}", "\n".join(parts),
                          refresh_seconds=refresh_seconds if status in ACTIVE else None)

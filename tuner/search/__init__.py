@@ -29,7 +29,7 @@ from tuner.search._stages import (
     fail_interrupted,
     open_stage,
 )
-from tuner.search._trial import TrialOutcome, fail_trial, objective_values, run_trial
+from tuner.search._trial import TrialOutcome, TrialRecorder, fail_trial, objective_values, run_trial
 
 __all__ = [
     "BUDGET_STATES",
@@ -40,6 +40,7 @@ __all__ = [
     "StageRun",
     "TrialCount",
     "TrialOutcome",
+    "TrialRecorder",
     "WarmStartSampler",
     "best_of",
     "budget_used",

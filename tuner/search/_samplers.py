@@ -29,32 +29,34 @@ Grid = Mapping[str, Sequence[Any]] | None
 
 # The factories the registries (``tuner.registry.SAMPLERS`` and ``PRUNERS``) name.
 
-def grid_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+def grid_sampler(seed: int, multi: bool, grid: Grid, constant_liar: bool = False) -> BaseSampler:
     return _StageGridSampler(dict(grid or {}), seed=seed)
 
 
-def random_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+def random_sampler(seed: int, multi: bool, grid: Grid, constant_liar: bool = False) -> BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def tpe_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
-    # multivariate + group: the knobs interact, and allow_zero knobs make conditional parameters
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True)
+def tpe_sampler(seed: int, multi: bool, grid: Grid, constant_liar: bool = False) -> BaseSampler:
+    # multivariate + group: the knobs interact, and allow_zero knobs make conditional parameters;
+    # constant_liar: trials asked together (a batch) are spread out instead of proposed alike
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True,
+                                      constant_liar=constant_liar)
 
 
-def gp_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+def gp_sampler(seed: int, multi: bool, grid: Grid, constant_liar: bool = False) -> BaseSampler:
     return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5)
 
 
-def cmaes_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+def cmaes_sampler(seed: int, multi: bool, grid: Grid, constant_liar: bool = False) -> BaseSampler:
     return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=3)
 
 
-def qmc_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+def qmc_sampler(seed: int, multi: bool, grid: Grid, constant_liar: bool = False) -> BaseSampler:
     return optuna.samplers.QMCSampler(seed=seed)
 
 
-def nsga2_sampler(seed: int, multi: bool, grid: Grid) -> BaseSampler:
+def nsga2_sampler(seed: int, multi: bool, grid: Grid, constant_liar: bool = False) -> BaseSampler:
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
 
 
@@ -83,13 +85,17 @@ class _StageGridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def make_sampler(name: str, seed: int, multi_objective: bool, grid: Grid = None) -> BaseSampler:
+def make_sampler(name: str, seed: int, multi_objective: bool, grid: Grid = None, *,
+                 constant_liar: bool = False) -> BaseSampler:
     """The sampler called ``name`` (``grid``: over the stage's ``grid``).
+
+    Args:
+        constant_liar: TPE only: treat running trials as done with a poor value (trials asked in batches).
 
     Raises:
         ValueError: an unknown name (the message lists every valid one).
     """
-    return SAMPLERS.load(name)(seed, multi_objective, grid)
+    return SAMPLERS.load(name)(seed, multi_objective, grid, constant_liar)
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:

@@ -68,13 +68,24 @@ def budget_used(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
 
 
-def fail_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
-    """Mark trials left RUNNING by a process that died as FAIL with ``interrupted: true``."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+def fail_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage, runner: str | None = None) -> int:
+    """Mark trials left RUNNING by a process that died as FAIL with ``interrupted: true``.
+
+    Args:
+        runner: only the trials of this runner (the ``runner`` user attribute), and those that carry
+            none; None for every RUNNING trial.
+    """
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if runner is None or t.user_attrs.get("runner", runner) == runner]
+    failed = 0
     for t in stale:
-        fail_trial(storage, t._trial_id, "the process running it stopped", interrupted=True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-    return len(stale)
+        try:
+            fail_trial(storage, t._trial_id, "the process running it stopped", interrupted=True)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # it finished after all, while we looked
+            continue
+        failed += 1
+    return failed
 
 
 def best_of(trials: list[FrozenTrial], objectives: list[str]) -> FrozenTrial | None:
@@ -97,9 +108,11 @@ class StageRun:
     done: int
     should_stop: Callable[[], bool] | None = None
     on_trial: Callable[[FrozenTrial], None] | None = None
+    trial_attrs: dict[str, Any] = field(default_factory=dict)
     in_flight: int = 0
     attempts: int = 0
     last_failure: str | None = None
+    cause: BaseException | None = None
     cancelled: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -124,7 +137,7 @@ class StageRun:
             if not self._reserve():
                 return None
             try:
-                trial = self.study.ask()
+                trial = self._new_trial()
             except Exception as exc:  # the sampler's before_trial, or the storage
                 self._sampler_failed(None, exc)
                 return None
@@ -150,11 +163,13 @@ class StageRun:
         Called with the lock held. Every later ask would fail the same way, so the stage stops here and
         says why instead of spending its attempts.
         """
-        reason = f"the {self.spec.search.sampler!r} sampler failed: {exc!r}"
+        reason = (f"starting a trial failed (the {self.spec.search.sampler!r} sampler or the storage): {exc!r}"
+                  if trial is None else f"the {self.spec.search.sampler!r} sampler failed: {exc!r}")
         log.error("stage %s: %s", self.stage.name, reason, exc_info=exc)
         self.in_flight -= 1
         self.attempts = self.max_attempts
         self.last_failure = reason
+        self.cause = self.cause or exc  # the stage's error is raised from it: a runner can tell a database outage
         if trial is None:
             return
         try:
@@ -169,20 +184,41 @@ class StageRun:
         with self._lock:
             if not self._reserve():
                 return None
-            self.study.enqueue_trial(params)
-            trial = self.study.ask()
+            try:
+                trial = self._new_trial(params)
+            except Exception as exc:  # the storage
+                self._sampler_failed(None, exc)
+                return None
         for name, dist in dists.items():  # enqueued values are fixed: the sampler is not asked
             trial.suggest_float(name, dist.low, dist.high, log=dist.log)
         n_hidden = self.spec.model.dropout_slots
         per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
         return trial, Knobs.from_params({**self.fixed, **params}, n_hidden).as_params(per_layer)
 
-    def abort(self, reason: str) -> None:
-        """Stop handing out trials after an error the stage cannot go on from."""
+    def _new_trial(self, params: dict[str, float] | None = None) -> optuna.Trial:
+        """The study's next trial (``params`` enqueued first), tagged with ``trial_attrs``. Holds the lock.
+
+        The tags say who runs it: a reclaimer fails only its own runner's trials.
+        """
+        if params is not None:
+            self.study.enqueue_trial(params)
+        trial = self.study.ask()
+        for key, value in self.trial_attrs.items():
+            trial.set_user_attr(key, value)
+        return trial
+
+    def abort(self, reason: str, *, holding: bool = True, cause: BaseException | None = None) -> None:
+        """Stop handing out trials after an error the stage cannot go on from.
+
+        Args:
+            holding: the caller holds an asked trial it will not finish (False: it failed to ask for one).
+            cause: the error; the stage's own error is raised from it (a caller can tell a database outage).
+        """
         with self._lock:
-            self.in_flight -= 1
+            self.in_flight -= 1 if holding else 0
             self.attempts = self.max_attempts
             self.last_failure = reason
+            self.cause = self.cause or cause
 
     def finish(self, trial: optuna.Trial | int, outcome: TrialOutcome) -> None:
         """Tell the study how a trial ended and update the budget."""
@@ -231,7 +267,8 @@ def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorag
     prior = _prior_trials(spec, stage, earlier, fixed) if stage.params and not stage.path else []
     grid = grid_space(spec, stage.params) if spec.search.sampler == "grid" and not stage.path else None
     sampler = make_sampler("random" if stage.path else spec.search.sampler, spec.seed + 1000 * index,
-                           len(objectives) > 1, grid)  # a path's points are set, never sampled
+                           len(objectives) > 1, grid,  # a path's points are set, never sampled
+                           constant_liar=spec.search.batch != 1)
     if prior and spec.search.sampler in WARM_STARTABLE:
         sampler = WarmStartSampler(sampler, prior)
     else:
@@ -272,7 +309,7 @@ def close_stage(run: StageRun, earlier: list[StageOutcome], study_name: str) -> 
         why = run.last_failure or ("every judged trial was pruned, so none has a final value"
                                    if run.done >= run.target else "no trial said why")
         raise RegtuneError(f"stage {run.stage.name!r}: only {run.done} of {run.target} trials finished "
-                           f"({len(own)} completed) after {run.attempts} attempts; last failure: {why}")
+                           f"({len(own)} completed) after {run.attempts} attempts; last failure: {why}") from run.cause
     objectives = run.spec.search.objectives
     best_own = best_of(own, objectives)
     best_all = best_of(own + [t for e in earlier for t in complete_trials(e.study)], objectives)

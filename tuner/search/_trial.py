@@ -1,8 +1,8 @@
 """One trial: train under a configuration, report each epoch, record what DESIGN.md lists.
 
-Every backend runs a trial through ``run_trial``, which never raises: a trial that
-fails, is pruned, is cancelled or crashes comes back as its outcome. A failed
-trial is failed in one place, ``fail_trial``, whoever finds it failed.
+Every backend runs a trial through ``run_trial`` (or, batched, through a ``TrialRecorder``),
+which never raises: a trial that fails, is pruned, is cancelled or crashes comes back as its
+outcome. A failed trial is failed in one place, ``fail_trial``, whoever finds it failed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tuner.knobs import Knobs
 from tuner.spec import JobSpec
 from tuner.train import Dataset, TrainResult, loss_standard_error, train, train_cv
 
-__all__ = ["TrialOutcome", "fail_trial", "objective_values", "run_trial"]
+__all__ = ["TrialOutcome", "TrialRecorder", "fail_trial", "objective_values", "run_trial"]
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +41,20 @@ def fail_trial(storage: optuna.storages.BaseStorage, trial_id: int, reason: str,
     """Record why a trial failed and return the outcome that tells the study so.
 
     The trial keeps ``fail_reason``, and ``interrupted: true`` when it was stopped (a cancel, a process
-    or a worker that went away) rather than broken.
+    or a worker that went away) rather than broken. Never raises: a trial that can no longer be written
+    (a reclaimer finished it already) is logged, and the outcome still carries the reason.
 
     Args:
         trial_id: the trial's id in ``storage`` (``trial._trial_id``), not its number in the study.
         interrupted: it was stopped before it finished, not broken.
         cancelled: the stop was the job's cancel; the stage hands out no more trials.
     """
-    if interrupted:
-        storage.set_trial_user_attr(trial_id, "interrupted", True)
-    storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+    try:
+        if interrupted:
+            storage.set_trial_user_attr(trial_id, "interrupted", True)
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+    except Exception:  # a reclaimer may have finished it already: the outcome still says why
+        log.warning("trial %d: its failure (%s) could not be recorded", trial_id, reason, exc_info=True)
     return TrialOutcome(TrialState.FAIL, reason=reason, cancelled=cancelled)
 
 
@@ -63,6 +67,66 @@ def objective_values(metrics: dict[str, float | int | None], objectives: list[st
         else:
             out.append(float(metrics[name] or 0.0))
     return out
+
+
+class TrialRecorder:
+    """What a trial records while it trains and when it ends, whichever loop trained it (alone or batched)."""
+
+    def __init__(self, trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
+                 should_stop: Callable[[], bool] | None = None, prunable: bool = True) -> None:
+        self.trial, self.data, self.should_stop = trial, data, should_stop
+        self.objectives = spec.search.objectives
+        self.prune = prunable and len(self.objectives) == 1 and spec.search.pruner != "none"
+        self.step = "fold" if data.folds else "epoch"  # with cross-validation a step is a fold (the mean so far)
+        self.curve_t: list[float] = []
+        self.curve_v: list[float] = []
+        self.knobs = Knobs.from_params(config, spec.model.dropout_slots)
+        trial.set_user_attr("stage", stage)
+        trial.set_user_attr("config", config)
+
+    def on_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
+        """Report a step (an epoch, or a fold); raises ``Cancelled`` or ``TrialPruned`` to stop the trial."""
+        self.curve_t.append(train_loss)
+        self.curve_v.append(val_loss)
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled(f"cancelled in {self.step} {epoch}")
+        if len(self.objectives) == 1:
+            self.trial.report(val_loss, epoch)
+            if self.prune and self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after {self.step} {epoch}")
+
+    def cancel_check(self, epoch: int, train_loss: float, val_loss: float) -> None:
+        """An epoch inside a fold: only a cancel is checked there."""
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled(f"cancelled in epoch {epoch} of fold {len(self.curve_v) + 1}")
+
+    def conclude(self, ended: TrainResult | Exception) -> TrialOutcome:
+        """Record how training ended and say what the study should be told.
+
+        Raises:
+            Exception: ``ended`` itself when it is none of pruned, failed or cancelled (a bug).
+        """
+        trial, curve_t, curve_v = self.trial, self.curve_t, self.curve_v
+        if isinstance(ended, TrainResult):
+            _record(trial, ended)
+            if ended.val_loss_se is not None:  # cross-validation: the spread of the folds
+                trial.set_user_attr("val_loss_se", ended.val_loss_se)
+                trial.set_user_attr("fold_val_losses", ended.fold_val_losses)
+            else:  # one val split: the sampling noise of its examples
+                assert ended.model is not None
+                trial.set_user_attr("val_loss_se", loss_standard_error(ended.model, self.data.val, self.data.task))
+            return TrialOutcome(TrialState.COMPLETE, values=objective_values(ended.metrics(), self.objectives),
+                                result=ended)
+        if isinstance(ended, optuna.TrialPruned):
+            _record_partial(trial, curve_t, curve_v)
+            return TrialOutcome(TrialState.PRUNED)
+        if isinstance(ended, TrialFailed):
+            _record_partial(trial, curve_t, curve_v)
+            return fail_trial(trial.storage, trial._trial_id, str(ended))
+        if isinstance(ended, Cancelled):
+            _record_partial(trial, curve_t, curve_v)
+            return fail_trial(trial.storage, trial._trial_id, str(ended), interrupted=True, cancelled=True)
+        raise ended
 
 
 def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
@@ -89,54 +153,18 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
 def _run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
                should_stop: Callable[[], bool] | None, init: dict[str, torch.Tensor] | None,
                prunable: bool) -> TrialOutcome:
-    objectives = spec.search.objectives
-    prune = prunable and len(objectives) == 1 and spec.search.pruner != "none"
-    curve_t: list[float] = []
-    curve_v: list[float] = []
-
-    step = "fold" if data.folds else "epoch"  # with cross-validation a step is a fold: its value the mean so far
-
-    def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
-        curve_t.append(train_loss)
-        curve_v.append(val_loss)
-        if should_stop is not None and should_stop():
-            raise Cancelled(f"cancelled in {step} {epoch}")
-        if len(objectives) == 1:
-            trial.report(val_loss, epoch)
-            if prune and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after {step} {epoch}")
-
-    def cancel_check(epoch: int, train_loss: float, val_loss: float) -> None:
-        if should_stop is not None and should_stop():
-            raise Cancelled(f"cancelled in epoch {epoch} of fold {len(curve_v) + 1}")
-
-    trial.set_user_attr("stage", stage)
-    trial.set_user_attr("config", config)
-    knobs = Knobs.from_params(config, spec.model.dropout_slots)
+    rec = TrialRecorder(trial, config, spec=spec, data=data, stage=stage, should_stop=should_stop, prunable=prunable)
     try:
         if data.folds:
             trial.set_user_attr("cv_folds", len(data.folds))
-            result = train_cv(data, spec.model, spec.training, knobs, spec.seed, on_fold=on_epoch,
-                              on_epoch=cancel_check, should_stop=should_stop)
+            result = train_cv(data, spec.model, spec.training, rec.knobs, spec.seed, on_fold=rec.on_epoch,
+                              on_epoch=rec.cancel_check, should_stop=should_stop)
         else:
-            result = train(data, spec.model, spec.training, knobs, spec.seed, on_epoch, should_stop, init=init)
-    except optuna.TrialPruned:
-        _record_partial(trial, curve_t, curve_v)
-        return TrialOutcome(TrialState.PRUNED)
-    except TrialFailed as exc:
-        _record_partial(trial, curve_t, curve_v)
-        return fail_trial(trial.storage, trial._trial_id, str(exc))
-    except Cancelled as exc:
-        _record_partial(trial, curve_t, curve_v)
-        return fail_trial(trial.storage, trial._trial_id, str(exc), interrupted=True, cancelled=True)
-    _record(trial, result)
-    if result.val_loss_se is not None:  # cross-validation: the spread of the folds
-        trial.set_user_attr("val_loss_se", result.val_loss_se)
-        trial.set_user_attr("fold_val_losses", result.fold_val_losses)
-    else:  # one val split: the sampling noise of its examples
-        assert result.model is not None
-        trial.set_user_attr("val_loss_se", loss_standard_error(result.model, data.val, data.task))
-    return TrialOutcome(TrialState.COMPLETE, values=objective_values(result.metrics(), objectives), result=result)
+            result = train(data, spec.model, spec.training, rec.knobs, spec.seed, rec.on_epoch, should_stop,
+                           init=init)
+    except (optuna.TrialPruned, TrialFailed, Cancelled) as exc:
+        return rec.conclude(exc)
+    return rec.conclude(result)
 
 
 def _record(trial: optuna.Trial, result: TrainResult) -> None:

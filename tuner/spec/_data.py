@@ -81,10 +81,15 @@ class Split(Strict):
     a validation split.
     """
 
-    val: float | None = None
-    test: float | None = None
-    column: str | None = None
-    folds: int | None = Field(default=None, ge=2, le=20)
+    val: float | None = Field(default=None, description="fraction of the rows for validation, in (0, 1); "
+                                                         "default 0.15")
+    test: float | None = Field(default=None, description="fraction of the rows held out for the test, measured "
+                                                          "once in the report; default 0.15 (val + test < 0.9)")
+    column: str | None = Field(default=None, description="source csv: a column whose values (train, val, test) "
+                                                          "say each row's split; instead of the fractions")
+    folds: int | None = Field(default=None, ge=2, le=20,
+                              description="instead of val: cross-validate, each trial's val loss the mean over "
+                                          "this many folds of the non-test rows")
 
     @model_validator(mode="after")
     def _check(self) -> Split:
@@ -114,18 +119,33 @@ class Split(Strict):
 
 
 class DatasetSpec(Strict):
-    source: Annotated[str, one_of(SOURCES, "source")]
-    name: str | None = None
-    path: str | None = Field(default=None, max_length=1024)
-    target: str | None = Field(default=None, min_length=1, max_length=1024)
-    task: Annotated[str, one_of(TASKS, "task")] | None = None
-    n_samples: int | None = Field(default=None, ge=20, le=1_000_000)
-    n_features: int | None = Field(default=None, ge=1, le=10_000)
-    n_informative: int | None = Field(default=None, ge=1)
-    n_classes: int | None = Field(default=None, ge=2, le=100)
-    noise: float | None = Field(default=None, ge=0.0)
-    split: Split = Field(default_factory=Split)
-    standardize: bool = True
+    source: Annotated[str, one_of(SOURCES, "source")] = Field(
+        description=f"where the data comes from: {' | '.join(SOURCES)}")
+    name: str | None = Field(default=None, description=f"source sklearn: the dataset, one of "
+                                                       f"{', '.join(SKLEARN_DATASETS)}")
+    path: str | None = Field(default=None, max_length=1024,
+                             description="source csv: the file, relative to REGTUNE_DATA_DIR (no '..', no hidden "
+                                         "parts); a header row, numeric feature columns")
+    target: str | None = Field(default=None, min_length=1, max_length=1024,
+                               description="source csv: the target column's name")
+    task: Annotated[str, one_of(TASKS, "task")] | None = Field(
+        default=None, description="classification | regression; source synthetic (default classification) or "
+                                  "csv (default: inferred from the target column)")
+    n_samples: int | None = Field(default=None, ge=20, le=1_000_000,
+                                  description="source synthetic: rows (default 1000)")
+    n_features: int | None = Field(default=None, ge=1, le=10_000,
+                                   description="source synthetic: input features (default 20)")
+    n_informative: int | None = Field(default=None, ge=1,
+                                      description="source synthetic: features that carry signal, the rest noise "
+                                                  "(default 5, at most n_features)")
+    n_classes: int | None = Field(default=None, ge=2, le=100,
+                                  description="source synthetic, task classification: classes (default 2)")
+    noise: float | None = Field(default=None, ge=0.0,
+                                description="source synthetic (default 0.1): for classification the fraction of "
+                                            "labels flipped (at most 1), for regression the noise's std")
+    split: Split = Field(default_factory=Split, description="how rows are split into train, val and test")
+    standardize: bool = Field(default=True, description="scale features (and a regression target) to mean 0, "
+                                                        "std 1, with the training split's statistics")
 
 
     @model_validator(mode="after")

@@ -40,19 +40,28 @@ BACKENDS = registry.BACKENDS.names
 
 
 class ModelSpec(Strict):
-    kind: Annotated[str, one_of(MODEL_KINDS, "model kind")] = "mlp"
-    hidden: list[int] | None = None
-    activation: Annotated[str, one_of(ACTIVATIONS, "activation")] = "relu"
-    batch_norm: bool = False
-    # kind 'cnn': conv blocks' output channels, and their kernel size (hidden: the dense layers after them)
-    channels: list[int] | None = None
-    kernel: int | None = Field(default=None, ge=1, le=15)
-    # kind 'module': a factory the operator installed (tuner.plugins), and its keyword arguments
-    factory: str | None = Field(default=None, min_length=1, max_length=200)
-    args: dict[str, Any] | None = None
-    # kinds 'module' and 'cnn': the dropout modules' names in named_modules() order; the job fills
-    # this in when it checks the model against the data (given, it must match)
-    dropout_layers: list[str] | None = None
+    """The torch model every trial trains."""
+
+    kind: Annotated[str, one_of(MODEL_KINDS, "model kind")] = Field(
+        default="mlp", description="mlp (a multi-layer perceptron) | linear (logistic or linear regression, no "
+                                  "hidden layer) | cnn (conv blocks, then dense layers) | module (an installed "
+                                  "factory's torch module)")
+    hidden: list[int] | None = Field(default=None, description="mlp: the hidden layers' widths (default "
+                                                               "[256, 256]); linear: none")
+    activation: Annotated[str, one_of(ACTIVATIONS, "activation")] = Field(
+        default="relu", description=f"mlp: the hidden layers' activation, one of {', '.join(ACTIVATIONS)}")
+    batch_norm: bool = Field(default=False, description="mlp: batch normalization after each hidden layer "
+                                                        "(never penalized by L1 or L2)")
+    channels: list[int] | None = Field(default=None, description="cnn: the conv blocks' output channels (hidden: "
+                                                                 "the dense layers after them)")
+    kernel: int | None = Field(default=None, ge=1, le=15, description="cnn: the conv kernel size")
+    factory: str | None = Field(default=None, min_length=1, max_length=200,
+                                description="module: a model factory the operator installed (REGTUNE_MODELS_DIR "
+                                            "`file:function`, or a `regtune.models` entry point; GET /models)")
+    args: dict[str, Any] | None = Field(default=None, description="module: the factory's keyword arguments")
+    dropout_layers: list[str] | None = Field(
+        default=None, description="module and cnn: the dropout modules' names in named_modules() order, one "
+                                  "per-layer dropout knob each; the job fills it in (given, it must match)")
 
     @property
     def dropout_slots(self) -> int:
@@ -111,20 +120,31 @@ class ModelSpec(Strict):
 
 
 class EarlyStopping(Strict):
-    patience: int = Field(ge=1)
-    min_delta: float = Field(default=0.0, ge=0.0)
+    """Stop a run when the val loss stops improving."""
+
+    patience: int = Field(ge=1, description="epochs without improvement before the run stops")
+    min_delta: float = Field(default=0.0, ge=0.0, description="how much the val loss must fall to count as an "
+                                                              "improvement")
 
 
 class TrainingSpec(Strict):
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    optimizer: Annotated[str, one_of(OPTIMIZERS, "optimizer")] = "adam"
-    lr: float = Field(default=1e-3, gt=0.0)
-    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    early_stopping: EarlyStopping | None = None
-    # auto: a GPU when one is visible; checked against the machine at submit (tuner.devices)
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast; fp16 with a gradient scaler
+    """How each trial trains."""
+
+    epochs: int = Field(default=30, ge=1, description="epochs per run (at most: early stopping may end sooner)")
+    batch_size: int = Field(default=128, ge=1, description="examples per minibatch")
+    optimizer: Annotated[str, one_of(OPTIMIZERS, "optimizer")] = Field(
+        default="adam", description=f"one of {', '.join(OPTIMIZERS)}; with adamw, L2 is decoupled weight decay "
+                                    f"(2·λ₂) on the weights, otherwise the penalty λ₂·Σw² in the loss")
+    lr: float = Field(default=1e-3, gt=0.0, description="learning rate")
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="optimizer sgd: its momentum")
+    early_stopping: EarlyStopping | None = Field(default=None, description="stop a run early when the val loss "
+                                                                           "stops improving; none: every epoch")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d{1,2})?)$",
+                        description="auto (a GPU when one is visible) | cpu | mps | cuda | cuda:N; checked against "
+                                    "the machine at submit")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="fp32 | bf16 | fp16: autocast in half precision (fp16 with a gradient scaler); "
+                                    "losses are measured in fp32")
 
 
 PATH_POINTS = 30
@@ -136,11 +156,18 @@ class StageSpec(Strict):
     spaced geometrically from λ_max down to λ_max·``path_eps``.
     """
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    params: list[str] = Field(default_factory=list)
-    trials: int = Field(ge=1)
-    path: bool | None = None
-    path_eps: float = Field(default=1e-3, gt=0.0, lt=1.0)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="unique within the job; the stage's study is `<job name>/<name>`")
+    params: list[str] = Field(default_factory=list,
+                              description="the knobs this stage searches, each in search.space; empty for the "
+                                          "baseline, which only the first stage may be")
+    trials: int = Field(ge=1, description="the stage's budget: trials that must complete or be pruned; a path's "
+                                          "points (30 when left out)")
+    path: bool | None = Field(default=None, description="walk λ₁ down from λ_max (the value that removes every "
+                                                        "input) as glmnet does, each point warm-started from the "
+                                                        "last; on by default for a stage searching l1 alone")
+    path_eps: float = Field(default=1e-3, gt=0.0, lt=1.0, description="a path ends at λ_max·path_eps, its points "
+                                                                      "spaced geometrically")
 
     @model_validator(mode="before")
     @classmethod
@@ -164,15 +191,29 @@ class StageSpec(Strict):
 
 
 class SearchSpec(Strict):
-    backend: Annotated[str, one_of(BACKENDS, "backend")] = "optuna"
-    sampler: Annotated[str, one_of(SAMPLERS, "sampler")] = "tpe"
-    pruner: Annotated[str, one_of(PRUNERS, "pruner")] = "median"
-    objective: str | list[str] = "val_loss"
-    parallelism: int = Field(default=1, ge=1, le=64)
-    space: Space = Field(default_factory=Space)
+    """What is searched, in which stages, and how."""
+
+    backend: Annotated[str, one_of(BACKENDS, "backend")] = Field(
+        default="optuna", description="where a stage's trials run: optuna (threads in this process) | ray (Ray "
+                                      "Tune, a local cluster or the one RAY_ADDRESS names)")
+    sampler: Annotated[str, one_of(SAMPLERS, "sampler")] = Field(
+        default="tpe", description=f"the Optuna sampler, one of {', '.join(SAMPLERS)}; grid needs `grid:` or "
+                                   f"`values:` on every knob a stage searches, and no more trials than points")
+    pruner: Annotated[str, one_of(PRUNERS, "pruner")] = Field(
+        default="median", description=f"stops unpromising trials on their per-epoch val loss, one of "
+                                      f"{', '.join(PRUNERS)}; none for a Pareto objective")
+    objective: str | list[str] = Field(
+        default="val_loss", description="what each stage minimizes: val_loss | val_error (classification) | "
+                                        "[val_loss, gap] for a Pareto search (two objectives)")
+    parallelism: int = Field(default=1, ge=1, le=64, description="trials at once")
+    batch: int | str = Field(
+        default=1, description="auto | K: how many trials of a stage train together as one batched model "
+                               "(mlp and linear models on the CPU in fp32, thread backend); 1 trains one at a time")
+    space: Space = Field(default_factory=Space, description="the knobs' priors; a knob left out is never used")
     stages: list[StageSpec] | None = Field(default=None, description=(
         "run in order, each fixing its best values for the later ones; left out: a 'baseline' stage "
-        "(1 trial, no regularization) then one 'joint' stage over every knob in space, 30 trials"))
+        "(1 trial, no regularization) then one 'joint' stage over every knob in space, 30 trials; a baseline "
+        "is put first when the stages given have none"))
 
     @field_validator("objective")
     @classmethod
@@ -185,12 +226,25 @@ class SearchSpec(Strict):
             raise ValueError("'gap' alone is no objective (an untrained model has none); use [val_loss, gap]")
         return v
 
+    @field_validator("batch")
+    @classmethod
+    def _batch(cls, v: int | str) -> int | str:
+        if v == "auto" or (isinstance(v, int) and 1 <= v <= 256):
+            return v
+        raise ValueError(f"must be 'auto' or an int in the range [1, 256], but got {v!r}")
+
     @property
     def objectives(self) -> list[str]:
         return [self.objective] if isinstance(self.objective, str) else list(self.objective)
 
 
 class ReportSpec(Strict):
-    top_k: int = Field(default=3, ge=1, le=20)
-    seeds: int = Field(default=3, ge=0, le=20)
-    choose: Literal["best", "one_se"] = "best"
+    """How the report chooses: the best few configurations re-trained over seeds, then a rule."""
+
+    top_k: int = Field(default=3, ge=1, le=20, description="the last stage's best configurations re-trained, "
+                                                            "with the baseline, before the choice")
+    seeds: int = Field(default=3, ge=0, le=20, description="other seeds each candidate is re-trained with; the "
+                                                           "choice is made on the mean val loss")
+    choose: Literal["best", "one_se"] = Field(
+        default="best", description="best: the lowest mean val loss | one_se: the most regularized candidate "
+                                    "within one standard error of the best (glmnet's lambda.1se)")

@@ -84,11 +84,18 @@ class KnobRange(Strict):
 
 
 class Space(Strict):
-    l1: KnobRange | None = None
-    l2: KnobRange | None = None
-    dropout: KnobRange | None = None
-    input_dropout: KnobRange | None = None
-    label_smoothing: KnobRange | None = None
+    """A prior per regularization knob; every one optional."""
+
+    l1: KnobRange | None = Field(default=None, description="L1 strength λ₁: adds λ₁·Σ|w| over the weights (not "
+                                                           "biases or normalization); drives weights to exactly 0")
+    l2: KnobRange | None = Field(default=None, description="L2 strength λ₂: adds λ₂·Σw² over the weights (not "
+                                                           "biases or normalization)")
+    dropout: KnobRange | None = Field(default=None, description="inverted dropout after each hidden layer, in "
+                                                                "training only (mlp; per_layer for one per layer)")
+    input_dropout: KnobRange | None = Field(default=None, description="inverted dropout on the inputs, in "
+                                                                      "training only")
+    label_smoothing: KnobRange | None = Field(default=None, description="the cross-entropy target's smoothing "
+                                                                        "factor (classification only)")
 
     @model_validator(mode="after")
     def _check(self) -> Space:

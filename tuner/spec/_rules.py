@@ -105,6 +105,25 @@ def check_spec(spec: JobSpec) -> list[Issue]:
     if spec.model.kind == "linear" and space.dropout is not None:
         issues.append(Issue("search.space.dropout", "the linear model has no hidden layer to drop out; "
                             "use input_dropout"))
+    if isinstance(search.batch, int) and search.batch > 1:
+        if spec.model.batch_norm:
+            issues.append(Issue("search.batch", f"batched trials need model.batch_norm: false (batch statistics "
+                                f"are per model), but got batch={search.batch}; use batch: 1 or auto",
+                                search.batch))
+        if search.backend != "optuna":
+            issues.append(Issue("search.batch", f"the {search.backend} backend trains one trial at a time, but "
+                                f"got batch={search.batch}; use batch: 1 or auto", search.batch))
+        if spec.model.kind not in ("mlp", "linear"):
+            issues.append(Issue("search.batch", f"batched trials need model kind mlp or linear, but the model is "
+                                f"a {spec.model.kind}; use batch: 1 or auto", search.batch))
+        if spec.training.precision != "fp32" or spec.training.device not in ("auto", "cpu"):
+            issues.append(Issue("search.batch", f"batched trials train in fp32 on the CPU, but got device "
+                                f"{spec.training.device!r} and precision {spec.training.precision!r}; "
+                                f"use batch: 1 or auto", search.batch))
+        if spec.dataset.split.folds is not None:
+            issues.append(Issue("search.batch", f"a cross-validated trial is {spec.dataset.split.folds} fits, "
+                                f"trained one at a time, but got batch={search.batch}; use batch: 1 or auto",
+                                search.batch))
     if spec.model.kind == "module" and spec.model.factory is not None:
         try:  # only the operator's models folder and entry points are looked at, never the name as a path
             load_factory(spec.model.factory)

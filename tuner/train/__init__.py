@@ -1,8 +1,9 @@
-"""Training, torch only: the data as tensors, the models, the loop, the regularizers.
+"""Training, torch only: the data as tensors, the models, the loop (one model or K batched), the regularizers.
 
 Knows nothing of Optuna: a trial's knobs come in as ``tuner.knobs.Knobs``.
 """
 
+from tuner.train._batched import MemberOutcome, auto_batch, n_weights, train_batched
 from tuner.train._cv import refit, train_cv
 from tuner.train._data import Dataset, Split, cross_folds, data_dir, load_dataset
 from tuner.train._export import MODEL_JSON, MODEL_WEIGHTS, export_model, load_model
@@ -26,9 +27,11 @@ __all__ = [
     "MODEL_WEIGHTS",
     "Dataset",
     "EpochCallback",
+    "MemberOutcome",
     "PluginModel",
     "Split",
     "TrainResult",
+    "auto_batch",
     "build_any",
     "build_model",
     "check_model",
@@ -44,10 +47,12 @@ __all__ = [
     "load_model",
     "loss_standard_error",
     "make_plugin",
+    "n_weights",
     "plain_loss",
     "prox_l1_",
     "refit",
     "sparsity",
     "train",
+    "train_batched",
     "train_cv",
 ]

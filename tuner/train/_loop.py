@@ -20,7 +20,7 @@ from tuner.knobs import Knobs
 from tuner.registry import OPTIMIZERS
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
-from tuner.train._models import MLP
+from tuner.train._models import MLP, dropout_generators
 from tuner.train._module import build_any, decay_weights, has_batch_norm
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
 
@@ -155,6 +155,8 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     gen = torch.Generator().manual_seed(seed)
     device = resolve_device(spec.device)
     model = build_any(model_spec, data, gen)  # built on the CPU: the same start on any device
+    # an MLP draws each dropout site's masks from a stream of its own (what lets K trials batch)
+    masks = dropout_generators(seed, len(model.hidden)) if isinstance(model, MLP) else gen
     if init is not None:
         model.load_state_dict(init)
     model = model.to(device)
@@ -186,7 +188,7 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
             if len(rows) < 2 and batch_norm:
                 continue  # batch norm cannot normalize a single row
             with torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext():
-                out = model(X[rows], knobs.dropout, knobs.input_dropout, gen)
+                out = model(X[rows], knobs.dropout, knobs.input_dropout, masks)
             loss = plain_loss(out.float(), y[rows], data.task, knobs.label_smoothing)
             if add_l2:
                 loss = loss + l2_penalty(weights, knobs.l2)

@@ -17,7 +17,7 @@ from torch import nn
 from tuner.registry import ACTIVATIONS, MODEL_KINDS
 from tuner.spec import ModelSpec
 
-__all__ = ["MLP", "build_model", "inverted_dropout"]
+__all__ = ["MLP", "build_model", "dropout_generators", "inverted_dropout"]
 
 
 def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -27,6 +27,24 @@ def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator | Non
     device = generator.device if generator is not None else x.device  # the trial's generator lives on the CPU
     keep = (torch.rand(x.shape, generator=generator, device=device) >= p).to(x.device)
     return x * keep / (1.0 - p)
+
+
+def dropout_generators(seed: int, n_hidden: int) -> list[torch.Generator]:
+    """One random stream per dropout site: the input (site 0), then each hidden layer.
+
+    A site draws only from its own stream, so a layer's masks depend on the seed
+    and the batch shape alone, never on which other layers drop out. Trials that
+    share a seed then draw the same uniforms at each site, which lets K of them
+    train as one batched model (``train_batched``) with the masks each would
+    draw alone.
+    """
+    return [torch.Generator().manual_seed((seed << 8) + 1 + site) for site in range(1 + n_hidden)]
+
+
+def _site(generator: torch.Generator | Sequence[torch.Generator] | None, site: int) -> torch.Generator | None:
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    return generator[site]
 
 
 class MLP(nn.Module):
@@ -60,18 +78,19 @@ class MLP(nn.Module):
                     norm.reset_parameters()
 
     def forward(self, x: torch.Tensor, dropout: Sequence[float] = (), input_dropout: float = 0.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
         """Args:
         dropout: one rate per hidden layer (applied in training mode only).
         input_dropout: the rate on the input features (training mode only).
+        generator: one stream for every mask, or one per site (see ``dropout_generators``).
         """
         x = x.flatten(1)  # image-shaped examples reach an MLP as their pixels
         if self.training:
-            x = inverted_dropout(x, input_dropout, generator)
+            x = inverted_dropout(x, input_dropout, _site(generator, 0))
         for i, (lin, norm) in enumerate(zip(self.hidden, self.norms, strict=True)):
             x = self.act(norm(lin(x)))
             if self.training and i < len(dropout):
-                x = inverted_dropout(x, dropout[i], generator)
+                x = inverted_dropout(x, dropout[i], _site(generator, i + 1))
         out: torch.Tensor = self.out(x)
         return out
 

@@ -38,13 +38,16 @@ def _step_sizes(w: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tens
 
 
 @torch.no_grad()
-def prox_l1_(weights: Sequence[torch.Tensor], lam: float, optimizer: torch.optim.Optimizer) -> None:
-    """Soft-threshold each weight in place: w ← sign(w)·max(|w| − step·λ₁, 0)."""
-    if lam <= 0.0:
+def prox_l1_(weights: Sequence[torch.Tensor], lam: float | torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    """Soft-threshold each weight in place: w ← sign(w)·max(|w| − step·λ₁, 0).
+
+    ``lam`` may be a tensor that broadcasts against each weight: one λ₁ per member of a stacked model.
+    """
+    if not isinstance(lam, torch.Tensor) and lam <= 0.0:
         return
     for w in weights:
-        threshold = _step_sizes(w, optimizer) * lam
-        w.copy_(torch.sign(w) * torch.clamp(w.abs() - threshold, min=0.0))
+        threshold = torch.as_tensor(_step_sizes(w, optimizer) * lam, dtype=w.dtype)
+        w.sub_(torch.clamp(w, min=-threshold, max=threshold))  # the same numbers, in two passes instead of five
 
 
 @torch.no_grad()

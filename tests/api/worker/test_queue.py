@@ -67,7 +67,7 @@ def test_expired_leases_requeue_then_fail_after_max_attempts(db: Database) -> No
     row = read(db, job_id)
     assert row.status == JobStatus.QUEUED and row.attempts == 1 and row.lease_expires_at is None
     assert "lease of runner a expired" in (row.error or "")
-    again = claim(db, "b", lease_seconds=0)
+    again = claim(db, "b", lease_seconds=-1)
     assert again is not None and again.attempts == 2
     with db.session() as session:
         [expired] = queue.requeue_expired(session=session, max_attempts=2)

@@ -65,9 +65,10 @@ def test_budgets_are_exact_and_every_trial_records_what_design_lists(backend: st
             assert len(t.user_attrs["train_curve"]) == len(t.user_attrs["val_curve"]) == t.user_attrs["epochs"]
             assert t.values == [pytest.approx(t.user_attrs["val_loss"])]
     assert most_at_once(trials_of(url, "tiny/l2")) <= spec.search.parallelism
-    assert [s["study_name"] for s in report["stages"]] == ["tiny/baseline", "tiny/l2"]
-    assert {"val_loss", "test_loss", "test_acc"} <= set(report["baseline"])
-    assert report["chosen"]["stage"] in ("baseline", "l2") and "test_loss" in report["chosen"]
+    assert [s.study_name for s in report.stages] == ["tiny/baseline", "tiny/l2"]
+    written = report.model_dump(mode="json")
+    assert {"val_loss", "test_loss", "test_acc"} <= set(written["baseline"])
+    assert report.chosen.stage in ("baseline", "l2") and "test_loss" in written["chosen"]
 
 
 def test_a_finished_job_run_again_adds_no_trial(backend: str, tiny: Tiny, tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_a_finished_job_run_again_adds_no_trial(backend: str, tiny: Tiny, tmp_pa
 
     assert {s.name: _states(trials_of(url, f"tiny/{s.name}")) for s in spec.stages} == before
     assert [len(trials) for trials in before.values()] == [1, 3]
-    assert [s["trials"] for s in report["stages"]] == [1, 3]
+    assert [s.trials for s in report.stages] == [1, 3]
 
 
 def test_a_cancel_fails_the_running_trial_as_interrupted_and_the_job_resumes_to_the_exact_budget(

@@ -18,7 +18,7 @@ from PIL import Image, ImageStat
 
 from tuner import load_spec, run_job, write_report
 from tuner.plots import PLOTS, render_plot, render_plots
-from tuner.report import StageProgress, render_html, render_markdown, stage_progress
+from tuner.report import FeatureSummary, Report, StageProgress, render_html, render_markdown, stage_progress
 
 TRIAL_PLOTS = {"pareto", "history", "knobs", "sparsity"}
 L1 = FloatDistribution(1e-5, 1e-1, log=True)
@@ -65,34 +65,40 @@ def trials() -> list[FrozenTrial]:
     return out + pruned.get_trials()
 
 
-def _report(features: int = 6) -> dict[str, Any]:
+def _report(features: int = 6) -> Report:
     names = [f"pixel_{i // 8}_{i % 8}" for i in range(features)] if features > 60 else [f"x{i}" for i in
                                                                                          range(features)]
     row = {"train_loss": 0.2, "val_loss": 0.6, "gap": 0.4, "test_loss": 0.65, "test_acc": 0.8, "epochs": 6,
+           "sparsity": 0.0, "features_kept": features,
            "seeds": {"n": 3, "val_loss_mean": 0.61, "val_loss_std": 0.03}}
     chosen = {"stage": "joint", "trial": 4, "params": {"l1": 0.001, "l2": 0.0001, "dropout": 0.2},
               "train_loss": 0.32, "val_loss": 0.40, "gap": 0.08, "test_loss": 0.42, "test_acc": 0.9,
-              "epochs": 6, "seeds": {"n": 3, "val_loss_mean": 0.41, "val_loss_std": 0.01}}
+              "epochs": 6, "sparsity": 0.5, "features_kept": (features + 1) // 2,
+              "seeds": {"n": 3, "val_loss_mean": 0.41, "val_loss_std": 0.01}}
     curve = [0.9, 0.7, 0.6, 0.55, 0.58, 0.6]
-    return {
+    return Report.model_validate({
         "job": "demo", "task": "classification", "choose": "best",
         "diagnosis": "overfitting: without regularization the validation loss is far above the training one.",
         "baseline": {"params": {}, **row}, "chosen": chosen,
         "candidates": [{"stage": "baseline", "trial": 0, "params": {"l1": 0.0, "l2": 0.0, "dropout": 0.0},
-                        "val_loss_mean": 0.61, "val_loss_std": 0.03, "n": 3, "val_losses": [0.6, 0.58, 0.65]},
+                        "val_loss_mean": 0.61, "val_loss_std": 0.03, "val_loss_se": 0.02, "n": 3,
+                        "val_losses": [0.6, 0.58, 0.65]},
                        {"stage": "joint", "trial": 4, "params": chosen["params"], "val_loss_mean": 0.41,
-                        "val_loss_std": 0.01, "n": 3, "val_losses": [0.40, 0.41, 0.42]}],
-        "stages": [{"name": n, "study_name": f"demo/{n}", "trials": k, "best_value": 0.4, "best_params": {}}
+                        "val_loss_std": 0.01, "val_loss_se": 0.01, "n": 3, "val_losses": [0.40, 0.41, 0.42]}],
+        "stages": [{"name": n, "study_name": f"demo/{n}", "trials": k, "budget": k, "completed": k, "pruned": 0,
+                    "failed": 0, "best_trial": 0, "best_value": 0.4, "best_params": {}, "fixes": {}}
                    for n, k in (("baseline", 1), ("l2", 5), ("joint", 9))],
         "pareto": [], "importances": {"l2": 0.6, "dropout": 0.3, "l1": 0.1},
         "curves": {"baseline": {"train": [0.8, 0.5, 0.3, 0.2, 0.15, 0.1], "val": curve},
                    "chosen": {"train": [0.9, 0.7, 0.5, 0.4, 0.35, 0.32],
                               "val": [0.9, 0.6, 0.5, 0.45, 0.42, 0.4]}},
-        "features": {"kept": names[::2], "removed": names[1::2]},
+        "features": {"kept": names[::2], "removed": names[1::2], "seeds": 3,
+                     "stability": [{"name": n, "seeds": 3, "share": 1.0} for n in names[::2]]},
         "l1_path": [{"l1": 0.3 * 0.5**i, "val_loss": 0.7 - 0.3 * (1 - 0.6**i) + 0.004 * max(0, i - 6),
                      "val_loss_se": 0.02 + 0.003 * i, "features_kept": min(features, i // 2),
-                     "kept": names[: min(features, i // 2)]} for i in range(12)],
-    }
+                     "kept": names[: min(features, i // 2)], "stage": "l1", "trial": i} for i in range(12)],
+        "bound_hits": [], "cost": [],
+    })
 
 
 def _image(png: bytes) -> Image.Image:
@@ -116,14 +122,14 @@ def test_every_plot_is_a_real_image(name: str, trials: list[FrozenTrial]) -> Non
 
 
 def test_a_running_job_gets_the_plots_of_its_trials(trials: list[FrozenTrial]) -> None:
-    assert set(render_plots({}, trials)) == TRIAL_PLOTS
-    assert render_plots({}, []) == {}
+    assert set(render_plots(None, trials)) == TRIAL_PLOTS
+    assert render_plots(None, []) == {}
 
 
 def test_no_l1_means_no_sparsity_or_features(trials: list[FrozenTrial]) -> None:
     no_l1 = [t for t in trials if not t.user_attrs.get("config", {}).get("l1")]
     report = _report()
-    del report["features"], report["l1_path"]
+    report.features, report.l1_path = None, None
     assert set(render_plots(report, no_l1)) == set(PLOTS) - {"sparsity", "features", "l1_path"}
 
 
@@ -136,7 +142,7 @@ def test_many_features_are_drawn_as_a_grid(trials: list[FrozenTrial]) -> None:
 
 
 def test_log_priors_get_a_log_axis(trials: list[FrozenTrial]) -> None:
-    fig = PLOTS["knobs"]({}, trials)
+    fig = PLOTS["knobs"](None, trials)
     assert fig is not None
     scales = {ax.get_xlabel(): ax.get_xscale() for ax in fig.axes if ax.get_visible()}
     assert scales == {"l1 (log axis)": "log", "l2 (log axis)": "log", "dropout": "linear"}
@@ -154,12 +160,13 @@ def test_the_chosen_point_is_on_the_pareto_plot(trials: list[FrozenTrial]) -> No
 
 def test_an_unknown_plot_lists_the_valid_ones() -> None:
     with pytest.raises(KeyError, match="valid plots are: learning_curves, pareto"):
-        render_plot("pie", {}, [])
+        render_plot("pie", None, [])
 
 
 def test_the_page_says_the_verdict_and_needs_no_network(trials: list[FrozenTrial]) -> None:
     report = _report()
-    report["features"]["removed"].append("<b>odd</b> name")
+    assert report.features is not None
+    report.features.removed.append("<b>odd</b> name")
     plots = render_plots(report, trials)
     page = render_html(report, plots, title="demo", study_links={"l2": "/dashboard/studies/2"})
     text = re.sub(r"<[^>]+>", "", page)
@@ -183,7 +190,7 @@ def test_a_running_page_shows_progress_and_refreshes(trials: list[FrozenTrial]) 
     assert progress[2].model_dump() == StageProgress(
         name="joint", study_name="demo/joint", total=20, done=10, complete=9, running=0, pruned=1, failed=0,
     ).model_dump() | {"best_value": pytest.approx(0.40)}
-    page = render_html(None, render_plots({}, trials), title="demo", status="running", progress=progress,
+    page = render_html(None, render_plots(None, trials), title="demo", status="running", progress=progress,
                        refresh_seconds=7)
     assert '<meta http-equiv="refresh" content="7">' in page
     assert 'value="10"' in page and "10/20 trials (1 pruned)" in page
@@ -219,16 +226,17 @@ report: {top_k: 2, seeds: 1}
     out = tmp_path / "out"
     report = run_job(spec, storage=f"sqlite:///{tmp_path}/runs.db", out_dir=out)
     assert json.loads((out / "report.json").read_text())["job"] == "iris-page"
+    assert report.features is not None
     written = {p.stem for p in (out / "plots").glob("*.png")}
     assert {"learning_curves", "pareto", "history", "knobs", "candidates", "sparsity", "features"} <= written
     curves = _image((out / "plots" / "learning_curves.png").read_bytes())
     assert_drawn((out / "plots" / "learning_curves.png").read_bytes())
     assert curves.size == (750, 420)
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert f"val loss {report['baseline']['val_loss']:.4g}" in page
-    assert "sepal length (cm)" in page or "petal width (cm)" in page or not report["features"]["removed"]
+    assert f"val loss {report.baseline.val_loss:.4g}" in page
+    assert "sepal length (cm)" in page or "petal width (cm)" in page or not report.features.removed
     assert not re.search(r"https?://", page)
-    assert math.isfinite(report["chosen"]["val_loss"])
+    assert math.isfinite(report.chosen.val_loss)
 
 
 @pytest.mark.parametrize("features", [6, 64])
@@ -247,7 +255,7 @@ def test_l1_kept_features_is_said_only_when_the_choice_uses_l1(l1: float, tmp_pa
     from api.progress_bars import BarProgress
 
     report = _report()
-    report["chosen"]["params"]["l1"] = l1
+    report.chosen.params["l1"] = l1
     BarProgress(quiet=True).summary(report, tmp_path)
     printed, md = capsys.readouterr().out, render_markdown(report)
     assert ("L1 kept 3 features, removed 3" in printed) == (l1 > 0)
@@ -260,8 +268,8 @@ MATHTEXT = ["$x^2$", r"$\frac{a$", "price ($)", "a$b$c", "$$", r"\$ok$", r"$\not
 
 def test_user_text_is_drawn_literally_never_as_mathtext(trials: list[FrozenTrial]) -> None:
     report = _report()
-    report["features"] = {"kept": MATHTEXT[::2], "removed": MATHTEXT[1::2]}
-    report["candidates"][1]["stage"] = "$x$"  # the spec's name rules keep '$' out of stage names; drawn safely anyway
+    report.features = FeatureSummary(kept=MATHTEXT[::2], removed=MATHTEXT[1::2], stability=[], seeds=1)
+    report.candidates[1].stage = "$x$"  # the spec's name rules keep '$' out of stage names; drawn safely anyway
     odd = [optuna.trial.create_trial(value=t.value, params=t.params, distributions=t.distributions,
                                      user_attrs={**t.user_attrs, "stage": r"$\bad{$"}) for t in trials[:4]]
     pngs = render_plots(report, odd + trials[4:])
@@ -284,7 +292,8 @@ def test_a_csv_with_mathtext_headers_gets_every_plot_and_its_page(tmp_path: Path
                                                                                 "trials": 2}]},
         "report": {"top_k": 1, "seeds": 0}}))
     report = run_job(spec, storage=sqlite_url, out_dir=tmp_path / "out")
-    assert sorted(report["features"]["kept"] + report["features"]["removed"]) == sorted(MATHTEXT)
+    assert report.features is not None
+    assert sorted(report.features.kept + report.features.removed) == sorted(MATHTEXT)
     assert {p.name for p in (tmp_path / "out" / "plots").iterdir()} >= {"features.png", "sparsity.png"}
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert all(html.escape(name) in page for name in report["features"]["removed"])
+    assert all(html.escape(name) in page for name in report.features.removed)

@@ -30,7 +30,7 @@ SPARSE: dict[str, Any] = {
 
 
 def test_a_last_stage_that_does_not_help_leaves_the_earlier_best_chosen(sqlite_url: str) -> None:
-    report = run_job(parse_spec(SPARSE), storage=sqlite_url)
+    report = run_job(parse_spec(SPARSE), storage=sqlite_url).model_dump(mode="json")
     late = optuna.load_study(study_name="late-stage/l2", storage=sqlite_url).get_trials()
     early = optuna.load_study(study_name="late-stage/l1", storage=sqlite_url).get_trials()
     assert min(t.user_attrs["val_loss"] for t in late) > max(t.user_attrs["val_loss"] for t in early)
@@ -44,7 +44,7 @@ def test_a_last_stage_that_does_not_help_leaves_the_earlier_best_chosen(sqlite_u
 
 
 def test_the_baseline_reports_its_gap_at_its_best_and_at_its_last_epoch(sqlite_url: str, tmp_path: Path) -> None:
-    report = run_job(parse_spec(SPARSE), storage=sqlite_url, out_dir=tmp_path / "out")
+    report = run_job(parse_spec(SPARSE), storage=sqlite_url, out_dir=tmp_path / "out").model_dump(mode="json")
     base = report["baseline"]
     train, val = report["curves"]["baseline"]["train"], report["curves"]["baseline"]["val"]
     best, last = base["best_epoch"], base["last_epoch"]
@@ -59,7 +59,7 @@ def test_the_baseline_reports_its_gap_at_its_best_and_at_its_last_epoch(sqlite_u
 
 def test_the_report_says_what_each_stage_cost(sqlite_url: str) -> None:
     spec = parse_spec({**SPARSE, "search": {**SPARSE["search"], "pruner": "median"}})
-    report = run_job(spec, storage=sqlite_url)
+    report = run_job(spec, storage=sqlite_url).model_dump(mode="json")
     rows = {r["stage"]: r for r in report["cost"]}
     assert list(rows) == ["baseline", "l1", "l2", "re-training over seeds", "total"]
     for stage in ("baseline", "l1", "l2"):
@@ -77,7 +77,7 @@ def test_the_report_says_what_each_stage_cost(sqlite_url: str) -> None:
 def test_a_pareto_search_explains_the_choice_from_the_front(tiny: Callable[..., dict[str, Any]],
                                                              sqlite_url: str, tmp_path: Path) -> None:
     spec = parse_spec(tiny(search={"objective": ["val_loss", "gap"], "sampler": "random", "pruner": "none"}))
-    report = run_job(spec, storage=sqlite_url, out_dir=tmp_path / "out")
+    report = run_job(spec, storage=sqlite_url, out_dir=tmp_path / "out").model_dump(mode="json")
     pc, front, chosen = report["pareto_choice"], report["pareto"], report["chosen"]
     assert pc["front_size"] == len(front) >= 1
     assert (pc["val_loss"], pc["gap"]) == pytest.approx((chosen["val_loss"], chosen["gap"]))

@@ -129,7 +129,7 @@ def _sklearn_noise_kept(X: np.ndarray, y: np.ndarray) -> int:
 def test_one_se_on_the_path_finds_the_informative_columns_and_no_more_noise_than_sklearn(
         sqlite_url: str, tmp_path: Path) -> None:
     spec = parse_spec(_sparse())
-    report = run_job(spec, storage=sqlite_url, out_dir=tmp_path / "out")
+    report = run_job(spec, storage=sqlite_url, out_dir=tmp_path / "out").model_dump(mode="json")
 
     trials = optuna.load_study(study_name="sparse-path/l1", storage=sqlite_url).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 20  # the budget is the path's points
@@ -191,7 +191,7 @@ def test_a_stopped_path_resumes_at_its_next_point_with_the_same_lambda_max(sqlit
     lam_max = study.user_attrs["l1_max"]
     assert sorted(t.user_attrs["path_index"] for t in study.get_trials(states=(TrialState.COMPLETE,))) == [0, 1, 2]
 
-    report = run_job(spec, storage=sqlite_url)
+    report = run_job(spec, storage=sqlite_url).model_dump(mode="json")
     study = optuna.load_study(study_name="sparse-path/l1", storage=sqlite_url)
     done = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.user_attrs["path_index"])
     assert [t.user_attrs["path_index"] for t in done] == list(range(6))  # each point once, none lost or doubled

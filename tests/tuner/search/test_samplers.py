@@ -29,7 +29,7 @@ def test_every_sampler_runs_a_staged_job(tiny: Tiny, sampler: str, sqlite_url: s
              "dropout": {"low": 0.0, "high": 0.4, "values": [0.0, 0.2, 0.4]}}
     report = run_job(parse_spec(tiny(**FAST, search={"sampler": sampler, "space": space})), storage=sqlite_url)
     assert len(_complete(sqlite_url, "tiny/l2")) == 3 and len(_complete(sqlite_url, "tiny/dropout")) == 3
-    assert report["chosen"]["val_loss"] > 0
+    assert report.chosen.val_loss > 0
 
 
 @pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random"])
@@ -40,7 +40,7 @@ def test_a_pareto_search_over_val_loss_and_gap(tiny: Tiny, sampler: str, sqlite_
         assert t.values == pytest.approx([t.user_attrs["val_loss"], t.user_attrs["gap"]])
     study = optuna.load_study(study_name="tiny/l2", storage=sqlite_url)
     assert study.metric_names == ["val_loss", "gap"]
-    assert report["pareto"]
+    assert report.pareto
 
 
 @pytest.mark.parametrize("pruner", PRUNERS.names)
@@ -119,4 +119,4 @@ def test_a_one_knob_stage_does_not_re_ask_the_configuration_it_starts_from(tiny:
     report = run_job(spec, storage=sqlite_url)
     l2 = [t.user_attrs["config"]["l2"] for t in _complete(sqlite_url, "tiny/l2")]
     assert len(l2) == 8 and all(1e-5 <= v <= 1e-2 for v in l2)
-    assert report["chosen"]["params"].get("l2", 0.0) in {0.0, *l2}  # off stays choosable: the baseline
+    assert report.chosen.params.get("l2", 0.0) in {0.0, *l2}  # off stays choosable: the baseline

@@ -96,7 +96,7 @@ def test_a_cnn_tunes_one_spatial_dropout_rate_per_block_and_exports(tiny: Tiny, 
         search={"space": {"l2": None, "dropout": {"low": 0.05, "high": 0.3, "per_layer": True}},
                 "stages": [{"name": "dropout", "params": ["dropout"], "trials": 2}]}))
     out = images / "out"
-    report = run_job(spec, storage=f"sqlite:///{images / 'r.db'}", out_dir=out)
+    report = run_job(spec, storage=f"sqlite:///{images / 'r.db'}", out_dir=out).model_dump(mode="json")
     assert report["dropout_layers"] == {"dropout_0": "features.0.4", "dropout_1": "features.1.4",
                                         "dropout_2": "dense.4"}
     model = load_model(out)

@@ -50,7 +50,7 @@ def test_each_trial_reports_the_fold_mean_and_its_standard_error_and_the_test_sp
         return real(model, split, task)
 
     monkeypatch.setattr(_build, "evaluate", counting)
-    report = run_job(spec, storage=sqlite_url, out_dir=tmp_path / "out")
+    report = run_job(spec, storage=sqlite_url, out_dir=tmp_path / "out").model_dump(mode="json")
 
     for stage in ("baseline", "l2", "dropout"):
         for t in optuna.load_study(study_name=f"tiny/{stage}", storage=sqlite_url).get_trials():

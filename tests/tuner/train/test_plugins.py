@@ -158,7 +158,7 @@ def test_module_fields_belong_to_kind_module(tiny: Tiny, models_dir: Path, over:
 def _run(spec_dict: dict[str, Any], tmp_path: Path) -> tuple[Any, dict[str, Any], Path]:
     spec = parse_spec(spec_dict)
     out = tmp_path / "out"
-    report = run_job(spec, storage=f"sqlite:///{tmp_path / 'r.db'}", out_dir=out)
+    report = run_job(spec, storage=f"sqlite:///{tmp_path / 'r.db'}", out_dir=out).model_dump(mode="json")
     return spec, report, out
 
 

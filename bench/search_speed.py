@@ -1,0 +1,219 @@
+"""How many trials per second does a search run? The script a practitioner would write against regtune.
+
+    python bench/search_speed.py [--trials 40] [--epochs 30] [--batch auto] [--parallelism 1]
+                                 [--pruner median] [--also-unbatched]
+
+One invocation, one split of digits (regtune's own 70/15/15), one budget: N TPE trials
+over λ₁, λ₂, dropout and label smoothing for an MLP 64-256-256-10, at most ``--epochs``
+epochs with patience 5, batch 128, Adam 1e-3.
+
+- *plain*: the script written by hand: one trial at a time, a DataLoader loop, the
+  penalties added to the loss, default torch threads, in-memory Optuna TPE, the best
+  trial's model kept for the test set.
+- *regtune*: ``run_job`` on a fresh SQLite file with ``search.batch`` (default auto):
+  a 1-trial baseline stage and an (N−1)-trial joint stage, so N trials in all, then
+  the report (top_k 1, seeds 0: the chosen configuration is re-trained once and
+  measured on the test split).
+
+Prints per run: trials/s over the search (and over the whole run, report included),
+the ratio to plain, the best validation loss, the chosen configuration's test loss,
+the epochs trained (and epochs/s: pruning and early stopping change the epochs per
+trial), and for regtune the share of the search's wall time spent in Optuna's storage calls.
+Timings on a shared machine move with its load: the load average is printed, and
+ratios are only comparable within one invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+import torch.nn.functional as F
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tuner import parse_spec, run_job
+from tuner.search import StageOutcome
+from tuner.storage import open_storage
+from tuner.train import Dataset, load_dataset
+
+SPACE = {  # regtune's spec and the plain script's suggest calls draw from the same priors
+    "l1": {"low": 1e-6, "high": 1e-2, "log": True},
+    "l2": {"low": 1e-6, "high": 1e-2, "log": True},
+    "dropout": {"low": 0.0, "high": 0.6},
+    "label_smoothing": {"low": 0.0, "high": 0.3},
+}
+PATIENCE, BATCH_SIZE, LR, SEED = 5, 128, 1e-3, 0
+
+
+def plain_script(data: Dataset, trials: int, epochs: int) -> dict[str, Any]:
+    """The hand-written search: a DataLoader loop per trial, in-memory Optuna, the best model kept."""
+    assert data.test is not None
+    loader = DataLoader(TensorDataset(data.train.X, data.train.y), batch_size=BATCH_SIZE, shuffle=True)
+    models: dict[int, nn.Module] = {}
+    epochs_run = [0]
+
+    def objective(trial: optuna.Trial) -> float:
+        l1 = trial.suggest_float("l1", SPACE["l1"]["low"], SPACE["l1"]["high"], log=True)
+        l2 = trial.suggest_float("l2", SPACE["l2"]["low"], SPACE["l2"]["high"], log=True)
+        p = trial.suggest_float("dropout", SPACE["dropout"]["low"], SPACE["dropout"]["high"])
+        smoothing = trial.suggest_float("label_smoothing", SPACE["label_smoothing"]["low"],
+                                        SPACE["label_smoothing"]["high"])
+        model = nn.Sequential(nn.Linear(data.n_features, 256), nn.ReLU(), nn.Dropout(p), nn.Linear(256, 256),
+                              nn.ReLU(), nn.Dropout(p), nn.Linear(256, data.n_outputs))
+        weights = [m.weight for m in model if isinstance(m, nn.Linear)]
+        opt = torch.optim.Adam(model.parameters(), lr=LR)
+        best, best_state, since = math.inf, None, 0
+        for _ in range(epochs):
+            epochs_run[0] += 1
+            model.train()
+            for xb, yb in loader:
+                loss = F.cross_entropy(model(xb), yb, label_smoothing=smoothing)
+                loss = loss + l1 * sum(w.abs().sum() for w in weights) + l2 * sum(w.pow(2).sum() for w in weights)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                val = float(F.cross_entropy(model(data.val.X), data.val.y))
+            if val < best:
+                best, best_state, since = val, copy.deepcopy(model.state_dict()), 0
+            else:
+                since += 1
+                if since >= PATIENCE:
+                    break
+        model.load_state_dict(best_state or model.state_dict())
+        models[trial.number] = model
+        return best
+
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=SEED))
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=trials)
+    seconds = time.perf_counter() - started
+    best_model = models[study.best_trial.number].eval()
+    with torch.no_grad():
+        test = float(F.cross_entropy(best_model(data.test.X), data.test.y))
+    return {"trials": trials, "epochs": epochs_run[0], "search_s": seconds, "total_s": seconds,
+            "best_val": study.best_value,
+            "test_loss": test, "params": study.best_params}
+
+
+class _Clock:
+    """Progress hooks that time the search (first stage start to last stage end)."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.end = 0.0
+
+    def stage_started(self, name: str, study_name: str, total: int, done: int) -> None:
+        self.start = self.start or time.perf_counter()
+
+    def trial_finished(self, stage: str, trial: FrozenTrial) -> None:
+        pass
+
+    def stage_finished(self, outcome: StageOutcome) -> None:
+        self.end = time.perf_counter()
+
+
+def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[], float]:
+    """Wrap every public method of ``storage`` (this instance only) to sum the seconds spent in them."""
+    spent = [0.0]
+
+    def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - t
+        return wrapper
+
+    for name in dir(type(storage)):
+        if not name.startswith("_") and callable(getattr(storage, name)):
+            setattr(storage, name, timed(getattr(storage, name)))
+    return lambda: spent[0]
+
+
+def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: str,
+                folder: Path) -> dict[str, Any]:
+    """``run_job`` on the same data and budget: a baseline trial plus ``trials - 1`` joint trials."""
+    spec = parse_spec({
+        "name": f"speed-b{batch}-p{parallelism}", "seed": SEED,
+        "dataset": {"source": "sklearn", "name": "digits", "split": {"val": 0.15, "test": 0.15}},
+        "model": {"kind": "mlp", "hidden": [256, 256]},
+        "training": {"epochs": epochs, "batch_size": BATCH_SIZE, "optimizer": "adam", "lr": LR,
+                     "early_stopping": {"patience": PATIENCE}},
+        "search": {"sampler": "tpe", "pruner": pruner, "parallelism": parallelism,
+                   "batch": batch if batch == "auto" else int(batch), "space": SPACE,
+                   "stages": [{"name": "joint", "params": list(SPACE), "trials": trials - 1}]},
+        "report": {"top_k": 1, "seeds": 0},
+    })
+    url = f"sqlite:///{folder}/{spec.name}.db"
+    spent = _time_storage(open_storage(url))
+    clock = _Clock()
+    started = time.perf_counter()
+    report = run_job(spec, storage=url, progress=clock)
+    total = time.perf_counter() - started
+    search = clock.end - (clock.start or started)
+    done = [t for s in report["stages"] for t in optuna.load_study(study_name=s["study_name"], storage=url).trials]
+    scored = [t for t in done if t.state == TrialState.COMPLETE]
+    return {"trials": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in done),
+            "pruned": sum(t.state == TrialState.PRUNED for t in done),
+            "epochs": sum(int(t.user_attrs.get("epochs", 0)) for t in done),
+            "search_s": search, "total_s": total, "storage_s": spent(),
+            "best_val": min(t.user_attrs["val_loss"] for t in scored),
+            "test_loss": report["chosen"]["test_loss"], "params": report["chosen"]["params"]}
+
+
+def _row(name: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
+    rate, whole = r["trials"] / r["search_s"], r["trials"] / r["total_s"]
+    ratio = f"{rate / (base['trials'] / base['search_s']):5.2f}x" if base else "    -"
+    extra = f"  {r['epochs']} epochs ({r['epochs'] / r['search_s']:.2f}/s)"
+    if "storage_s" in r:
+        extra += f", {r['pruned']} pruned, storage {100 * r['storage_s'] / r['search_s']:4.1f}% of search"
+    return (f"{name:<28} {rate:7.3f} trials/s ({whole:6.3f} with report)  {ratio}  best val {r['best_val']:.4f}"
+            f"  chosen test {r['test_loss']:.4f}{extra}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch", default="auto", help="regtune's search.batch: auto or K")
+    p.add_argument("--parallelism", type=int, default=1)
+    p.add_argument("--pruner", default="median", choices=["none", "median", "hyperband"])
+    p.add_argument("--also-unbatched", action="store_true", help="also run regtune with batch 1 (today's loop)")
+    args = p.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = load_dataset(parse_spec({"name": "d", "seed": SEED, "dataset": {"source": "sklearn", "name": "digits"},
+                                    "search": {"space": {"l2": SPACE["l2"]}}}).dataset, SEED)
+    threads = torch.get_num_threads()
+    print(f"digits ({len(data.train)} train / {len(data.val)} val / {len(data.test or [])} test), MLP 64-256-256-10, "
+          f"{args.trials} trials, <= {args.epochs} epochs, patience {PATIENCE}; {os.cpu_count()} cores; "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    plain = plain_script(data, args.trials, args.epochs)
+    torch.set_num_threads(threads)  # run_job sets its own; each run starts from the default
+    print(_row(f"plain script ({threads} threads)", plain, None), flush=True)
+    runs = [(args.batch, args.parallelism)] + ([("1", args.parallelism)] if args.also_unbatched else [])
+    with tempfile.TemporaryDirectory() as folder:
+        for batch, parallelism in runs:
+            r = regtune_run(args.trials, args.epochs, batch, parallelism, args.pruner, Path(folder))
+            torch.set_num_threads(threads)
+            print(_row(f"regtune batch {batch}, par {parallelism}", r, plain), flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (other processes share these cores)")
+
+
+if __name__ == "__main__":
+    main()

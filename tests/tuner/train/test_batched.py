@@ -1,0 +1,171 @@
+"""Batched training: each member trains as it would alone, stops alone, and the pruner sees it as alone."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tuner import parse_spec
+from tuner.errors import Cancelled, TrialFailed
+from tuner.knobs import Knobs
+from tuner.search import StageRun, run_trial
+from tuner.spec import ModelSpec
+from tuner.train import MemberOutcome, TrainResult, auto_batch, load_dataset, train, train_batched
+
+Tiny = Callable[..., dict[str, Any]]
+TOL = 1e-5
+
+CASES = {  # model kind, dataset (its task), optimizer: every optimizer and both tasks appear at least once
+    "mlp-classification": ("mlp", "breast_cancer", "adam"),
+    "mlp-regression": ("mlp", "diabetes", "adamw"),
+    "linear-classification": ("linear", "breast_cancer", "sgd"),
+    "linear-regression": ("linear", "diabetes", "adam"),
+}
+
+
+def _setup(kind: str, dataset: str, optimizer: str, patience: int | None = 2) -> tuple[Any, Any]:
+    spec = parse_spec({
+        "name": "b", "dataset": {"source": "sklearn", "name": dataset},
+        "model": {"kind": kind, "hidden": [16, 8] if kind == "mlp" else None},
+        "training": {"epochs": 8, "batch_size": 64, "lr": 0.03, "optimizer": optimizer,
+                     "early_stopping": {"patience": patience} if patience else None},
+        "search": {"space": {"l2": {"low": 1e-5, "high": 1e-1, "log": True}}},
+    })
+    return spec, load_dataset(spec.dataset, spec.seed).without_test()
+
+
+def _members(n_hidden: int, classification: bool) -> list[Knobs]:
+    """Knobs that differ in every way a member can: λ₁, λ₂, each layer's dropout, input dropout, smoothing."""
+    smooth = 0.1 if classification else 0.0
+    return [
+        Knobs(dropout=(0.0,) * n_hidden),
+        Knobs(l1=1e-3, l2=1e-2, dropout=(0.3, 0.1)[:n_hidden], input_dropout=0.1, label_smoothing=smooth),
+        Knobs(l2=3e-3, dropout=(0.5, 0.0)[:n_hidden], label_smoothing=2 * smooth),
+        Knobs(l1=1e-2 if n_hidden else 0.1, dropout=(0.0,) * n_hidden, input_dropout=0.2),
+    ]
+
+
+def _assert_same(alone: TrainResult, batched: MemberOutcome) -> None:
+    assert isinstance(batched, TrainResult)
+    assert (batched.epochs, batched.best_epoch) == (alone.epochs, alone.best_epoch)
+    assert batched.curve_train == pytest.approx(alone.curve_train, abs=TOL)
+    assert batched.curve_val == pytest.approx(alone.curve_val, abs=TOL)
+    assert (batched.train_loss, batched.val_loss) == pytest.approx((alone.train_loss, alone.val_loss), abs=TOL)
+    assert batched.val_acc == alone.val_acc
+    assert batched.sparsity == pytest.approx(alone.sparsity, abs=1e-3)  # L1's exact zeros, as alone
+    assert batched.features_kept == alone.features_kept
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_member_trains_as_it_would_alone(case: str) -> None:
+    spec, data = _setup(*CASES[case])
+    knobs = _members(len(spec.model.hidden), data.task == "classification")
+    alone = [train(data, spec.model, spec.training, k, spec.seed) for k in knobs]
+    batched = train_batched(data, spec.model, spec.training, knobs, spec.seed)
+    for a, b in zip(alone, batched, strict=True):
+        _assert_same(a, b)
+    assert len({a.epochs for a in alone}) > 1, "members should stop at different epochs (early stopping)"
+    assert any(a.sparsity > 0 for a in alone), "some member should have exact zeros (L1)"
+
+
+def test_a_member_that_stops_leaves_the_batch_while_the_others_train_on() -> None:
+    spec, data = _setup("mlp", "breast_cancer", "adam", patience=None)
+    knobs = _members(2, True)
+    events: list[tuple[str, int, int]] = []
+
+    def callback(k: int) -> Callable[[int, float, float], None]:
+        def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+            events.append(("epoch", k, epoch))
+            if k == 1 and epoch == 2:
+                raise optuna.TrialPruned("pruned after epoch 2")
+        return on_epoch
+
+    outcomes = train_batched(data, spec.model, spec.training, knobs, spec.seed, [callback(k) for k in range(4)],
+                             on_end=lambda k, _: events.append(("end", k, 0)))
+    assert isinstance(outcomes[1], optuna.TrialPruned)
+    assert [e for e in events if e[1] == 1] == [("epoch", 1, 1), ("epoch", 1, 2), ("end", 1, 0)]
+    assert events.index(("end", 1, 0)) < events.index(("epoch", 0, 3))  # it ended while the others went on
+    for k in (0, 2, 3):
+        _assert_same(train(data, spec.model, spec.training, knobs[k], spec.seed), outcomes[k])
+        assert events.count(("epoch", k, 6)) == 1
+
+
+def test_a_member_whose_loss_diverges_fails_alone() -> None:
+    spec, data = _setup("mlp", "breast_cancer", "sgd", patience=None)
+    knobs = [Knobs(dropout=(0.1, 0.0)), Knobs(l2=1e6, dropout=(0.0, 0.0)), Knobs(l2=1e-3, dropout=(0.0, 0.2))]
+    with pytest.raises(TrialFailed) as alone_failure:
+        train(data, spec.model, spec.training, knobs[1], spec.seed)
+    outcomes = train_batched(data, spec.model, spec.training, knobs, spec.seed)
+    assert isinstance(outcomes[1], TrialFailed)
+    assert str(outcomes[1]).split(" in epoch ")[1] == str(alone_failure.value).split(" in epoch ")[1]
+    for k in (0, 2):
+        _assert_same(train(data, spec.model, spec.training, knobs[k], spec.seed), outcomes[k])
+
+
+def test_the_pruner_sees_each_members_reports_as_if_it_ran_alone() -> None:
+    spec = parse_spec({
+        "name": "p", "dataset": {"source": "sklearn", "name": "breast_cancer"},
+        "model": {"kind": "mlp", "hidden": [8]}, "training": {"epochs": 5, "batch_size": 64, "lr": 0.01},
+        "search": {"pruner": "median", "space": {"l2": {"low": 1e-5, "high": 10.0, "log": True}}},
+    })
+    data = load_dataset(spec.dataset, spec.seed).without_test()
+    configs = [Knobs(l2=v, dropout=(0.0,)).as_params() for v in (1e-5, 1e-3, 1.0, 10.0)]
+    reference = train(data, spec.model, spec.training, Knobs(l2=1e-2, dropout=(0.0,)), spec.seed)
+
+    def study() -> optuna.Study:
+        s = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1))
+        s.add_trial(optuna.trial.create_trial(  # one finished trial to compare against
+            value=reference.val_loss, intermediate_values=dict(enumerate(reference.curve_val, start=1))))
+        return s
+
+    alone = []
+    for config in configs:
+        s = study()
+        trial = s.ask()
+        outcome = run_trial(trial, config, spec=spec, data=data, stage="l2")
+        s.tell(trial, outcome.values, state=outcome.state)
+        alone.append(s.trials[-1])
+    from tuner.backends._batches import _train_batch
+
+    s = study()
+    run = StageRun(spec=spec, stage=spec.stages[-1], study=s, fixed={}, target=len(configs), done=0)
+    asked = [(s.ask(), c) for c in configs]
+    run.in_flight = len(asked)
+    assert _train_batch(run, data, asked)
+    batched = s.trials[1:]
+    assert [t.state for t in batched] == [t.state for t in alone]
+    assert {TrialState.PRUNED, TrialState.COMPLETE} <= {t.state for t in alone}
+    for a, b in zip(alone, batched, strict=True):
+        assert list(b.intermediate_values) == list(a.intermediate_values)
+        assert list(b.intermediate_values.values()) == pytest.approx(list(a.intermediate_values.values()), abs=TOL)
+        assert set(b.user_attrs) == set(a.user_attrs)
+
+
+def test_auto_batches_small_models_more_and_leaves_the_sampler_rounds_to_learn() -> None:
+    small, large = ModelSpec(hidden=[32]), ModelSpec(hidden=[2048, 2048])
+    assert auto_batch(small, 64, 10, trials=200, cores=2) > auto_batch(large, 64, 10, trials=200, cores=2) >= 1
+    assert auto_batch(small, 64, 10, trials=12, cores=2) == math.ceil(12 / 4)
+    assert auto_batch(small, 64, 10, trials=1, cores=2) == 1
+
+
+def test_a_stop_asked_mid_epoch_cancels_every_member(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tuner.train._batched as batched
+
+    monkeypatch.setattr(batched, "STOP_POLL_S", 0.0)  # ask before every step
+    spec, data = _setup("mlp", "breast_cancer", "adam")
+    asked = {"n": 0}
+
+    def stop_at_third_step() -> bool:
+        asked["n"] += 1
+        return asked["n"] >= 3
+
+    ended: list[int] = []
+    outcomes = train_batched(data, spec.model, spec.training, _members(2, True), spec.seed,
+                             on_end=lambda k, _: ended.append(k), should_stop=stop_at_third_step)
+    assert all(isinstance(o, Cancelled) and "during epoch 1" in str(o) for o in outcomes)
+    assert sorted(ended) == [0, 1, 2, 3]
