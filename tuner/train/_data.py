@@ -26,7 +26,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from tuner.errors import DataError
 from tuner.spec import DatasetSpec, path_rule
 
-__all__ = ["Dataset", "Split", "cross_folds", "data_dir", "load_dataset"]
+__all__ = ["UPLOADS", "UPLOAD_FORMATS", "Dataset", "Split", "cross_folds", "data_dir", "load_dataset"]
 
 _SKLEARN_LOADERS = {
     "digits": skdatasets.load_digits,
@@ -117,6 +117,8 @@ def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> 
         task = spec.task or "classification"
     elif spec.source == "npz":
         X, y, names, folds, task = _read_npz(spec, max_cells)
+    elif spec.source == "upload":
+        X, y, names, folds, task = _read_upload(spec, max_cells)
     else:
         X, y, names, folds, task = _read_csv(spec, max_cells)
     return _assemble(spec, seed, X, y, names, folds, task, informative)
@@ -206,6 +208,27 @@ def _read_npz(spec: DatasetSpec, max_cells: int | None = None
     width = len(str(int(np.prod(X.shape[1:])) - 1))
     names = [f"x{i:0{width}d}" for i in range(int(np.prod(X.shape[1:])))]
     return X.astype(np.float64), y if task == "classification" else y.astype(np.float64), names, folds, task
+
+
+UPLOADS = "uploads"  # the folder under REGTUNE_DATA_DIR where POST /datasets stores files, as <sha256>.<format>
+UPLOAD_FORMATS = ("csv", "npz")
+
+
+def _read_upload(spec: DatasetSpec, max_cells: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+    """An uploaded file, read as the source of its format reads it (the same rules, the same numbers)."""
+    for fmt in UPLOAD_FORMATS:
+        path = f"{UPLOADS}/{spec.id}.{fmt}"
+        if not (data_dir() / path).is_file():
+            continue
+        if fmt == "csv" and not spec.target:
+            raise DataError.one("dataset.target", "an uploaded CSV needs 'target', the target column's name")
+        if fmt != "csv" and (spec.target or spec.split.column):
+            raise DataError.one("dataset.target" if spec.target else "dataset.split.column",
+                                f"applies to an uploaded CSV, but upload {spec.id} is {fmt}")
+        local = spec.model_copy(update={"source": fmt, "path": path})
+        return _read_csv(local, max_cells) if fmt == "csv" else _read_npz(local, max_cells)
+    raise DataError.one("dataset.id", f"no upload has id {spec.id!r} (in {data_dir() / UPLOADS})", spec.id)
 
 
 def _lines(fh: BinaryIO, spec: DatasetSpec) -> Iterator[str]:
