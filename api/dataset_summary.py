@@ -73,7 +73,7 @@ def _kind(value: str) -> int:
 
 
 def _csv(fh: BinaryIO) -> dict[str, Any]:
-    reader = csv.reader(_lines(fh))
+    reader = csv.reader(_lines(fh), strict=True)  # a stray or unclosed quote is refused, not read as text
     header: list[str] | None = None
     kinds: list[int] = []
     missing: list[int] = []
