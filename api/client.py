@@ -94,7 +94,8 @@ def with_upload(spec: bytes, dataset_id: str) -> dict[str, Any]:
         raise ClientError(f"the spec is not valid YAML or JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ClientError("the spec must be a mapping of fields")
-    dataset = doc.get("dataset") if isinstance(doc.get("dataset"), dict) else {}
+    dataset = doc.get("dataset")
+    dataset = dataset if isinstance(dataset, dict) else {}
     kept = {k: v for k, v in dataset.items() if k in ("target", "task", "split", "standardize")}
     return doc | {"dataset": {"source": "upload", "id": dataset_id, **kept}}
 

@@ -160,14 +160,25 @@ def delete_upload(*, settings: Settings, dataset_id: str) -> None:
 
 
 def check_upload(spec: JobSpec, settings: Settings) -> None:
-    """Refuse at submit a spec that names an upload this service does not hold.
+    """Refuse at submit a spec that names an upload this service does not hold, or reads it as another format.
 
     Raises:
-        ApiError: 422 ``invalid_spec`` naming ``dataset.id``.
+        ApiError: 422 ``invalid_spec`` naming ``dataset.id`` (unknown) or ``dataset.target`` (a CSV needs
+            one; an npz has none).
     """
     data = spec.dataset
-    if data.source != "upload" or _existing(uploads_dir(settings), data.id or "") is not None:
+    if data.source != "upload":
         return
-    issue = Issue("dataset.id", f"no uploaded dataset has id {data.id!r}; POST /datasets answers the id of a "
-                  "file it stored (GET /datasets lists them)", data.id)
-    raise ApiError(422, "invalid_spec", "the job spec breaks 1 rule(s): dataset.id", [issue])
+    found = _existing(uploads_dir(settings), data.id or "")
+    if found is None:
+        issue = Issue("dataset.id", f"no uploaded dataset has id {data.id!r}; POST /datasets answers the id of a "
+                      "file it stored (GET /datasets lists them)", data.id)
+    elif found.suffix == ".csv" and not data.target:
+        issue = Issue("dataset.target", f"upload {data.id} is a CSV: name its target column in 'target'")
+    elif found.suffix != ".csv" and (data.target or data.split.column):
+        key = "target" if data.target else "split.column"
+        issue = Issue(f"dataset.{key}", f"applies to an uploaded CSV, but upload {data.id} is "
+                      f"{found.suffix[1:]}", data.target or data.split.column)
+    else:
+        return
+    raise ApiError(422, "invalid_spec", f"the job spec breaks 1 rule(s): {issue.field}", [issue])

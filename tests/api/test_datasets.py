@@ -169,6 +169,34 @@ def test_unknown_upload_answers_422_naming_dataset_id(client: TestClient) -> Non
     assert client.get("/jobs").json()["total"] == 0
 
 
+def test_a_spec_must_read_an_upload_as_its_format(client: TestClient) -> None:
+    csv_id = client.post("/datasets", content=table(), headers={"content-type": CSV}).json()["id"]
+    npz_id = client.post("/datasets?format=npz", content=npz(X=np.zeros((4, 2)), y=np.arange(4)),
+                         headers={"content-type": OCTET}).json()["id"]
+    no_target = upload_spec(csv_id)
+    del no_target["dataset"]["target"]
+    error = error_of(client.post("/jobs", json=no_target), 422, "invalid_spec")
+    assert error["issues"][0]["field"] == "dataset.target" and "CSV" in error["issues"][0]["message"]
+    error = error_of(client.post("/jobs", json=upload_spec(npz_id)), 422, "invalid_spec")
+    assert error["issues"][0]["field"] == "dataset.target" and "npz" in error["issues"][0]["message"]
+    assert client.get("/jobs").json()["total"] == 0
+
+
+def test_an_uploaded_npz_tunes_through_the_service(client: TestClient, runner: Runner) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3))
+    body = npz(X=X, y=(X[:, 0] > 0).astype(np.int64))
+    dataset_id = client.post("/datasets?format=npz", content=body, headers={"content-type": OCTET}).json()["id"]
+    spec = make_spec("arrays")
+    spec["dataset"] = {"source": "upload", "id": dataset_id}
+    job = client.post("/jobs", json=spec).json()
+    assert runner.run_once()
+    done = client.get(f"/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded", done
+    report = client.get(f"/jobs/{job['id']}/report").json()
+    assert report["task"] == "classification" and report["baseline"]["features_kept"] == 3
+
+
 def test_delete_is_refused_while_a_queued_job_uses_the_upload(client: TestClient, settings: Settings) -> None:
     dataset_id = client.post("/datasets", content=table(), headers={"content-type": CSV}).json()["id"]
     job = client.post("/jobs", json=upload_spec(dataset_id)).json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import Field, model_validator
@@ -25,7 +26,7 @@ SKLEARN_SHAPES = {  # rows, features: what a job costs is known before anything 
     "diabetes": (442, 10),
 }
 SOURCES = ("sklearn", "csv", "synthetic", "npz", "upload")
-UPLOAD_ID = r"^[0-9a-f]{64}$"  # an upload's id: the sha256 of its bytes
+UPLOAD_ID = r"[0-9a-f]{64}"  # an upload's id: the sha256 of its bytes
 TASKS = ("classification", "regression")
 ONLY_FOR: dict[str, tuple[str, ...]] = {  # a field and the sources it applies to
     "name": ("sklearn",),
@@ -128,7 +129,7 @@ class DatasetSpec(Strict):
     path: str | None = Field(default=None, max_length=1024,
                              description="source csv: the file, relative to REGTUNE_DATA_DIR (no '..', no hidden "
                                          "parts); a header row, numeric feature columns")
-    id: str | None = Field(default=None, pattern=UPLOAD_ID,
+    id: str | None = Field(default=None, max_length=200,
                            description="source upload: the id (sha256) POST /datasets answered")
     target: str | None = Field(default=None, min_length=1, max_length=1024,
                                description="source csv, or an uploaded CSV: the target column's name")
@@ -178,6 +179,9 @@ class DatasetSpec(Strict):
         elif self.source == "upload":
             if not self.id:
                 raise field_error("id", "source 'upload' needs 'id' (the id POST /datasets answered)")
+            if not re.fullmatch(UPLOAD_ID, self.id):
+                raise field_error("id", f"must be 64 lowercase hex digits (the sha256 POST /datasets answered), "
+                                  f"but got {self.id!r}")
         else:
             self.task = self.task or "classification"
             self.n_samples = self.n_samples or 1000
