@@ -16,7 +16,7 @@ from tuner import Report
 __all__ = ["DEFAULT_SERVER", "Client", "ClientError", "describe", "progress_line", "summary", "with_upload"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-UPLOAD_SUFFIXES = ("csv", "npz")
+UPLOAD_SUFFIXES = ("csv", "npz", "parquet")
 
 
 class ClientError(Exception):

@@ -1,4 +1,4 @@
-"""What an uploaded file holds, read once on upload: a table's columns, or an npz's arrays.
+"""What an uploaded file holds, read once on upload: a table's columns (CSV, Parquet), or an npz's arrays.
 
 The file is read as a stream (a CSV row at a time, an npz array's header before its data), so
 a large upload is summarized without being held in memory. Every refusal names where: a CSV's
@@ -40,7 +40,7 @@ def summarize(path: Path, fmt: str) -> dict[str, Any]:
         ApiError: 422 ``invalid_dataset`` naming the line, column or array that cannot be read.
     """
     with path.open("rb") as fh:
-        return _csv(fh) if fmt == "csv" else _npz(fh)
+        return {"csv": _csv, "npz": _npz, "parquet": _parquet}[fmt](fh)
 
 
 def _lines(fh: BinaryIO) -> Iterator[str]:
@@ -104,6 +104,39 @@ def _csv(fh: BinaryIO) -> dict[str, Any]:
     columns = [{"name": name, "dtype": _KINDS[k] if k >= 0 else "empty", "missing": m}
                for name, k, m in zip(header, kinds, missing, strict=True)]
     return {"rows": rows, "columns": columns}
+
+
+def _arrow_dtype(kind: Any) -> str:
+    import pyarrow as pa
+
+    for test, name in ((pa.types.is_boolean, "boolean"), (pa.types.is_integer, "integer"),
+                       (pa.types.is_floating, "float"), (pa.types.is_string, "string"),
+                       (pa.types.is_large_string, "string"), (pa.types.is_dictionary, "string")):
+        if test(kind):
+            return name
+    return str(kind)
+
+
+def _parquet(fh: BinaryIO) -> dict[str, Any]:
+    """Columns and their missing values, counted one record batch at a time (never the whole table)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pfile = pq.ParquetFile(fh)
+        schema = pfile.schema_arrow
+        missing = [0] * len(schema)
+        for batch in pfile.iter_batches(batch_size=65_536):
+            for i, column in enumerate(batch.columns):
+                missing[i] += column.null_count
+    except (pa.ArrowException, OSError) as exc:
+        raise _refuse("the file", f"not Parquet: {str(exc)[:300]}") from None
+    if len(set(schema.names)) != len(schema.names):
+        dup = next(n for n in schema.names if schema.names.count(n) > 1)
+        raise _refuse(f"column {dup!r}", "named twice")
+    columns = [{"name": f.name, "dtype": _arrow_dtype(f.type), "missing": m}
+               for f, m in zip(schema, missing, strict=True)]
+    return {"rows": pfile.metadata.num_rows, "columns": columns}
 
 
 def _npz(fh: BinaryIO) -> dict[str, Any]:

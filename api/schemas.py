@@ -183,7 +183,7 @@ class DatasetPublic(BaseModel):
     """An uploaded file as read on upload; ``id`` is what a spec names (``dataset: {source: upload, id}``)."""
 
     id: str = Field(description="the sha256 of the bytes: the same file always has the same id")
-    format: str = Field(description="csv | npz")
+    format: str = Field(description="csv | npz | parquet")
     bytes: int
     sha256: str
     rows: int

@@ -163,7 +163,7 @@ def check_upload(spec: JobSpec, settings: Settings) -> None:
     """Refuse at submit a spec that names an upload this service does not hold, or reads it as another format.
 
     Raises:
-        ApiError: 422 ``invalid_spec`` naming ``dataset.id`` (unknown) or ``dataset.target`` (a CSV needs
+        ApiError: 422 ``invalid_spec`` naming ``dataset.id`` (unknown) or ``dataset.target`` (a table needs
             one; an npz has none).
     """
     data = spec.dataset
@@ -173,12 +173,13 @@ def check_upload(spec: JobSpec, settings: Settings) -> None:
     if found is None:
         issue = Issue("dataset.id", f"no uploaded dataset has id {data.id!r}; POST /datasets answers the id of a "
                       "file it stored (GET /datasets lists them)", data.id)
-    elif found.suffix == ".csv" and not data.target:
-        issue = Issue("dataset.target", f"upload {data.id} is a CSV: name its target column in 'target'")
-    elif found.suffix != ".csv" and (data.target or data.split.column):
+    elif found.suffix != ".npz" and not data.target:
+        issue = Issue("dataset.target", f"upload {data.id} is a table ({found.suffix[1:]}): name its target "
+                      "column in 'target'")
+    elif found.suffix == ".npz" and (data.target or data.split.column):
         key = "target" if data.target else "split.column"
-        issue = Issue(f"dataset.{key}", f"applies to an uploaded CSV, but upload {data.id} is "
-                      f"{found.suffix[1:]}", data.target or data.split.column)
+        issue = Issue(f"dataset.{key}", f"applies to an uploaded table (CSV or Parquet), but upload {data.id} is "
+                      "npz (arrays X and y)", data.target or data.split.column)
     else:
         return
     raise ApiError(422, "invalid_spec", f"the job spec breaks 1 rule(s): {issue.field}", [issue])

@@ -16,6 +16,8 @@ from api.uploads import delete_upload, list_uploads, read_upload, store_upload, 
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
+FormatQuery = Annotated[str | None, Query(alias="format", max_length=16,
+                                          description="csv | npz | parquet, for an octet-stream body")]
 STREAMED = ("POST", "/datasets")  # the body limit middleware lets this through: the handler streams it
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     kind: {"schema": {"type": "string", "format": "binary"}}
@@ -26,10 +28,8 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
              responses=errors(413, 415) | {200: {"model": DatasetPublic,
                                                  "description": "these bytes were stored already: that upload"}})
 async def create_dataset(request: Request, response: Response, settings: SettingsDep,
-                         fmt: Annotated[str | None, Query(alias="format", max_length=16,
-                                                          description="csv | npz, for an octet-stream body")] = None,
-                         ) -> DatasetPublic:
-    """Store the body (a CSV or an npz of X, y and optionally fold) and answer what it holds.
+                         fmt: FormatQuery = None) -> DatasetPublic:
+    """Store the body (a CSV, a Parquet table, or an npz of X, y and optionally fold) and answer what it holds.
 
     The body streams to disk while its sha256 is computed; the same bytes always answer the same
     id, 201 the first time and 200 after. A body over REGTUNE_MAX_UPLOAD_BYTES answers 413, one

@@ -103,6 +103,47 @@ def test_a_file_that_does_not_parse_answers_422_naming_where_and_leaves_nothing(
     assert client.get("/datasets").json() == []
 
 
+def parquet(columns: dict[str, list[Any]]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf, row_group_size=2)  # several row groups, read batch by batch
+    return buf.getvalue()
+
+
+def test_a_parquet_table_is_summarized_by_its_columns(client: TestClient) -> None:
+    body = parquet({"price": [1.5, None, 3.0, 4.0, None], "kind": ["a", "b", None, "a", "c"],
+                    "n": [1, 2, 3, 4, 5], "ok": [True, False, True, True, False]})
+    r = client.post("/datasets", content=body, headers={"content-type": "application/vnd.apache.parquet"})
+    assert r.status_code == 201, r.text
+    assert r.json()["format"] == "parquet" and r.json()["rows"] == 5
+    assert r.json()["columns"] == [{"name": "price", "dtype": "float", "missing": 2},
+                                   {"name": "kind", "dtype": "string", "missing": 1},
+                                   {"name": "n", "dtype": "integer", "missing": 0},
+                                   {"name": "ok", "dtype": "boolean", "missing": 0}]
+    error = error_of(client.post("/datasets?format=parquet", content=table(), headers={"content-type": OCTET}),
+                     422, "invalid_dataset")
+    assert "the file: not Parquet" in error["message"]
+
+
+def test_a_parquet_upload_tunes_as_the_same_table_in_csv(client: TestClient, runner: Runner,
+                                                         storage_url: str) -> None:
+    lines = [line.split(",") for line in table().decode().split()]
+    columns = {name: [float(r[i]) if name != "label" else int(r[i]) for r in lines[1:]]
+               for i, name in enumerate(lines[0])}
+    losses = []
+    for body, kind in ((table(), CSV), (parquet(columns), "application/vnd.apache.parquet")):
+        dataset_id = client.post("/datasets", content=body, headers={"content-type": kind}).json()["id"]
+        spec = upload_spec(dataset_id, name="table")
+        spec["search"]["stages"][1]["trials"] = 2
+        job = client.post("/jobs", json=spec).json()
+        assert runner.run_once()
+        assert client.get(f"/jobs/{job['id']}/report").status_code == 200
+        losses.append(trial_losses(storage_url, job["study_prefix"], ["baseline", "l2"]))
+    assert len(losses[0]) == 3 and losses[0] == losses[1]
+
+
 def test_media_types_and_formats_are_checked(client: TestClient, settings: Settings) -> None:
     error = error_of(client.post("/datasets", content=b"a\n1\n", headers={"content-type": "text/plain"}),
                      415, "unsupported_media_type")
@@ -176,7 +217,7 @@ def test_a_spec_must_read_an_upload_as_its_format(client: TestClient) -> None:
     no_target = upload_spec(csv_id)
     del no_target["dataset"]["target"]
     error = error_of(client.post("/jobs", json=no_target), 422, "invalid_spec")
-    assert error["issues"][0]["field"] == "dataset.target" and "CSV" in error["issues"][0]["message"]
+    assert error["issues"][0]["field"] == "dataset.target" and "table (csv)" in error["issues"][0]["message"]
     error = error_of(client.post("/jobs", json=upload_spec(npz_id)), 422, "invalid_spec")
     assert error["issues"][0]["field"] == "dataset.target" and "npz" in error["issues"][0]["message"]
     assert client.get("/jobs").json()["total"] == 0
