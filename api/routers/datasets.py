@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from api import repository
 from api.deps import SessionDep, SettingsDep
@@ -40,7 +41,11 @@ async def create_dataset(request: Request, response: Response, settings: Setting
     if length is not None and (not length.isdigit() or int(length) > settings.max_upload_bytes):
         raise ApiError(413, "body_too_large", f"a dataset must be at most {settings.max_upload_bytes} bytes "
                        f"(REGTUNE_MAX_UPLOAD_BYTES), but Content-Length is {length[:40]}")
-    summary, stored = await store_upload(request.stream(), settings=settings, fmt=fmt)
+    try:
+        summary, stored = await store_upload(request.stream(), settings=settings, fmt=fmt)
+    except ClientDisconnect:  # nobody reads the answer; it keeps a left upload out of the error log
+        raise ApiError(400, "upload_incomplete", "the client left before the body ended; nothing was "
+                       "stored") from None
     response.status_code = 201 if stored else 200
     response.headers["Location"] = f"/datasets/{summary['id']}"
     return DatasetPublic.model_validate(summary)
