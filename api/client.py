@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
+import yaml
 
 from tuner import Report
 from tuner.knobs import fmt_params
 
-__all__ = ["DEFAULT_SERVER", "Client", "ClientError", "describe", "progress_line", "summary"]
+__all__ = ["DEFAULT_SERVER", "Client", "ClientError", "describe", "progress_line", "summary", "with_upload"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+UPLOAD_SUFFIXES = ("csv", "npz", "parquet")
 
 
 class ClientError(Exception):
@@ -38,12 +42,30 @@ class Client:
             return response.json()
         raise ClientError(describe(response))
 
-    def submit(self, spec: Path, idempotency_key: str | None = None) -> dict[str, Any]:
+    def upload(self, data: Path) -> dict[str, Any]:
+        """Send a data file to ``POST /datasets`` (streamed from disk); its summary, with the ``id`` a spec names."""
+        fmt = data.suffix.lower().lstrip(".")
+        if fmt not in UPLOAD_SUFFIXES:
+            raise ClientError(f"cannot tell the format of {str(data)!r}: its name must end in "
+                              f"{', '.join('.' + s for s in UPLOAD_SUFFIXES)}")
+        try:
+            with data.open("rb") as fh:
+                summary: dict[str, Any] = self._call("POST", "/datasets", content=_chunks(fh),
+                                                     params={"format": fmt},
+                                                     headers={"content-type": "application/octet-stream"})
+        except OSError as exc:
+            raise ClientError(f"cannot read data file {str(data)!r}: {exc.strerror}") from None
+        return summary
+
+    def submit(self, spec: Path, idempotency_key: str | None = None, data: Path | None = None) -> dict[str, Any]:
+        """Send a job spec; with ``data``, upload that file first and point the spec's dataset at it."""
         try:
             body = spec.read_bytes()
         except OSError as exc:
             raise ClientError(f"cannot read spec file {str(spec)!r}: {exc.strerror}") from None
         kind = "application/json" if spec.suffix == ".json" else "application/yaml"
+        if data is not None:
+            body, kind = json.dumps(with_upload(body, self.upload(data)["id"])).encode(), "application/json"
         headers = {"content-type": kind} | ({"Idempotency-Key": idempotency_key} if idempotency_key else {})
         job: dict[str, Any] = self._call("POST", "/jobs", content=body, headers=headers)
         return job
@@ -54,6 +76,29 @@ class Client:
 
     def report(self, job_id: str) -> Report:
         return Report.model_validate(self._call("GET", f"/jobs/{job_id}/report"))
+
+
+def _chunks(fh: BinaryIO) -> Iterator[bytes]:
+    while chunk := fh.read(1 << 16):
+        yield chunk
+
+
+def with_upload(spec: bytes, dataset_id: str) -> dict[str, Any]:
+    """The spec (YAML or JSON) with its dataset pointed at upload ``dataset_id``.
+
+    What says how to read the data (``target``, ``task``, ``split``, ``standardize``) is kept;
+    where it came from (``source``, ``path``, ``name``) is replaced.
+    """
+    try:
+        doc = yaml.safe_load(spec)
+    except yaml.YAMLError as exc:
+        raise ClientError(f"the spec is not valid YAML or JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ClientError("the spec must be a mapping of fields")
+    dataset = doc.get("dataset")
+    dataset = dataset if isinstance(dataset, dict) else {}
+    kept = {k: v for k, v in dataset.items() if k in ("target", "task", "split", "standardize")}
+    return doc | {"dataset": {"source": "upload", "id": dataset_id, **kept}}
 
 
 def describe(response: httpx.Response) -> str:

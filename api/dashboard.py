@@ -28,7 +28,8 @@ from api.errors import error_body
 __all__ = ["OWN_PATHS", "dashboard_app"]
 
 # Paths that are the service's, never the dashboard's: whatever is not a route there is a JSON 404/405.
-OWN_PATHS = ("/jobs", "/healthz", "/readyz", "/models", "/login", "/logout", "/docs", "/redoc", "/openapi.json")
+OWN_PATHS = ("/jobs", "/datasets", "/healthz", "/readyz", "/models", "/login", "/logout", "/docs", "/redoc",
+             "/openapi.json")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 

@@ -19,7 +19,7 @@ from api.guard import Guard
 from api.job_view import JobViews
 from api.middleware import BodyLimit
 from api.openapi import install_openapi
-from api.routers import health, jobs, models, pages, reports, trials
+from api.routers import datasets, health, jobs, models, pages, reports, trials
 from api.settings import Settings, get_settings
 from tuner import open_storage
 
@@ -52,12 +52,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.job_views = JobViews()
     app.state.credentials = Credentials.of(settings)
     install_error_handlers(app)
-    for module in (health, jobs, trials, reports, models, pages, login):
+    for module in (health, jobs, trials, reports, models, datasets, pages, login):
         app.include_router(module.router)
     install_openapi(app)
     install_docs(app)
     app.mount("/", dashboard_app(storage))  # last: the catch-all for /dashboard, /api/..., /static/...
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, streamed=(datasets.STREAMED,))
     # added last: the outermost, before anything is read. Without a token it serves this machine only,
     # however the app is started (`regtune serve`, or `uvicorn --factory api.main:create_app --host ...`).
     app.add_middleware(Guard, settings=settings)

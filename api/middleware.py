@@ -25,17 +25,21 @@ class BodyLimit:
     A body without a Content-Length (chunked) is read whole, up to the limit, before the app
     sees it: an app that reads in a worker thread (the dashboard, through a2wsgi) would turn
     an error raised inside its reads into a 500.
+
+    ``streamed`` lists the ``(method, path)`` pairs whose handlers stream the body to disk
+    under their own limit (``POST /datasets``): they pass untouched.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: tuple[tuple[str, str], ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed
 
     def _message(self) -> str:
         return f"the request body must be at most {self.max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope.get("method"), scope.get("path")) in self.streamed:
             await self.app(scope, receive, send)
             return
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)

@@ -19,7 +19,8 @@ from api.tables import FINISHED, JobModelRow, JobRow, JobStatus, utcnow
 from tuner import JobSpec, Report
 from tuner.errors import Issue
 
-__all__ = ["cancel_job", "create_job", "get_job", "get_job_model", "list_jobs", "new_job_id", "stored_report"]
+__all__ = ["cancel_job", "create_job", "get_job", "get_job_model", "jobs_using_dataset", "list_jobs", "new_job_id",
+           "stored_report"]
 
 IDEMPOTENCY_FIELD = "header.Idempotency-Key"
 JOB_ID = re.compile(r"[0-9a-f]{12}")
@@ -143,3 +144,11 @@ def get_job_model(*, session: Session, job_id: str) -> tuple[JobRow, bytes]:
         raise ApiError(404, "model_not_found", f"job {job_id} is {row.status}; its tuned model exists once it has "
                        "succeeded")
     return row, archive
+
+
+def jobs_using_dataset(*, session: Session, dataset_id: str) -> list[str]:
+    """The ids of queued or running jobs whose spec names upload ``dataset_id`` (few: the active jobs)."""
+    rows = session.execute(select(JobRow.id, JobRow.spec)
+                           .where(JobRow.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))).all()
+    return [job_id for job_id, spec in rows
+            if (spec.get("dataset") or {}).get("source") == "upload" and spec["dataset"].get("id") == dataset_id]

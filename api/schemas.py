@@ -12,6 +12,8 @@ from tuner.report import StageProgress  # the job page's model, answered as it i
 
 __all__ = [
     "BestSoFar",
+    "ColumnPublic",
+    "DatasetPublic",
     "ErrorBody",
     "ErrorDetail",
     "FactoryPublic",
@@ -151,3 +153,22 @@ class FactoryPublic(BaseModel):
     source: str = Field(description="file (REGTUNE_MODELS_DIR) or entry_point (group regtune.models)")
     doc: str = Field(description="the first line of the factory's docstring")
     error: str | None = Field(default=None, description="why the file or entry point could not be loaded")
+
+
+class ColumnPublic(BaseModel):
+    name: str
+    dtype: str = Field(description="boolean | integer | float | string: the widest its values need; empty when "
+                                   "every value is missing")
+    missing: int = Field(description="values that are empty, NaN, NA, null or none")
+
+
+class DatasetPublic(BaseModel):
+    """An uploaded file as read on upload; ``id`` is what a spec names (``dataset: {source: upload, id}``)."""
+
+    id: str = Field(description="the sha256 of the bytes: the same file always has the same id")
+    format: str = Field(description="csv | npz | parquet")
+    bytes: int
+    sha256: str
+    rows: int
+    columns: list[ColumnPublic] | None = Field(default=None, description="a table's columns")
+    shape: dict[str, list[int]] | None = Field(default=None, description="an npz: each array's shape")

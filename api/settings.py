@@ -61,7 +61,10 @@ class Settings(BaseSettings):
     max_parallelism: int | None = Field(default=None, ge=1, description="trials at once; unset means the "
                                         "runner's CPU count")
     allow_ray: bool = Field(default=False, description="whether a spec may ask for backend 'ray' (a Ray cluster)")
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body accepted")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body accepted (a "
+                                "dataset's upload excepted: REGTUNE_MAX_UPLOAD_BYTES)")
+    max_upload_bytes: int = Field(default=200 * 2**20, ge=1, description="largest dataset POST /datasets "
+                                  "accepts, checked as it streams in")
     api_threads: int = Field(default=4, ge=1, le=256, description="threads serving the API's handlers; few "
                              "beat many, as Python threads take turns on one interpreter lock")
 

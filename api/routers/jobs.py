@@ -13,6 +13,7 @@ from api.openapi import SPEC_BODY, errors
 from api.schemas import JobDetail, JobPublic, JobsPublic
 from api.spec_body import check_limits, parse_body
 from api.tables import JobStatus
+from api.uploads import check_upload
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -39,6 +40,7 @@ def create_job(session: SessionDep, settings: SettingsDep, body: BodyDep, respon
     """Validate a job spec (JSON, or YAML with ``Content-Type: application/yaml``) and queue it."""
     spec = parse_body(*body)
     check_limits(spec, settings)
+    check_upload(spec, settings)
     row, _ = repository.create_job(session=session, spec=spec, idempotency_key=idempotency_key)
     response.headers["Location"] = f"/jobs/{row.id}"
     return JobPublic.of(row)

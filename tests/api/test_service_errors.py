@@ -138,7 +138,7 @@ def test_every_route_needs_the_token_when_one_is_set(sqlite_url: str) -> None:
     settings = Settings(database_url=sqlite_url, api_token=SecretStr("s3cret-token-0123"))
     with TestClient(create_app(settings)) as client:
         for path in ("/healthz", "/jobs", "/dashboard", "/api/studies", "/openapi.json", "/jobs/0123456789ab",
-                     "/models", "/jobs/0123456789ab/model"):
+                     "/models", "/jobs/0123456789ab/model", "/datasets", "/datasets/" + "0" * 64):
             bare = error_of(client.get(path), 401, "unauthorized")
             assert "no Authorization header" in bare["message"]
             assert client.get(path).headers["www-authenticate"].startswith("Bearer")
@@ -149,6 +149,9 @@ def test_every_route_needs_the_token_when_one_is_set(sqlite_url: str) -> None:
         assert client.get("/dashboard", headers=ok).status_code == 200
         assert client.post("/jobs", json=make_spec(), headers=ok).status_code == 202
         error_of(client.post("/jobs", json=make_spec()), 401, "unauthorized")
+        error_of(client.post("/datasets", content=b"a\n1\n", headers={"content-type": "text/csv"}), 401,
+                 "unauthorized")
+        error_of(client.delete("/datasets/" + "0" * 64), 401, "unauthorized")
         assert client.get("/jobs", headers=ok).json()["total"] == 1
 
 

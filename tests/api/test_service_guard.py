@@ -129,7 +129,8 @@ def test_websockets_pass_the_same_checks(secured: TestClient, client: TestClient
 
 
 def test_unknown_paths_and_methods_under_the_services_routes_answer_json(client: TestClient) -> None:
-    for path in ("/jobs/0123456789ab/nothing", "/jobs/x/trials/y", "/healthz/x", "/models/x", "/readyz/x"):
+    for path in ("/jobs/0123456789ab/nothing", "/jobs/x/trials/y", "/healthz/x", "/models/x", "/readyz/x",
+                 "/datasets/x/y"):
         assert "no route" in error_of(client.get(path), 404, "not_found")
     for method, path, allowed in (("DELETE", "/jobs", "GET, POST"), ("PUT", "/jobs/0123456789ab", "GET"),
                                   ("POST", "/healthz", "GET"), ("GET", "/jobs/0123456789ab/cancel", "POST"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import Field, model_validator
@@ -24,13 +25,15 @@ SKLEARN_SHAPES = {  # rows, features: what a job costs is known before anything 
     "iris": (150, 4),
     "diabetes": (442, 10),
 }
-SOURCES = ("sklearn", "csv", "synthetic", "npz")
+SOURCES = ("sklearn", "csv", "synthetic", "npz", "upload")
+UPLOAD_ID = r"[0-9a-f]{64}"  # an upload's id: the sha256 of its bytes
 TASKS = ("classification", "regression")
 ONLY_FOR: dict[str, tuple[str, ...]] = {  # a field and the sources it applies to
     "name": ("sklearn",),
     "path": ("csv", "npz"),
-    "target": ("csv",),
-    "task": ("csv", "synthetic", "npz"),
+    "id": ("upload",),
+    "target": ("csv", "upload"),
+    "task": ("csv", "synthetic", "npz", "upload"),
     "n_samples": ("synthetic",),
     "n_features": ("synthetic",),
     "n_informative": ("synthetic",),
@@ -126,8 +129,10 @@ class DatasetSpec(Strict):
     path: str | None = Field(default=None, max_length=1024,
                              description="source csv: the file, relative to REGTUNE_DATA_DIR (no '..', no hidden "
                                          "parts); a header row, numeric feature columns")
+    id: str | None = Field(default=None, max_length=200,
+                           description="source upload: the id (sha256) POST /datasets answered")
     target: str | None = Field(default=None, min_length=1, max_length=1024,
-                               description="source csv: the target column's name")
+                               description="source csv, or an uploaded CSV: the target column's name")
     task: Annotated[str, one_of(TASKS, "task")] | None = Field(
         default=None, description="classification | regression; source synthetic (default classification) or "
                                   "csv (default: inferred from the target column)")
@@ -171,6 +176,12 @@ class DatasetSpec(Strict):
                 raise field_error("path" if not self.path else "target", "source 'csv' needs 'path' and 'target'")
             if (broken := path_rule(self.path)) is not None:
                 raise field_error("path", broken)
+        elif self.source == "upload":
+            if not self.id:
+                raise field_error("id", "source 'upload' needs 'id' (the id POST /datasets answered)")
+            if not re.fullmatch(UPLOAD_ID, self.id):
+                raise field_error("id", f"must be 64 lowercase hex digits (the sha256 POST /datasets answered), "
+                                  f"but got {self.id!r}")
         else:
             self.task = self.task or "classification"
             self.n_samples = self.n_samples or 1000
@@ -188,8 +199,8 @@ class DatasetSpec(Strict):
                     f"n_informative <= n_features must hold, but got "
                     f"(n_informative={self.n_informative}, n_features={self.n_features})"
                 )
-        if self.split.column is not None and self.source != "csv":
-            raise field_error("split", "split by 'column' needs source 'csv'")
+        if self.split.column is not None and self.source not in ("csv", "upload"):
+            raise field_error("split", "split by 'column' needs source 'csv' or 'upload'")
         return self
 
     @property

@@ -5,7 +5,7 @@ Knows nothing of Optuna: a trial's knobs come in as ``tuner.knobs.Knobs``.
 
 from tuner.train._batched import MemberOutcome, auto_batch, n_weights, train_batched
 from tuner.train._cv import refit, train_cv
-from tuner.train._data import Dataset, Split, cross_folds, data_dir, load_dataset
+from tuner.train._data import UPLOAD_FORMATS, UPLOADS, Dataset, Split, cross_folds, data_dir, load_dataset
 from tuner.train._export import MODEL_JSON, MODEL_WEIGHTS, export_model, load_model
 from tuner.train._loop import EpochCallback, TrainResult, evaluate, loss_standard_error, plain_loss, train
 from tuner.train._models import MLP, build_model
@@ -25,6 +25,8 @@ __all__ = [
     "MLP",
     "MODEL_JSON",
     "MODEL_WEIGHTS",
+    "UPLOADS",
+    "UPLOAD_FORMATS",
     "Dataset",
     "EpochCallback",
     "MemberOutcome",

@@ -26,7 +26,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from tuner.errors import DataError
 from tuner.spec import DatasetSpec, path_rule
 
-__all__ = ["Dataset", "Split", "cross_folds", "data_dir", "load_dataset"]
+__all__ = ["UPLOADS", "UPLOAD_FORMATS", "Dataset", "Split", "cross_folds", "data_dir", "load_dataset"]
 
 _SKLEARN_LOADERS = {
     "digits": skdatasets.load_digits,
@@ -117,6 +117,8 @@ def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> 
         task = spec.task or "classification"
     elif spec.source == "npz":
         X, y, names, folds, task = _read_npz(spec, max_cells)
+    elif spec.source == "upload":
+        X, y, names, folds, task = _read_upload(spec, max_cells)
     else:
         X, y, names, folds, task = _read_csv(spec, max_cells)
     return _assemble(spec, seed, X, y, names, folds, task, informative)
@@ -206,6 +208,77 @@ def _read_npz(spec: DatasetSpec, max_cells: int | None = None
     width = len(str(int(np.prod(X.shape[1:])) - 1))
     names = [f"x{i:0{width}d}" for i in range(int(np.prod(X.shape[1:])))]
     return X.astype(np.float64), y if task == "classification" else y.astype(np.float64), names, folds, task
+
+
+UPLOADS = "uploads"  # the folder under REGTUNE_DATA_DIR where POST /datasets stores files, as <sha256>.<format>
+UPLOAD_FORMATS = ("csv", "npz", "parquet")
+
+
+def _read_upload(spec: DatasetSpec, max_cells: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+    """An uploaded file, read as the source of its format reads it (the same rules, the same numbers)."""
+    for fmt in UPLOAD_FORMATS:
+        path = f"{UPLOADS}/{spec.id}.{fmt}"
+        if not (data_dir() / path).is_file():
+            continue
+        if fmt != "npz" and not spec.target:
+            raise DataError.one("dataset.target", f"an uploaded table ({fmt}) needs 'target', the target column's "
+                                "name")
+        if fmt == "npz" and (spec.target or spec.split.column):
+            raise DataError.one("dataset.target" if spec.target else "dataset.split.column",
+                                f"applies to an uploaded CSV, but upload {spec.id} is {fmt}")
+        local = spec.model_copy(update={"source": fmt, "path": path})
+        reader = {"csv": _read_csv, "npz": _read_npz, "parquet": _read_parquet}[fmt]
+        return reader(local, max_cells)
+    raise DataError.one("dataset.id", f"no upload has id {spec.id!r} (in {data_dir() / UPLOADS})", spec.id)
+
+
+def _read_parquet(spec: DatasetSpec, max_cells: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+    """A Parquet table, read by the CSV reader's rules: numeric features, a target, optionally a split column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with _open_csv(spec) as fh:
+            pfile = pq.ParquetFile(fh)
+            rows, names = pfile.metadata.num_rows, list(pfile.schema_arrow.names)
+            if max_cells is not None and rows * len(names) > max_cells:
+                raise DataError.one("dataset.path", f"{spec.path!r} holds more than {max_cells} cells (rows × "
+                                    "columns), the most allowed (REGTUNE_MAX_DATA_CELLS)")
+            table = pfile.read()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError.one("dataset.path", f"cannot read {spec.path!r} as Parquet: {exc}") from None
+    fold_col = spec.split.column
+    for col, fld in ((spec.target, "dataset.target"), (fold_col, "dataset.split.column")):
+        if col is not None and col not in names:
+            raise DataError.one(fld, f"column {col!r} is not in {spec.path!r} ({len(names)} columns)", col)
+    features = [n for n in names if n not in (spec.target, fold_col)]
+    X = np.empty((rows, len(features)), dtype=np.float64)
+    for c, name in enumerate(features):
+        column = table.column(name)
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+                or pa.types.is_boolean(column.type)) or column.null_count:
+            raise DataError.one("dataset.path", f"column {name!r} of {spec.path!r} must hold numbers without "
+                                f"missing values (features are numeric), but it is {column.type} with "
+                                f"{column.null_count} missing")
+        X[:, c] = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        if not np.isfinite(X[:, c]).all():
+            raise DataError.one("dataset.path", f"column {name!r} of {spec.path!r} holds NaN or inf")
+    target = table.column(spec.target or "")
+    if target.null_count:
+        raise DataError.one("dataset.target", f"{target.null_count} rows of {spec.path!r} miss the target; every "
+                            "row needs one", spec.target)
+    raw_y = [str(v) for v in target.to_pylist()]
+    task = spec.task or _infer_task(raw_y)
+    y = np.asarray(raw_y) if task == "classification" else _floats(raw_y, spec, names.index(spec.target or ""))
+    folds = None
+    if fold_col is not None:
+        folds = np.asarray([str(v).strip().lower() for v in table.column(fold_col).to_pylist()])
+        if bad := sorted(set(folds) - set(_FOLDS)):
+            raise DataError.one("dataset.split.column", f"values must be train, val or test, but got {bad[:5]}",
+                                fold_col)
+    return X, y, features, folds, task
 
 
 def _lines(fh: BinaryIO, spec: DatasetSpec) -> Iterator[str]:

@@ -253,6 +253,14 @@ def test_yaml_inf_and_nan_are_refused(tiny: Tiny, text: str, field: str) -> None
      "must name no hidden file or folder (a part starting with '.', '..' included), but got 'd/../../x.csv'"),
     ({"dataset": {"source": "csv", "name": None, "path": "/etc/passwd", "target": "y"}}, "dataset.path",
      "must be relative to REGTUNE_DATA_DIR, but got '/etc/passwd'"),
+    ({"dataset": {"source": "upload", "name": None, "target": "y"}}, "dataset.id",
+     "source 'upload' needs 'id' (the id POST /datasets answered)"),
+    ({"dataset": {"source": "upload", "name": None, "id": "../x.csv"}}, "dataset.id",
+     "must be 64 lowercase hex digits (the sha256 POST /datasets answered), but got '../x.csv'"),
+    ({"dataset": {"source": "upload", "name": None, "id": "0" * 64, "path": "d.csv"}}, "dataset.path",
+     "applies to source csv or npz, not 'upload'"),
+    ({"dataset": {"source": "npz", "name": None, "id": "0" * 64, "path": "d.npz"}}, "dataset.id",
+     "applies to source upload, not 'npz'"),
 ])
 def test_inputs_that_used_to_fail_at_run_time_are_refused_at_submit(tiny: Tiny, over: dict[str, Any], field: str,
                                                                    message: str) -> None:
