@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,20 +14,12 @@ from _service import make_spec, wait_for
 from optuna.trial import TrialState
 
 from api import repository
-from api.db import Database, migrate
+from api.db import Database
 from api.settings import Settings
 from api.tables import JobStatus, utcnow
 from api.worker import Runner, queue
 from api.worker.lease import CANCEL, LOST, Lease
 from tuner import parse_spec, study_name
-
-
-@pytest.fixture
-def db(storage_url: str) -> Iterator[Database]:
-    database = Database.open(storage_url)
-    migrate(database)
-    yield database
-    database.close()
 
 
 def queue_one(db: Database) -> str:

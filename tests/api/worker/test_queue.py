@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from _service import make_spec, wait_for
 
 from api import repository
-from api.db import Database, migrate
+from api.db import Database
 from api.tables import JobRow, JobStatus
 from api.worker import STALLED, Lease, queue
 from tuner import parse_spec
-
-
-@pytest.fixture
-def db(storage_url: str) -> Iterator[Database]:
-    database = Database.open(storage_url)
-    migrate(database)
-    yield database
-    database.close()
 
 
 def queued(db: Database, n: int) -> list[str]:
