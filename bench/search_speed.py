@@ -167,14 +167,14 @@ def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: 
     report = run_job(spec, storage=url, progress=clock)
     total = time.perf_counter() - started
     search = clock.end - (clock.start or started)
-    done = [t for s in report["stages"] for t in optuna.load_study(study_name=s["study_name"], storage=url).trials]
+    done = [t for s in report.stages for t in optuna.load_study(study_name=s.study_name, storage=url).trials]
     scored = [t for t in done if t.state == TrialState.COMPLETE]
     return {"trials": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in done),
             "pruned": sum(t.state == TrialState.PRUNED for t in done),
             "epochs": sum(int(t.user_attrs.get("epochs", 0)) for t in done),
             "search_s": search, "total_s": total, "storage_s": spent(),
             "best_val": min(t.user_attrs["val_loss"] for t in scored),
-            "test_loss": report["chosen"]["test_loss"], "params": report["chosen"]["params"]}
+            "test_loss": report.chosen.test_loss, "params": report.chosen.params}
 
 
 def _row(name: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
