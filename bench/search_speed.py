@@ -31,6 +31,7 @@ import functools
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,9 +44,11 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import tuner.search._board
+import tuner.search._trial
 from tuner import parse_spec, run_job
 from tuner.search import StageOutcome
-from tuner.storage import open_storage
+from tuner.storage import open_storage, write_trials
 from tuner.train import Dataset, load_dataset
 
 SPACE = {  # regtune's spec and the plain script's suggest calls draw from the same priors
@@ -126,23 +129,39 @@ class _Clock:
         self.end = time.perf_counter()
 
 
+_PRIVATE_CALLS = ("_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id")
+"""What Optuna's trial cache calls on the database storage besides its public methods."""
+
+
 def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[], float]:
-    """Wrap every public method of ``storage`` (this instance only) to sum the seconds spent in them."""
+    """Sum the seconds spent in ``storage`` (this instance) and in regtune's batched writes to it.
+
+    Every public method, the private ones Optuna's trial cache calls instead (``_PRIVATE_CALLS``),
+    and ``tuner.storage.write_trials`` (a trial's attributes or a batch's epoch reports in one
+    transaction) are timed; a call made inside another timed call counts once.
+    """
     spent = [0.0]
+    depth = threading.local()
 
     def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            outer = getattr(depth, "n", 0) == 0
+            depth.n = getattr(depth, "n", 0) + 1
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                spent[0] += time.perf_counter() - t
+                depth.n -= 1
+                if outer:
+                    spent[0] += time.perf_counter() - t
         return wrapper
 
     for name in dir(type(storage)):
-        if not name.startswith("_") and callable(getattr(storage, name)):
+        if (not name.startswith("_") or name in _PRIVATE_CALLS) and callable(getattr(storage, name)):
             setattr(storage, name, timed(getattr(storage, name)))
+    for module in (tuner.search._trial, tuner.search._board):
+        module.write_trials = timed(write_trials)  # type: ignore[attr-defined]
     return lambda: spent[0]
 
 

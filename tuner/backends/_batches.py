@@ -15,9 +15,10 @@ import os
 import optuna
 
 from tuner.devices import resolve_device
-from tuner.search import StageRun, TrialRecorder, fail_trial
+from tuner.knobs import Knobs
+from tuner.search import EpochBoard, StageRun, TrialRecorder, fail_trial
 from tuner.spec import JobSpec
-from tuner.train import Dataset, MemberOutcome, auto_batch, n_weights, train_batched
+from tuner.train import Dataset, EpochCallback, MemberOutcome, auto_batch, n_weights, train_batched
 
 __all__ = ["available_cores", "run_batches", "torch_threads", "trials_per_batch", "worker_cores"]
 
@@ -68,7 +69,7 @@ def torch_threads(spec: JobSpec, data: Dataset) -> int:
 
 
 def run_batches(run: StageRun, data: Dataset, per_batch: int) -> None:
-    """One worker: ask up to ``per_batch`` trials, train them together, repeat until the stage is done."""
+    """One worker: train the stage's trials ``per_batch`` at a time, refilling places as members end."""
     while True:
         asked: list[tuple[optuna.Trial, dict[str, float]]] = []
         while len(asked) < per_batch and (one := run.ask()) is not None:
@@ -79,11 +80,16 @@ def run_batches(run: StageRun, data: Dataset, per_batch: int) -> None:
             return
 
 
-def _train_batch(run: StageRun, data: Dataset, asked: list[tuple[optuna.Trial, dict[str, float]]]) -> bool:
-    """Train one batch and tell the study about each trial as it ends. False when recording failed."""
+def _train_batch(run: StageRun, data: Dataset, first: list[tuple[optuna.Trial, dict[str, float]]]) -> bool:
+    """Train one batch, refilled from the stage as members end; tell the study about each trial as it ends.
+
+    False when recording failed (the stage was aborted).
+    """
     spec, stage = run.spec, run.stage.name
+    board = EpochBoard(run.study)
+    asked: list[tuple[optuna.Trial, dict[str, float]]] = []
     recorders: list[TrialRecorder] = []
-    told = [False] * len(asked)
+    told: list[bool] = []
     ok = True
 
     def tell(index: int, ended: MemberOutcome) -> None:
@@ -104,11 +110,27 @@ def _train_batch(run: StageRun, data: Dataset, asked: list[tuple[optuna.Trial, d
             run.abort(f"recording trial {trial.number} failed: {exc!r}")
             ok = False
 
+    def join(new: list[tuple[optuna.Trial, dict[str, float]]]) -> list[tuple[Knobs, EpochCallback | None]]:
+        """Make the recorders of newly asked trials; their (knobs, callback) join the batch."""
+        start = len(asked)
+        asked.extend(new)
+        told.extend([False] * len(new))
+        for t, c in new:
+            recorders.append(TrialRecorder(t, c, spec=spec, data=data, stage=stage, should_stop=run.should_stop,
+                                           board=board))
+        return [(r.knobs, r.on_epoch) for r in recorders[start:]]
+
+    def refill(free: int) -> list[tuple[Knobs, EpochCallback | None]]:
+        new: list[tuple[optuna.Trial, dict[str, float]]] = []
+        while ok and len(new) < free and (one := run.ask()) is not None:
+            new.append(one)
+        return join(new)
+
     try:
-        for t, c in asked:
-            recorders.append(TrialRecorder(t, c, spec=spec, data=data, stage=stage, should_stop=run.should_stop))
-        train_batched(data, spec.model, spec.training, [r.knobs for r in recorders], spec.seed,
-                      [r.on_epoch for r in recorders], on_end=tell, should_stop=run.should_stop)
+        members = join(first)
+        train_batched(data, spec.model, spec.training, [k for k, _ in members], spec.seed,
+                      [cb for _, cb in members], on_end=tell, should_stop=run.should_stop, refill=refill,
+                      after_epoch=board.flush)
     except Exception as exc:  # the batch itself broke: every member not yet told fails with the reason
         log.exception("a batch of %d trials of stage %s crashed", len(asked), stage)
         for index in range(len(asked)):

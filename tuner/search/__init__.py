@@ -5,6 +5,7 @@ trials warm the sampler. Where a stage's trials run is a backend's business
 (``tuner.backends``): this package hands them out (``StageRun``) and records them.
 """
 
+from tuner.search._board import EpochBoard
 from tuner.search._counts import TrialCount, count_text
 from tuner.search._l1_path import (
     find_lambda_max,
@@ -36,6 +37,7 @@ __all__ = [
     "PRUNERS",
     "SAMPLERS",
     "WARM_STARTABLE",
+    "EpochBoard",
     "StageOutcome",
     "StageRun",
     "TrialCount",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import torch
@@ -17,7 +18,9 @@ from optuna.trial import TrialState
 
 from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
+from tuner.search._board import EpochBoard
 from tuner.spec import JobSpec
+from tuner.storage import write_trials
 from tuner.train import Dataset, TrainResult, loss_standard_error, train, train_cv
 
 __all__ = ["TrialOutcome", "TrialRecorder", "fail_trial", "objective_values", "run_trial"]
@@ -49,10 +52,9 @@ def fail_trial(storage: optuna.storages.BaseStorage, trial_id: int, reason: str,
         interrupted: it was stopped before it finished, not broken.
         cancelled: the stop was the job's cancel; the stage hands out no more trials.
     """
+    attrs: dict[str, Any] = {"interrupted": True} if interrupted else {}
     try:
-        if interrupted:
-            storage.set_trial_user_attr(trial_id, "interrupted", True)
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        _write(storage, trial_id, {**attrs, "fail_reason": reason})
     except Exception:  # a reclaimer may have finished it already: the outcome still says why
         log.warning("trial %d: its failure (%s) could not be recorded", trial_id, reason, exc_info=True)
     return TrialOutcome(TrialState.FAIL, reason=reason, cancelled=cancelled)
@@ -69,20 +71,40 @@ def objective_values(metrics: dict[str, float | int | None], objectives: list[st
     return out
 
 
+def _write(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str, Any]) -> None:
+    """A trial's user attributes, in one transaction."""
+    write_trials(storage, user_attrs=[(trial_id, key, value) for key, value in attrs.items()])
+
+
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """``trial.set_user_attr`` for several attributes at once: one transaction, and the trial's own view."""
+    _write(trial.storage, trial._trial_id, attrs)
+    cached = getattr(trial, "_cached_frozen_trial", None)  # what ``trial.user_attrs`` answers from
+    if cached is not None:
+        cached.user_attrs.update(attrs)
+
+
 class TrialRecorder:
-    """What a trial records while it trains and when it ends, whichever loop trained it (alone or batched)."""
+    """What a trial records while it trains and when it ends, whichever loop trained it (alone or batched).
+
+    Its attributes are written in one transaction at the start (stage, config) and one at the end.
+    With an ``EpochBoard`` (a batch), its epoch reports are queued on the board, which writes a whole
+    epoch boundary's reports together and answers the pruner.
+    """
 
     def __init__(self, trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
-                 should_stop: Callable[[], bool] | None = None, prunable: bool = True) -> None:
+                 should_stop: Callable[[], bool] | None = None, prunable: bool = True,
+                 board: EpochBoard | None = None) -> None:
         self.trial, self.data, self.should_stop = trial, data, should_stop
+        self.board = board if board is not None and board.batches else None
+        self.reported: dict[int, float] = {}
         self.objectives = spec.search.objectives
         self.prune = prunable and len(self.objectives) == 1 and spec.search.pruner != "none"
         self.step = "fold" if data.folds else "epoch"  # with cross-validation a step is a fold (the mean so far)
         self.curve_t: list[float] = []
         self.curve_v: list[float] = []
         self.knobs = Knobs.from_params(config, spec.model.dropout_slots)
-        trial.set_user_attr("stage", stage)
-        trial.set_user_attr("config", config)
+        _set_attrs(trial, {"stage": stage, "config": config})
 
     def on_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
         """Report a step (an epoch, or a fold); raises ``Cancelled`` or ``TrialPruned`` to stop the trial."""
@@ -90,10 +112,17 @@ class TrialRecorder:
         self.curve_v.append(val_loss)
         if self.should_stop is not None and self.should_stop():
             raise Cancelled(f"cancelled in {self.step} {epoch}")
-        if len(self.objectives) == 1:
+        if len(self.objectives) != 1:
+            return
+        if self.board is not None:
+            self.board.report(self.trial, epoch, val_loss)
+            self.reported[epoch] = val_loss
+            pruned = self.prune and self.board.should_prune(self.trial, self.reported)
+        else:
             self.trial.report(val_loss, epoch)
-            if self.prune and self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after {self.step} {epoch}")
+            pruned = self.prune and self.trial.should_prune()
+        if pruned:
+            raise optuna.TrialPruned(f"pruned after {self.step} {epoch}")
 
     def cancel_check(self, epoch: int, train_loss: float, val_loss: float) -> None:
         """An epoch inside a fold: only a cancel is checked there."""
@@ -108,23 +137,25 @@ class TrialRecorder:
         """
         trial, curve_t, curve_v = self.trial, self.curve_t, self.curve_v
         if isinstance(ended, TrainResult):
-            _record(trial, ended)
+            attrs = _result_attrs(ended)
             if ended.val_loss_se is not None:  # cross-validation: the spread of the folds
-                trial.set_user_attr("val_loss_se", ended.val_loss_se)
-                trial.set_user_attr("fold_val_losses", ended.fold_val_losses)
+                attrs.update(val_loss_se=ended.val_loss_se, fold_val_losses=ended.fold_val_losses)
             else:  # one val split: the sampling noise of its examples
                 assert ended.model is not None
-                trial.set_user_attr("val_loss_se", loss_standard_error(ended.model, self.data.val, self.data.task))
+                attrs["val_loss_se"] = loss_standard_error(ended.model, self.data.val, self.data.task)
+            _set_attrs(trial, attrs)
+            if self.board is not None:
+                self.board.completed()
             return TrialOutcome(TrialState.COMPLETE, values=objective_values(ended.metrics(), self.objectives),
                                 result=ended)
         if isinstance(ended, optuna.TrialPruned):
-            _record_partial(trial, curve_t, curve_v)
+            _set_attrs(trial, _partial_attrs(curve_t, curve_v))
             return TrialOutcome(TrialState.PRUNED)
         if isinstance(ended, TrialFailed):
-            _record_partial(trial, curve_t, curve_v)
+            _set_attrs(trial, _partial_attrs(curve_t, curve_v))
             return fail_trial(trial.storage, trial._trial_id, str(ended))
         if isinstance(ended, Cancelled):
-            _record_partial(trial, curve_t, curve_v)
+            _set_attrs(trial, _partial_attrs(curve_t, curve_v))
             return fail_trial(trial.storage, trial._trial_id, str(ended), interrupted=True, cancelled=True)
         raise ended
 
@@ -167,21 +198,21 @@ def _run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, 
     return rec.conclude(result)
 
 
-def _record(trial: optuna.Trial, result: TrainResult) -> None:
-    for key, value in result.metrics().items():
-        if value is not None:
-            trial.set_user_attr(key, value)
-    trial.set_user_attr("best_epoch", result.best_epoch)
-    trial.set_user_attr("train_curve", [round(v, 6) for v in result.curve_train])
-    trial.set_user_attr("val_curve", [round(v, 6) for v in result.curve_val])
+def _result_attrs(result: TrainResult) -> dict[str, Any]:
+    """What a completed trial records of its run."""
+    attrs: dict[str, Any] = {key: value for key, value in result.metrics().items() if value is not None}
+    attrs["best_epoch"] = result.best_epoch
+    attrs["train_curve"] = [round(v, 6) for v in result.curve_train]
+    attrs["val_curve"] = [round(v, 6) for v in result.curve_val]
+    return attrs
 
 
-def _record_partial(trial: optuna.Trial, curve_t: list[float], curve_v: list[float]) -> None:
+def _partial_attrs(curve_t: list[float], curve_v: list[float]) -> dict[str, Any]:
     """A trial that stopped early keeps what it measured up to its last full epoch."""
+    attrs: dict[str, Any] = {}
     if curve_t:
-        trial.set_user_attr("train_loss", curve_t[-1])
-        trial.set_user_attr("val_loss", curve_v[-1])
-        trial.set_user_attr("gap", curve_v[-1] - curve_t[-1])
-    trial.set_user_attr("epochs", len(curve_t))
-    trial.set_user_attr("train_curve", [round(v, 6) for v in curve_t])
-    trial.set_user_attr("val_curve", [round(v, 6) for v in curve_v])
+        attrs.update(train_loss=curve_t[-1], val_loss=curve_v[-1], gap=curve_v[-1] - curve_t[-1])
+    attrs["epochs"] = len(curve_t)
+    attrs["train_curve"] = [round(v, 6) for v in curve_t]
+    attrs["val_curve"] = [round(v, 6) for v in curve_v]
+    return attrs

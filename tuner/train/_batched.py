@@ -13,7 +13,10 @@ the lone run to float tolerance.
 
 A member that stops (early stopping, pruning, a NaN, a cancel, an error in its
 callback) leaves the batch: its slices are dropped from the weights and the
-optimizer state, so it costs nothing afterwards.
+optimizer state, so it costs nothing afterwards, and the caller may refill its
+place with the next trial at that epoch boundary. A member that joins later
+starts a cohort of its own: its own batch order and dropout streams, drawn from
+the start as its lone run would draw them, and its own optimizer step count.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
 from tuner.train._models import MLP, build_model, dropout_generators
-from tuner.train._regularizers import features_kept_mask, prox_l1_, sparsity
+from tuner.train._regularizers import features_kept_mask, sparsity
 
 __all__ = ["MemberOutcome", "auto_batch", "n_weights", "train_batched"]
 
@@ -42,11 +45,27 @@ MemberOutcome = TrainResult | Exception
 _Measure = tuple[float, float | None]  # (plain loss, accuracy or None)
 
 
+@dataclass(eq=False)  # compared and hashed by identity: each cohort is its own
+class _Cohort:
+    """Members that joined the batch together: they share an epoch count, a batch order and dropout streams.
+
+    A lone run draws its init, then each epoch's batch order, from one generator seeded with the
+    job's seed, and each dropout site's masks from a stream of its own; every trial of a job shares
+    that seed, so one cohort's draws serve all its members exactly as each would draw them alone.
+    """
+
+    gen: torch.Generator
+    sites: list[torch.Generator]
+    epoch: int = 0  # epochs finished
+    order: torch.Tensor | None = None  # this epoch's batch order
+
+
 @dataclass
 class _Member:
     index: int  # position in the caller's list
     knobs: Knobs
     on_epoch: EpochCallback | None
+    cohort: _Cohort
     curve_t: list[float] = field(default_factory=list)
     curve_v: list[float] = field(default_factory=list)
     best: tuple[float, int] = (math.inf, 0)  # val loss, epoch
@@ -76,36 +95,58 @@ def auto_batch(model_spec: ModelSpec, n_in: int, n_out: int, trials: int, cores:
 
 
 class _Stack:
-    """The live members' parameters, stacked on a leading member axis, and their optimizer."""
+    """The live members' parameters, stacked on a leading member axis, and their optimizer state.
 
-    def __init__(self, base: MLP, members: list[_Member], spec: TrainingSpec, task: str) -> None:
-        k = len(members)
+    The optimizer is regtune's own, member by member: Adam's bias correction counts each member's
+    steps (a member that joins later starts at step 0), which one ``torch.optim.Adam`` over the
+    stacked tensors cannot. Its arithmetic is torch's single-tensor Adam, AdamW and SGD with momentum,
+    so each member's weights follow its lone run to float tolerance.
+    """
+
+    def __init__(self, base: MLP, spec: TrainingSpec, task: str) -> None:
         self.act = base.act
         self.n_hidden = len(base.hidden)
         self.spec, self.task = spec, task
-        with torch.no_grad():
-            self.weights = [lin.weight.detach().T.unsqueeze(0).expand(k, -1, -1).contiguous().requires_grad_()
-                            for lin in base.linears]
-            self.biases = [lin.bias.detach().view(1, 1, -1).expand(k, 1, -1).contiguous().requires_grad_()
-                           for lin in base.linears]
-        self.opt = self._optimizer()
-        self.set_members(members)
+        with torch.no_grad():  # one member's start: every member's, since they share the seed
+            self.init = [lin.weight.detach().T.unsqueeze(0).clone() for lin in base.linears] + [
+                lin.bias.detach().view(1, 1, -1).clone() for lin in base.linears]
+        self.n_layers = len(base.linears)
+        self.params: list[torch.Tensor] = [p[:0].clone().requires_grad_() for p in self.init]
+        self.adam = spec.optimizer in ("adam", "adamw")
+        self.moments: list[list[torch.Tensor]] = [[p[:0].clone() for p in self.init]
+                                                  for _ in range(2 if self.adam else 1)]
+        self.steps = torch.zeros(0, 1, 1, dtype=torch.float64)
+        self.knobs: list[Knobs] = []
 
     @property
-    def params(self) -> list[torch.Tensor]:
-        return [*self.weights, *self.biases]
+    def weights(self) -> list[torch.Tensor]:
+        return self.params[:self.n_layers]
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        if self.spec.optimizer == "sgd":
-            return torch.optim.SGD(self.params, lr=self.spec.lr, momentum=self.spec.momentum)
-        return torch.optim.Adam(self.params, lr=self.spec.lr)  # AdamW: Adam plus the decay in ``step``
+    @property
+    def biases(self) -> list[torch.Tensor]:
+        return self.params[self.n_layers:]
 
-    def set_members(self, members: list[_Member]) -> None:
+    def _select(self, idx: torch.Tensor, add: int) -> None:
+        """Keep the members at ``idx``, then append ``add`` fresh ones (the initial weights, no optimizer state)."""
+        with torch.no_grad():
+            self.params = [torch.cat([p.detach()[idx], i.expand(add, -1, -1)]).requires_grad_()
+                           for p, i in zip(self.params, self.init, strict=True)]
+            self.moments = [[torch.cat([m[idx], torch.zeros_like(i).expand(add, -1, -1)])
+                             for m, i in zip(ms, self.init, strict=True)] for ms in self.moments]
+            self.steps = torch.cat([self.steps[idx], torch.zeros(add, 1, 1, dtype=torch.float64)])
+
+    def resize(self, keep: list[int], joining: list[Knobs]) -> None:
+        """Keep the members at positions ``keep`` and add one fresh member per entry of ``joining``."""
+        self._select(torch.tensor(keep, dtype=torch.long), len(joining))
+        self.knobs = [self.knobs[p] for p in keep] + list(joining)
+        self._set_knobs()
+
+    def _set_knobs(self) -> None:
         """Per-member knobs as tensors that broadcast over the member axis."""
         def col(values: Sequence[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1)
 
-        knobs = [m.knobs for m in members]
+        knobs = self.knobs
         self.l1 = col([k.l1 for k in knobs]) if any(k.l1 > 0 for k in knobs) else None
         l2 = [k.l2 for k in knobs]
         self.l2 = torch.tensor(l2) if any(l2) and self.spec.optimizer != "adamw" else None
@@ -119,23 +160,12 @@ class _Stack:
         self.keep: list[tuple[torch.Tensor, torch.Tensor] | None] = [
             (col(p), 1.0 / (1.0 - col(p))) if any(v > 0 for v in p) else None for p in rates]
 
-    def compact(self, keep: list[int], members: list[_Member]) -> None:
-        """Keep only the members at positions ``keep``: their slices of the weights and optimizer state."""
-        idx = torch.tensor(keep)
-        old = self.params
-        new = [p.detach()[idx].requires_grad_() for p in old]
-        n = len(self.weights)
-        self.weights, self.biases = new[:n], new[n:]
-        state = self.opt.state
-        self.opt = self._optimizer()
-        for o, p in zip(old, new, strict=True):
-            if o in state:
-                self.opt.state[p] = {key: (v[idx] if v.dim() > 0 else v.clone()) if isinstance(v, torch.Tensor)
-                                     else v for key, v in state[o].items()}
-        self.set_members(members)
-
     def forward(self, x: torch.Tensor, uniforms: Sequence[torch.Tensor | None] = ()) -> torch.Tensor:
-        """The members' outputs (K, rows, out) for the shared input ``x``; ``uniforms`` per dropout site."""
+        """The members' outputs (K, rows, out) for the input ``x``; ``uniforms`` per dropout site.
+
+        ``x`` is (rows, in) when every member sees the same rows, else (K, rows, in); a site's
+        uniforms are (rows, width) or (K, rows, width) likewise.
+        """
         h = x
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             site = self.keep[j] if j <= self.n_hidden else None
@@ -155,11 +185,15 @@ class _Stack:
         return h
 
     def losses(self, out: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor | None = None) -> torch.Tensor:
-        """Each member's mean loss (K,): cross-entropy with its own smoothing, or squared error."""
+        """Each member's mean loss (K,): cross-entropy with its own smoothing, or squared error.
+
+        ``y`` is (rows,) when every member sees the same rows, else (K, rows).
+        """
         if self.task != "classification":
             return (out.squeeze(-1) - y).pow(2).mean(-1)
         logp = out.log_softmax(-1)
-        nll = -logp.gather(-1, y.view(1, -1, 1).expand(out.shape[0], -1, 1)).squeeze(-1)
+        index = y.view(1, -1, 1).expand(out.shape[0], -1, 1) if y.dim() == 1 else y.unsqueeze(-1)
+        nll = -logp.gather(-1, index).squeeze(-1)
         if smoothing is None:
             return nll.mean(-1)
         return ((1.0 - smoothing) * nll - smoothing * logp.mean(-1)).mean(-1)
@@ -171,16 +205,51 @@ class _Stack:
             loss = loss + self.l2 * sum(w.pow(2).sum((1, 2)) for w in self.weights)
         return loss
 
+    @torch.no_grad()
     def step(self, total: torch.Tensor) -> None:
-        self.opt.zero_grad(set_to_none=True)
-        total.backward()
+        """One optimizer step for every member, then L1's proximal step."""
+        for p in self.params:
+            p.grad = None
+        with torch.enable_grad():
+            total.backward()
+        spec = self.spec
+        self.steps += 1
         if self.decay is not None:
-            with torch.no_grad():
-                for w in self.weights:
-                    w.mul_(self.decay)
-        self.opt.step()
+            for w in self.weights:
+                w.mul_(self.decay)
+        if self.adam:
+            beta1, beta2 = 0.9, 0.999  # torch's defaults, which the lone loop uses
+            correction1 = (1.0 - beta1 ** self.steps).float()
+            correction2_sqrt = (1.0 - beta2 ** self.steps).sqrt().float()
+            step_size = spec.lr / correction1
+            for p, m, v in zip(self.params, *self.moments, strict=True):
+                g = p.grad
+                assert g is not None
+                m.lerp_(g, 1.0 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+                p.sub_(step_size * m / (v.sqrt() / correction2_sqrt).add_(1e-8))
+        else:
+            for p, buf in zip(self.params, self.moments[0], strict=True):
+                g = p.grad
+                assert g is not None
+                if spec.momentum:
+                    buf.mul_(spec.momentum).add_(g)  # from zero: torch's first step, buf = g, exactly
+                    g = buf
+                p.sub_(spec.lr * g)
         if self.l1 is not None:
-            prox_l1_(self.weights, self.l1, self.opt)
+            self._prox_l1(self.l1)
+
+    def _prox_l1(self, l1: torch.Tensor) -> None:
+        """Soft-threshold the weights by each member's λ₁ times its own step size (``prox_l1_``'s rule)."""
+        if self.adam:
+            correction2 = (1.0 - 0.999 ** self.steps).float()
+            for w, v in zip(self.weights, self.moments[1][:self.n_layers], strict=True):
+                threshold = self.spec.lr / (v / correction2).sqrt_().add_(1e-8) * l1
+                w.sub_(torch.clamp(w, min=-threshold, max=threshold))
+        else:
+            threshold = self.spec.lr * l1
+            for w in self.weights:
+                w.sub_(torch.clamp(w, min=-threshold, max=threshold))
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> list[_Measure]:
@@ -208,10 +277,16 @@ def _lone_model(model_spec: ModelSpec, n_in: int, n_out: int, state: list[torch.
     return model
 
 
+Joining = Sequence[tuple[Knobs, EpochCallback | None]]
+"""Members to add to a batch: each one's knobs and epoch callback."""
+
+
 def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Sequence[Knobs], seed: int,
                   on_epoch: Sequence[EpochCallback | None] | None = None,
                   on_end: Callable[[int, MemberOutcome], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> list[MemberOutcome]:
+                  should_stop: Callable[[], bool] | None = None,
+                  refill: Callable[[int], Joining] | None = None,
+                  after_epoch: Callable[[], None] | None = None) -> list[MemberOutcome]:
     """Train one model per entry of ``knobs``, all with ``seed``, as one batched network.
 
     Each member's losses, callbacks and result are those ``train(data, model_spec,
@@ -223,10 +298,16 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         on_end: called with (member index, outcome) as soon as a member ends, while the others train on.
         should_stop: asked between batches, about once a second (``STOP_POLL_S``); True ends every member
             with ``Cancelled``.
+        refill: called at each epoch boundary where members ended, with the number of free places (the
+            batch keeps at most ``len(knobs)`` members); the members it returns join the batch from their
+            first epoch and are numbered after those before them. Return nothing to let the batch shrink.
+        after_epoch: called once per epoch boundary, after every live member's ``on_epoch`` and before
+            the members that ended there are reported to ``on_end`` (a caller writes the epoch's reports
+            together there).
 
     Returns:
-        Per member, in order: its ``TrainResult``, or the exception that ended it (``TrialFailed``
-        for a non-finite loss).
+        Per member, in the order they joined: its ``TrainResult``, or the exception that ended it
+        (``TrialFailed`` for a non-finite loss).
 
     Raises:
         ValueError: batch norm (its statistics are not stacked), or no members.
@@ -235,20 +316,21 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         raise ValueError("batched training needs batch_norm: false (batch statistics are per model)")
     if not knobs:
         raise ValueError("train_batched needs at least one member")
-    callbacks = list(on_epoch) if on_epoch is not None else [None] * len(knobs)
-    live = [_Member(i, k, cb) for i, (k, cb) in enumerate(zip(knobs, callbacks, strict=True))]
-    outcomes: list[MemberOutcome | None] = [None] * len(live)
-    gen = torch.Generator().manual_seed(seed)  # the init, then each epoch's batch order: as ``train`` draws them
+    size = len(knobs)
+    members: list[_Member] = []
+    outcomes: list[MemberOutcome | None] = []
+    gen = torch.Generator().manual_seed(seed)
     base = build_model(model_spec, data.n_features, data.n_outputs, gen)
-    sites = dropout_generators(seed, len(base.hidden))
+    after_init = gen.get_state()  # where each cohort's generator starts: past the init, as ``train`` draws it
     widths = [data.n_features, *(model_spec.hidden or [])]
-    stack = _Stack(base, live, spec, data.task)
+    stack = _Stack(base, spec, data.task)
+    live: list[_Member] = []
     X, y, n = data.train.X, data.train.y, len(data.train)
     patience = spec.early_stopping.patience if spec.early_stopping else None
     min_delta = spec.early_stopping.min_delta if spec.early_stopping else 0.0
 
-    def finish(ended: dict[int, MemberOutcome]) -> None:
-        """Record the members at the given positions as ended and drop them from the stack."""
+    def resize(ended: dict[int, MemberOutcome], joining: Joining) -> None:
+        """Record the members at the given positions as ended, drop them, and add ``joining`` as a new cohort."""
         nonlocal live
         for pos, outcome in ended.items():
             outcomes[live[pos].index] = outcome
@@ -256,10 +338,17 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                 on_end(live[pos].index, outcome)
         keep = [p for p in range(len(live)) if p not in ended]
         live = [live[p] for p in keep]
-        if live:
-            stack.compact(keep, live)
+        if joining:
+            cohort = _Cohort(torch.Generator(), dropout_generators(seed, len(base.hidden)))
+            cohort.gen.set_state(after_init)
+            for k, cb in joining:
+                member = _Member(len(members), k, cb, cohort)
+                members.append(member)
+                outcomes.append(None)
+                live.append(member)
+        stack.resize(keep, [k for k, _ in joining])
 
-    def result(pos: int, epoch: int) -> TrainResult:
+    def result(pos: int) -> TrainResult:
         m = live[pos]
         state = m.best_state if m.best_state is not None else stack.member_state(pos)
         model = _lone_model(model_spec, data.n_features, data.n_outputs, state)
@@ -268,43 +357,64 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         return TrainResult(
             train_loss=tr[0], val_loss=va[0], train_acc=tr[1], val_acc=va[1],
             sparsity=sparsity(weights), features_mask=features_kept_mask(weights[0]),
-            epochs=epoch, best_epoch=m.best[1], seconds=m.seconds,
+            epochs=m.cohort.epoch, best_epoch=m.best[1], seconds=m.seconds,
             curve_train=m.curve_t, curve_val=m.curve_v, model=model,
         )
 
+    def sites_draw(cohorts: list[_Cohort], which: torch.Tensor | None, rows: int) -> list[torch.Tensor | None]:
+        """Each dropout site's uniforms for one batch of ``rows``: drawn per cohort, spread to its members."""
+        drawn: list[torch.Tensor | None] = []
+        for s, width in enumerate(widths):
+            if stack.keep[s] is None:
+                drawn.append(None)
+                continue
+            per = [torch.rand((rows, width), generator=c.sites[s]) for c in cohorts]
+            drawn.append(per[0] if which is None else torch.stack(per)[which])
+        return drawn
+
+    resize({}, list(zip(knobs, on_epoch if on_epoch is not None else [None] * size, strict=True)))
     next_poll = time.monotonic() + STOP_POLL_S
-    for epoch in range(1, spec.epochs + 1):
-        if not live:
-            break
+    while live:
         epoch_started = time.perf_counter()
-        order = torch.randperm(n, generator=gen)
+        cohorts = list(dict.fromkeys(m.cohort for m in live))  # in joining order
+        for c in cohorts:
+            c.order = torch.randperm(n, generator=c.gen)
+        # one cohort: every member sees the same rows; several: each member its cohort's rows
+        which = None if len(cohorts) == 1 else torch.tensor([cohorts.index(m.cohort) for m in live])
+        stopped = False
         for start in range(0, n, spec.batch_size):
             if should_stop is not None and time.monotonic() >= next_poll:
                 if should_stop():
-                    finish({pos: Cancelled(f"cancelled during epoch {epoch}") for pos in range(len(live))})
+                    resize({pos: Cancelled(f"cancelled during epoch {m.cohort.epoch + 1}")
+                            for pos, m in enumerate(live)}, [])
+                    stopped = True
                     break
                 next_poll = time.monotonic() + STOP_POLL_S
-            rows = order[start:start + spec.batch_size]
-            uniforms = [torch.rand((len(rows), w), generator=g) if stack.keep[s] is not None else None
-                        for s, (g, w) in enumerate(zip(sites, widths, strict=True))]
-            losses = stack.train_losses(stack.forward(X[rows], uniforms), y[rows])
+            rows = [c.order[start:start + spec.batch_size] for c in cohorts if c.order is not None]
+            xb, yb = (X[rows[0]], y[rows[0]]) if which is None else (X[torch.stack(rows)][which],
+                                                                      y[torch.stack(rows)][which])
+            losses = stack.train_losses(stack.forward(xb, sites_draw(cohorts, which, len(rows[0]))), yb)
             finite = torch.isfinite(losses)
             if bool(finite.all()):
                 stack.step(losses.sum())
                 continue
-            bad = {int(p): TrialFailed(f"the training loss became {float(losses[p].detach())} in epoch {epoch}")
-                   for p in (~finite).nonzero().flatten()}
+            bad = {int(p): TrialFailed(f"the training loss became {float(losses[p].detach())} in epoch "
+                                       f"{live[int(p)].cohort.epoch + 1}") for p in (~finite).nonzero().flatten()}
             if len(bad) < len(live):
                 stack.step(losses[finite].sum())  # each member's gradient comes from its own loss alone
-            finish(bad)  # type: ignore[arg-type]
+            resize(bad, [])  # type: ignore[arg-type]
             if not live:
                 break
-        if not live:
+            which = None if which is None else torch.tensor([cohorts.index(m.cohort) for m in live])
+        if stopped or not live:
             break
+        for c in cohorts:
+            c.epoch += 1
         trs, vas = stack.evaluate(data.train), stack.evaluate(data.val)
         share = (time.perf_counter() - epoch_started) / len(live)
         ended: dict[int, MemberOutcome] = {}
         for pos, (m, tr, va) in enumerate(zip(live, trs, vas, strict=True)):
+            epoch = m.cohort.epoch
             m.seconds += share
             if not (math.isfinite(tr[0]) and math.isfinite(va[0])):
                 ended[pos] = TrialFailed(f"the loss became non-finite in epoch {epoch} (train {tr[0]}, val {va[0]})")
@@ -323,14 +433,18 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                 if patience is not None:
                     m.best_state = stack.member_state(pos)
             elif epoch - m.best[1] >= patience:
-                ended[pos] = result(pos, epoch)
-        if ended:
-            finish(ended)
-    if live:
-        finish({pos: result(pos, len(m.curve_t)) for pos, m in enumerate(live)})
+                ended[pos] = result(pos)
+                continue
+            if epoch >= spec.epochs:
+                ended[pos] = result(pos)
+        if after_epoch is not None:
+            after_epoch()
+        free = size - len(live) + len(ended)
+        joining = refill(free) if refill is not None and ended and free > 0 else []
+        if ended or joining:
+            resize(ended, joining)
     done: list[MemberOutcome] = []
     for o in outcomes:
-        assert o is not None  # every member ends in the loop or after it
+        assert o is not None  # every member ends in the loop
         done.append(o)
     return done
-

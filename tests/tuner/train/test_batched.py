@@ -169,3 +169,44 @@ def test_a_stop_asked_mid_epoch_cancels_every_member(monkeypatch: pytest.MonkeyP
                              on_end=lambda k, _: ended.append(k), should_stop=stop_at_third_step)
     assert all(isinstance(o, Cancelled) and "during epoch 1" in str(o) for o in outcomes)
     assert sorted(ended) == [0, 1, 2, 3]
+
+
+def test_members_that_join_as_others_end_train_as_they_would_alone() -> None:
+    spec, data = _setup("mlp", "breast_cancer", "adam")
+    knobs = _members(2, True)
+    more = [Knobs(l2=1e-3, dropout=(0.2, 0.0), label_smoothing=0.05), Knobs(l1=3e-3, dropout=(0.0, 0.4)),
+            Knobs(dropout=(0.1, 0.1), input_dropout=0.05)]
+    waiting = list(more)
+    sizes: list[int] = []
+
+    def refill(free: int) -> list[tuple[Knobs, None]]:
+        sizes.append(free)
+        joining, waiting[:] = waiting[:free], waiting[free:]
+        return [(k, None) for k in joining]
+
+    ended: list[int] = []
+    outcomes = train_batched(data, spec.model, spec.training, knobs[:2], spec.seed, refill=refill,
+                             on_end=lambda k, _: ended.append(k))
+    assert not waiting and len(outcomes) == 2 + len(more) and sorted(ended) == list(range(5))
+    assert all(0 < free <= 2 for free in sizes)  # asked only for the places that ended: never more than 2 members
+    for k, member in zip([*knobs[:2], *more], outcomes, strict=True):  # the same seed: each its own cohort's draws
+        _assert_same(train(data, spec.model, spec.training, k, spec.seed), member)
+
+
+def test_adam_counts_each_members_own_steps() -> None:
+    """A member that joins late starts Adam's bias correction at its own step 1, as its lone run does."""
+    spec, data = _setup("linear", "breast_cancer", "adam", patience=None)
+    late = [Knobs(l2=1e-2)]
+
+    def first_stops(epoch: int, train_loss: float, val_loss: float) -> None:
+        if epoch == 3:
+            raise optuna.TrialPruned("pruned after epoch 3")
+
+    def refill(free: int) -> list[tuple[Knobs, None]]:
+        joining = [(k, None) for k in late]
+        late.clear()
+        return joining
+
+    outcomes = train_batched(data, spec.model, spec.training, [Knobs()], spec.seed, [first_stops], refill=refill)
+    assert isinstance(outcomes[0], optuna.TrialPruned)
+    _assert_same(train(data, spec.model, spec.training, Knobs(l2=1e-2), spec.seed), outcomes[1])

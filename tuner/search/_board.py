@@ -1,0 +1,86 @@
+"""A batch's epoch reports, written together, and the pruner's view of the study, read once per epoch.
+
+Alone, a trial writes each epoch's report (one commit) and its pruner reads the
+study's trials back (one query) every epoch. K trials trained as one batch would
+do that K times per epoch boundary, which on a small model costs more than the
+epoch itself. The board writes the boundary's K reports in one transaction and,
+for a percentile pruner (``median``), answers each member from one snapshot of
+the study's completed trials. The snapshot is read again when a trial of this
+process has completed since (the board is told) and at least every
+``REFRESH_S``, so trials other workers complete are seen as well.
+
+A percentile pruner reads only the completed trials and the member's own
+reports, so its answers are the ones it would give alone at that moment. Other
+pruners (``hyperband`` keeps its own bookkeeping in the storage) are asked
+through the trial as usual, and their members write their reports one by one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import optuna
+from optuna.pruners import PercentilePruner
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.storage import write_trials
+
+__all__ = ["REFRESH_S", "EpochBoard"]
+
+REFRESH_S = 2.0
+"""The oldest the snapshot of completed trials may be when a pruner reads it."""
+
+
+class _Completed:
+    """What a percentile pruner reads of a study: its completed trials and its direction."""
+
+    def __init__(self, trials: list[FrozenTrial], direction: StudyDirection) -> None:
+        self.trials, self.direction = trials, direction
+
+    def get_trials(self, deepcopy: bool = False, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        return [t for t in self.trials if states is None or t.state in states]
+
+
+class EpochBoard:
+    """Collects a batch's epoch reports, writes them in one go, and prunes from a snapshot. Thread-safe."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        self.batches = isinstance(study.pruner, PercentilePruner) and len(study.directions) == 1
+        self._pending: list[tuple[int, int, float]] = []
+        self._snapshot: _Completed | None = None
+        self._read_at = 0.0
+        self._lock = threading.Lock()
+
+    def report(self, trial: optuna.Trial, step: int, value: float) -> None:
+        """Queue a report; ``flush`` writes it (before the trial is told how it ended)."""
+        with self._lock:
+            self._pending.append((trial._trial_id, step, value))
+
+    def should_prune(self, trial: optuna.Trial, values: dict[int, float]) -> bool:
+        """The pruner's answer for ``trial``, whose reports so far are ``values``."""
+        frozen = FrozenTrial(number=trial.number, state=TrialState.RUNNING, value=None, datetime_start=None,
+                             datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+                             intermediate_values=dict(values), trial_id=trial._trial_id)
+        return bool(self.study.pruner.prune(self._completed(), frozen))  # type: ignore[arg-type]
+
+    def _completed(self) -> _Completed:
+        with self._lock:
+            if self._snapshot is None or time.monotonic() - self._read_at >= REFRESH_S:
+                trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                self._snapshot = _Completed(trials, self.study.direction)
+                self._read_at = time.monotonic()
+            return self._snapshot
+
+    def completed(self) -> None:
+        """A trial of this batch has completed: the next pruner question reads the study again."""
+        with self._lock:
+            self._snapshot = None
+
+    def flush(self) -> None:
+        """Write every queued report in one transaction."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        write_trials(self.study._storage, intermediate=pending)
