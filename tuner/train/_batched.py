@@ -39,6 +39,9 @@ from tuner.train._regularizers import features_kept_mask, sparsity
 
 __all__ = ["MemberOutcome", "auto_batch", "n_weights", "train_batched"]
 
+_FUSED_ADAM = hasattr(torch, "_fused_adam_")
+"""torch's fused Adam kernel (what ``Adam(fused=True)`` runs): one pass per member slice instead of nine."""
+
 MemberOutcome = TrainResult | Exception
 """How a member ended: its measurements, or the exception that stopped it, as ``train`` would have raised it."""
 
@@ -149,7 +152,7 @@ class _Stack:
         knobs = self.knobs
         self.l1 = col([k.l1 for k in knobs]) if any(k.l1 > 0 for k in knobs) else None
         l2 = [k.l2 for k in knobs]
-        self.l2 = torch.tensor(l2) if any(l2) and self.spec.optimizer != "adamw" else None
+        self.l2 = col(l2) if any(l2) and self.spec.optimizer != "adamw" else None
         # AdamW's decoupled decay, w ← w·(1 − lr·2λ₂), one factor per member as torch applies it per group
         self.decay = (1.0 - self.spec.lr * 2.0 * col(l2)) if any(l2) and self.spec.optimizer == "adamw" else None
         self.smoothing = (torch.tensor([k.label_smoothing for k in knobs]).view(-1, 1)
@@ -199,25 +202,40 @@ class _Stack:
         return ((1.0 - smoothing) * nll - smoothing * logp.mean(-1)).mean(-1)
 
     def train_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The training objective per member: its smoothed loss plus λ₂·Σw² (unless AdamW decays instead)."""
-        loss = self.losses(out, y, self.smoothing)
-        if self.l2 is not None:
-            loss = loss + self.l2 * sum(w.pow(2).sum((1, 2)) for w in self.weights)
-        return loss
+        """The training loss per member, with its own smoothing; λ₂'s gradient is added in ``step``."""
+        return self.losses(out, y, self.smoothing)
 
-    @torch.no_grad()
     def step(self, total: torch.Tensor) -> None:
         """One optimizer step for every member, then L1's proximal step."""
         for p in self.params:
             p.grad = None
-        with torch.enable_grad():
-            total.backward()
+        total.backward()
+        with torch.no_grad():
+            self._update()
+
+    def _update(self) -> None:
         spec = self.spec
+        grads = [p.grad for p in self.params]
+        assert all(g is not None for g in grads)
+        if self.l2 is not None:  # d(λ₂·Σw²)/dw, added as the lone loop's autograd adds it
+            for w in self.weights:
+                assert w.grad is not None
+                w.grad.addcmul_(w, 2.0 * self.l2)
         self.steps += 1
         if self.decay is not None:
             for w in self.weights:
                 w.mul_(self.decay)
-        if self.adam:
+        if self.adam and _FUSED_ADAM:
+            # torch's fused Adam over each member's slices, each with its member's step count
+            steps = [s.float() for s in self.steps.view(-1).unbind(0)]
+
+            def slices(tensors: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+                return [s for t in tensors if t is not None for s in t.unbind(0)]
+
+            torch._fused_adam_(slices(self.params), slices(grads), slices(self.moments[0]), slices(self.moments[1]),
+                               [], steps * len(self.params), lr=spec.lr, beta1=0.9, beta2=0.999, weight_decay=0.0,
+                               eps=1e-8, amsgrad=False, maximize=False)
+        elif self.adam:  # torch's single-tensor Adam, one bias correction per member
             beta1, beta2 = 0.9, 0.999  # torch's defaults, which the lone loop uses
             correction1 = (1.0 - beta1 ** self.steps).float()
             correction2_sqrt = (1.0 - beta2 ** self.steps).sqrt().float()
@@ -235,7 +253,7 @@ class _Stack:
                 if spec.momentum:
                     buf.mul_(spec.momentum).add_(g)  # from zero: torch's first step, buf = g, exactly
                     g = buf
-                p.sub_(spec.lr * g)
+                p.add_(g, alpha=-spec.lr)
         if self.l1 is not None:
             self._prox_l1(self.l1)
 
