@@ -1,7 +1,7 @@
 """How many trials per second does a search run? The script a practitioner would write against regtune.
 
     python bench/search_speed.py [--trials 40] [--epochs 30] [--batch auto] [--parallelism 1]
-                                 [--pruner median] [--also-unbatched]
+                                 [--pruner median] [--also-unbatched] [--postgres]
 
 One invocation, one split of digits (regtune's own 70/15/15), one budget: N TPE trials
 over λ₁, λ₂, dropout and label smoothing for an MLP 64-256-256-10, at most ``--epochs``
@@ -18,7 +18,9 @@ epochs with patience 5, batch 128, Adam 1e-3.
 Prints per run: trials/s over the search (and over the whole run, report included),
 the ratio to plain, the best validation loss, the chosen configuration's test loss,
 the epochs trained (and epochs/s: pruning and early stopping change the epochs per
-trial), and for regtune the share of the search's wall time spent in Optuna's storage calls.
+trial), and for regtune the share of the search's wall time spent in storage calls (Optuna's,
+and regtune's batched writes), on SQLite and, with ``--postgres``, on a throwaway PostgreSQL
+cluster started as the tests start theirs.
 Timings on a shared machine move with its load: the load average is printed, and
 ratios are only comparable within one invocation.
 """
@@ -30,6 +32,7 @@ import copy
 import functools
 import math
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -43,6 +46,9 @@ import torch.nn.functional as F
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _postgres import find_bindir, running_server  # the tests' throwaway cluster
 
 import tuner.search._board
 import tuner.search._trial
@@ -166,7 +172,7 @@ def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[], float]:
 
 
 def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: str,
-                folder: Path) -> dict[str, Any]:
+                url: str) -> dict[str, Any]:
     """``run_job`` on the same data and budget: a baseline trial plus ``trials - 1`` joint trials."""
     spec = parse_spec({
         "name": f"speed-b{batch}-p{parallelism}", "seed": SEED,
@@ -179,7 +185,6 @@ def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: 
                    "stages": [{"name": "joint", "params": list(SPACE), "trials": trials - 1}]},
         "report": {"top_k": 1, "seeds": 0},
     })
-    url = f"sqlite:///{folder}/{spec.name}.db"
     spent = _time_storage(open_storage(url))
     clock = _Clock()
     started = time.perf_counter()
@@ -214,6 +219,8 @@ def main() -> None:
     p.add_argument("--parallelism", type=int, default=1)
     p.add_argument("--pruner", default="median", choices=["none", "median", "hyperband"])
     p.add_argument("--also-unbatched", action="store_true", help="also run regtune with batch 1 (today's loop)")
+    p.add_argument("--postgres", action="store_true",
+                   help="also run regtune's batched job on PostgreSQL (a throwaway cluster, as the tests start one)")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_dataset(parse_spec({"name": "d", "seed": SEED, "dataset": {"source": "sklearn", "name": "digits"},
@@ -228,9 +235,18 @@ def main() -> None:
     runs = [(args.batch, args.parallelism)] + ([("1", args.parallelism)] if args.also_unbatched else [])
     with tempfile.TemporaryDirectory() as folder:
         for batch, parallelism in runs:
-            r = regtune_run(args.trials, args.epochs, batch, parallelism, args.pruner, Path(folder))
+            url = f"sqlite:///{folder}/b{batch}-p{parallelism}.db"
+            r = regtune_run(args.trials, args.epochs, batch, parallelism, args.pruner, url)
             torch.set_num_threads(threads)
             print(_row(f"regtune batch {batch}, par {parallelism}", r, plain), flush=True)
+    if args.postgres:
+        bindir = find_bindir()
+        if bindir is None:
+            raise SystemExit("--postgres: PostgreSQL is not installed (apt-get install postgresql)")
+        with running_server(bindir) as pg, pg.database() as url:
+            r = regtune_run(args.trials, args.epochs, args.batch, args.parallelism, args.pruner, url)
+            torch.set_num_threads(threads)
+            print(_row(f"regtune batch {args.batch}, postgres", r, plain), flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end (other processes share these cores)")
 
 
