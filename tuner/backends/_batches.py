@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import optuna
 
@@ -68,19 +69,24 @@ def torch_threads(spec: JobSpec, data: Dataset) -> int:
     return max(1, min(worker_cores(spec), work // MIN_WORK_PER_THREAD))
 
 
-def run_batches(run: StageRun, data: Dataset, per_batch: int) -> None:
-    """One worker: train the stage's trials ``per_batch`` at a time, refilling places as members end."""
+def run_batches(run: StageRun, data: Dataset, per_batch: int, interrupted: threading.Event | None = None) -> None:
+    """One worker: train the stage's trials ``per_batch`` at a time, refilling places as members end.
+
+    Args:
+        interrupted: set on Ctrl-C; the members it stops are recorded as interrupted by it.
+    """
     while True:
         asked: list[tuple[optuna.Trial, dict[str, float]]] = []
         while len(asked) < per_batch and (one := run.ask()) is not None:
             asked.append(one)
         if not asked:
             return
-        if not _train_batch(run, data, asked):
+        if not _train_batch(run, data, asked, interrupted):
             return
 
 
-def _train_batch(run: StageRun, data: Dataset, first: list[tuple[optuna.Trial, dict[str, float]]]) -> bool:
+def _train_batch(run: StageRun, data: Dataset, first: list[tuple[optuna.Trial, dict[str, float]]],
+                 interrupted: threading.Event | None = None) -> bool:
     """Train one batch, refilled from the stage as members end; tell the study about each trial as it ends.
 
     False when recording failed (the stage was aborted).
@@ -99,6 +105,9 @@ def _train_batch(run: StageRun, data: Dataset, first: list[tuple[optuna.Trial, d
             if index >= len(recorders):  # it broke before this trial's recorder was made
                 raise ended if isinstance(ended, Exception) else RuntimeError("no recorder")
             outcome = recorders[index].conclude(ended)
+            if outcome.cancelled and interrupted is not None and interrupted.is_set():  # say why: Ctrl-C
+                reason = f"interrupted (Ctrl-C) after epoch {len(recorders[index].curve_v)}"
+                outcome = fail_trial(trial.storage, trial._trial_id, reason, interrupted=True, cancelled=True)
         except Exception as exc:  # a bug in one trial must not leave it RUNNING
             log.error("trial %d of stage %s crashed", trial.number, stage, exc_info=exc)
             outcome = fail_trial(trial.storage, trial._trial_id, repr(exc))

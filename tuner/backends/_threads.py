@@ -52,7 +52,7 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 return
 
     per_batch = trials_per_batch(run.spec, data, run.target)
-    work = partial(run_batches, run, data, per_batch) if per_batch > 1 else worker
+    work = partial(run_batches, run, data, per_batch, interrupted) if per_batch > 1 else worker
     asked_to_stop = run.should_stop
     run.should_stop = lambda: interrupted.is_set() or (asked_to_stop is not None and asked_to_stop())
     ended = [threading.Event() for _ in range(run.spec.search.parallelism)]
