@@ -100,7 +100,8 @@ def test_a_sampler_that_fails_fails_its_trial_with_the_reason(tiny: Tiny, sqlite
     monkeypatch.setitem(sys.modules, "cmaes", None)
     monkeypatch.setattr("optuna.samplers._cmaes.cmaes", _LazyImport("cmaes"))
     stages = [{"name": "l2", "params": ["l2"], "trials": 5}]
-    spec = parse_spec(tiny(**FAST, search={"sampler": "cmaes", "stages": stages}))
+    # one at a time: trials asked while others run would still be startup trials, never reaching cmaes
+    spec = parse_spec(tiny(**FAST, search={"sampler": "cmaes", "stages": stages, "batch": 1}))
     with pytest.raises(RegtuneError, match=r"only 3 of 5 trials finished .* last failure: the 'cmaes' sampler "
                                            r"failed: ModuleNotFoundError"):
         run_job(spec, storage=sqlite_url)
