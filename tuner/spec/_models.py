@@ -207,8 +207,10 @@ class SearchSpec(Strict):
                                         "[val_loss, gap] for a Pareto search (two objectives)")
     parallelism: int = Field(default=1, ge=1, le=64, description="trials at once")
     batch: int | str = Field(
-        default=1, description="auto | K: how many trials of a stage train together as one batched model "
-                               "(mlp and linear models on the CPU in fp32, thread backend); 1 trains one at a time")
+        default=1, description="auto | K: how many trials of a stage train together as one batched model (on the "
+                               "CPU in fp32, thread backend; a module or cnn through torch.func.vmap where its "
+                               "forward allows, else one at a time, saying why in the study's batched_reason); "
+                               "1 trains one at a time")
     space: Space = Field(default_factory=Space, description="the knobs' priors; a knob left out is never used")
     stages: list[StageSpec] | None = Field(default=None, description=(
         "run in order, each fixing its best values for the later ones; left out: a 'baseline' stage "

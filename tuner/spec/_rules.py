@@ -113,9 +113,6 @@ def check_spec(spec: JobSpec) -> list[Issue]:
         if search.backend != "optuna":
             issues.append(Issue("search.batch", f"the {search.backend} backend trains one trial at a time, but "
                                 f"got batch={search.batch}; use batch: 1 or auto", search.batch))
-        if spec.model.kind not in ("mlp", "linear"):
-            issues.append(Issue("search.batch", f"batched trials need model kind mlp or linear, but the model is "
-                                f"a {spec.model.kind}; use batch: 1 or auto", search.batch))
         if spec.training.precision != "fp32" or spec.training.device not in ("auto", "cpu"):
             issues.append(Issue("search.batch", f"batched trials train in fp32 on the CPU, but got device "
                                 f"{spec.training.device!r} and precision {spec.training.precision!r}; "

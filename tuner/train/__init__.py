@@ -1,4 +1,4 @@
-"""Training, torch only: the data as tensors, the models, the loop (one model or K batched), the regularizers.
+"""Training, torch only: the data as tensors, the models, the loop (one model, or K batched), the regularizers.
 
 Knows nothing of Optuna: a trial's knobs come in as ``tuner.knobs.Knobs``.
 """
@@ -19,6 +19,7 @@ from tuner.train._module import (
     make_plugin,
 )
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
+from tuner.train._vmapped import VMAPPED_KINDS, auto_members, forward_work, train_vmapped, vmap_blocker
 
 __all__ = [
     "DROPOUT_TYPES",
@@ -27,6 +28,7 @@ __all__ = [
     "MODEL_WEIGHTS",
     "UPLOADS",
     "UPLOAD_FORMATS",
+    "VMAPPED_KINDS",
     "Dataset",
     "EpochCallback",
     "MemberOutcome",
@@ -34,6 +36,7 @@ __all__ = [
     "Split",
     "TrainResult",
     "auto_batch",
+    "auto_members",
     "build_any",
     "build_model",
     "check_model",
@@ -44,6 +47,7 @@ __all__ = [
     "evaluate",
     "export_model",
     "features_kept_mask",
+    "forward_work",
     "l2_penalty",
     "load_dataset",
     "load_model",
@@ -57,4 +61,6 @@ __all__ = [
     "train",
     "train_batched",
     "train_cv",
+    "train_vmapped",
+    "vmap_blocker",
 ]

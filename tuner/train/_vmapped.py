@@ -40,7 +40,7 @@ from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._batched import MemberOutcome
 from tuner.train._data import Dataset, Split
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
-from tuner.train._module import PluginModel, build_any, decay_weights, dropout_modules
+from tuner.train._module import PluginModel, build_any, decay_weights, dropout_modules, has_batch_norm
 from tuner.train._regularizers import prox_l1_, sparsity
 
 __all__ = ["VMAPPED_KINDS", "auto_members", "forward_work", "train_vmapped", "vmap_blocker"]
@@ -271,6 +271,7 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
     gen = torch.Generator().manual_seed(seed)  # the init, then each epoch's batch order: as ``train`` draws them
     stack = _Stack(_build(model_spec, data, gen), live, spec, data.task)
     X, y, n = data.train.X, data.train.y, len(data.train)
+    batch_norm = has_batch_norm(stack.net)
     patience = spec.early_stopping.patience if spec.early_stopping else None
     min_delta = spec.early_stopping.min_delta if spec.early_stopping else 0.0
 
@@ -288,7 +289,7 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
 
     def result(pos: int, epoch: int) -> TrainResult:
         m = live[pos]
-        model = _build(model_spec, data, torch.Generator().manual_seed(seed))  # a plain module: no hooks, the member's weights
+        model = _build(model_spec, data, torch.Generator().manual_seed(seed))  # a plain module, no hooks
         state = m.best_state if m.best_state is not None else stack.member_state(pos)
         with torch.no_grad():
             for name, p in model.net.named_parameters():
@@ -317,6 +318,8 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                     break
                 next_poll = time.monotonic() + STOP_POLL_S
             rows = order[start:start + spec.batch_size]
+            if len(rows) < 2 and batch_norm:
+                continue  # batch norm cannot normalize a single row (as ``train`` skips it)
             losses = stack.train_losses(stack.forward(X[rows]), y[rows])
             finite = torch.isfinite(losses)
             if bool(finite.all()):
@@ -385,8 +388,8 @@ def _probe(model_spec: ModelSpec, data: Dataset) -> _Probe:
     x, y = data.train.X[:4], data.train.y[:4]
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as flops:
-        model(x[:1])
-    work = max(1, flops.get_total_flops() // 2)
+        model(x[:2])  # two rows: batch norm without running statistics needs more than one, even in eval
+    work = max(1, flops.get_total_flops() // 4)
     probe = _Probe(_blocker(model, x, y, data.task), work)
     with _probes_lock:
         _probes[key] = probe
