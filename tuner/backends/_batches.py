@@ -64,7 +64,7 @@ def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
             or resolve_device(spec.training.device).type != "cpu"):
         return 1
     vmapped = spec.model.kind in VMAPPED_KINDS
-    if vmapped and vmap_blocker(spec.model, data) is not None:
+    if spec.search.batch == 1 or (vmapped and vmap_blocker(spec.model, data) is not None):
         return 1
     if spec.search.batch == "auto":
         if vmapped:
@@ -100,7 +100,7 @@ def torch_threads(spec: JobSpec, data: Dataset) -> int:
     model); a tiny model's step keeps one thread, where a second would only wait on the first.
     """
     k = max(trials_per_batch(spec, data, stage.trials) for stage in spec.stages)
-    per_example = (forward_work(spec.model, data) if spec.model.kind in VMAPPED_KINDS
+    per_example = (forward_work(spec.model, data) if k > 1 and spec.model.kind in VMAPPED_KINDS
                    else n_weights(spec.model, data.n_features, data.n_outputs))
     work = k * per_example * spec.training.batch_size
     return max(1, min(worker_cores(spec), work // MIN_WORK_PER_THREAD))

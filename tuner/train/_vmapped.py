@@ -387,10 +387,12 @@ def _probe(model_spec: ModelSpec, data: Dataset) -> _Probe:
     model = _build(model_spec, data, torch.Generator().manual_seed(0))
     x, y = data.train.X[:4], data.train.y[:4]
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as flops:
-        model(x[:2])  # two rows: batch norm without running statistics needs more than one, even in eval
-    work = max(1, flops.get_total_flops() // 4)
-    probe = _Probe(_blocker(model, x, y, data.task), work)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as flops:
+            model(x[:2])  # two rows: batch norm without running statistics needs more than one, even in eval
+        probe = _Probe(_blocker(model, x, y, data.task), max(1, flops.get_total_flops() // 4))
+    except Exception as exc:  # its own forward fails: ``check_model`` says why, naming the field
+        probe = _Probe(f"its forward fails: {type(exc).__name__}: {exc}", 1)
     with _probes_lock:
         _probes[key] = probe
     return probe
