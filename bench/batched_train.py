@@ -1,13 +1,14 @@
 """How much faster per trial is a batch of K trials than K lone runs? Same process, same knobs.
 
-    python bench/batched_train.py [--kind mlp|cnn|plugin] [--hidden 256,256] [--k 2,4,8,16] [--epochs 3]
-                                  [--repeats 3] [--threads 1]
+    python bench/batched_train.py [--kind mlp|cnn|plugin] [--hidden 256,256] [--channels 16,32] [--k 2,4,8,16]
+                                  [--epochs 3] [--repeats 3] [--threads 1]
 
 Trains on the digits with λ₁, λ₂, dropout and smoothing on, once alone (``train``) and as K
 members of one batched model, interleaved ``--repeats`` times; prints the median seconds per
 trial of each and the ratio (lone / batched per trial). ``--kind mlp`` is the MLP ``--hidden``
-(``train_batched``); ``cnn`` the built-in CNN (channels 16, 32; dense ``--hidden``) and ``plugin``
-the ``digits_models:convnet`` factory of ``examples/models`` on the 8x8 images (``train_vmapped``).
+(``train_batched``); ``cnn`` the built-in CNN (conv blocks ``--channels``, dense ``--hidden``) and
+``plugin`` the ``digits_models:convnet`` factory of ``examples/models`` (the first of ``--channels``,
+the first of ``--hidden``) on the 8x8 images (``train_vmapped``).
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from tuner.train import check_model, load_dataset, train, train_batched, train_v
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 
 
-def _model(kind: str, hidden: list[int]) -> tuple[dict[str, Any], str]:
+def _model(kind: str, hidden: list[int], channels: list[int]) -> tuple[dict[str, Any], str]:
     """The model part of the spec and the dataset for ``--kind``."""
     if kind == "cnn":
-        return {"kind": "cnn", "channels": [16, 32], "kernel": 3, "hidden": hidden}, "digits_images"
+        return {"kind": "cnn", "channels": channels, "kernel": 3, "hidden": hidden}, "digits_images"
     if kind == "plugin":
         os.environ["REGTUNE_MODELS_DIR"] = str(MODELS)
-        return {"kind": "module", "factory": "digits_models:convnet", "args": {"channels": 16, "hidden": hidden[0]}
-                }, "digits_images"
+        args = {"channels": channels[0], "hidden": hidden[0]}
+        return {"kind": "module", "factory": "digits_models:convnet", "args": args}, "digits_images"
     return {"kind": "mlp", "hidden": hidden}, "digits"
 
 
@@ -43,6 +44,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kind", choices=["mlp", "cnn", "plugin"], default="mlp")
     p.add_argument("--hidden", default="256,256")
+    p.add_argument("--channels", default="16,32")
     p.add_argument("--k", default="2,4,8,16")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
@@ -51,7 +53,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     hidden = [int(h) for h in args.hidden.split(",")]
     ks = [int(k) for k in args.k.split(",")]
-    model, dataset = _model(args.kind, hidden)
+    channels = [int(c) for c in args.channels.split(",")]
+    model, dataset = _model(args.kind, hidden, channels)
     spec = parse_spec({"name": "bench", "dataset": {"source": "sklearn", "name": dataset}, "model": model,
                        "training": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3},
                        "search": {"space": {"l2": {"low": 1e-5, "high": 1e-1, "log": True}}}})
@@ -70,8 +73,8 @@ def main() -> None:
             batched(data, spec.model, spec.training, [knobs] * k, 0)
             times[k].append((time.perf_counter() - t) / k)
     med = {k: statistics.median(v) for k, v in times.items()}
-    what = {"mlp": f"MLP {hidden}", "cnn": f"CNN [16, 32] then {hidden}",
-            "plugin": f"plug-in digits_models:convnet (16 channels, {hidden[0]} dense)"}[args.kind]
+    what = {"mlp": f"MLP {hidden}", "cnn": f"CNN {channels} then {hidden}",
+            "plugin": f"plug-in digits_models:convnet ({channels[0]} channels, {hidden[0]} dense)"}[args.kind]
     print(f"digits, {what}, {args.epochs} epochs, {args.threads} thread(s), median of {args.repeats}")
     print(f"  alone: {med[1]:.3f} s/trial")
     for k in ks:

@@ -86,8 +86,7 @@ def note_batching(run: StageRun, data: Dataset, per_batch: int) -> None:
     why = vmap_blocker(spec.model, data) if spec.model.kind in VMAPPED_KINDS else None
     if why is not None:
         attrs["batched_reason"] = why
-        log.warning("stage %s: trials train one at a time, not batched: the %s %s", run.stage.name,
-                    spec.model.kind, why)
+        log.warning("stage %s: its trials train one at a time, not batched: %s", run.stage.name, why)
     for key, value in attrs.items():
         if run.study.user_attrs.get(key) != value:
             run.study.set_user_attr(key, value)

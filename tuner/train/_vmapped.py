@@ -294,8 +294,7 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         with torch.no_grad():
             for name, p in model.net.named_parameters():
                 p.copy_(state[name])
-        model.train()
-        model.set_dropout(m.knobs.dropout)
+        model.set_dropout(m.knobs.dropout)  # the rates its lone run leaves set
         model.eval()
         tr, va = m.best_measures
         return TrainResult(
@@ -392,7 +391,7 @@ def _probe(model_spec: ModelSpec, data: Dataset) -> _Probe:
             model(x[:2])  # two rows: batch norm without running statistics needs more than one, even in eval
         probe = _Probe(_blocker(model, x, y, data.task), max(1, flops.get_total_flops() // 4))
     except Exception as exc:  # its own forward fails: ``check_model`` says why, naming the field
-        probe = _Probe(f"its forward fails: {type(exc).__name__}: {exc}", 1)
+        probe = _Probe(f"the model's forward fails: {type(exc).__name__}: {exc}", 1)
     with _probes_lock:
         _probes[key] = probe
     return probe
@@ -405,7 +404,7 @@ def _blocker(model: PluginModel, x: torch.Tensor, y: torch.Tensor, task: str) ->
         model.net(x)
     changed = [n for n, b in model.net.named_buffers() if not torch.equal(before[n], b)]
     if changed:
-        return (f"its forward changes buffers in place ({', '.join(changed[:3])}"
+        return (f"the model's forward changes buffers in place ({', '.join(changed[:3])}"
                 f"{', …' if len(changed) > 3 else ''}: batch norm's running statistics or the like), which one "
                 f"batched model cannot keep per member")
     n_drop = len(dropout_modules(model.net))
@@ -416,7 +415,7 @@ def _blocker(model: PluginModel, x: torch.Tensor, y: torch.Tensor, task: str) ->
         stack.evaluate(Split(x, y))
     except Exception as exc:  # data-dependent control flow, .item(), an op vmap has no rule for
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"torch.func.vmap cannot run it: {type(exc).__name__}: {first[:300]}"
+        return f"torch.func.vmap cannot run the model: {type(exc).__name__}: {first[:300]}"
     return None
 
 

@@ -93,7 +93,7 @@ def _setup(model: dict[str, Any], dataset: str, optimizer: str = "adam", patienc
               else {"source": "sklearn", "name": dataset, "split": {"val": 0.3, "test": 0.4}})
     spec = parse_spec({
         "name": "v", "dataset": source, "model": model,
-        "training": {"epochs": 4, "batch_size": 16, "lr": 0.05, "optimizer": optimizer,
+        "training": {"epochs": 3, "batch_size": 16, "lr": 0.05, "optimizer": optimizer,
                      "early_stopping": {"patience": patience} if patience else None},
         "search": {"space": {"l2": {"low": 1e-5, "high": 1e-1, "log": True}}},
     })
