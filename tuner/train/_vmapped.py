@@ -36,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
+from tuner.plugins import load_factory
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._batched import MemberOutcome
 from tuner.train._data import Dataset, Split
@@ -373,13 +374,15 @@ class _Probe:
     work: int  # multiply-adds of one example's forward pass
 
 
-_probes: dict[tuple[str, tuple[int, ...], int, str], _Probe] = {}
+_probes: dict[tuple[str, tuple[int, ...], int, str, object], _Probe] = {}
 _probes_lock = threading.Lock()
 
 
 def _probe(model_spec: ModelSpec, data: Dataset) -> _Probe:
     """Build the model, count its work, and try two members' training step and eval pass under ``vmap``."""
-    key = (model_spec.model_dump_json(), tuple(data.input_shape), data.n_outputs, data.task)
+    # the factory itself too: a models file edited since is loaded again, as a new function
+    factory = load_factory(model_spec.factory) if model_spec.kind == "module" and model_spec.factory else None
+    key = (model_spec.model_dump_json(), tuple(data.input_shape), data.n_outputs, data.task, factory)
     with _probes_lock:
         if key in _probes:
             return _probes[key]

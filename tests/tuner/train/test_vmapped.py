@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner import parse_spec, run_job
+from tuner.backends import trials_per_batch
 from tuner.knobs import Knobs
 from tuner.train import MemberOutcome, TrainResult, load_dataset, train, train_vmapped, vmap_blocker
 
@@ -188,3 +189,12 @@ def test_a_stage_of_plugin_trials_batches_or_says_why_it_cannot(
         assert "calling .item()" in study.user_attrs["batched_reason"]
         assert len(said) == 2 and all("calling .item()" in line for line in said)  # one line per stage
         assert "stage baseline" in said[0] and "stage l2" in said[1]
+
+
+@pytest.mark.parametrize(("factory", "per_batch"), [("nets:mlp", 3), ("nets:branches", 1)])
+def test_auto_batches_a_plugin_vmap_can_run_and_not_one_it_cannot(
+        tiny: Tiny, folders: Path, factory: str, per_batch: int) -> None:
+    spec = parse_spec(tiny(dataset={"source": "npz", "path": "img.npz", "name": None, "split": None},
+                           model={"kind": "module", "factory": factory, "hidden": None}, search={"batch": "auto"}))
+    data = load_dataset(spec.dataset, spec.seed).without_test()
+    assert trials_per_batch(spec, data, 12) == per_batch  # a tiny model: K is the stage's trials over four rounds
