@@ -55,11 +55,12 @@ def worker_cores(spec: JobSpec) -> int:
 def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
     """K for a stage: ``search.batch``, with ``auto`` sized from the model and a worker's cores.
 
-    Batch norm, cross-validation (a trial is k fits), a GPU, half precision, the Ray backend and a
-    plug-in that ``vmap`` cannot run (``vmap_blocker``) train one trial at a time
+    An MLP with batch norm, cross-validation (a trial is k fits), a GPU, half precision, the Ray backend
+    and a plug-in or CNN that ``vmap`` cannot run (``vmap_blocker``) train one trial at a time
     (``auto`` gives 1; the spec rejects K > 1 where it can tell from the spec alone).
     """
-    if (spec.model.batch_norm or spec.model.kind not in ("mlp", "linear", *VMAPPED_KINDS)
+    if ((spec.model.batch_norm and spec.model.kind not in VMAPPED_KINDS)
+            or spec.model.kind not in ("mlp", "linear", *VMAPPED_KINDS)
             or spec.search.backend != "optuna" or data.folds or spec.training.precision != "fp32"
             or resolve_device(spec.training.device).type != "cpu"):
         return 1

@@ -10,10 +10,12 @@ The loss, L1 (the proximal step), L2 (a penalty, or AdamW's decoupled decay),
 label smoothing, early stopping and the leaving of stopped members are as in
 ``train_batched``, with ``train_batched``'s contract.
 
-Not every module can be vmapped: a forward that branches on a tensor's value,
-calls ``.item()``, or changes buffers in place (batch norm's running statistics)
-has no single batched form. ``vmap_blocker`` tries one forward and backward on a
-tiny batch and says why not; such a job trains its trials one at a time.
+Buffers are stacked like the parameters, so batch norm's running statistics,
+updated in place by the forward, are each member's own. Not every module can be
+vmapped: a forward that branches on a tensor's value, calls ``.item()`` or makes
+shapes from values has no single batched form. ``vmap_blocker`` tries one
+training step and an eval pass on a tiny batch and says why not; such a job
+trains its trials one at a time.
 
 With every dropout rate at 0 a member's losses equal ``train``'s with the same
 seed to float tolerance: the same init (the model built from the seed as the lone
@@ -127,7 +129,11 @@ def _member_losses(out: torch.Tensor, y: torch.Tensor, task: str, smoothing: tor
 
 
 class _Stack:
-    """The live members' parameters of one module, stacked on a leading member axis, and their optimizer."""
+    """The live members' parameters and buffers of one module, stacked on a leading member axis, and their optimizer.
+
+    Buffers are stacked too: what a forward changes in place (batch norm's running statistics) is
+    each member's own, as it would be alone.
+    """
 
     def __init__(self, model: PluginModel, members: list[_Member], spec: TrainingSpec, task: str) -> None:
         self.net, self.spec, self.task = model.net, spec, task
@@ -138,10 +144,11 @@ class _Stack:
         k = len(members)
         self.params = {n: p.detach().unsqueeze(0).repeat(k, *([1] * p.dim())).requires_grad_(p.requires_grad)
                        for n, p in named.items()}
+        self.buffers = {n: b.detach().unsqueeze(0).repeat(k, *([1] * b.dim())) for n, b in self.net.named_buffers()}
         self.opt = self._optimizer()
         self.set_members(members)
-        self._train = vmap(self._forward_one, in_dims=(0, 0, None), randomness="different")
-        self._eval = vmap(self._eval_one, in_dims=(0, None))
+        self._train = vmap(self._forward_one, in_dims=(0, 0, 0, None), randomness="different")
+        self._eval = vmap(self._eval_one, in_dims=(0, 0, None))
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = list(self.params.values())
@@ -173,6 +180,7 @@ class _Stack:
         idx = torch.tensor(keep)
         old = list(self.params.values())
         self.params = {n: p.detach()[idx].requires_grad_(p.requires_grad) for n, p in self.params.items()}
+        self.buffers = {n: b[idx] for n, b in self.buffers.items()}
         state = self.opt.state
         self.opt = self._optimizer()
         for o, p in zip(old, self.params.values(), strict=True):
@@ -181,25 +189,27 @@ class _Stack:
                                      else v for key, v in state[o].items()}
         self.set_members(members)
 
-    def _forward_one(self, params: dict[str, torch.Tensor], rates: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _forward_one(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], rates: torch.Tensor,
+                     x: torch.Tensor) -> torch.Tensor:
         """One member's training forward (inside ``vmap``): its input dropout, then the module with its rates."""
         if self.sites.active[0]:
             x = _drop(x, rates[0], None, False)
         self.sites.rates = rates
         try:
-            out: torch.Tensor = functional_call(self.net, params, (x,))
+            out: torch.Tensor = functional_call(self.net, (params, buffers), (x,))
         finally:
             self.sites.rates = None
         return out
 
-    def _eval_one(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = functional_call(self.net, params, (x,))
+    def _eval_one(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                  x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = functional_call(self.net, (params, buffers), (x,))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's training outputs (K, rows, out) for the shared input ``x``."""
         self.net.train()
-        out: torch.Tensor = self._train(self.params, self.rates, x)
+        out: torch.Tensor = self._train(self.params, self.buffers, self.rates, x)
         return out
 
     def train_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -227,7 +237,7 @@ class _Stack:
     def evaluate(self, split: Split) -> list[_Measure]:
         """Plain loss and accuracy per member, in eval mode (no dropout, no smoothing, no penalty)."""
         self.net.eval()
-        out = self._eval({n: p.detach() for n, p in self.params.items()}, split.X).float()
+        out = self._eval({n: p.detach() for n, p in self.params.items()}, self.buffers, split.X).float()
         loss = _member_losses(out, split.y, self.task, None).tolist()
         if self.task != "classification":
             return [(v, None) for v in loss]
@@ -235,7 +245,8 @@ class _Stack:
         return list(zip(loss, acc, strict=True))
 
     def member_state(self, pos: int) -> dict[str, torch.Tensor]:
-        return {n: p.detach()[pos].clone() for n, p in self.params.items()}
+        """The member's parameters and buffers, by name: a ``state_dict`` of the plain module."""
+        return {n: t.detach()[pos].clone() for n, t in (self.params | self.buffers).items()}
 
 
 def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Sequence[Knobs], seed: int,
@@ -292,9 +303,7 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         m = live[pos]
         model = _build(model_spec, data, torch.Generator().manual_seed(seed))  # a plain module, no hooks
         state = m.best_state if m.best_state is not None else stack.member_state(pos)
-        with torch.no_grad():
-            for name, p in model.net.named_parameters():
-                p.copy_(state[name])
+        model.net.load_state_dict(state)
         model.set_dropout(m.knobs.dropout)  # the rates its lone run leaves set
         model.eval()
         tr, va = m.best_measures
@@ -401,15 +410,6 @@ def _probe(model_spec: ModelSpec, data: Dataset) -> _Probe:
 
 
 def _blocker(model: PluginModel, x: torch.Tensor, y: torch.Tensor, task: str) -> str | None:
-    before = {n: b.clone() for n, b in model.net.named_buffers()}
-    model.train()
-    with torch.no_grad():
-        model.net(x)
-    changed = [n for n, b in model.net.named_buffers() if not torch.equal(before[n], b)]
-    if changed:
-        return (f"the model's forward changes buffers in place ({', '.join(changed[:3])}"
-                f"{', …' if len(changed) > 3 else ''}: batch norm's running statistics or the like), which one "
-                f"batched model cannot keep per member")
     n_drop = len(dropout_modules(model.net))
     members = [_Member(i, Knobs(dropout=(0.1,) * n_drop, input_dropout=0.1), None) for i in range(2)]
     try:
@@ -426,7 +426,7 @@ def vmap_blocker(model_spec: ModelSpec, data: Dataset) -> str | None:
     """Why K trials of this model cannot train as one vmapped model, or None when they can.
 
     Tried once per model and data shape (then remembered): one training step of two members with
-    dropout on, and an eval pass, under ``vmap``; and a plain forward that must leave the buffers as they were.
+    dropout on, and an eval pass, under ``vmap``.
     """
     return _probe(model_spec, data).blocker
 

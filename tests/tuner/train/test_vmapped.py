@@ -40,7 +40,7 @@ def conv(input_shape, n_outputs):
 
 
 def batch_norm(input_shape, n_outputs):
-    """Batch norm keeps running statistics: a buffer its forward changes in place."""
+    """Batch norm keeps running statistics: buffers its forward changes in place (each member's own)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 8), nn.BatchNorm1d(8), nn.ReLU(),
                          nn.Dropout(), nn.Linear(8, n_outputs))
 
@@ -71,7 +71,11 @@ CASES = {  # model, dataset, optimizer: every optimizer, both tasks, a plug-in o
     "plugin-mlp-classification": ({"kind": "module", "factory": "nets:mlp"}, "img.npz", "adam"),
     "plugin-mlp-regression": ({"kind": "module", "factory": "nets:mlp"}, "diabetes", "sgd"),
     "plugin-conv": ({"kind": "module", "factory": "nets:conv"}, "img.npz", "sgd"),
+    # sgd: a bias before batch norm has a gradient of rounding noise alone, which Adam's step would scale up
+    "plugin-batch-norm": ({"kind": "module", "factory": "nets:batch_norm"}, "img.npz", "sgd"),
     "cnn": ({"kind": "cnn", "channels": [3], "kernel": 3, "hidden": [6]}, "img.npz", "adamw"),
+    "cnn-batch-norm": ({"kind": "cnn", "channels": [3], "kernel": 3, "hidden": [6], "batch_norm": True}, "img.npz",
+                       "sgd"),
 }
 
 
@@ -100,7 +104,7 @@ def _setup(model: dict[str, Any], dataset: str, optimizer: str = "adam", patienc
     })
     data = load_dataset(spec.dataset, spec.seed).without_test()
     if spec.model.kind == "module":  # the job fills the dropout modules in: the knobs' numbering
-        names = {"nets:mlp": ["3"], "nets:conv": ["2", "5"]}.get(spec.model.factory or "")
+        names = {"nets:mlp": ["3"], "nets:conv": ["2", "5"], "nets:batch_norm": ["4"]}.get(spec.model.factory or "")
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"dropout_layers": names})})
     return spec, data
 
@@ -159,7 +163,7 @@ def test_each_member_draws_its_own_dropout_masks(folders: Path) -> None:
 @pytest.mark.parametrize(("factory", "says"), [
     ("nets:mlp", None),
     ("nets:batch_stats_only", None),
-    ("nets:batch_norm", "changes buffers in place (2.running_mean, 2.running_var, 2.num_batches_tracked"),
+    ("nets:batch_norm", None),
     ("nets:branches", "calling .item()"),
 ])
 def test_the_probe_says_which_modules_vmap_cannot_run(folders: Path, factory: str, says: str | None) -> None:
