@@ -1,19 +1,20 @@
 """How much faster per trial is a batch of K trials than K lone runs? Same process, same knobs.
 
     python bench/batched_train.py [--kind mlp|cnn|plugin] [--hidden 256,256] [--channels 16,32] [--k 2,4,8,16]
-                                  [--epochs 3] [--repeats 3] [--threads 1]
+                                  [--epochs 3] [--repeats 3] [--threads 1] [--optimizer adam]
+                                  [--factory digits_models:convnet] [--args '{"channels": 16, "hidden": 64}']
 
 Trains on the digits with λ₁, λ₂, dropout and smoothing on, once alone (``train``) and as K
 members of one batched model, interleaved ``--repeats`` times; prints the median seconds per
 trial of each and the ratio (lone / batched per trial). ``--kind mlp`` is the MLP ``--hidden``
 (``train_batched``); ``cnn`` the built-in CNN (conv blocks ``--channels``, dense ``--hidden``) and
-``plugin`` the ``digits_models:convnet`` factory of ``examples/models`` (the first of ``--channels``,
-the first of ``--hidden``) on the 8x8 images (``train_vmapped``).
+``plugin`` a factory of ``examples/models`` with ``--args`` on the 8x8 images (``train_vmapped``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -29,14 +30,15 @@ from tuner.train import check_model, load_dataset, train, train_batched, train_v
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 
 
-def _model(kind: str, hidden: list[int], channels: list[int]) -> tuple[dict[str, Any], str]:
+def _model(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """The model part of the spec and the dataset for ``--kind``."""
-    if kind == "cnn":
+    hidden = [int(h) for h in args.hidden.split(",")]
+    if args.kind == "cnn":
+        channels = [int(c) for c in args.channels.split(",")]
         return {"kind": "cnn", "channels": channels, "kernel": 3, "hidden": hidden}, "digits_images"
-    if kind == "plugin":
+    if args.kind == "plugin":
         os.environ["REGTUNE_MODELS_DIR"] = str(MODELS)
-        args = {"channels": channels[0], "hidden": hidden[0]}
-        return {"kind": "module", "factory": "digits_models:convnet", "args": args}, "digits_images"
+        return {"kind": "module", "factory": args.factory, "args": json.loads(args.args)}, "digits_images"
     return {"kind": "mlp", "hidden": hidden}, "digits"
 
 
@@ -49,14 +51,16 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--factory", default="digits_models:convnet")
+    p.add_argument("--args", default='{"channels": 16, "hidden": 64}')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    hidden = [int(h) for h in args.hidden.split(",")]
     ks = [int(k) for k in args.k.split(",")]
-    channels = [int(c) for c in args.channels.split(",")]
-    model, dataset = _model(args.kind, hidden, channels)
+    model, dataset = _model(args)
     spec = parse_spec({"name": "bench", "dataset": {"source": "sklearn", "name": dataset}, "model": model,
-                       "training": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3},
+                       "training": {"epochs": args.epochs, "batch_size": 128, "lr": 1e-3,
+                                    "optimizer": args.optimizer},
                        "search": {"space": {"l2": {"low": 1e-5, "high": 1e-1, "log": True}}}})
     data = load_dataset(spec.dataset, 0).without_test()
     if args.kind != "mlp":  # the dropout modules, numbered as a job numbers them
@@ -73,9 +77,10 @@ def main() -> None:
             batched(data, spec.model, spec.training, [knobs] * k, 0)
             times[k].append((time.perf_counter() - t) / k)
     med = {k: statistics.median(v) for k, v in times.items()}
-    what = {"mlp": f"MLP {hidden}", "cnn": f"CNN {channels} then {hidden}",
-            "plugin": f"plug-in digits_models:convnet ({channels[0]} channels, {hidden[0]} dense)"}[args.kind]
-    print(f"digits, {what}, {args.epochs} epochs, {args.threads} thread(s), median of {args.repeats}")
+    what = {"mlp": f"MLP {spec.model.hidden}", "cnn": f"CNN {spec.model.channels} then {spec.model.hidden}",
+            "plugin": f"plug-in {args.factory} {args.args}"}[args.kind]
+    print(f"digits, {what}, {args.epochs} epochs, {args.optimizer}, {args.threads} thread(s), "
+          f"median of {args.repeats}")
     print(f"  alone: {med[1]:.3f} s/trial")
     for k in ks:
         print(f"  K={k:<3} {med[k]:.3f} s/trial  {med[1] / med[k]:.2f}x")
