@@ -125,18 +125,18 @@ def test_with_dropout_off_each_member_trains_as_it_would_alone(folders: Path, ca
     off = (0.0,) * spec.model.dropout_slots
     smooth = 0.1 if data.task == "classification" else 0.0
     knobs = [Knobs(dropout=off), Knobs(l1=0.1, l2=1e-2, dropout=off, label_smoothing=smooth),
-             Knobs(l2=1e-3, dropout=off, label_smoothing=2 * smooth), Knobs(l1=3e-2, dropout=off)]
-    alone = [train(data, spec.model, spec.training, k, spec.seed) for k in knobs[:3]]
+             Knobs(l1=3e-2, dropout=off)]
+    alone = [train(data, spec.model, spec.training, k, spec.seed) for k in knobs[:2]]
     ended: list[int] = []
 
     def prune_first_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
         raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-    batched = train_vmapped(data, spec.model, spec.training, knobs, spec.seed, [None, None, None, prune_first_epoch],
+    batched = train_vmapped(data, spec.model, spec.training, knobs, spec.seed, [None, None, prune_first_epoch],
                             on_end=lambda k, _: ended.append(k))
-    for a, b in zip(alone, batched[:3], strict=True):
+    for a, b in zip(alone, batched[:2], strict=True):
         _assert_same(a, b)
-    assert isinstance(batched[3], optuna.TrialPruned) and ended[0] == 3  # it left first; the others trained on
+    assert isinstance(batched[2], optuna.TrialPruned) and ended[0] == 2  # it left first; the others trained on
     assert any(a.sparsity > 0 for a in alone), "some member should have exact zeros (L1)"
 
 
