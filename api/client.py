@@ -86,7 +86,7 @@ def _chunks(fh: BinaryIO) -> Iterator[bytes]:
 def with_upload(spec: bytes, dataset_id: str) -> dict[str, Any]:
     """The spec (YAML or JSON) with its dataset pointed at upload ``dataset_id``.
 
-    What says how to read the data (``target``, ``task``, ``split``, ``standardize``) is kept;
+    What says how to read the data (``target``, ``task``, ``split``, ``standardize``, ``max_levels``) is kept;
     where it came from (``source``, ``path``, ``name``) is replaced.
     """
     try:
@@ -97,7 +97,7 @@ def with_upload(spec: bytes, dataset_id: str) -> dict[str, Any]:
         raise ClientError("the spec must be a mapping of fields")
     dataset = doc.get("dataset")
     dataset = dataset if isinstance(dataset, dict) else {}
-    kept = {k: v for k, v in dataset.items() if k in ("target", "task", "split", "standardize")}
+    kept = {k: v for k, v in dataset.items() if k in ("target", "task", "split", "standardize", "max_levels")}
     return doc | {"dataset": {"source": "upload", "id": dataset_id, **kept}}
 
 

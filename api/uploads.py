@@ -176,10 +176,10 @@ def check_upload(spec: JobSpec, settings: Settings) -> None:
     elif found.suffix != ".npz" and not data.target:
         issue = Issue("dataset.target", f"upload {data.id} is a table ({found.suffix[1:]}): name its target "
                       "column in 'target'")
-    elif found.suffix == ".npz" and (data.target or data.split.column):
-        key = "target" if data.target else "split.column"
+    elif found.suffix == ".npz" and (data.target or data.split.column or data.max_levels):
+        key = "target" if data.target else "split.column" if data.split.column else "max_levels"
         issue = Issue(f"dataset.{key}", f"applies to an uploaded table (CSV or Parquet), but upload {data.id} is "
-                      "npz (arrays X and y)", data.target or data.split.column)
+                      "npz (arrays X and y)", data.target or data.split.column or data.max_levels)
     else:
         return
     raise ApiError(422, "invalid_spec", f"the job spec breaks 1 rule(s): {issue.field}", [issue])

@@ -33,6 +33,7 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {  # a field and the sources it applies t
     "path": ("csv", "npz"),
     "id": ("upload",),
     "target": ("csv", "upload"),
+    "max_levels": ("csv", "upload"),
     "task": ("csv", "synthetic", "npz", "upload"),
     "n_samples": ("synthetic",),
     "n_features": ("synthetic",),
@@ -151,6 +152,10 @@ class DatasetSpec(Strict):
     split: Split = Field(default_factory=Split, description="how rows are split into train, val and test")
     standardize: bool = Field(default=True, description="scale features (and a regression target) to mean 0, "
                                                         "std 1, with the training split's statistics")
+    max_levels: int | None = Field(default=None, ge=2, le=1000, exclude_if=lambda v: v is None,
+                                   description="a table's text or boolean column (a category) becomes at most "
+                                               "this many one-hot columns: the most frequent levels of the "
+                                               "training split, the rest in one 'other' column (default 20)")
 
 
     @model_validator(mode="after")
