@@ -129,7 +129,8 @@ class DatasetSpec(Strict):
                                                        f"{', '.join(SKLEARN_DATASETS)}")
     path: str | None = Field(default=None, max_length=1024,
                              description="source csv: the file, relative to REGTUNE_DATA_DIR (no '..', no hidden "
-                                         "parts); a header row, numeric feature columns")
+                                         "parts); a header row; features are numbers or text categories, "
+                                         "missing values allowed")
     id: str | None = Field(default=None, max_length=200,
                            description="source upload: the id (sha256) POST /datasets answered")
     target: str | None = Field(default=None, min_length=1, max_length=1024,

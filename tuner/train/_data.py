@@ -113,7 +113,8 @@ def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> 
         max_cells: the most rows × columns a CSV file may hold (checked while it is read).
 
     Raises:
-        DataError: the file is missing, escapes REGTUNE_DATA_DIR, or holds unusable values.
+        DataError: the file is missing, escapes REGTUNE_DATA_DIR, holds unusable values, or its one-hot encoding
+            is over ``max_cells``.
     """
     informative: list[str] = []
     folds: np.ndarray | None = None
@@ -134,7 +135,7 @@ def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> 
         X, y, names, folds, task = _read_upload(spec, max_cells)
     else:
         X, y, names, folds, task = _read_csv(spec, max_cells)
-    return _assemble(spec, seed, X, y, names, folds, task, informative)
+    return _assemble(spec, seed, X, y, names, folds, task, informative, max_cells)
 
 
 def _synthetic(spec: DatasetSpec, seed: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
@@ -382,7 +383,7 @@ def _infer_task(values: list[str]) -> str:
 
 
 def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray | RawTable, y: np.ndarray, names: list[str],
-              folds: np.ndarray | None, task: str, informative: list[str]) -> Dataset:
+              folds: np.ndarray | None, task: str, informative: list[str], max_cells: int | None = None) -> Dataset:
     classes: list[str | int | float] = []
     y_mu = 0.0
     if task == "classification":
@@ -401,7 +402,7 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray | RawTable, y: np.ndar
     scale, target_scale = spec.standardize, 1.0
     prep = None
     if isinstance(X, RawTable):  # categories or missing values: imputed, one-hot and scaled, fitted on train
-        X, prep = fit_table(X, tr, standardize=scale, max_levels=spec.max_levels or MAX_LEVELS)
+        X, prep = fit_table(X, tr, standardize=scale, max_levels=spec.max_levels or MAX_LEVELS, max_cells=max_cells)
         names = prep.feature_names
         mu = np.asarray([c.mean for c in prep.columns for _ in range(c.width)])
         sd = np.asarray([c.std if c.kind == "number" else 1.0 for c in prep.columns for _ in range(c.width)])

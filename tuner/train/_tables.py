@@ -265,15 +265,19 @@ def arrow_features(table: Any, names: list[str], path: str) -> np.ndarray | RawT
     return RawTable(names=names, kinds=kinds, values=values)
 
 
-def fit_table(table: RawTable, train: np.ndarray, *, standardize: bool, max_levels: int) -> tuple[np.ndarray,
-                                                                                                  TablePrep]:
+def fit_table(table: RawTable, train: np.ndarray, *, standardize: bool, max_levels: int,
+              max_cells: int | None = None) -> tuple[np.ndarray, TablePrep]:
     """Fit the preprocessing on the rows ``train`` only, and apply it to every row.
+
+    Args:
+        max_cells: the most rows × model inputs the encoded table may hold (checked before it is encoded).
 
     Returns:
         The model's inputs for every row (float64, the table's row order) and what was fitted.
 
     Raises:
-        DataError: a column has no value at all in the training rows (nothing to fill it with).
+        DataError: a column has no value at all in the training rows (nothing to fill it with), or the one-hot
+            encoded table would hold more than ``max_cells`` values.
     """
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
@@ -297,7 +301,6 @@ def fit_table(table: RawTable, train: np.ndarray, *, standardize: bool, max_leve
     raw = table.as_objects()
     transformer = ColumnTransformer(steps, sparse_threshold=0.0)
     transformer.fit(raw[train])
-    X = np.asarray(transformer.transform(raw), dtype=np.float64)
     columns = []
     for j, (name, kind) in enumerate(zip(table.names, table.kinds, strict=True)):
         pipe = transformer.named_transformers_[f"c{j}"]
@@ -314,4 +317,10 @@ def fit_table(table: RawTable, train: np.ndarray, *, standardize: bool, max_leve
             levels = [str(v) for v in encoder.categories_[0] if str(v) not in other]
             columns.append(ColumnPrep(name=name, kind=kind, missing=n_missing, fill=str(fill), levels=levels,
                                       other=other))
-    return X, TablePrep(columns=columns, rows=len(train), max_levels=max_levels, standardize=standardize)
+    prep = TablePrep(columns=columns, rows=len(train), max_levels=max_levels, standardize=standardize)
+    width = sum(c.width for c in columns)
+    if max_cells is not None and len(table) * width > max_cells:
+        raise DataError.one("dataset.max_levels", f"one-hot encoded, the table is {len(table)} rows × {width} "
+                            f"inputs, more than the {max_cells} values allowed (REGTUNE_MAX_DATA_CELLS); lower "
+                            "max_levels", max_levels)
+    return np.asarray(transformer.transform(raw), dtype=np.float64), prep

@@ -112,6 +112,10 @@ def test_table_errors_name_the_column(tiny: Tiny, data_dir: Path) -> None:
     write_csv(data_dir / "h.csv", rows)
     with pytest.raises(DataError, match="column 'age' has no value in the 80 training rows"):
         load_dataset(_spec(tiny, split={"column": "fold", "val": None, "test": None}).dataset, seed=0)
+    write_csv(data_dir / "h.csv", houses())  # 121 lines × 5 cells read; one-hot, 120 rows × 10 inputs
+    with pytest.raises(DataError, match=r"120 rows × 10 inputs, more than the 800 values allowed") as error:
+        load_dataset(_spec(tiny).dataset, seed=0, max_cells=800)
+    assert error.value.issues[0].field == "dataset.max_levels"
     with pytest.raises(SpecError) as info:
         parse_spec(tiny(dataset={"max_levels": 5}))  # the tiny spec's dataset is scikit-learn's
     assert info.value.issues[0].field == "dataset.max_levels" and "source csv or upload" in str(info.value)
