@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 import yaml
 from _service import make_spec
 from _tables import houses, write_csv, write_parquet
 from fastapi.testclient import TestClient
+from test_service_errors import error_of
 
 from api.cli import main as regtune
 from api.settings import Settings
@@ -103,3 +106,18 @@ def test_a_parquet_table_with_categories_and_nulls_tunes_as_the_same_table_in_cs
     assert summaries[0] == summaries[1] == {"age": 11, "city": 9, "member": 40, "income": 0, "label": 0}
     assert reports[0]["preprocessing"] == reports[1]["preprocessing"]
     assert reports[0]["classes"] == ["no", "yes"] and len(losses[0]) == 4 and losses[0] == losses[1]
+
+
+def test_max_levels_applies_to_an_uploaded_table_not_to_arrays(client: TestClient) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, X=np.zeros((4, 2)), y=np.arange(4))
+    npz_id = client.post("/datasets?format=npz", content=buf.getvalue(),
+                         headers={"content-type": "application/octet-stream"}).json()["id"]
+    spec = make_spec("arrays")
+    spec["dataset"] = {"source": "upload", "id": npz_id, "max_levels": 5}
+    error = error_of(client.post("/jobs", json=spec), 422, "invalid_spec")
+    assert error["issues"][0]["field"] == "dataset.max_levels" and "npz" in error["issues"][0]["message"]
+    spec["dataset"] = {"source": "sklearn", "name": "iris", "max_levels": 5}
+    [issue] = error_of(client.post("/jobs", json=spec), 422, "invalid_spec")["issues"]
+    assert issue["field"] == "dataset.max_levels" and "source csv or upload" in issue["message"]
+    assert client.get("/jobs").json()["total"] == 0
