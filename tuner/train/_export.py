@@ -64,7 +64,7 @@ def export_model(out_dir: Path, model: nn.Module, *, spec: JobSpec, data: Datase
         "knobs": {"l1": knobs.l1, "l2": knobs.l2, "dropout": list(knobs.dropout),
                   "input_dropout": knobs.input_dropout, "label_smoothing": knobs.label_smoothing},
         "feature_names": data.feature_names,
-        "feature_scaling": {"mean": data.feature_mean, "std": data.feature_std}
+        "feature_scaling": {"mean": data.feature_mean, "std": data.feature_std, "per": data.scaling}
         if spec.dataset.standardize else None,
         "classes": data.classes if data.task == "classification" else None,
         "target_scaling": {"mean": data.target_mean, "std": data.target_scale}
