@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -38,6 +37,9 @@ __all__ = ["IMAGE_SUFFIXES", "ImageFile", "ImageScan", "archive_images", "folder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+# what Pillow raises on a file it cannot read, and zipfile on a member compressed by a method it lacks
+# (NotImplementedError) or whose CRC does not match (BadZipFile)
+_UNREADABLE = (OSError, ValueError, SyntaxError, NotImplementedError, zipfile.BadZipFile)
 _SKIPPED = "__MACOSX"  # macOS's resource forks beside the files of a zip it made
 
 
@@ -86,6 +88,10 @@ def _skipped(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p == _SKIPPED for p in parts) or not parts[-1].lower().endswith(IMAGE_SUFFIXES)
 
 
+def _opener(path: Path) -> Callable[[], IO[bytes]]:
+    return lambda: path.open("rb")
+
+
 def folder_images(root: Path, rel: str) -> list[ImageFile]:
     """The images of the folder ``rel`` under ``root``: ``<class>/<image>`` files, links kept inside ``root``.
 
@@ -115,7 +121,7 @@ def folder_images(root: Path, rel: str) -> list[ImageFile]:
                 raise DataError.one("dataset.path", f"{name} in {rel!r} is a link out of REGTUNE_DATA_DIR", rel)
             if not real.is_file():  # a FIFO would block the read, a folder is no image
                 raise DataError.one("dataset.path", f"{name} in {rel!r} must be a regular file", rel)
-            files.append(ImageFile(label=sub.name, name=name, open=partial(real.open, "rb")))
+            files.append(ImageFile(label=sub.name, name=name, open=_opener(real)))
     return files
 
 
@@ -155,7 +161,7 @@ def _open_image(file: ImageFile, where: str, field: str) -> tuple[IO[bytes], Pil
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # a huge image is refused, not read
             return fh, Image.open(fh)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (*_UNREADABLE, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         fh.close()
         raise DataError.one(field, f"{file.name} in {where} cannot be read as an image: {exc}", file.name) from None
 
@@ -182,7 +188,7 @@ def scan_images(files: list[ImageFile], where: str, field: str = "dataset.path",
                     with warnings.catch_warnings():
                         warnings.simplefilter("error", Image.DecompressionBombWarning)
                         opened.load()
-                except (OSError, ValueError, SyntaxError) as exc:
+                except _UNREADABLE as exc:
                     raise DataError.one(field, f"{file.name} in {where} cannot be decoded: {exc}",
                                         file.name) from None
             gray = gray and opened.mode in _GRAY_MODES
@@ -246,7 +252,7 @@ def read_images(spec: DatasetSpec, root: Path, max_cells: int | None = None, arc
                     if pixels.size != (width, height):
                         pixels = pixels.resize((width, height), Image.Resampling.BILINEAR)
                     array = np.asarray(pixels, dtype=np.float64) / 255.0
-            except (OSError, ValueError, SyntaxError) as exc:
+            except _UNREADABLE as exc:
                 raise DataError.one(field, f"{file.name} in {where} cannot be decoded: {exc}", file.name) from None
             X[i] = array[None] if channels == 1 else array.transpose(2, 0, 1)
     y = np.asarray([f.label for f in files])
