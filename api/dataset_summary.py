@@ -37,7 +37,7 @@ def _refuse(where: str, message: str) -> ApiError:
 def summarize(path: Path, fmt: str, *, max_files: int = 100_000, max_unpacked_bytes: int = 2 * 2**30
               ) -> dict[str, Any]:
     """``{rows, columns: [{name, dtype, missing}]}`` for a table, ``{rows, shape: {array: [dims]}}`` for an npz,
-    ``{rows, classes: {class: images}, sizes, shape}`` for a zip of images.
+    ``{rows, images: {classes: {class: images}, sizes}, shape}`` for a zip of images.
 
     Args:
         max_files, max_unpacked_bytes: a zip's caps on its members and on their unpacked bytes.
@@ -205,4 +205,4 @@ def _zip(fh: BinaryIO, max_files: int, max_unpacked_bytes: int) -> dict[str, Any
     n = len(scan.files)
     sizes = [[h, w] for (h, w), _ in scan.sizes.most_common(10)]
     shape = {"X": [n, scan.channels, *sizes[0]]} if len(scan.sizes) == 1 else None
-    return {"rows": n, "classes": scan.counts, "sizes": sizes, "shape": shape}
+    return {"rows": n, "images": {"classes": scan.counts, "sizes": sizes}, "shape": shape}

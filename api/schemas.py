@@ -162,6 +162,12 @@ class ColumnPublic(BaseModel):
     missing: int = Field(description="values that are empty, NaN, NA, null or none")
 
 
+class ImagesPublic(BaseModel):
+    classes: dict[str, int] = Field(description="the images of each class (a class is a folder's name)")
+    sizes: list[list[int]] = Field(description="the distinct [height, width] of the images, the most common "
+                                               "first (at most 10)")
+
+
 class DatasetPublic(BaseModel):
     """An uploaded file as read on upload; ``id`` is what a spec names (``dataset: {source: upload, id}``)."""
 
@@ -174,7 +180,4 @@ class DatasetPublic(BaseModel):
     shape: dict[str, list[int]] | None = Field(default=None, description="an npz: each array's shape; a zip of "
                                                "images: X, [images, channels, height, width] as read by default "
                                                "(when the images share one size)")
-    classes: dict[str, int] | None = Field(default=None, description="a zip of images: the images of each class "
-                                           "(folder)")
-    sizes: list[list[int]] | None = Field(default=None, description="a zip of images: the distinct [height, width] "
-                                          "of its images, the most common first (at most 10)")
+    images: ImagesPublic | None = Field(default=None, description="a zip of images: its classes and sizes")

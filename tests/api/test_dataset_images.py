@@ -66,8 +66,8 @@ def test_a_zip_of_images_is_summarized_and_tunes_through_the_service(
     assert r.status_code == 201, r.text
     summary = r.json()
     assert summary["format"] == "zip" and summary["rows"] == 36
-    assert summary["classes"] == dict.fromkeys(CLASSES, 12)
-    assert summary["shape"] == {"X": [36, 1, 8, 8]} and summary["sizes"] == [[8, 8]]
+    assert summary["images"] == {"classes": dict.fromkeys(CLASSES, 12), "sizes": [[8, 8]]}
+    assert summary["shape"] == {"X": [36, 1, 8, 8]} and summary["columns"] is None
     again = client.post("/datasets", content=body, headers={"content-type": "application/zip"})
     assert again.status_code == 200 and again.json()["id"] == summary["id"]
 
