@@ -36,6 +36,7 @@ __all__ = ["IMAGE_SUFFIXES", "ImageFile", "ImageScan", "archive_images", "folder
            "scan_images", "unsafe_member"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_FORMATS = ("PNG", "JPEG")  # the decoders Pillow may try (a camera's MPO opens as a JPEG)
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 # what Pillow raises on a file it cannot read, and zipfile on a member compressed by a method it lacks
 # (NotImplementedError) or whose CRC does not match (BadZipFile)
@@ -117,8 +118,9 @@ def folder_images(root: Path, rel: str) -> list[ImageFile]:
                 continue
             name = f"{sub.name}/{path.name}"
             real = path.resolve()
-            if not real.is_relative_to(root):
-                raise DataError.one("dataset.path", f"{name} in {rel!r} is a link out of REGTUNE_DATA_DIR", rel)
+            if not real.is_relative_to(root) or any(p.startswith(".") for p in real.relative_to(root).parts):
+                raise DataError.one("dataset.path", f"{name} in {rel!r} is a link out of REGTUNE_DATA_DIR or to a "
+                                    "hidden file", rel)
             if not real.is_file():  # a FIFO would block the read, a folder is no image
                 raise DataError.one("dataset.path", f"{name} in {rel!r} must be a regular file", rel)
             files.append(ImageFile(label=sub.name, name=name, open=_opener(real)))
@@ -160,10 +162,12 @@ def _open_image(file: ImageFile, where: str, field: str) -> tuple[IO[bytes], Pil
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # a huge image is refused, not read
-            return fh, Image.open(fh)
+            return fh, Image.open(fh, formats=_FORMATS)  # no other decoder is tried on untrusted bytes
     except (*_UNREADABLE, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         fh.close()
-        raise DataError.one(field, f"{file.name} in {where} cannot be read as an image: {exc}", file.name) from None
+        reason = "it is not a PNG or JPEG image" if isinstance(exc, Image.UnidentifiedImageError) else str(exc)
+        raise DataError.one(field, f"{file.name} in {where} cannot be read as an image: {reason}",
+                            file.name) from None
 
 
 def scan_images(files: list[ImageFile], where: str, field: str = "dataset.path", verify: bool = False) -> ImageScan:
@@ -180,9 +184,6 @@ def scan_images(files: list[ImageFile], where: str, field: str = "dataset.path",
     for file in files:
         fh, img = _open_image(file, where, field)
         with fh, img as opened:
-            if opened.format not in ("PNG", "JPEG", "MPO"):
-                raise DataError.one(field, f"{file.name} in {where} must be a PNG or JPEG image, but it is "
-                                    f"{opened.format}", file.name)
             if verify:
                 try:
                     with warnings.catch_warnings():

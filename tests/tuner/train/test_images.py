@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _images import CLASSES, write_images
+from _images import CLASSES, write_images, zip_folder, zip_members
 
 from tuner import DataError, SpecError, load_model, parse_spec, run_job
 from tuner.train import evaluate, load_dataset
@@ -106,7 +106,9 @@ def test_cross_validated_folds_are_standardized_per_channel(tiny: Tiny, data_dir
     (lambda d: (write_images(d), (d / "dark" / "zz.png").write_bytes(b"not a png")),
      "dataset.path", "dark/zz.png in 'shapes' cannot be read as an image"),
     (lambda d: (write_images(d), (d / "dark" / "yy.png").write_bytes(b"GIF89a" + bytes(40))),
-     "dataset.path", "dark/yy.png"),
+     "dataset.path", "dark/yy.png in 'shapes' cannot be read as an image: it is not a PNG or JPEG image"),
+    (lambda d: (write_images(d), (d / "dark" / "cut.png").write_bytes((d / "dark" / "000.png").read_bytes()[:60])),
+     "dataset.path", "dark/cut.png in 'shapes' cannot be decoded"),
     (lambda d: d.write_text("a file"), "dataset.path", "must be a folder with one subfolder per class"),
 ])
 def test_unusable_image_folders_name_the_field_the_file_and_the_rule(tiny: Tiny, data_dir: Path, make: Any,
@@ -144,3 +146,49 @@ def test_too_many_values_are_refused_before_decoding(tiny: Tiny, data_dir: Path)
     write_images(data_dir / "shapes")
     with pytest.raises(DataError, match="REGTUNE_MAX_DATA_CELLS"):
         load_dataset(parse_spec(images_spec(tiny)).dataset, 0, max_cells=36 * 64 - 1)
+
+
+def upload(data_dir: Path, body: bytes, fmt: str = "zip") -> str:
+    """``body`` stored as POST /datasets stores it, under uploads/<sha256>.<fmt>; its id."""
+    import hashlib
+
+    sha = hashlib.sha256(body).hexdigest()
+    (data_dir / "uploads").mkdir(exist_ok=True)
+    (data_dir / "uploads" / f"{sha}.{fmt}").write_bytes(body)
+    return sha
+
+
+def test_an_uploaded_zip_reads_as_the_folder_does(tiny: Tiny, data_dir: Path, tmp_path: Path) -> None:
+    folder = write_images(tmp_path / "shapes", rgb=True)
+    (folder / "dark" / ".DS_Store").write_bytes(b"\0")
+    (folder / "notes.txt").write_text("skipped")
+    (folder / "__MACOSX").mkdir()
+    (folder / "__MACOSX" / "._000.png").write_bytes(b"\0")
+    dataset_id = upload(data_dir, zip_folder(folder, top="shapes"))
+    spec = images_spec(tiny, size=[4, 4])
+    spec["dataset"] = {"source": "upload", "id": dataset_id, "size": [4, 4], "split": spec["dataset"]["split"]}
+    zipped = load_dataset(parse_spec(spec).dataset, 0)
+    write_images(data_dir / "shapes", rgb=True)  # the same files, as a folder in the data dir
+    local = load_dataset(parse_spec(images_spec(tiny, size=[4, 4])).dataset, 0)
+    assert zipped.classes == local.classes == list(CLASSES) and zipped.input_shape == (3, 4, 4)
+    assert torch.equal(zipped.train.X, local.train.X) and torch.equal(zipped.test.X, local.test.X)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("fmt", "dataset", "field"), [
+    ("zip", {"target": "label"}, "dataset.target"),
+    ("csv", {"target": "label", "size": [4, 4]}, "dataset.size"),
+])
+def test_an_upload_is_read_as_its_format_says(tiny: Tiny, data_dir: Path, tmp_path: Path, fmt: str,
+                                              dataset: dict[str, Any], field: str) -> None:
+    body = b"a,label\n1,0\n2,1\n" if fmt == "csv" else zip_folder(write_images(tmp_path / "s"))
+    spec = parse_spec(tiny(dataset={"source": "upload", "id": upload(data_dir, body, fmt), "name": None, **dataset}))
+    with pytest.raises(DataError) as info:
+        load_dataset(spec.dataset, 0)
+    assert info.value.issues[0].field == field
+
+
+def test_an_unsafe_zip_member_is_refused_when_read_too(tiny: Tiny, data_dir: Path) -> None:
+    dataset_id = upload(data_dir, zip_members({"a/1.png": b"", "../b/2.png": b""}))
+    spec = parse_spec(tiny(dataset={"source": "upload", "id": dataset_id, "name": None}))
+    with pytest.raises(DataError, match=r"member '\.\./b/2\.png' must not have a '\.\.' part"):
+        load_dataset(spec.dataset, 0)
