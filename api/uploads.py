@@ -165,8 +165,8 @@ def check_upload(spec: JobSpec, settings: Settings) -> None:
     """Refuse at submit a spec that names an upload this service does not hold, or reads it as another format.
 
     Raises:
-        ApiError: 422 ``invalid_spec`` naming ``dataset.id`` (unknown) or ``dataset.target`` (a table needs
-            one; an npz has none).
+        ApiError: 422 ``invalid_spec`` naming ``dataset.id`` (unknown), ``dataset.target`` (a table needs
+            one; an npz or a zip of images has none) or ``dataset.size``/``channels`` (for a zip of images only).
     """
     data = spec.dataset
     if data.source != "upload":
