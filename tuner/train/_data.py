@@ -25,9 +25,11 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from tuner.errors import DataError
 from tuner.spec import DatasetSpec, path_rule
+from tuner.train._images import read_images
 from tuner.train._tables import MAX_LEVELS, MISSING, RawTable, TablePrep, arrow_features, csv_features, fit_table
 
-__all__ = ["UPLOADS", "UPLOAD_FORMATS", "Dataset", "Split", "cross_folds", "data_dir", "load_dataset"]
+__all__ = ["UPLOADS", "UPLOAD_FORMATS", "Dataset", "Split", "cross_folds", "data_dir", "load_dataset",
+           "upload_format"]
 
 _SKLEARN_LOADERS = {
     "digits": skdatasets.load_digits,
@@ -74,6 +76,7 @@ class Dataset:
     folds: tuple[Dataset, ...] = ()  # cross-validation: train holds every non-test row, val none
     # a table with categories or missing values: what was imputed, one-hot and scaled (tuner.train._tables)
     preprocessing: TablePrep | None = None
+    scaling: str = "feature"  # standardized per feature, or (images) per "channel": feature_mean holds C values
 
     @property
     def n_features(self) -> int:
@@ -119,6 +122,7 @@ def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> 
     informative: list[str] = []
     folds: np.ndarray | None = None
     X: np.ndarray | RawTable
+    per_channel = spec.source == "images" or (spec.source == "upload" and upload_format(spec.id or "") == "zip")
     if spec.source == "sklearn":
         bunch = _SKLEARN_LOADERS[spec.name or ""]()
         X, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
@@ -131,11 +135,14 @@ def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> 
         task = spec.task or "classification"
     elif spec.source == "npz":
         X, y, names, folds, task = _read_npz(spec, max_cells)
+    elif per_channel:
+        archive = data_dir() / UPLOADS / f"{spec.id}.zip" if spec.source == "upload" else None
+        X, y, names, folds, task = read_images(spec, data_dir(), max_cells, archive=archive)
     elif spec.source == "upload":
         X, y, names, folds, task = _read_upload(spec, max_cells)
     else:
         X, y, names, folds, task = _read_csv(spec, max_cells)
-    return _assemble(spec, seed, X, y, names, folds, task, informative, max_cells)
+    return _assemble(spec, seed, X, y, names, folds, task, informative, max_cells, per_channel)
 
 
 def _synthetic(spec: DatasetSpec, seed: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
@@ -225,7 +232,12 @@ def _read_npz(spec: DatasetSpec, max_cells: int | None = None
 
 
 UPLOADS = "uploads"  # the folder under REGTUNE_DATA_DIR where POST /datasets stores files, as <sha256>.<format>
-UPLOAD_FORMATS = ("csv", "npz", "parquet")
+UPLOAD_FORMATS = ("csv", "npz", "parquet", "zip")  # zip: a folder of images, one subfolder per class
+
+
+def upload_format(dataset_id: str) -> str | None:
+    """The format of the stored upload ``dataset_id``, or None when there is none."""
+    return next((f for f in UPLOAD_FORMATS if (data_dir() / UPLOADS / f"{dataset_id}.{f}").is_file()), None)
 
 
 def _read_upload(spec: DatasetSpec, max_cells: int | None = None
@@ -238,6 +250,9 @@ def _read_upload(spec: DatasetSpec, max_cells: int | None = None
         if fmt != "npz" and not spec.target:
             raise DataError.one("dataset.target", f"an uploaded table ({fmt}) needs 'target', the target column's "
                                 "name")
+        if spec.size is not None or spec.channels is not None:
+            raise DataError.one("dataset.size" if spec.size is not None else "dataset.channels",
+                                f"applies to an uploaded zip of images, but upload {spec.id} is {fmt}")
         if fmt == "npz" and (spec.target or spec.split.column or spec.max_levels):
             raise DataError.one("dataset.target" if spec.target else "dataset.split.column" if spec.split.column
                                 else "dataset.max_levels",
@@ -383,7 +398,8 @@ def _infer_task(values: list[str]) -> str:
 
 
 def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray | RawTable, y: np.ndarray, names: list[str],
-              folds: np.ndarray | None, task: str, informative: list[str], max_cells: int | None = None) -> Dataset:
+              folds: np.ndarray | None, task: str, informative: list[str], max_cells: int | None = None,
+              per_channel: bool = False) -> Dataset:
     classes: list[str | int | float] = []
     y_mu = 0.0
     if task == "classification":
@@ -407,8 +423,10 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray | RawTable, y: np.ndar
         mu = np.asarray([c.mean for c in prep.columns for _ in range(c.width)])
         sd = np.asarray([c.std if c.kind == "number" else 1.0 for c in prep.columns for _ in range(c.width)])
     else:
-        mu = X[tr].mean(axis=0) if scale else np.zeros(X.shape[1:])  # per feature (per pixel of an image)
-        sd = X[tr].std(axis=0) if scale else np.ones(X.shape[1:])
+        axes = (0, *range(2, X.ndim)) if per_channel else (0,)  # per feature (an npz's pixel), or per channel
+        shape = (X.shape[1],) + (1,) * (X.ndim - 2) if per_channel else X.shape[1:]
+        mu = X[tr].mean(axis=axes).reshape(shape) if scale else np.zeros(shape)
+        sd = X[tr].std(axis=axes).reshape(shape) if scale else np.ones(shape)
         sd[sd == 0] = 1.0
         X = (X - mu) / sd
     if task == "regression" and scale:
@@ -422,7 +440,7 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray | RawTable, y: np.ndar
     data = Dataset(task=task, feature_names=names, n_outputs=n_outputs, train=part(tr), val=part(idx["val"]),
                    test=part(idx["test"]), target_scale=target_scale, informative=informative, classes=classes,
                    feature_mean=[float(v) for v in mu.ravel()], feature_std=[float(v) for v in sd.ravel()],
-                   target_mean=y_mu, preprocessing=prep)
+                   target_mean=y_mu, preprocessing=prep, scaling="channel" if per_channel else "feature")
     if spec.split.folds:
         if len(tr) < 2 * spec.split.folds:
             raise DataError.one("dataset.split.folds", f"{spec.split.folds} folds need at least "
@@ -475,7 +493,8 @@ def cross_folds(data: Dataset, k: int, seed: int, standardize: bool) -> tuple[Da
         fit, val = torch.as_tensor(fit_rows), torch.as_tensor(val_rows)
         Xf = X
         if standardize:
-            mu, sd = X[fit].mean(dim=0), X[fit].std(dim=0, unbiased=False)
+            dims = (0, *range(2, X.ndim)) if data.scaling == "channel" else (0,)
+            mu, sd = X[fit].mean(dim=dims, keepdim=True), X[fit].std(dim=dims, unbiased=False, keepdim=True)
             if data.preprocessing is not None:
                 onehot = ~torch.as_tensor(data.preprocessing.scaled)
                 mu, sd = mu.masked_fill(onehot, 0.0), sd.masked_fill(onehot, 1.0)

@@ -74,7 +74,7 @@ def export_model(out_dir: Path, model: nn.Module, *, spec: JobSpec, data: Datase
                   "input_dropout": knobs.input_dropout, "label_smoothing": knobs.label_smoothing},
         "feature_names": data.feature_names,
         # a table's preprocessing holds its scaling: feature_scaling is then null
-        "feature_scaling": {"mean": data.feature_mean, "std": data.feature_std}
+        "feature_scaling": {"mean": data.feature_mean, "std": data.feature_std, "per": data.scaling}
         if spec.dataset.standardize and data.preprocessing is None else None,
         "preprocessing": data.preprocessing.as_dict() if data.preprocessing is not None else None,
         "classes": data.classes if data.task == "classification" else None,
