@@ -5,8 +5,18 @@ Knows nothing of Optuna: a trial's knobs come in as ``tuner.knobs.Knobs``.
 
 from tuner.train._batched import MemberOutcome, auto_batch, n_weights, train_batched
 from tuner.train._cv import refit, train_cv
-from tuner.train._data import UPLOAD_FORMATS, UPLOADS, Dataset, Split, cross_folds, data_dir, load_dataset
-from tuner.train._export import MODEL_JSON, MODEL_WEIGHTS, export_model, load_model
+from tuner.train._data import (
+    UPLOAD_FORMATS,
+    UPLOADS,
+    Dataset,
+    Split,
+    cross_folds,
+    data_dir,
+    load_dataset,
+    upload_format,
+)
+from tuner.train._export import MODEL_JSON, MODEL_WEIGHTS, encode_rows, export_model, load_model
+from tuner.train._images import ImageScan, archive_images, scan_images, unsafe_member
 from tuner.train._loop import EpochCallback, TrainResult, evaluate, loss_standard_error, plain_loss, train
 from tuner.train._models import MLP, build_model
 from tuner.train._module import (
@@ -19,6 +29,7 @@ from tuner.train._module import (
     make_plugin,
 )
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
+from tuner.train._tables import ColumnPrep, TablePrep
 from tuner.train._vmapped import VMAPPED_KINDS, auto_members, forward_work, train_vmapped, vmap_blocker
 
 __all__ = [
@@ -29,12 +40,16 @@ __all__ = [
     "UPLOADS",
     "UPLOAD_FORMATS",
     "VMAPPED_KINDS",
+    "ColumnPrep",
     "Dataset",
     "EpochCallback",
+    "ImageScan",
     "MemberOutcome",
     "PluginModel",
     "Split",
+    "TablePrep",
     "TrainResult",
+    "archive_images",
     "auto_batch",
     "auto_members",
     "build_any",
@@ -44,6 +59,7 @@ __all__ = [
     "data_dir",
     "decay_weights",
     "dropout_modules",
+    "encode_rows",
     "evaluate",
     "export_model",
     "features_kept_mask",
@@ -57,10 +73,13 @@ __all__ = [
     "plain_loss",
     "prox_l1_",
     "refit",
+    "scan_images",
     "sparsity",
     "train",
     "train_batched",
     "train_cv",
     "train_vmapped",
+    "unsafe_member",
+    "upload_format",
     "vmap_blocker",
 ]
