@@ -59,13 +59,12 @@ def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
     and a plug-in or CNN that ``vmap`` cannot run (``vmap_blocker``) train one trial at a time
     (``auto`` gives 1; the spec rejects K > 1 where it can tell from the spec alone).
     """
-    if ((spec.model.batch_norm and spec.model.kind not in VMAPPED_KINDS)
-            or spec.model.kind not in ("mlp", "linear", *VMAPPED_KINDS)
-            or spec.search.backend != "optuna" or data.folds or spec.training.precision != "fp32"
-            or resolve_device(spec.training.device).type != "cpu"):
+    vmapped = spec.model.kind in VMAPPED_KINDS  # the others: mlp and linear, stacked by hand
+    if (spec.search.batch == 1 or (spec.model.batch_norm and not vmapped)
+            or spec.model.kind not in ("mlp", "linear", *VMAPPED_KINDS) or spec.search.backend != "optuna"
+            or data.folds or spec.training.precision != "fp32" or resolve_device(spec.training.device).type != "cpu"):
         return 1
-    vmapped = spec.model.kind in VMAPPED_KINDS
-    if spec.search.batch == 1 or (vmapped and vmap_blocker(spec.model, data) is not None):
+    if vmapped and vmap_blocker(spec.model, data) is not None:
         return 1
     if spec.search.batch == "auto":
         if vmapped:

@@ -106,7 +106,7 @@ def check_spec(spec: JobSpec) -> list[Issue]:
         issues.append(Issue("search.space.dropout", "the linear model has no hidden layer to drop out; "
                             "use input_dropout"))
     if isinstance(search.batch, int) and search.batch > 1:
-        if spec.model.batch_norm and spec.model.kind in ("mlp", "linear"):  # a cnn's stack its statistics
+        if spec.model.batch_norm and spec.model.kind in ("mlp", "linear"):  # a cnn's are stacked per member
             issues.append(Issue("search.batch", f"batched trials of an mlp need model.batch_norm: false (batch "
                                 f"statistics are per model), but got batch={search.batch}; use batch: 1 or auto",
                                 search.batch))
