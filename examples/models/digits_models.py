@@ -69,3 +69,15 @@ def mlp_bn(input_shape: tuple[int, ...], n_outputs: int, hidden: int = 128) -> n
     return nn.Sequential(nn.Flatten(), nn.Linear(n_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(),
                          nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(),
                          nn.Linear(hidden, n_outputs))
+
+
+def convnet(input_shape: tuple[int, ...], n_outputs: int, channels: int = 16, hidden: int = 64) -> nn.Module:
+    """Two conv blocks with spatial dropout, a dense layer with dropout; no batch norm, so trials batch (vmap)."""
+    image = _image(input_shape)
+    side = image[1] // 4
+    return nn.Sequential(
+        nn.Unflatten(1, image) if len(input_shape) == 1 else nn.Identity(),
+        nn.Conv2d(image[0], channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout2d(0.0),
+        nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout2d(0.0),
+        nn.Flatten(), nn.Linear(channels * side * side, hidden), nn.ReLU(), nn.Dropout(0.0),
+        nn.Linear(hidden, n_outputs))

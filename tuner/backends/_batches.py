@@ -19,9 +19,20 @@ from tuner.devices import resolve_device
 from tuner.knobs import Knobs
 from tuner.search import EpochBoard, StageRun, TrialRecorder, fail_trial
 from tuner.spec import JobSpec
-from tuner.train import Dataset, EpochCallback, MemberOutcome, auto_batch, n_weights, train_batched
+from tuner.train import (
+    VMAPPED_KINDS,
+    Dataset,
+    EpochCallback,
+    MemberOutcome,
+    auto_batch,
+    forward_work,
+    n_weights,
+    train_batched,
+    train_vmapped,
+    vmap_blocker,
+)
 
-__all__ = ["available_cores", "run_batches", "torch_threads", "trials_per_batch", "worker_cores"]
+__all__ = ["available_cores", "note_batching", "run_batches", "torch_threads", "trials_per_batch", "worker_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +57,44 @@ def worker_cores(spec: JobSpec) -> int:
 def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
     """K for a stage: ``search.batch``, with ``auto`` sized from the model and a worker's cores.
 
-    Batch norm, models other than mlp and linear, cross-validation (a trial is k fits), a GPU, half
-    precision and the Ray backend train one trial at a time
-    (``auto`` gives 1; the spec rejects K > 1 where it can tell from the spec alone).
+    An MLP with batch norm, cross-validation (a trial is k fits), a GPU, half precision, the Ray backend
+    and a plug-in or CNN that ``vmap`` cannot run (``vmap_blocker``) train one trial at a time
+    (``auto`` gives 1; the spec rejects K > 1 where it can tell from the spec alone). ``auto`` batches only
+    mlp and linear models, whose members train exactly as alone: through ``vmap`` a module's or CNN's
+    dropout masks are not its lone run's, and its convolutions gain little (an explicit K batches them).
     """
-    if (spec.model.batch_norm or spec.model.kind not in ("mlp", "linear") or spec.search.backend != "optuna"
+    vmapped = spec.model.kind in VMAPPED_KINDS  # the others: mlp and linear, stacked by hand
+    if (spec.search.batch == 1 or (spec.model.batch_norm and not vmapped)
+            or spec.model.kind not in ("mlp", "linear", *VMAPPED_KINDS) or spec.search.backend != "optuna"
             or data.folds or spec.training.precision != "fp32" or resolve_device(spec.training.device).type != "cpu"):
         return 1
     if spec.search.batch == "auto":
+        if vmapped:
+            return 1
         return auto_batch(spec.model, data.n_features, data.n_outputs, stage_trials, worker_cores(spec))
+    if vmapped and vmap_blocker(spec.model, data) is not None:
+        return 1
     return int(spec.search.batch)
+
+
+def note_batching(run: StageRun, data: Dataset, per_batch: int) -> None:
+    """Say in the stage's study (and, when it cannot, in the log) how its trials train, where batches were asked.
+
+    Study attributes: ``batched`` (K > 1), ``batch_size`` (K), and ``batched_reason`` when the model
+    cannot train batched (a plug-in ``vmap`` cannot run).
+    """
+    spec = run.spec
+    if spec.search.batch == 1:
+        return
+    attrs: dict[str, bool | int | str] = {"batched": per_batch > 1, "batch_size": per_batch}
+    why = (vmap_blocker(spec.model, data) if spec.model.kind in VMAPPED_KINDS and spec.search.batch != "auto"
+           else None)
+    if why is not None:
+        attrs["batched_reason"] = why
+        log.warning("stage %s: its trials train one at a time, not batched: %s", run.stage.name, why)
+    for key, value in attrs.items():
+        if run.study.user_attrs.get(key) != value:
+            run.study.set_user_attr(key, value)
 
 
 def torch_threads(spec: JobSpec, data: Dataset) -> int:
@@ -65,7 +104,9 @@ def torch_threads(spec: JobSpec, data: Dataset) -> int:
     model); a tiny model's step keeps one thread, where a second would only wait on the first.
     """
     k = max(trials_per_batch(spec, data, stage.trials) for stage in spec.stages)
-    work = k * n_weights(spec.model, data.n_features, data.n_outputs) * spec.training.batch_size
+    per_example = (forward_work(spec.model, data) if k > 1 and spec.model.kind in VMAPPED_KINDS
+                   else n_weights(spec.model, data.n_features, data.n_outputs))
+    work = k * per_example * spec.training.batch_size
     return max(1, min(worker_cores(spec), work // MIN_WORK_PER_THREAD))
 
 
@@ -92,7 +133,7 @@ def _train_batch(run: StageRun, data: Dataset, first: list[tuple[optuna.Trial, d
     False when recording failed (the stage was aborted).
     """
     spec, stage = run.spec, run.stage.name
-    board = EpochBoard(run.study)
+    board = None if spec.model.kind in VMAPPED_KINDS else EpochBoard(run.study)
     asked: list[tuple[optuna.Trial, dict[str, float]]] = []
     recorders: list[TrialRecorder] = []
     told: list[bool] = []
@@ -137,9 +178,13 @@ def _train_batch(run: StageRun, data: Dataset, first: list[tuple[optuna.Trial, d
 
     try:
         members = join(first)
-        train_batched(data, spec.model, spec.training, [k for k, _ in members], spec.seed,
-                      [cb for _, cb in members], on_end=tell, should_stop=run.should_stop, refill=refill,
-                      after_epoch=board.flush)
+        knobs, callbacks = [k for k, _ in members], [cb for _, cb in members]
+        if board is None:  # a module or cnn through vmap: its batch is not refilled
+            train_vmapped(data, spec.model, spec.training, knobs, spec.seed, callbacks, on_end=tell,
+                          should_stop=run.should_stop)
+        else:
+            train_batched(data, spec.model, spec.training, knobs, spec.seed, callbacks, on_end=tell,
+                          should_stop=run.should_stop, refill=refill, after_epoch=board.flush)
     except Exception as exc:  # the batch itself broke: every member not yet told fails with the reason
         log.exception("a batch of %d trials of stage %s crashed", len(asked), stage)
         for index in range(len(asked)):

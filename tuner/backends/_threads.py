@@ -9,7 +9,7 @@ import logging
 import threading
 from functools import partial
 
-from tuner.backends._batches import run_batches, trials_per_batch
+from tuner.backends._batches import note_batching, run_batches, trials_per_batch
 from tuner.search import StageRun, fail_trial, run_trial
 from tuner.train import Dataset
 
@@ -52,6 +52,7 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 return
 
     per_batch = trials_per_batch(run.spec, data, run.target)
+    note_batching(run, data, per_batch)
     work = partial(run_batches, run, data, per_batch, interrupted) if per_batch > 1 else worker
     asked_to_stop = run.should_stop
     run.should_stop = lambda: interrupted.is_set() or (asked_to_stop is not None and asked_to_stop())

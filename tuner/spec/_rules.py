@@ -106,16 +106,13 @@ def check_spec(spec: JobSpec) -> list[Issue]:
         issues.append(Issue("search.space.dropout", "the linear model has no hidden layer to drop out; "
                             "use input_dropout"))
     if isinstance(search.batch, int) and search.batch > 1:
-        if spec.model.batch_norm:
-            issues.append(Issue("search.batch", f"batched trials need model.batch_norm: false (batch statistics "
-                                f"are per model), but got batch={search.batch}; use batch: 1 or auto",
+        if spec.model.batch_norm and spec.model.kind in ("mlp", "linear"):  # a cnn's are stacked per member
+            issues.append(Issue("search.batch", f"batched trials of an mlp need model.batch_norm: false (batch "
+                                f"statistics are per model), but got batch={search.batch}; use batch: 1 or auto",
                                 search.batch))
         if search.backend != "optuna":
             issues.append(Issue("search.batch", f"the {search.backend} backend trains one trial at a time, but "
                                 f"got batch={search.batch}; use batch: 1 or auto", search.batch))
-        if spec.model.kind not in ("mlp", "linear"):
-            issues.append(Issue("search.batch", f"batched trials need model kind mlp or linear, but the model is "
-                                f"a {spec.model.kind}; use batch: 1 or auto", search.batch))
         if spec.training.precision != "fp32" or spec.training.device not in ("auto", "cpu"):
             issues.append(Issue("search.batch", f"batched trials train in fp32 on the CPU, but got device "
                                 f"{spec.training.device!r} and precision {spec.training.precision!r}; "
