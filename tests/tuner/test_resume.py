@@ -38,7 +38,7 @@ def _states(storage: str, name: str) -> list[TrialState]:
 
 
 def test_sigkill_mid_stage_then_resume(tiny: Tiny, tmp_path: Path) -> None:
-    spec = tiny(name="killme", training={"epochs": 30}, search={"stages": [
+    spec = tiny(name="killme", training={"epochs": 30}, search={"batch": 1, "stages": [  # the gate holds ``train``
         {"name": "baseline", "params": [], "trials": 1},
         {"name": "l2", "params": ["l2"], "trials": 6},
     ]})
