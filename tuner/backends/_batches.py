@@ -17,7 +17,7 @@ import optuna
 from tuner.devices import resolve_device
 from tuner.search import StageRun, TrialRecorder, fail_trial
 from tuner.spec import JobSpec
-from tuner.train import Dataset, MemberOutcome, auto_batch, n_weights, train_batched
+from tuner.train import Dataset, MemberOutcome, auto_batch, is_streamed, n_weights, train_batched
 
 __all__ = ["available_cores", "run_batches", "torch_threads", "trials_per_batch", "worker_cores"]
 
@@ -45,11 +45,12 @@ def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
     """K for a stage: ``search.batch``, with ``auto`` sized from the model and a worker's cores.
 
     Batch norm, models other than mlp and linear, cross-validation (a trial is k fits), a GPU, half
-    precision and the Ray backend train one trial at a time
+    precision, the Ray backend and data streamed from disk (``is_streamed``) train one trial at a time
     (``auto`` gives 1; the spec rejects K > 1 where it can tell from the spec alone).
     """
     if (spec.model.batch_norm or spec.model.kind not in ("mlp", "linear") or spec.search.backend != "optuna"
-            or data.folds or spec.training.precision != "fp32" or resolve_device(spec.training.device).type != "cpu"):
+            or data.folds or spec.training.precision != "fp32" or resolve_device(spec.training.device).type != "cpu"
+            or is_streamed(data)):
         return 1
     if spec.search.batch == "auto":
         return auto_batch(spec.model, data.n_features, data.n_outputs, stage_trials, worker_cores(spec))

@@ -1,12 +1,14 @@
-"""Training, torch only: the data as tensors, the models, the loop (one model or K batched), the regularizers.
+"""Training, torch only: the data as tensors (or streamed from disk), the models, the loop (one model or K
+batched), the regularizers.
 
 Knows nothing of Optuna: a trial's knobs come in as ``tuner.knobs.Knobs``.
 """
 
 from tuner.train._batched import MemberOutcome, auto_batch, n_weights, train_batched
 from tuner.train._cv import refit, train_cv
-from tuner.train._data import UPLOAD_FORMATS, UPLOADS, Dataset, Split, cross_folds, data_dir, load_dataset
+from tuner.train._data import UPLOAD_FORMATS, UPLOADS, Dataset, Split, cross_folds, data_dir
 from tuner.train._export import MODEL_JSON, MODEL_WEIGHTS, export_model, load_model
+from tuner.train._feed import split_chunks
 from tuner.train._loop import EpochCallback, TrainResult, evaluate, loss_standard_error, plain_loss, train
 from tuner.train._models import MLP, build_model
 from tuner.train._module import (
@@ -19,9 +21,11 @@ from tuner.train._module import (
     make_plugin,
 )
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
+from tuner.train._stream import MEMORY_DATA_BYTES, StreamSplit, is_streamed, load_dataset, memory_data_bytes, release
 
 __all__ = [
     "DROPOUT_TYPES",
+    "MEMORY_DATA_BYTES",
     "MLP",
     "MODEL_JSON",
     "MODEL_WEIGHTS",
@@ -32,6 +36,7 @@ __all__ = [
     "MemberOutcome",
     "PluginModel",
     "Split",
+    "StreamSplit",
     "TrainResult",
     "auto_batch",
     "build_any",
@@ -44,16 +49,20 @@ __all__ = [
     "evaluate",
     "export_model",
     "features_kept_mask",
+    "is_streamed",
     "l2_penalty",
     "load_dataset",
     "load_model",
     "loss_standard_error",
     "make_plugin",
+    "memory_data_bytes",
     "n_weights",
     "plain_loss",
     "prox_l1_",
     "refit",
+    "release",
     "sparsity",
+    "split_chunks",
     "train",
     "train_batched",
     "train_cv",

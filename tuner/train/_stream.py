@@ -1,0 +1,333 @@
+"""Data larger than memory: read a chunk of rows at a time into a float32 cache on disk, never whole.
+
+When a dataset's features would take more than ``REGTUNE_MEMORY_DATA_BYTES`` (default
+1 GiB) as float32 tensors, ``load_dataset`` reads it as a ``ChunkedSource`` (a Parquet
+file, row group by row group; any format that can give its rows a chunk at a time) in
+three passes: the targets, one value a row, which alone decide the split (the same rows
+as in memory: ``targets_and_rows``); the training rows' mean and std, merged chunk by
+chunk (standardization fitted on the training split, as in memory); then the features,
+standardized in float64 and written as float32 rows, one file per split, each split's
+rows in the order ``X[rows]`` holds them in memory. Below the threshold nothing changes:
+``load_in_memory`` holds every split as tensors (the fast path).
+
+Why a cache and not the source itself in the loop: training visits the rows in a random
+permutation, the one the in-memory loop draws from the same generator, so both paths
+give the same losses; a Parquet row group is compressed and decoded whole (an image
+file too), a row of the cache is one read. The cache is written once per job and read
+by every trial, in ``tempfile.gettempdir()`` (``TMPDIR``; not a tmpfs, or it is memory
+again); it is removed when the dataset is released (``release``), garbage collected,
+or the process exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import numpy as np
+import torch
+
+from tuner.errors import DataError, RegtuneError
+from tuner.spec import DatasetSpec
+from tuner.train._data import (
+    _FOLDS,
+    UPLOADS,
+    Dataset,
+    Split,
+    _floats,
+    _infer_task,
+    _open_csv,
+    data_dir,
+    load_in_memory,
+    targets_and_rows,
+)
+
+__all__ = ["MEMORY_DATA_BYTES", "ChunkedSource", "ParquetSource", "StreamSplit", "is_streamed", "load_dataset",
+           "load_streamed", "memory_data_bytes", "release"]
+
+MEMORY_DATA_BYTES = "REGTUNE_MEMORY_DATA_BYTES"
+_DEFAULT_BYTES = 2**30
+CHUNK_ROWS = 65_536  # rows a source reads at once
+
+
+def memory_data_bytes() -> int:
+    """``REGTUNE_MEMORY_DATA_BYTES``: the most bytes of float32 features held in memory (0: stream everything)."""
+    raw = os.environ.get(MEMORY_DATA_BYTES, "").strip()
+    if not raw:
+        return _DEFAULT_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise RegtuneError(f"The {MEMORY_DATA_BYTES} environment variable must be an integer >= 0 (bytes). "
+                           f"Got {raw!r} instead.")
+    return value
+
+
+class ChunkedSource(Protocol):
+    """A dataset that gives its rows a chunk at a time: what the streaming path needs of a format."""
+
+    feature_names: list[str]
+    example_shape: tuple[int, ...]  # one row's features: (d,), or (C, H, W) for an image
+    rows: int
+
+    def targets(self) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """Every row's target as read (labels, or numbers for a regression), its fold (or None), and the task."""
+        ...
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The features of consecutive rows, first to last: float64 arrays of shape (m, *example_shape)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _nbytes(source: ChunkedSource) -> int:
+    """What the features take as float32 tensors."""
+    return source.rows * int(np.prod(source.example_shape)) * 4
+
+
+class ParquetSource:
+    """A Parquet table read batch by batch (pyarrow), by the in-memory reader's rules: numeric features,
+    a target, optionally a split column."""
+
+    def __init__(self, spec: DatasetSpec, max_cells: int | None = None) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.spec, self._fh = spec, _open_csv(spec)
+        try:
+            self._file = pq.ParquetFile(self._fh)
+        except (pa.ArrowException, OSError) as exc:
+            self._fh.close()
+            raise DataError.one("dataset.path", f"cannot read {spec.path!r} as Parquet: {exc}") from None
+        schema = self._file.schema_arrow
+        names = list(schema.names)
+        self.rows: int = int(self._file.metadata.num_rows)
+        if max_cells is not None and self.rows * len(names) > max_cells:
+            self.close()
+            raise DataError.one("dataset.path", f"{spec.path!r} holds more than {max_cells} cells (rows × "
+                                "columns), the most allowed (REGTUNE_MAX_DATA_CELLS)")
+        for col, fld in ((spec.target, "dataset.target"), (spec.split.column, "dataset.split.column")):
+            if col is not None and col not in names:
+                self.close()
+                raise DataError.one(fld, f"column {col!r} is not in {spec.path!r} ({len(names)} columns)", col)
+        self.feature_names: list[str] = [n for n in names if n not in (spec.target, spec.split.column)]
+        self.example_shape: tuple[int, ...] = (len(self.feature_names),)
+        for name in self.feature_names:
+            kind = schema.field(name).type
+            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+                self.close()
+                raise DataError.one("dataset.path", f"column {name!r} of {spec.path!r} must hold numbers without "
+                                    f"missing values (features are numeric), but it is {kind}")
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def _batches(self, columns: list[str]) -> Iterator[Any]:
+        return iter(self._file.iter_batches(batch_size=CHUNK_ROWS, columns=columns, use_threads=False))
+
+    def targets(self) -> tuple[np.ndarray, np.ndarray | None, str]:
+        spec, target, fold_col = self.spec, self.spec.target or "", self.spec.split.column
+        raw: list[np.ndarray] = []
+        folds: list[np.ndarray] = []
+        for batch in self._batches([target] + ([fold_col] if fold_col else [])):
+            column = batch.column(0)
+            if column.null_count:
+                raise DataError.one("dataset.target", f"rows of {spec.path!r} miss the target; every row needs one",
+                                    spec.target)
+            raw.append(np.asarray([str(v) for v in column.to_pylist()]))
+            if fold_col:
+                folds.append(np.asarray([str(v).strip().lower() for v in batch.column(1).to_pylist()]))
+        y = np.concatenate(raw)
+        task = spec.task or _infer_task(np.unique(y).tolist())  # the distinct values decide as all of them do
+        if task == "regression":
+            y = _floats(y.tolist(), spec, list(self._file.schema_arrow.names).index(target))
+        fold = np.concatenate(folds) if fold_col else None
+        if fold is not None and (bad := sorted(set(np.unique(fold)) - set(_FOLDS))):
+            raise DataError.one("dataset.split.column", f"values must be train, val or test, but got {bad[:5]}",
+                                fold_col)
+        return y, fold, task
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for batch in self._batches(self.feature_names):
+            X = np.empty((batch.num_rows, len(self.feature_names)), dtype=np.float64)
+            for c, name in enumerate(self.feature_names):
+                column = batch.column(c)
+                if column.null_count:
+                    raise DataError.one("dataset.path", f"column {name!r} of {self.spec.path!r} must hold numbers "
+                                        f"without missing values (features are numeric), but it has missing ones")
+                X[:, c] = column.to_numpy(zero_copy_only=False).astype(np.float64)
+                if not np.isfinite(X[:, c]).all():
+                    raise DataError.one("dataset.path", f"column {name!r} of {self.spec.path!r} holds NaN or inf")
+            yield X
+
+
+def open_source(spec: DatasetSpec, max_cells: int | None = None) -> ChunkedSource | None:
+    """The spec's data as a ``ChunkedSource`` when its format can be read in chunks (Parquet), else None."""
+    if spec.source == "upload" and (data_dir() / UPLOADS / f"{spec.id}.parquet").is_file():
+        if not spec.target:
+            raise DataError.one("dataset.target", "an uploaded table (parquet) needs 'target', the target column's "
+                                "name")
+        return ParquetSource(spec.model_copy(update={"source": "parquet", "path": f"{UPLOADS}/{spec.id}.parquet"}),
+                             max_cells)
+    return None
+
+
+class _Cache:
+    """A folder of split files, removed by ``remove``, when garbage collected, or at exit (by its own process only)."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="regtune-stream-"))
+        self._remove = weakref.finalize(self, _remove_folder, self.folder, os.getpid())
+
+    def remove(self) -> None:
+        self._remove()
+
+
+def _remove_folder(folder: Path, owner: int) -> None:
+    if os.getpid() == owner:  # never from a forked worker that inherited the finalizer
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _map(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """The file as a float32 tensor, mapped (copy on write: nothing is read until used, nothing written back)."""
+    if shape[0] == 0:
+        return torch.empty(shape)
+    return torch.from_numpy(np.memmap(path, dtype=np.float32, mode="c", shape=shape))
+
+
+@dataclass(frozen=True)
+class StreamSplit(Split):
+    """A split whose features live in a float32 file on disk; its targets are in memory (one value a row).
+
+    ``X`` maps the file: its shape and a few rows cost nothing, but a computation over all of it
+    reads it all, so the training loop reads batches through a DataLoader (``tuner.train._feed``)
+    and evaluation a chunk at a time. Pickled (a Ray worker, a DataLoader worker started by spawn)
+    it travels as the file's name, and the copy owns nothing.
+    """
+
+    path: Path = Path()
+    cache: _Cache | None = field(default=None, repr=False, compare=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _reopen, (self.path, tuple(self.X.shape), self.y)
+
+
+def _reopen(path: Path, shape: tuple[int, ...], y: torch.Tensor) -> StreamSplit:
+    return StreamSplit(_map(path, shape), y, path)
+
+
+def is_streamed(data: Dataset) -> bool:
+    """Whether the dataset's splits are read from disk (over ``REGTUNE_MEMORY_DATA_BYTES``)."""
+    return isinstance(data.train, StreamSplit)
+
+
+def release(data: Dataset) -> None:
+    """Remove a streamed dataset's cache files now (a no-op for data in memory)."""
+    for split in (data.train, data.val, data.test):
+        if isinstance(split, StreamSplit) and split.cache is not None:
+            split.cache.remove()
+
+
+def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> Dataset:
+    """Load, split and (optionally) standardize the dataset a spec names: in memory, or streamed from disk.
+
+    Args:
+        max_cells: the most rows × columns a file may hold (checked while it is read).
+
+    Raises:
+        DataError: the file is missing, escapes REGTUNE_DATA_DIR, or holds unusable values; cross-validation
+            asked of data over ``REGTUNE_MEMORY_DATA_BYTES``.
+    """
+    source = open_source(spec, max_cells)
+    if source is None:
+        return load_in_memory(spec, seed, max_cells)
+    with closing(source):
+        if _nbytes(source) <= memory_data_bytes():
+            source.close()
+            return load_in_memory(spec, seed, max_cells)
+        return load_streamed(spec, seed, source)
+
+
+def _train_moments(source: ChunkedSource, train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (ddof 0) per feature of the training rows, merged chunk by chunk (Chan et al.)."""
+    n, mean, m2, start = 0, np.zeros(source.example_shape), np.zeros(source.example_shape), 0
+    for chunk in source.chunks():
+        lo, hi = np.searchsorted(train_rows, [start, start + len(chunk)])
+        part = chunk[train_rows[lo:hi] - start]
+        start += len(chunk)
+        if len(part) == 0:
+            continue
+        k, part_mean = len(part), part.mean(axis=0)
+        delta = part_mean - mean
+        m2 = m2 + ((part - part_mean) ** 2).sum(axis=0) + delta**2 * (n * k / (n + k))
+        mean = mean + delta * (k / (n + k))
+        n += k
+    return mean, np.sqrt(m2 / max(n, 1))
+
+
+def load_streamed(spec: DatasetSpec, seed: int, source: ChunkedSource) -> Dataset:
+    """Split and standardize ``source`` as ``load_in_memory`` would, its features written to a cache on disk.
+
+    Raises:
+        DataError: bad values in the source, or ``split.folds``: cross-validation re-standardizes every
+            fold over all rows, which needs them in memory.
+    """
+    if spec.split.folds:
+        raise DataError.one("dataset.split.folds", f"cross-validation needs the data in memory, but its features "
+                            f"take {_nbytes(source)} bytes, over {MEMORY_DATA_BYTES} ({memory_data_bytes()}): "
+                            "split by val and test fractions instead, or raise the limit", spec.split.folds)
+    raw_y, folds, task = source.targets()
+    if len(raw_y) != source.rows:
+        raise DataError.one("dataset.path", f"{spec.path!r} gave {len(raw_y)} targets for {source.rows} rows")
+    y, classes, n_outputs, idx = targets_and_rows(spec, seed, raw_y, folds, task)
+    tr = idx["train"]
+    shape = source.example_shape
+    mu, sd = _train_moments(source, tr) if spec.standardize else (np.zeros(shape), np.ones(shape))
+    sd[sd == 0] = 1.0
+    y_mu, target_scale = 0.0, 1.0
+    if task == "regression" and spec.standardize:
+        y_mu, target_scale = float(y[tr].mean()), float(y[tr].std() or 1.0)
+        y = (y - y_mu) / target_scale
+    cache = _Cache()
+    files = {f: cache.folder / f"{f}.f32" for f in _FOLDS}
+    handles: dict[str, BinaryIO] = {}
+    try:
+        handles = {f: open(path, "wb") for f, path in files.items()}  # noqa: SIM115 (closed below)
+        start = 0
+        for chunk in source.chunks():
+            X = ((chunk - mu) / sd).astype(np.float32)
+            for f, rows in idx.items():
+                lo, hi = np.searchsorted(rows, [start, start + len(chunk)])
+                handles[f].write(np.ascontiguousarray(X[rows[lo:hi] - start]).tobytes())
+            start += len(chunk)
+    except BaseException:
+        cache.remove()
+        raise
+    finally:
+        for fh in handles.values():
+            fh.close()
+    if start != source.rows:
+        cache.remove()
+        raise DataError.one("dataset.path", f"{spec.path!r} gave {start} rows of features, but says it holds "
+                            f"{source.rows}")
+    y_dtype = torch.long if task == "classification" else torch.float32
+
+    def part(f: str) -> StreamSplit:
+        rows = idx[f]
+        return StreamSplit(_map(files[f], (len(rows), *shape)), torch.as_tensor(y[rows], dtype=y_dtype),
+                           files[f], cache)
+
+    return Dataset(task=task, feature_names=list(source.feature_names), n_outputs=n_outputs, train=part("train"),
+                   val=part("val"), test=part("test"), target_scale=target_scale, classes=classes,
+                   feature_mean=[float(v) for v in mu.ravel()], feature_std=[float(v) for v in sd.ravel()],
+                   target_mean=y_mu)
