@@ -3,12 +3,13 @@
 When a dataset's features would take more than ``REGTUNE_MEMORY_DATA_BYTES`` (default
 1 GiB) as float32 tensors, ``load_dataset`` reads it as a ``ChunkedSource`` (a Parquet
 file, row group by row group; any format that can give its rows a chunk at a time) in
-three passes: the targets, one value a row, which alone decide the split (the same rows
-as in memory: ``targets_and_rows``); the training rows' mean and std, merged chunk by
+passes: the targets, one value a row, which alone decide the split (the same rows as in
+memory: ``targets_and_rows``); the training rows' mean, then their std, summed chunk by
 chunk (standardization fitted on the training split, as in memory); then the features,
 standardized in float64 and written as float32 rows, one file per split, each split's
-rows in the order ``X[rows]`` holds them in memory. Below the threshold nothing changes:
-``load_in_memory`` holds every split as tensors (the fast path).
+rows in the order ``X[rows]`` holds them in memory (every value equal to the in-memory
+one). Below the threshold nothing changes: ``load_in_memory`` holds every split as
+tensors (the fast path).
 
 Why a cache and not the source itself in the loop: training visits the rows in a random
 permutation, the one the in-memory loop draws from the same generator, so both paths
@@ -105,7 +106,7 @@ class ParquetSource:
 
         self.spec, self._fh = spec, _open_csv(spec)
         try:
-            self._file = pq.ParquetFile(self._fh)
+            self._file = pq.ParquetFile(self._fh, pre_buffer=False)  # read as iterated, not the whole file ahead
         except (pa.ArrowException, OSError) as exc:
             self._fh.close()
             raise DataError.one("dataset.path", f"cannot read {spec.path!r} as Parquet: {exc}") from None
@@ -126,8 +127,9 @@ class ParquetSource:
             kind = schema.field(name).type
             if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
                 self.close()
-                raise DataError.one("dataset.path", f"column {name!r} of {spec.path!r} must hold numbers without "
-                                    f"missing values (features are numeric), but it is {kind}")
+                raise DataError.one("dataset.path", f"column {name!r} of {spec.path!r} must hold numbers, but it "
+                                    f"is {kind}: a table over {MEMORY_DATA_BYTES} is streamed from disk, and "
+                                    "streamed features must be numeric, none missing")
 
     def close(self) -> None:
         self._fh.close()
@@ -158,16 +160,20 @@ class ParquetSource:
         return y, fold, task
 
     def chunks(self) -> Iterator[np.ndarray]:
+        start = 0
         for batch in self._batches(self.feature_names):
             X = np.empty((batch.num_rows, len(self.feature_names)), dtype=np.float64)
             for c, name in enumerate(self.feature_names):
                 column = batch.column(c)
                 if column.null_count:
-                    raise DataError.one("dataset.path", f"column {name!r} of {self.spec.path!r} must hold numbers "
-                                        f"without missing values (features are numeric), but it has missing ones")
+                    raise DataError.one("dataset.path", f"column {name!r} of {self.spec.path!r} misses "
+                                        f"{column.null_count} values in rows {start} to {start + batch.num_rows - 1}: "
+                                        f"a table over {MEMORY_DATA_BYTES} is streamed from disk, and streamed "
+                                        "features must be numeric, none missing")
                 X[:, c] = column.to_numpy(zero_copy_only=False).astype(np.float64)
                 if not np.isfinite(X[:, c]).all():
                     raise DataError.one("dataset.path", f"column {name!r} of {self.spec.path!r} holds NaN or inf")
+            start += batch.num_rows
             yield X
 
 
@@ -258,21 +264,30 @@ def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> 
         return load_streamed(spec, seed, source)
 
 
-def _train_moments(source: ChunkedSource, train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (ddof 0) per feature of the training rows, merged chunk by chunk (Chan et al.)."""
-    n, mean, m2, start = 0, np.zeros(source.example_shape), np.zeros(source.example_shape), 0
+def _train_sum(source: ChunkedSource, train_rows: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """The sum over the training rows of their features (or, given ``mean``, of their squared deviations).
+
+    Added row after row, as numpy sums an array over its first axis: the running sum
+    goes in as the first row of each chunk's sum, so the result is the in-memory path's
+    to the last bit (and so is every standardized value).
+    """
+    total, start = np.zeros(source.example_shape), 0
     for chunk in source.chunks():
         lo, hi = np.searchsorted(train_rows, [start, start + len(chunk)])
         part = chunk[train_rows[lo:hi] - start]
         start += len(chunk)
-        if len(part) == 0:
-            continue
-        k, part_mean = len(part), part.mean(axis=0)
-        delta = part_mean - mean
-        m2 = m2 + ((part - part_mean) ** 2).sum(axis=0) + delta**2 * (n * k / (n + k))
-        mean = mean + delta * (k / (n + k))
-        n += k
-    return mean, np.sqrt(m2 / max(n, 1))
+        if mean is not None:
+            part = part - mean
+            part = part * part
+        total = np.concatenate([total[None], part]).sum(axis=0)
+    return total
+
+
+def _train_moments(source: ChunkedSource, train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (ddof 0) per feature of the training rows, as ``X[train].mean(0)`` and ``.std(0)`` give
+    them: two passes over the source."""
+    mean = _train_sum(source, train_rows) / len(train_rows)
+    return mean, np.sqrt(_train_sum(source, train_rows, mean) / len(train_rows))
 
 
 def load_streamed(spec: DatasetSpec, seed: int, source: ChunkedSource) -> Dataset:

@@ -69,9 +69,9 @@ def test_streamed_data_holds_the_same_rows_and_trains_to_the_same_losses(
     for a, b in ((memory.train, streamed.train), (memory.val, streamed.val), (memory.test, streamed.test)):
         assert isinstance(b, StreamSplit) and b.path.parent.parent == table
         assert torch.equal(a.y, b.y)
-        torch.testing.assert_close(a.X, b.X, rtol=0, atol=1e-6)
+        assert torch.equal(a.X, b.X)  # standardized to the last bit
     assert streamed.classes == memory.classes == ["no", "yes"]
-    assert streamed.feature_mean == pytest.approx(memory.feature_mean, rel=1e-12)
+    assert (streamed.feature_mean, streamed.feature_std) == (memory.feature_mean, memory.feature_std)
     knobs = Knobs(l1=1e-3, l2=1e-3, dropout=(0.2,), input_dropout=0.1)
     a = train(memory, spec.model, spec.training, knobs, seed=3)
     b = train(streamed, spec.model, spec.training, knobs, seed=3)
@@ -81,6 +81,8 @@ def test_streamed_data_holds_the_same_rows_and_trains_to_the_same_losses(
     assert (b.train_acc, b.val_acc) == pytest.approx((a.train_acc, a.val_acc), abs=1e-6)  # float32 means
     assert b.sparsity == a.sparsity
     assert a.model is not None and b.model is not None
+    for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(wa, wb), name  # the same batches in the same order: the same steps
     test_memory = evaluate(a.model, memory.test, memory.task)
     assert evaluate(b.model, streamed.test, streamed.task) == pytest.approx(test_memory, rel=1e-5)
     assert loss_standard_error(b.model, streamed.val, streamed.task) == pytest.approx(
@@ -166,3 +168,19 @@ def test_a_streamed_job_cancelled_mid_epoch_stops_its_workers_and_leaves_no_cach
         run_job(spec, storage=sqlite_url, should_stop=stop_soon)
     assert multiprocessing.active_children() == []
     assert list(table.glob("regtune-stream-*")) == []
+
+
+def test_a_text_feature_in_a_streamed_table_is_refused_naming_the_rule(
+        tiny: Tiny, table: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"f0": [1.0, 2.0, 3.0, 4.0], "city": ["a", "b", "a", "c"], "label": [0, 1, 0, 1]}),
+                   tmp_path / "data" / "uploads" / f"{UPLOAD_ID}.parquet")
+    monkeypatch.setenv(MEMORY_DATA_BYTES, "0")
+    with pytest.raises(DataError) as info:
+        load_dataset(_spec(tiny).dataset, 0)
+    issue = info.value.issues[0]
+    assert issue.field == "dataset.path"
+    assert issue.message.startswith(f"column 'city' of 'uploads/{UPLOAD_ID}.parquet' must hold numbers, but it is "
+                                    f"string: a table over {MEMORY_DATA_BYTES} is streamed from disk")
