@@ -56,6 +56,8 @@ __all__ = ["MEMORY_DATA_BYTES", "ChunkedSource", "ParquetSource", "StreamSplit",
 MEMORY_DATA_BYTES = "REGTUNE_MEMORY_DATA_BYTES"
 _DEFAULT_BYTES = 2**30
 CHUNK_ROWS = 65_536  # rows a source reads at once
+_NUMBERS_ONLY = (f"a table over {MEMORY_DATA_BYTES} is streamed from disk, and its features must be finite numbers "
+                 "(integers or floats), none missing; categories and missing values are read in memory only")
 
 
 def memory_data_bytes() -> int:
@@ -110,8 +112,7 @@ class ParquetSource:
         except (pa.ArrowException, OSError) as exc:
             self._fh.close()
             raise DataError.one("dataset.path", f"cannot read {spec.path!r} as Parquet: {exc}") from None
-        schema = self._file.schema_arrow
-        names = list(schema.names)
+        names = list(self._file.schema_arrow.names)
         self.rows: int = int(self._file.metadata.num_rows)
         if max_cells is not None and self.rows * len(names) > max_cells:
             self.close()
@@ -123,13 +124,6 @@ class ParquetSource:
                 raise DataError.one(fld, f"column {col!r} is not in {spec.path!r} ({len(names)} columns)", col)
         self.feature_names: list[str] = [n for n in names if n not in (spec.target, spec.split.column)]
         self.example_shape: tuple[int, ...] = (len(self.feature_names),)
-        for name in self.feature_names:
-            kind = schema.field(name).type
-            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
-                self.close()
-                raise DataError.one("dataset.path", f"column {name!r} of {spec.path!r} must hold numbers, but it "
-                                    f"is {kind}: a table over {MEMORY_DATA_BYTES} is streamed from disk, and "
-                                    "streamed features must be numeric, none missing")
 
     def close(self) -> None:
         self._fh.close()
@@ -160,6 +154,13 @@ class ParquetSource:
         return y, fold, task
 
     def chunks(self) -> Iterator[np.ndarray]:
+        import pyarrow as pa
+
+        for name in self.feature_names:
+            kind = self._file.schema_arrow.field(name).type
+            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+                raise DataError.one("dataset.path", f"column {name!r} of {self.spec.path!r} must hold numbers, but "
+                                    f"it is {kind}: {_NUMBERS_ONLY}")
         start = 0
         for batch in self._batches(self.feature_names):
             X = np.empty((batch.num_rows, len(self.feature_names)), dtype=np.float64)
@@ -168,17 +169,19 @@ class ParquetSource:
                 if column.null_count:
                     raise DataError.one("dataset.path", f"column {name!r} of {self.spec.path!r} misses "
                                         f"{column.null_count} values in rows {start} to {start + batch.num_rows - 1}: "
-                                        f"a table over {MEMORY_DATA_BYTES} is streamed from disk, and streamed "
-                                        "features must be numeric, none missing")
+                                        f"{_NUMBERS_ONLY}")
                 X[:, c] = column.to_numpy(zero_copy_only=False).astype(np.float64)
                 if not np.isfinite(X[:, c]).all():
-                    raise DataError.one("dataset.path", f"column {name!r} of {self.spec.path!r} holds NaN or inf")
+                    raise DataError.one("dataset.path", f"column {name!r} of {self.spec.path!r} holds NaN or inf in "
+                                        f"rows {start} to {start + batch.num_rows - 1}: {_NUMBERS_ONLY}")
             start += batch.num_rows
             yield X
 
 
 def open_source(spec: DatasetSpec, max_cells: int | None = None) -> ChunkedSource | None:
     """The spec's data as a ``ChunkedSource`` when its format can be read in chunks (Parquet), else None."""
+    if spec.size is not None or spec.channels is not None:
+        return None  # options of images: the in-memory reader says what they apply to
     if spec.source == "upload" and (data_dir() / UPLOADS / f"{spec.id}.parquet").is_file():
         if not spec.target:
             raise DataError.one("dataset.target", "an uploaded table (parquet) needs 'target', the target column's "

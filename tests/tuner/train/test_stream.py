@@ -182,5 +182,7 @@ def test_a_text_feature_in_a_streamed_table_is_refused_naming_the_rule(
         load_dataset(_spec(tiny).dataset, 0)
     issue = info.value.issues[0]
     assert issue.field == "dataset.path"
-    assert issue.message.startswith(f"column 'city' of 'uploads/{UPLOAD_ID}.parquet' must hold numbers, but it is "
-                                    f"string: a table over {MEMORY_DATA_BYTES} is streamed from disk")
+    assert issue.message == (f"column 'city' of 'uploads/{UPLOAD_ID}.parquet' must hold numbers, but it is string: "
+                             f"a table over {MEMORY_DATA_BYTES} is streamed from disk, and its features must be finite "
+                             "numbers (integers or floats), none missing; categories and missing values are read in "
+                             "memory only")
