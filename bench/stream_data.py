@@ -9,8 +9,9 @@ Then, in a child process each, so that each one's memory is its own: ``load_data
 cache on disk, batches through DataLoader workers) and with the default 1 GiB (the data in
 memory). Prints, for each: seconds to load (streamed: including writing the cache), seconds
 per epoch (epoch 1 includes building the model and starting the workers; each epoch also
-evaluates the train and val splits), the peak RSS, and the last val loss (the two paths
-must agree). Peak RSS: the child's own (``ru_maxrss``), its DataLoader workers' largest
+evaluates the train and val splits), the trainer's CPU seconds per epoch (steadier than
+wall time on a shared machine; the workers' CPU in all), the peak RSS, and the val loss per
+epoch (the two paths must agree). Peak RSS: the child's own (``ru_maxrss``), its DataLoader workers' largest
 (``RUSAGE_CHILDREN``; pages shared with the parent by fork count in both), and the whole
 process tree's PSS sampled every 0.25 s from /proc/*/smaps_rollup (shared pages counted
 once), split into anonymous memory and file pages (the mapped cache and libraries: page
@@ -124,13 +125,21 @@ def child(mode: str, args: argparse.Namespace) -> None:
     data = load_dataset(spec.dataset, 0)
     loaded = time.perf_counter()
     assert is_streamed(data) == (mode == "streamed")
-    marks = [time.perf_counter()]
+    marks, cpu = [time.perf_counter()], [time.process_time()]
+
+    def mark(*_: object) -> None:
+        marks.append(time.perf_counter())
+        cpu.append(time.process_time())
+
     result = train(data.without_test(), spec.model, spec.training, Knobs(l2=1e-4, dropout=(0.1,) * len(hidden)), 0,
-                   on_epoch=lambda *_: marks.append(time.perf_counter()))
+                   on_epoch=mark)
     release(data)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({
         "mode": mode, "train_rows": len(data.train), "load_s": loaded - started,
         "epoch_s": [b - a for a, b in itertools.pairwise(marks)], "val_loss": result.curve_val,
+        "epoch_cpu_s": [b - a for a, b in itertools.pairwise(cpu)],
+        "workers_cpu_s": workers.ru_utime + workers.ru_stime,
         "self_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "workers_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
     }))
@@ -163,7 +172,9 @@ def main() -> None:
         peak = r["tree_peak_kb"]
         assert isinstance(peak, dict)
         epochs = ", ".join(f"{s:.1f}" for s in r["epoch_s"])  # type: ignore[attr-defined]
-        print(f"{r['mode']:>8}: load {r['load_s']:.1f} s, s/epoch [{epochs}], peak RSS: process "
+        cpu = ", ".join(f"{s:.1f}" for s in r["epoch_cpu_s"])  # type: ignore[attr-defined]
+        print(f"{r['mode']:>8}: load {r['load_s']:.1f} s, s/epoch [{epochs}] (trainer CPU s [{cpu}], DataLoader "
+              f"workers' CPU {r['workers_cpu_s']:.1f} s in all), peak RSS: process "
               f"{r['self_maxrss_kb'] / 1024:.0f} MiB, largest worker {r['workers_maxrss_kb'] / 1024:.0f} MiB, "
               f"whole tree (PSS) {peak['total'] / 1024:.0f} MiB (anonymous {peak['anon'] / 1024:.0f}, "
               f"file pages {peak['file'] / 1024:.0f}); val loss {r['val_loss']}")
