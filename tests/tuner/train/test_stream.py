@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from tuner.errors import Cancelled, DataError
 from tuner.job import run_job
@@ -166,6 +168,8 @@ def test_a_streamed_job_cancelled_mid_epoch_stops_its_workers_and_leaves_no_cach
     spec = _spec(tiny, training={"epochs": 2, "batch_size": 32})
     with pytest.raises(Cancelled):
         run_job(spec, storage=sqlite_url, should_stop=stop_soon)
+    l2 = optuna.load_study(study_name="tiny/l2", storage=sqlite_url).trials
+    assert [t.user_attrs.get("interrupted") for t in l2 if t.state == TrialState.FAIL] == [True]
     assert multiprocessing.active_children() == []
     assert list(table.glob("regtune-stream-*")) == []
 
@@ -186,3 +190,19 @@ def test_a_text_feature_in_a_streamed_table_is_refused_naming_the_rule(
                              f"a table over {MEMORY_DATA_BYTES} is streamed from disk, and its features must be finite "
                              "numbers (integers or floats), none missing; categories and missing values are read in "
                              "memory only")
+
+
+def test_streamed_data_trains_one_trial_at_a_time_and_pickles_as_its_file(
+        tiny: Tiny, table: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from tuner.backends import trials_per_batch
+
+    spec = _spec(tiny, search={"batch": "auto"})
+    memory, streamed = _both(spec, monkeypatch)
+    assert trials_per_batch(spec, memory, 12) > 1 and trials_per_batch(spec, streamed, 12) == 1
+    copy = pickle.loads(pickle.dumps(streamed.train))  # as a Ray worker receives it: the file's name, no copy of X
+    assert len(pickle.dumps(streamed.train)) < streamed.train.X.numel() * 4
+    assert isinstance(copy, StreamSplit) and copy.cache is None and torch.equal(copy.X, memory.train.X)
+    del copy
+    assert len(list(table.glob("regtune-stream-*/*.f32"))) == 3  # a copy owns nothing: the cache stays
