@@ -22,7 +22,8 @@ from tuner.train._module import (
     make_plugin,
 )
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
-from tuner.train._stream import MEMORY_DATA_BYTES, StreamSplit, is_streamed, load_dataset, memory_data_bytes, release
+from tuner.train._sources import MEMORY_DATA_BYTES, ChunkedSource, memory_data_bytes
+from tuner.train._stream import StreamSplit, is_streamed, load_dataset, release
 from tuner.train._tables import ColumnPrep, TablePrep
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "MODEL_WEIGHTS",
     "UPLOADS",
     "UPLOAD_FORMATS",
+    "ChunkedSource",
     "ColumnPrep",
     "Dataset",
     "EpochCallback",
