@@ -26,6 +26,7 @@ from tuner.train import (
     MemberOutcome,
     auto_batch,
     forward_work,
+    is_streamed,
     n_weights,
     train_batched,
     train_vmapped,
@@ -57,8 +58,9 @@ def worker_cores(spec: JobSpec) -> int:
 def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
     """K for a stage: ``search.batch``, with ``auto`` sized from the model and a worker's cores.
 
-    An MLP with batch norm, cross-validation (a trial is k fits), a GPU, half precision, the Ray backend
-    and a plug-in or CNN that ``vmap`` cannot run (``vmap_blocker``) train one trial at a time
+    An MLP with batch norm, cross-validation (a trial is k fits), a GPU, half precision, the Ray backend,
+    data streamed from disk (``is_streamed``) and a plug-in or CNN that ``vmap`` cannot run
+    (``vmap_blocker``) train one trial at a time
     (``auto`` gives 1; the spec rejects K > 1 where it can tell from the spec alone). ``auto`` batches only
     mlp and linear models, whose members train exactly as alone: through ``vmap`` a module's or CNN's
     dropout masks are not its lone run's, and its convolutions gain little (an explicit K batches them).
@@ -66,7 +68,8 @@ def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
     vmapped = spec.model.kind in VMAPPED_KINDS  # the others: mlp and linear, stacked by hand
     if (spec.search.batch == 1 or (spec.model.batch_norm and not vmapped)
             or spec.model.kind not in ("mlp", "linear", *VMAPPED_KINDS) or spec.search.backend != "optuna"
-            or data.folds or spec.training.precision != "fp32" or resolve_device(spec.training.device).type != "cpu"):
+            or data.folds or spec.training.precision != "fp32" or resolve_device(spec.training.device).type != "cpu"
+            or is_streamed(data)):
         return 1
     if spec.search.batch == "auto":
         if vmapped:
