@@ -35,9 +35,13 @@ TINY: dict[str, Any] = {
 
 def make_spec(name: str = "tiny", *, epochs: int = 2, trials: int = 1, hidden: list[int] | None = None,
               batch_size: int = 64) -> dict[str, Any]:
-    """TINY with a name, epochs, trials in the l2 stage; ``hidden`` makes it an MLP."""
+    """TINY with a name, epochs, trials in the l2 stage; ``hidden`` makes it an MLP.
+
+    Its trials train one at a time (``search.batch: 1``): an ``EpochGate`` holds the lone loop's ``train``.
+    """
     spec = copy.deepcopy(TINY)
     spec["name"] = name
+    spec["search"]["batch"] = 1
     spec["training"]["epochs"] = epochs
     spec["training"]["batch_size"] = batch_size
     spec["search"]["stages"][1]["trials"] = trials
