@@ -208,7 +208,8 @@ class SearchSpec(Strict):
     parallelism: int = Field(default=1, ge=1, le=64, description="trials at once")
     batch: int | str = Field(
         default=1, description="auto | K: how many trials of a stage train together as one batched model "
-                               "(mlp and linear models on the CPU in fp32, thread backend); 1 trains one at a time")
+                               "(mlp and linear models on the CPU in fp32; on Ray a Tune trial carries K); "
+                               "1 trains one at a time")
     space: Space = Field(default_factory=Space, description="the knobs' priors; a knob left out is never used")
     stages: list[StageSpec] | None = Field(default=None, description=(
         "run in order, each fixing its best values for the later ones; left out: a 'baseline' stage "

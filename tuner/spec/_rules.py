@@ -110,9 +110,6 @@ def check_spec(spec: JobSpec) -> list[Issue]:
             issues.append(Issue("search.batch", f"batched trials need model.batch_norm: false (batch statistics "
                                 f"are per model), but got batch={search.batch}; use batch: 1 or auto",
                                 search.batch))
-        if search.backend != "optuna":
-            issues.append(Issue("search.batch", f"the {search.backend} backend trains one trial at a time, but "
-                                f"got batch={search.batch}; use batch: 1 or auto", search.batch))
         if spec.model.kind not in ("mlp", "linear"):
             issues.append(Issue("search.batch", f"batched trials need model kind mlp or linear, but the model is "
                                 f"a {spec.model.kind}; use batch: 1 or auto", search.batch))
