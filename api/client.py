@@ -17,7 +17,7 @@ from tuner.knobs import fmt_params
 __all__ = ["DEFAULT_SERVER", "Client", "ClientError", "describe", "progress_line", "summary", "with_upload"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-UPLOAD_SUFFIXES = ("csv", "npz", "parquet")
+UPLOAD_SUFFIXES = ("csv", "npz", "parquet", "zip")
 
 
 class ClientError(Exception):
@@ -86,7 +86,8 @@ def _chunks(fh: BinaryIO) -> Iterator[bytes]:
 def with_upload(spec: bytes, dataset_id: str) -> dict[str, Any]:
     """The spec (YAML or JSON) with its dataset pointed at upload ``dataset_id``.
 
-    What says how to read the data (``target``, ``task``, ``split``, ``standardize``) is kept;
+    What says how to read the data (``target``, ``task``, ``split``, ``standardize``, ``max_levels``, an image
+    zip's ``size`` and ``channels``) is kept;
     where it came from (``source``, ``path``, ``name``) is replaced.
     """
     try:
@@ -97,7 +98,8 @@ def with_upload(spec: bytes, dataset_id: str) -> dict[str, Any]:
         raise ClientError("the spec must be a mapping of fields")
     dataset = doc.get("dataset")
     dataset = dataset if isinstance(dataset, dict) else {}
-    kept = {k: v for k, v in dataset.items() if k in ("target", "task", "split", "standardize")}
+    kept = {k: v for k, v in dataset.items()
+            if k in ("target", "task", "split", "standardize", "max_levels", "size", "channels")}
     return doc | {"dataset": {"source": "upload", "id": dataset_id, **kept}}
 
 

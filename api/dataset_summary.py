@@ -1,8 +1,8 @@
-"""What an uploaded file holds, read once on upload: a table's columns (CSV, Parquet), or an npz's arrays.
+"""What an uploaded file holds, read once on upload: a table's columns (CSV, Parquet), an npz's arrays, a zip's images.
 
-The file is read as a stream (a CSV row at a time, an npz array's header before its data), so
-a large upload is summarized without being held in memory. Every refusal names where: a CSV's
-line (and column), an npz's array.
+The file is read as a stream (a CSV row at a time, an npz array's header before its data, a
+zip's images one by one), so a large upload is summarized without being held in memory. Every
+refusal names where: a CSV's line (and column), an npz's array, a zip's member.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any, BinaryIO
 from numpy.lib import format as fmt
 
 from api.errors import ApiError
-from tuner.errors import Issue
+from tuner.errors import DataError, Issue
+from tuner.train import archive_images, scan_images
 
 __all__ = ["summarize"]
 
@@ -33,13 +34,22 @@ def _refuse(where: str, message: str) -> ApiError:
                     [Issue("body", f"{where}: {message}")])
 
 
-def summarize(path: Path, fmt: str) -> dict[str, Any]:
-    """``{rows, columns: [{name, dtype, missing}]}`` for a CSV, ``{rows, shape: {array: [dims]}}`` for an npz.
+def summarize(path: Path, fmt: str, *, max_files: int = 100_000, max_unpacked_bytes: int = 2 * 2**30
+              ) -> dict[str, Any]:
+    """``{rows, columns: [{name, dtype, missing}]}`` for a table, ``{rows, shape: {array: [dims]}}`` for an npz,
+    ``{rows, images: {classes: {class: images}, sizes}, shape}`` for a zip of images.
+
+    Args:
+        max_files, max_unpacked_bytes: a zip's caps on its members and on their unpacked bytes.
 
     Raises:
-        ApiError: 422 ``invalid_dataset`` naming the line, column or array that cannot be read.
+        ApiError: 422 ``invalid_dataset`` naming the line, column, array or member that cannot be read, or
+            the zip member past ``max_files``; 413 ``body_too_large`` naming the member past
+            ``max_unpacked_bytes``.
     """
     with path.open("rb") as fh:
+        if fmt == "zip":
+            return _zip(fh, max_files, max_unpacked_bytes)
         return {"csv": _csv, "npz": _npz, "parquet": _parquet}[fmt](fh)
 
 
@@ -165,3 +175,34 @@ def _npz(fh: BinaryIO) -> dict[str, Any]:
     if len(X) < 2 or y != X[:1]:
         raise _refuse("array 'y'", f"X must have an examples axis and y one value per example, but got X {X}, y {y}")
     return {"rows": X[0], "shape": shapes}
+
+
+def _zip(fh: BinaryIO, max_files: int, max_unpacked_bytes: int) -> dict[str, Any]:
+    """Classes, image counts and sizes of a zip of ``<class>/<image>`` members, each image decoded once.
+
+    The caps are checked on the central directory before any member is read; ``zipfile`` reads no
+    member past the size the directory declares, so the declared sizes bound what is unpacked.
+    """
+    try:
+        with zipfile.ZipFile(fh) as archive:
+            infos = archive.infolist()
+            if len(infos) > max_files:
+                raise _refuse(f"member {infos[max_files].filename!r}", f"past the {max_files} members a zip may "
+                              "hold (REGTUNE_MAX_UPLOAD_FILES)")
+            total = 0
+            for info in infos:
+                total += info.file_size
+                if total > max_unpacked_bytes:
+                    raise ApiError(413, "body_too_large", f"the zip would unpack to more than {max_unpacked_bytes} "
+                                   f"bytes (REGTUNE_MAX_UNPACKED_BYTES), past it at member {info.filename!r}",
+                                   [Issue("body", f"member {info.filename!r}: past REGTUNE_MAX_UNPACKED_BYTES")])
+            try:
+                scan = scan_images(archive_images(archive, field="body"), "the zip", field="body", verify=True)
+            except DataError as exc:
+                raise _refuse("the zip", exc.issues[0].message) from None
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise _refuse("the archive", f"not a zip: {exc}") from None
+    n = len(scan.files)
+    sizes = [[h, w] for (h, w), _ in scan.sizes.most_common(10)]
+    shape = {"X": [n, scan.channels, *sizes[0]]} if len(scan.sizes) == 1 else None
+    return {"rows": n, "images": {"classes": scan.counts, "sizes": sizes}, "shape": shape}

@@ -162,13 +162,22 @@ class ColumnPublic(BaseModel):
     missing: int = Field(description="values that are empty, NaN, NA, null or none")
 
 
+class ImagesPublic(BaseModel):
+    classes: dict[str, int] = Field(description="the images of each class (a class is a folder's name)")
+    sizes: list[list[int]] = Field(description="the distinct [height, width] of the images, the most common "
+                                               "first (at most 10)")
+
+
 class DatasetPublic(BaseModel):
     """An uploaded file as read on upload; ``id`` is what a spec names (``dataset: {source: upload, id}``)."""
 
     id: str = Field(description="the sha256 of the bytes: the same file always has the same id")
-    format: str = Field(description="csv | npz | parquet")
+    format: str = Field(description="csv | npz | parquet | zip (a folder of images, one subfolder per class)")
     bytes: int
     sha256: str
     rows: int
     columns: list[ColumnPublic] | None = Field(default=None, description="a table's columns")
-    shape: dict[str, list[int]] | None = Field(default=None, description="an npz: each array's shape")
+    shape: dict[str, list[int]] | None = Field(default=None, description="an npz: each array's shape; a zip of "
+                                               "images: X, [images, channels, height, width] as read by default "
+                                               "(when the images share one size)")
+    images: ImagesPublic | None = Field(default=None, description="a zip of images: its classes and sizes")

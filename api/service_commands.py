@@ -198,8 +198,8 @@ def add_service_commands(sub: Any) -> None:
     submit.add_argument("--server", help=server_help)
     submit.add_argument("--wait", action="store_true", help="follow the job's progress until it ends")
     submit.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --wait")
-    submit.add_argument("--data", help="a data file (.csv, .npz) to upload first; the spec's dataset becomes "
-                        "{source: upload, id: <its id>}, keeping target, task, split and standardize")
+    submit.add_argument("--data", help="a data file (.csv, .parquet, .npz) to upload first; the spec's dataset becomes "
+                        "{source: upload, id: <its id>}, keeping target, task, split, standardize and max_levels")
     submit.add_argument("--idempotency-key", help="send again with the same key to get the same job back")
     submit.set_defaults(func=_needs_service(_cmd_submit))
 

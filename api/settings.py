@@ -65,6 +65,10 @@ class Settings(BaseSettings):
                                 "dataset's upload excepted: REGTUNE_MAX_UPLOAD_BYTES)")
     max_upload_bytes: int = Field(default=200 * 2**20, ge=1, description="largest dataset POST /datasets "
                                   "accepts, checked as it streams in")
+    max_upload_files: int = Field(default=100_000, ge=1, description="members an uploaded zip of images may "
+                                  "hold (folders and skipped files counted)")
+    max_unpacked_bytes: int = Field(default=2 * 2**30, ge=1, description="bytes an uploaded zip of images may "
+                                    "unpack to, all members together")
     api_threads: int = Field(default=4, ge=1, le=256, description="threads serving the API's handlers; few "
                              "beat many, as Python threads take turns on one interpreter lock")
 

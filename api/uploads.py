@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from tuner.train import UPLOAD_FORMATS, UPLOADS
 
 __all__ = ["check_upload", "delete_upload", "list_uploads", "read_upload", "store_upload", "upload_format"]
 
-MEDIA_TYPES = {"text/csv": "csv", "application/vnd.apache.parquet": "parquet"}
+MEDIA_TYPES = {"text/csv": "csv", "application/vnd.apache.parquet": "parquet", "application/zip": "zip"}
 _ID = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 16
 
@@ -103,7 +104,8 @@ async def store_upload(chunks: AsyncIterator[bytes], *, settings: Settings, fmt:
         sha = digest.hexdigest()
         if _existing(folder, sha) is not None:
             return read_upload(settings=settings, dataset_id=sha), False
-        table = await to_thread.run_sync(summarize, tmp, fmt)
+        table = await to_thread.run_sync(partial(summarize, tmp, fmt, max_files=settings.max_upload_files,
+                                                 max_unpacked_bytes=settings.max_unpacked_bytes))
         summary = {"id": sha, "format": fmt, "bytes": size, "sha256": sha, **table}
         stored = await to_thread.run_sync(_place, tmp, folder, sha, fmt, summary)
         return (summary if stored else read_upload(settings=settings, dataset_id=sha)), stored
@@ -163,8 +165,9 @@ def check_upload(spec: JobSpec, settings: Settings) -> None:
     """Refuse at submit a spec that names an upload this service does not hold, or reads it as another format.
 
     Raises:
-        ApiError: 422 ``invalid_spec`` naming ``dataset.id`` (unknown) or ``dataset.target`` (a table needs
-            one; an npz has none).
+        ApiError: 422 ``invalid_spec`` naming ``dataset.id`` (unknown), ``dataset.target`` (a table needs
+            one; an npz or a zip of images has none), ``dataset.max_levels`` (for a table only) or
+            ``dataset.size``/``channels`` (for a zip of images only).
     """
     data = spec.dataset
     if data.source != "upload":
@@ -173,13 +176,22 @@ def check_upload(spec: JobSpec, settings: Settings) -> None:
     if found is None:
         issue = Issue("dataset.id", f"no uploaded dataset has id {data.id!r}; POST /datasets answers the id of a "
                       "file it stored (GET /datasets lists them)", data.id)
-    elif found.suffix != ".npz" and not data.target:
+    elif found.suffix != ".zip" and (data.size is not None or data.channels is not None):
+        key = "size" if data.size is not None else "channels"
+        issue = Issue(f"dataset.{key}", f"applies to an uploaded zip of images, but upload {data.id} is "
+                      f"{found.suffix[1:]}", data.size or data.channels)
+    elif found.suffix == ".zip" and (data.target or data.split.column or data.max_levels):
+        key = "target" if data.target else "split.column" if data.split.column else "max_levels"
+        issue = Issue(f"dataset.{key}", f"applies to an uploaded table (CSV or Parquet), but upload {data.id} is "
+                      "a zip of images (each image's class is its folder's name)",
+                      data.target or data.split.column or data.max_levels)
+    elif found.suffix not in (".npz", ".zip") and not data.target:
         issue = Issue("dataset.target", f"upload {data.id} is a table ({found.suffix[1:]}): name its target "
                       "column in 'target'")
-    elif found.suffix == ".npz" and (data.target or data.split.column):
-        key = "target" if data.target else "split.column"
+    elif found.suffix == ".npz" and (data.target or data.split.column or data.max_levels):
+        key = "target" if data.target else "split.column" if data.split.column else "max_levels"
         issue = Issue(f"dataset.{key}", f"applies to an uploaded table (CSV or Parquet), but upload {data.id} is "
-                      "npz (arrays X and y)", data.target or data.split.column)
+                      "npz (arrays X and y)", data.target or data.split.column or data.max_levels)
     else:
         return
     raise ApiError(422, "invalid_spec", f"the job spec breaks 1 rule(s): {issue.field}", [issue])

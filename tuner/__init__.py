@@ -8,7 +8,7 @@ from tuner.job import Progress, run_job, study_name, write_report
 from tuner.report import Report
 from tuner.spec import JobSpec, load_spec, parse_spec
 from tuner.storage import DEFAULT_URL, open_storage, storage_url
-from tuner.train import load_model
+from tuner.train import encode_rows, load_model
 
 __all__ = [
     "DEFAULT_URL",
@@ -21,6 +21,7 @@ __all__ = [
     "Report",
     "SpecError",
     "TrialFailed",
+    "encode_rows",
     "load_model",
     "load_spec",
     "open_storage",

@@ -18,11 +18,12 @@ from api.uploads import delete_upload, list_uploads, read_upload, store_upload, 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 FormatQuery = Annotated[str | None, Query(alias="format", max_length=16,
-                                          description="csv | npz | parquet, for an octet-stream body")]
+                                          description="csv | npz | parquet | zip, for an octet-stream "
+                                                      "body")]
 STREAMED = ("POST", "/datasets")  # the body limit middleware lets this through: the handler streams it
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     kind: {"schema": {"type": "string", "format": "binary"}}
-    for kind in ("text/csv", "application/vnd.apache.parquet", "application/octet-stream")}}}
+    for kind in ("text/csv", "application/vnd.apache.parquet", "application/zip", "application/octet-stream")}}}
 
 
 @router.post("", status_code=201, response_model=DatasetPublic, openapi_extra=UPLOAD_BODY,
@@ -30,11 +31,14 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
                                                  "description": "these bytes were stored already: that upload"}})
 async def create_dataset(request: Request, response: Response, settings: SettingsDep,
                          fmt: FormatQuery = None) -> DatasetPublic:
-    """Store the body (a CSV, a Parquet table, or an npz of X, y and optionally fold) and answer what it holds.
+    """Store the body (a CSV, a Parquet table, an npz of X, y and optionally fold, or a zip of one folder of
+    PNG or JPEG images per class) and answer what it holds.
 
     The body streams to disk while its sha256 is computed; the same bytes always answer the same
     id, 201 the first time and 200 after. A body over REGTUNE_MAX_UPLOAD_BYTES answers 413, one
-    that does not parse 422 naming the line, column or array; neither leaves anything on disk.
+    that does not parse 422 naming the line, column, array or zip member; neither leaves anything on disk.
+    A zip's members must unpack inside it (no absolute path, no '..', no link), at most
+    REGTUNE_MAX_UPLOAD_FILES of them (422) and REGTUNE_MAX_UNPACKED_BYTES unpacked (413).
     """
     fmt = upload_format(request.headers.get("content-type", ""), fmt)
     length = request.headers.get("content-length")

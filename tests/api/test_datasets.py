@@ -65,6 +65,7 @@ def test_a_csv_is_summarized_and_the_same_bytes_answer_the_same_id(client: TestC
     assert first.status_code == 201, first.text
     sha = hashlib.sha256(body).hexdigest()
     assert first.json() == {"id": sha, "format": "csv", "bytes": len(body), "sha256": sha, "rows": 3, "shape": None,
+                            "images": None,
                             "columns": [{"name": "price", "dtype": "float", "missing": 1},
                                         {"name": "kind", "dtype": "string", "missing": 1},
                                         {"name": "ok", "dtype": "boolean", "missing": 0}]}

@@ -25,7 +25,7 @@ from tuner.report._markdown import diagnose
 from tuner.report._model import Report, RunSummary
 from tuner.search import StageOutcome, TrialCount, complete_trials, one_se_point, path_summary
 from tuner.spec import JobSpec
-from tuner.train import Dataset, TrainResult, evaluate, export_model, refit
+from tuner.train import Dataset, TablePrep, TrainResult, evaluate, export_model, refit
 
 __all__ = ["build_report"]
 
@@ -52,7 +52,8 @@ def _final(spec: JobSpec, data: Dataset, cand: Candidate,
 def _measure(spec: JobSpec, run: TrainResult, data: Dataset, fitted: TrainResult) -> dict[str, Any]:
     """Train/val measures of ``run`` and the one test score of ``fitted`` (the same run without folds)."""
     out: dict[str, Any] = {"train_loss": run.train_loss, "val_loss": run.val_loss, "gap": run.gap,
-                           "epochs": run.epochs, "sparsity": fitted.sparsity, "features_kept": fitted.features_kept}
+                           "epochs": run.epochs, "sparsity": fitted.sparsity,
+                           "features_kept": sum(data.columns_kept(fitted.features_mask))}
     if run.train_acc is not None:
         out |= {"train_acc": run.train_acc, "val_acc": run.val_acc}
     if run.val_loss_se is not None:
@@ -126,8 +127,9 @@ def _importances(spec: JobSpec, trials: list[FrozenTrial]) -> dict[str, float]:
 def _features(spec: JobSpec, data: Dataset, chosen: TrainResult) -> dict[str, Any] | None:
     if spec.search.space.l1 is None:
         return None
-    kept = [n for n, keep in zip(data.feature_names, chosen.features_mask, strict=True) if keep]
-    removed = [n for n, keep in zip(data.feature_names, chosen.features_mask, strict=True) if not keep]
+    columns = list(zip(data.columns, data.columns_kept(chosen.features_mask), strict=True))
+    kept = [n for n, keep in columns if keep]
+    removed = [n for n, keep in columns if not keep]
     out: dict[str, Any] = {"kept": kept, "removed": removed}
     if data.informative:  # synthetic data knows which features matter
         info = set(data.informative)
@@ -136,6 +138,15 @@ def _features(spec: JobSpec, data: Dataset, chosen: TrainResult) -> dict[str, An
         out["noise_removed"] = sum(n not in info for n in removed)
         out["noise_total"] = data.n_features - len(info)
     return out
+
+
+def _preprocessing(prep: TablePrep) -> dict[str, Any]:
+    """What was done to a table's columns, as the report's ``preprocessing`` says it."""
+    columns = [{"name": c.name, "kind": c.kind, "imputed": c.missing, "fill": c.fill}
+               | ({"one_hot": c.width, "levels": c.levels, "other_levels": len(c.other)} if c.kind == "category"
+                  else {}) for c in prep.columns]
+    return {"fitted_on": prep.rows, "max_levels": prep.max_levels, "standardized": prep.standardize,
+            "columns": columns, "inputs": len(prep.feature_names)}
 
 
 def _stage_summary(spec: JobSpec, outcome: StageOutcome) -> dict[str, Any]:
@@ -200,7 +211,7 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
     picks += [_pick(t) for t in top if t.user_attrs["config"] != picks[0][2]]
     candidates = retrain_candidates(spec, search_data, picks, should_stop)
     path_trials = [t for o, st in zip(outcomes, spec.stages, strict=True) if st.path for t in complete_trials(o.study)]
-    path = path_summary(path_trials, data.feature_names)
+    path = path_summary(path_trials, data)
     if spec.report.choose == "one_se" and top:
         extras = one_se_extras(spec, searched, candidates, spec.report.top_k)
         sparse = one_se_point(path)  # the path's own lambda.1se is always a candidate
@@ -236,6 +247,10 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
         "curves": {"baseline": {"train": baseline.first.curve_train, "val": baseline.first.curve_val},
                    "chosen": {"train": chosen.first.curve_train, "val": chosen.first.curve_val}},
     }
+    if data.task == "classification" and data.classes:
+        report["classes"] = data.classes
+    if data.preprocessing is not None:
+        report["preprocessing"] = _preprocessing(data.preprocessing)
     if data.task == "regression":
         report["loss_units"] = "mean squared error of the standardized target" if spec.dataset.standardize \
             else "mean squared error"
@@ -267,7 +282,8 @@ def build_report(spec: JobSpec, data: Dataset, outcomes: list[StageOutcome],
         report["dropout_layers"] = {f"dropout_{i}": name for i, name in enumerate(spec.model.dropout_layers)}
     features = _features(spec, data, chosen_fit) if spec.model.kind in ("mlp", "linear") else None
     if features is not None:
-        features["stability"] = stable_features(data.feature_names, [r.features_mask for r in chosen.runs])
+        features["stability"] = stable_features(data.columns, [data.columns_kept(r.features_mask)
+                                                               for r in chosen.runs])
         features["seeds"] = len(chosen.runs)
         report["features"] = features
     report["diagnosis"] = diagnose(RunSummary.model_validate(report["baseline"]), _constant_loss(data))

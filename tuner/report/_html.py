@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, Field, computed_field
 
 from tuner.knobs import fmt_params
-from tuner.report._markdown import epoch_gaps
+from tuner.report._markdown import epoch_gaps, one_hot_cell, preprocessing_sentence
 from tuner.report._model import Report, RunSummary, StageSummary
 from tuner.search import TrialCount, count_text
 
@@ -192,6 +192,23 @@ def _features(report: Report) -> str:
     return out
 
 
+def _data(report: Report) -> str:
+    """The class labels, and what was done to a table's columns before training."""
+    prep = report.preprocessing
+    if prep is None and not report.classes:
+        return ""
+    out = "<h2>Data</h2>"
+    if report.classes:
+        out += '<p id="classes">Classes: ' + ", ".join(escape(str(c)) for c in report.classes) + ".</p>"
+    if prep is not None:
+        cells = "".join(f"<tr><td>{escape(c.name)}</td><td>{c.kind}</td><td>{c.imputed}</td>"
+                        f"<td>{_n(c.fill)}</td>"
+                        f"<td>{escape(one_hot_cell(c))}</td></tr>" for c in prep.columns)
+        out += (f"<p>{escape(preprocessing_sentence(prep))}</p><table id=\"preprocessing\"><tr><th>column</th>"
+                f"<th>kind</th><th>imputed</th><th>filled with</th><th>one-hot columns</th></tr>{cells}</table>")
+    return out
+
+
 def notes(report: Report) -> str:
     """What qualifies the verdict: a choice at the edge of its prior, and its place on a Pareto front."""
     out = [f'<p class="bound">{escape(h.message)}.</p>' for h in report.bound_hits]
@@ -260,7 +277,7 @@ def render_html(report: Report | None, plots: dict[str, bytes], *, title: str,
     if plots:
         parts += ["<h2>Plots</h2>", _figures(plots, png_href)]
     if report is not None:
-        parts.append(_features(report))
+        parts += [_data(report), _features(report)]
     return html_document(f"regtune: {title}", "\n".join(parts),
                          refresh_seconds=refresh_seconds if status in ACTIVE else None)
 

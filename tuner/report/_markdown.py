@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from tuner.knobs import fmt_params
-from tuner.report._model import Report, RunSummary, StageSummary
+from tuner.report._model import Preprocessing, Report, RunSummary, StageSummary, TableColumn
 from tuner.search import count_text
 
-__all__ = ["diagnose", "epoch_gaps", "render_markdown", "stage_count"]
+__all__ = ["data_lines", "diagnose", "epoch_gaps", "one_hot_cell", "preprocessing_sentence", "render_markdown",
+           "stage_count"]
 
 OVERFIT_RELATIVE_GAP = 0.10  # gap as a fraction of the val loss
 OVERFIT_ABSOLUTE_GAP = 0.01
@@ -63,6 +64,38 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+def one_hot_cell(col: TableColumn) -> str:
+    """A category's one-hot columns in words: ``3 (2 levels + other of 4 rare)``; ``-`` for a number."""
+    if col.kind != "category":
+        return "-"
+    rare = f" + other ({col.other_levels} rare levels)" if col.other_levels else ""
+    return f"{col.one_hot}: {len(col.levels or [])} levels{rare}"
+
+
+def preprocessing_sentence(prep: Preprocessing) -> str:
+    """What was done to a table, in one sentence."""
+    return (f"Fitted on the {prep.fitted_on} training rows only: a missing number became their median, a missing "
+            f"category their most frequent level; categories were one-hot encoded (at most {prep.max_levels} "
+            f"columns each, rarer levels in one `other` column)"
+            + ("; numbers were standardized" if prep.standardized else "") + f". {prep.inputs} model inputs.")
+
+
+def data_lines(report: Report) -> list[str]:
+    """The Data section: the class labels, and what was done to a table's columns."""
+    prep = report.preprocessing
+    if prep is None and not report.classes:
+        return []
+    lines = ["", "## Data", ""]
+    if report.classes:
+        lines.append("Classes: " + ", ".join(str(c) for c in report.classes) + ".")
+    if prep is not None:
+        lines += ["", preprocessing_sentence(prep), "", "| column | kind | imputed | filled with | one-hot columns |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {col.name} | {col.kind} | {col.imputed} | {_fmt(col.fill)} | {one_hot_cell(col)} |"
+                  for col in prep.columns]
+    return lines
+
+
 def render_markdown(report: Report) -> str:
     """A report a person reads in a minute: verdict, baseline vs chosen, stages, features."""
     b, c = report.baseline, report.chosen
@@ -104,6 +137,7 @@ def render_markdown(report: Report) -> str:
     if report.dropout_layers:
         lines += ["", "## Dropout modules (per-layer knobs, in named_modules() order)", "",
                   ", ".join(f"{k} ({name})" for k, name in report.dropout_layers.items())]
+    lines += data_lines(report)
     feats = report.features
     if feats is not None and not c.params.get("l1"):
         lines += ["", "## Features (L1)", "", "The chosen configuration has l1 = 0: L1 removed no feature."]

@@ -25,12 +25,14 @@ __all__ = [
     "ParetoChoice",
     "ParetoPoint",
     "PathPoint",
+    "Preprocessing",
     "Refit",
     "Report",
     "RunSummary",
     "SeedSummary",
     "StageCost",
     "StageSummary",
+    "TableColumn",
     "Task",
     "Validation",
 ]
@@ -87,7 +89,8 @@ class RunSummary(_Part):
     gap: float = Field(description="val_loss - train_loss: how much the model overfits")
     epochs: int = Field(description="epochs trained (early stopping may end sooner)")
     sparsity: float = Field(description="fraction of the weights exactly zero")
-    features_kept: int = Field(description="input features with any non-zero weight")
+    features_kept: int = Field(description="input features with any non-zero weight (a table's columns: a "
+                                           "category counts once, kept when any of its levels is)")
     train_acc: float | None = _only_for("accuracy on the training split (classification only)")
     val_acc: float | None = _only_for("accuracy on the validation split (classification only)")
     val_loss_se: float | None = _only_for("with cross-validation: the standard error of val_loss over the folds")
@@ -192,8 +195,9 @@ class PathPoint(_Part):
     l1: float = Field(description="λ₁ at this point")
     val_loss: float = Field(description="the point's val loss")
     val_loss_se: float = Field(description="its standard error (over the folds, or 0 without them)")
-    features_kept: int = Field(description="input features with any non-zero weight")
-    kept: list[str] = Field(description="their names")
+    features_kept: int = Field(description="input features with any non-zero weight (a table's columns: a "
+                                           "category counts once, kept when any of its levels is)")
+    kept: list[str] = Field(description="their names (a table's columns, before one-hot encoding)")
     stage: str | None = Field(description="the path stage")
     trial: int = Field(description="the trial's number in that stage's study")
 
@@ -255,11 +259,42 @@ class FeatureStability(_Part):
     share: float = Field(description="the share of runs that kept it")
 
 
+class TableColumn(_Part):
+    """One feature column of a table, and what was done to it before training."""
+
+    name: str = Field(description="the column's name in the file")
+    kind: Literal["number", "category"] = Field(description="number (imputed, then scaled with "
+                                                            "`dataset.standardize`) or category (text or "
+                                                            "boolean: imputed, then one-hot)")
+    imputed: int = Field(description="values missing in the file (every split), each filled with `fill`")
+    fill: float | str = Field(description="what a missing value became: the training split's median (a number) or "
+                                          "most frequent level (a category)")
+    one_hot: int | None = _only_for("a category: the one-hot columns it became (its `other` column included)")
+    levels: list[str] | None = _only_for("a category: the levels with a column of their own (a level unseen in "
+                                         "training goes to `other`, or to no column when there is none)")
+    other_levels: int | None = _only_for("a category: the training split's levels too rare for a column of "
+                                         "their own, together in one `other` column (0: none)")
+
+
+class Preprocessing(_Part):
+    """A table with text categories or missing values: imputed, one-hot and scaled before training."""
+
+    fitted_on: int = Field(description="the training rows the medians, levels and scaling were fitted on (never a "
+                                       "val or test row; with folds, every non-test row)")
+    max_levels: int = Field(description="the most one-hot columns a category becomes (`dataset.max_levels`)")
+    standardized: bool = Field(description="whether number columns were scaled to mean 0, std 1 "
+                                           "(`dataset.standardize`); one-hot columns stay 0/1")
+    columns: list[TableColumn] = Field(description="every feature column, in the file's order")
+    inputs: int = Field(description="the model's inputs after one-hot encoding")
+
+
 class FeatureSummary(_Part):
     """Which input features the chosen model still uses; the names are the dataset's own."""
 
-    kept: list[str] = Field(description="input features with any non-zero weight")
-    removed: list[str] = Field(description="features whose weights L1 drove to exactly zero")
+    kept: list[str] = Field(description="input features with any non-zero weight (a table's columns: a category "
+                                        "is kept when any of its levels is)")
+    removed: list[str] = Field(description="features whose weights L1 drove to exactly zero (every level of a "
+                                           "category)")
     informative_kept: int | None = _only_for("informative features kept (synthetic data only, which knows them)")
     informative_total: int | None = _only_for("informative features in the data (synthetic data only)")
     noise_removed: int | None = _only_for("noise features removed (synthetic data only)")
@@ -287,6 +322,10 @@ class Report(_Part):
         description="fANOVA importance of each knob that varied for the val loss, over every trial (sums to 1); "
                     "empty when no knob varied, or fewer than 4 trials ran with two knobs or more varying")
     curves: Curves = Field(description="learning curves of the baseline and the chosen run")
+    classes: list[str | int | float] | None = _only_for("classification: the class labels as the data has "
+                                                          "them (text stays text); output i is classes[i]")
+    preprocessing: Preprocessing | None = _only_for("a table with text categories or missing values: what was "
+                                                    "imputed, one-hot encoded and scaled, per column")
     loss_units: str | None = _only_for("what the losses measure (regression only: mean squared error, of the "
                                        "standardized target when `dataset.standardize`)")
     l1_path: list[PathPoint] | None = _only_for("the L1 path's points, strongest λ₁ first (when a stage walked it)")

@@ -183,15 +183,23 @@ def run_path(run: StageRun, data: Dataset, storage_url: str) -> None:
             return
 
 
-def path_summary(trials: list[FrozenTrial], feature_names: list[str]) -> list[dict[str, Any]]:
-    """The path's completed points, strongest λ₁ first: ``{l1, val_loss, val_loss_se, features_kept, kept}``."""
+def path_summary(trials: list[FrozenTrial], data: Dataset) -> list[dict[str, Any]]:
+    """The path's completed points, strongest λ₁ first: ``{l1, val_loss, val_loss_se, features_kept, kept}``.
+
+    Kept features are named as the data's columns: a table's category is kept when any of its levels is.
+    """
     points = sorted((t for t in trials if t.state == TrialState.COMPLETE and "path_index" in t.user_attrs),
                     key=lambda t: t.user_attrs["path_index"])
-    return [{"l1": float(t.user_attrs["config"]["l1"]), "val_loss": float(t.user_attrs["val_loss"]),
-             "val_loss_se": float(t.user_attrs.get("val_loss_se", 0.0)),
-             "features_kept": int(t.user_attrs["features_kept"]),
-             "kept": [feature_names[i] for i in t.user_attrs.get("kept_columns", [])],
-             "stage": t.user_attrs.get("stage"), "trial": t.number} for t in points]
+    out = []
+    for t in points:
+        inputs = set(t.user_attrs.get("kept_columns", []))
+        kept = [name for name, keep in zip(data.columns, data.columns_kept(
+            [i in inputs for i in range(data.n_features)]), strict=True) if keep]
+        count = len(kept) if data.preprocessing is not None else int(t.user_attrs["features_kept"])
+        out.append({"l1": float(t.user_attrs["config"]["l1"]), "val_loss": float(t.user_attrs["val_loss"]),
+                    "val_loss_se": float(t.user_attrs.get("val_loss_se", 0.0)), "features_kept": count,
+                    "kept": kept, "stage": t.user_attrs.get("stage"), "trial": t.number})
+    return out
 
 
 def one_se_point(path: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -25,14 +25,17 @@ SKLEARN_SHAPES = {  # rows, features: what a job costs is known before anything 
     "iris": (150, 4),
     "diabetes": (442, 10),
 }
-SOURCES = ("sklearn", "csv", "synthetic", "npz", "upload")
+SOURCES = ("sklearn", "csv", "synthetic", "npz", "upload", "images")
 UPLOAD_ID = r"[0-9a-f]{64}"  # an upload's id: the sha256 of its bytes
 TASKS = ("classification", "regression")
 ONLY_FOR: dict[str, tuple[str, ...]] = {  # a field and the sources it applies to
     "name": ("sklearn",),
-    "path": ("csv", "npz"),
+    "path": ("csv", "npz", "images"),
     "id": ("upload",),
+    "size": ("images", "upload"),
+    "channels": ("images", "upload"),
     "target": ("csv", "upload"),
+    "max_levels": ("csv", "upload"),
     "task": ("csv", "synthetic", "npz", "upload"),
     "n_samples": ("synthetic",),
     "n_features": ("synthetic",),
@@ -127,10 +130,19 @@ class DatasetSpec(Strict):
     name: str | None = Field(default=None, description=f"source sklearn: the dataset, one of "
                                                        f"{', '.join(SKLEARN_DATASETS)}")
     path: str | None = Field(default=None, max_length=1024,
-                             description="source csv: the file, relative to REGTUNE_DATA_DIR (no '..', no hidden "
-                                         "parts); a header row, numeric feature columns")
+                             description="source csv or npz: the file, relative to REGTUNE_DATA_DIR (no '..', no "
+                                         "hidden parts), a CSV with a header row, its features numbers or text "
+                                         "categories, missing values allowed; source images: the folder, one "
+                                         "subfolder of PNG or JPEG files per class")
     id: str | None = Field(default=None, max_length=200,
                            description="source upload: the id (sha256) POST /datasets answered")
+    size: list[Annotated[int, Field(ge=1, le=1024)]] | None = Field(
+        default=None, min_length=2, max_length=2,
+        description="source images (or an uploaded zip of images): [height, width] every image is resized to; "
+                    "default the images' own size when they all share one")
+    channels: Literal[1, 3] | None = Field(
+        default=None, description="source images (or an uploaded zip of images): 1 (grayscale) or 3 (RGB); "
+                                  "default 1 when every image is grayscale, else 3")
     target: str | None = Field(default=None, min_length=1, max_length=1024,
                                description="source csv, or an uploaded CSV: the target column's name")
     task: Annotated[str, one_of(TASKS, "task")] | None = Field(
@@ -151,6 +163,10 @@ class DatasetSpec(Strict):
     split: Split = Field(default_factory=Split, description="how rows are split into train, val and test")
     standardize: bool = Field(default=True, description="scale features (and a regression target) to mean 0, "
                                                         "std 1, with the training split's statistics")
+    max_levels: int | None = Field(default=None, ge=2, le=1000, exclude_if=lambda v: v is None,
+                                   description="a table's text or boolean column (a category) becomes at most "
+                                               "this many one-hot columns: the most frequent levels of the "
+                                               "training split, the rest in one 'other' column (default 20)")
 
 
     @model_validator(mode="after")
@@ -169,6 +185,12 @@ class DatasetSpec(Strict):
             if not self.path:
                 raise field_error("path", "source 'npz' needs 'path' (arrays X, y and optionally fold, under "
                                   "REGTUNE_DATA_DIR)")
+            if (broken := path_rule(self.path)) is not None:
+                raise field_error("path", broken)
+        elif self.source == "images":
+            if not self.path:
+                raise field_error("path", "source 'images' needs 'path' (a folder under REGTUNE_DATA_DIR with one "
+                                  "subfolder of PNG or JPEG files per class)")
             if (broken := path_rule(self.path)) is not None:
                 raise field_error("path", broken)
         elif self.source == "csv":
@@ -222,4 +244,6 @@ class DatasetSpec(Strict):
         """The task when it is known before reading data (a CSV may leave it to the data)."""
         if self.source == "sklearn":
             return SKLEARN_DATASETS[self.name or ""]
+        if self.source == "images":
+            return "classification"
         return self.task

@@ -5,8 +5,18 @@ Knows nothing of Optuna: a trial's knobs come in as ``tuner.knobs.Knobs``.
 
 from tuner.train._batched import MemberOutcome, auto_batch, n_weights, train_batched
 from tuner.train._cv import refit, train_cv
-from tuner.train._data import UPLOAD_FORMATS, UPLOADS, Dataset, Split, cross_folds, data_dir, load_dataset
-from tuner.train._export import MODEL_JSON, MODEL_WEIGHTS, export_model, load_model
+from tuner.train._data import (
+    UPLOAD_FORMATS,
+    UPLOADS,
+    Dataset,
+    Split,
+    cross_folds,
+    data_dir,
+    load_dataset,
+    upload_format,
+)
+from tuner.train._export import MODEL_JSON, MODEL_WEIGHTS, encode_rows, export_model, load_model
+from tuner.train._images import ImageScan, archive_images, scan_images, unsafe_member
 from tuner.train._loop import EpochCallback, TrainResult, evaluate, loss_standard_error, plain_loss, train
 from tuner.train._models import MLP, build_model
 from tuner.train._module import (
@@ -19,6 +29,7 @@ from tuner.train._module import (
     make_plugin,
 )
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
+from tuner.train._tables import ColumnPrep, TablePrep
 
 __all__ = [
     "DROPOUT_TYPES",
@@ -27,12 +38,16 @@ __all__ = [
     "MODEL_WEIGHTS",
     "UPLOADS",
     "UPLOAD_FORMATS",
+    "ColumnPrep",
     "Dataset",
     "EpochCallback",
+    "ImageScan",
     "MemberOutcome",
     "PluginModel",
     "Split",
+    "TablePrep",
     "TrainResult",
+    "archive_images",
     "auto_batch",
     "build_any",
     "build_model",
@@ -41,6 +56,7 @@ __all__ = [
     "data_dir",
     "decay_weights",
     "dropout_modules",
+    "encode_rows",
     "evaluate",
     "export_model",
     "features_kept_mask",
@@ -53,8 +69,11 @@ __all__ = [
     "plain_loss",
     "prox_l1_",
     "refit",
+    "scan_images",
     "sparsity",
     "train",
     "train_batched",
     "train_cv",
+    "unsafe_member",
+    "upload_format",
 ]

@@ -13,7 +13,7 @@ import math
 import os
 import stat
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -25,8 +25,11 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from tuner.errors import DataError
 from tuner.spec import DatasetSpec, path_rule
+from tuner.train._images import read_images
+from tuner.train._tables import MAX_LEVELS, MISSING, RawTable, TablePrep, arrow_features, csv_features, fit_table
 
-__all__ = ["UPLOADS", "UPLOAD_FORMATS", "Dataset", "Split", "cross_folds", "data_dir", "load_dataset"]
+__all__ = ["UPLOADS", "UPLOAD_FORMATS", "Dataset", "Split", "cross_folds", "data_dir", "load_dataset",
+           "upload_format"]
 
 _SKLEARN_LOADERS = {
     "digits": skdatasets.load_digits,
@@ -38,7 +41,7 @@ _SKLEARN_LOADERS = {
 }
 _FOLDS = ("train", "val", "test")
 _MAX_LINE_BYTES = 16 * 2**20
-_MISSING = ("", "nan", "na", "n/a", "null", "none")
+_MISSING = MISSING
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class Dataset:
     feature_std: list[float] = field(default_factory=list)
     target_mean: float = 0.0
     folds: tuple[Dataset, ...] = ()  # cross-validation: train holds every non-test row, val none
+    # a table with categories or missing values: what was imputed, one-hot and scaled (tuner.train._tables)
+    preprocessing: TablePrep | None = None
+    scaling: str = "feature"  # standardized per feature, or (images) per "channel": feature_mean holds C values
 
     @property
     def n_features(self) -> int:
@@ -80,6 +86,15 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one example, as a model's factory is told it."""
         return tuple(int(d) for d in self.train.X.shape[1:])
+
+    @property
+    def columns(self) -> list[str]:
+        """The data's own columns: a table's before one-hot encoding, otherwise the feature names."""
+        return [c.name for c in self.preprocessing.columns] if self.preprocessing else self.feature_names
+
+    def columns_kept(self, features: Sequence[bool]) -> list[bool]:
+        """Per column of ``columns``, whether any of its features is kept (a category: any of its levels)."""
+        return self.preprocessing.columns_kept(features) if self.preprocessing else [bool(k) for k in features]
 
     def without_test(self) -> Dataset:
         """The same data with the test split removed: all the search may see."""
@@ -101,10 +116,13 @@ def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> 
         max_cells: the most rows × columns a CSV file may hold (checked while it is read).
 
     Raises:
-        DataError: the file is missing, escapes REGTUNE_DATA_DIR, or holds unusable values.
+        DataError: the file is missing, escapes REGTUNE_DATA_DIR, holds unusable values, or its one-hot encoding
+            is over ``max_cells``.
     """
     informative: list[str] = []
     folds: np.ndarray | None = None
+    X: np.ndarray | RawTable
+    per_channel = spec.source == "images" or (spec.source == "upload" and upload_format(spec.id or "") == "zip")
     if spec.source == "sklearn":
         bunch = _SKLEARN_LOADERS[spec.name or ""]()
         X, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
@@ -117,11 +135,14 @@ def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> 
         task = spec.task or "classification"
     elif spec.source == "npz":
         X, y, names, folds, task = _read_npz(spec, max_cells)
+    elif per_channel:
+        archive = data_dir() / UPLOADS / f"{spec.id}.zip" if spec.source == "upload" else None
+        X, y, names, folds, task = read_images(spec, data_dir(), max_cells, archive=archive)
     elif spec.source == "upload":
         X, y, names, folds, task = _read_upload(spec, max_cells)
     else:
         X, y, names, folds, task = _read_csv(spec, max_cells)
-    return _assemble(spec, seed, X, y, names, folds, task, informative)
+    return _assemble(spec, seed, X, y, names, folds, task, informative, max_cells, per_channel)
 
 
 def _synthetic(spec: DatasetSpec, seed: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
@@ -211,11 +232,16 @@ def _read_npz(spec: DatasetSpec, max_cells: int | None = None
 
 
 UPLOADS = "uploads"  # the folder under REGTUNE_DATA_DIR where POST /datasets stores files, as <sha256>.<format>
-UPLOAD_FORMATS = ("csv", "npz", "parquet")
+UPLOAD_FORMATS = ("csv", "npz", "parquet", "zip")  # zip: a folder of images, one subfolder per class
+
+
+def upload_format(dataset_id: str) -> str | None:
+    """The format of the stored upload ``dataset_id``, or None when there is none."""
+    return next((f for f in UPLOAD_FORMATS if (data_dir() / UPLOADS / f"{dataset_id}.{f}").is_file()), None)
 
 
 def _read_upload(spec: DatasetSpec, max_cells: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+                 ) -> tuple[np.ndarray | RawTable, np.ndarray, list[str], np.ndarray | None, str]:
     """An uploaded file, read as the source of its format reads it (the same rules, the same numbers)."""
     for fmt in UPLOAD_FORMATS:
         path = f"{UPLOADS}/{spec.id}.{fmt}"
@@ -224,8 +250,12 @@ def _read_upload(spec: DatasetSpec, max_cells: int | None = None
         if fmt != "npz" and not spec.target:
             raise DataError.one("dataset.target", f"an uploaded table ({fmt}) needs 'target', the target column's "
                                 "name")
-        if fmt == "npz" and (spec.target or spec.split.column):
-            raise DataError.one("dataset.target" if spec.target else "dataset.split.column",
+        if spec.size is not None or spec.channels is not None:
+            raise DataError.one("dataset.size" if spec.size is not None else "dataset.channels",
+                                f"applies to an uploaded zip of images, but upload {spec.id} is {fmt}")
+        if fmt == "npz" and (spec.target or spec.split.column or spec.max_levels):
+            raise DataError.one("dataset.target" if spec.target else "dataset.split.column" if spec.split.column
+                                else "dataset.max_levels",
                                 f"applies to an uploaded CSV, but upload {spec.id} is {fmt}")
         local = spec.model_copy(update={"source": fmt, "path": path})
         reader = {"csv": _read_csv, "npz": _read_npz, "parquet": _read_parquet}[fmt]
@@ -234,8 +264,9 @@ def _read_upload(spec: DatasetSpec, max_cells: int | None = None
 
 
 def _read_parquet(spec: DatasetSpec, max_cells: int | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
-    """A Parquet table, read by the CSV reader's rules: numeric features, a target, optionally a split column."""
+                  ) -> tuple[np.ndarray | RawTable, np.ndarray, list[str], np.ndarray | None, str]:
+    """A Parquet table, read by the CSV reader's rules: features (numbers, or categories and nulls: a
+    ``RawTable``), a target, optionally a split column."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -254,17 +285,7 @@ def _read_parquet(spec: DatasetSpec, max_cells: int | None = None
         if col is not None and col not in names:
             raise DataError.one(fld, f"column {col!r} is not in {spec.path!r} ({len(names)} columns)", col)
     features = [n for n in names if n not in (spec.target, fold_col)]
-    X = np.empty((rows, len(features)), dtype=np.float64)
-    for c, name in enumerate(features):
-        column = table.column(name)
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
-                or pa.types.is_boolean(column.type)) or column.null_count:
-            raise DataError.one("dataset.path", f"column {name!r} of {spec.path!r} must hold numbers without "
-                                f"missing values (features are numeric), but it is {column.type} with "
-                                f"{column.null_count} missing")
-        X[:, c] = column.to_numpy(zero_copy_only=False).astype(np.float64)
-        if not np.isfinite(X[:, c]).all():
-            raise DataError.one("dataset.path", f"column {name!r} of {spec.path!r} holds NaN or inf")
+    X = arrow_features(table, features, spec.path or "")
     target = table.column(spec.target or "")
     if target.null_count:
         raise DataError.one("dataset.target", f"{target.null_count} rows of {spec.path!r} miss the target; every "
@@ -322,7 +343,7 @@ def _read_rows(spec: DatasetSpec, max_cells: int | None) -> list[list[str]]:
 
 
 def _read_csv(spec: DatasetSpec, max_cells: int | None = None
-              ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, str]:
+              ) -> tuple[np.ndarray | RawTable, np.ndarray, list[str], np.ndarray | None, str]:
     rows = _read_rows(spec, max_cells)
     if len(rows) < 2:
         raise DataError.one("dataset.path", f"{spec.path!r} needs a header row and data rows")
@@ -335,16 +356,8 @@ def _read_csv(spec: DatasetSpec, max_cells: int | None = None
     t_idx = header.index(spec.target or "")
     f_idx = header.index(fold_col) if fold_col else None
     feat_idx = [i for i in range(len(header)) if i not in (t_idx, f_idx)]
-    X = np.empty((len(body), len(feat_idx)), dtype=np.float64)
-    for r, row in enumerate(body, start=2):
-        for c, i in enumerate(feat_idx):
-            try:
-                X[r - 2, c] = float(row[i])
-            except ValueError:
-                X[r - 2, c] = np.nan
-            if not math.isfinite(X[r - 2, c]):
-                raise DataError.one("dataset.path", f"line {r}, column {i + 1} of {spec.path!r} must be a finite "
-                                    "number (features are numeric; no NaN, inf or text)")
+    X = csv_features([header[i] for i in feat_idx], [[row[i] for row in body] for i in feat_idx], feat_idx,
+                     spec.path or "")
     raw_y = [row[t_idx].strip() for row in body]
     for r, value in enumerate(raw_y, start=2):
         if value.lower() in _MISSING:
@@ -384,8 +397,9 @@ def _infer_task(values: list[str]) -> str:
     return "classification" if integral and len(np.unique(nums)) <= 20 else "regression"
 
 
-def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names: list[str],
-              folds: np.ndarray | None, task: str, informative: list[str]) -> Dataset:
+def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray | RawTable, y: np.ndarray, names: list[str],
+              folds: np.ndarray | None, task: str, informative: list[str], max_cells: int | None = None,
+              per_channel: bool = False) -> Dataset:
     classes: list[str | int | float] = []
     y_mu = 0.0
     if task == "classification":
@@ -402,10 +416,19 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names:
             raise DataError.one("dataset.split", f"the {f} split is empty")
     tr = idx["train"]
     scale, target_scale = spec.standardize, 1.0
-    mu = X[tr].mean(axis=0) if scale else np.zeros(X.shape[1:])  # per feature (per pixel of an image)
-    sd = X[tr].std(axis=0) if scale else np.ones(X.shape[1:])
-    sd[sd == 0] = 1.0
-    X = (X - mu) / sd
+    prep = None
+    if isinstance(X, RawTable):  # categories or missing values: imputed, one-hot and scaled, fitted on train
+        X, prep = fit_table(X, tr, standardize=scale, max_levels=spec.max_levels or MAX_LEVELS, max_cells=max_cells)
+        names = prep.feature_names
+        mu = np.asarray([c.mean for c in prep.columns for _ in range(c.width)])
+        sd = np.asarray([c.std if c.kind == "number" else 1.0 for c in prep.columns for _ in range(c.width)])
+    else:
+        axes = (0, *range(2, X.ndim)) if per_channel else (0,)  # per feature (an npz's pixel), or per channel
+        shape = (X.shape[1],) + (1,) * (X.ndim - 2) if per_channel else X.shape[1:]
+        mu = X[tr].mean(axis=axes).reshape(shape) if scale else np.zeros(shape)
+        sd = X[tr].std(axis=axes).reshape(shape) if scale else np.ones(shape)
+        sd[sd == 0] = 1.0
+        X = (X - mu) / sd
     if task == "regression" and scale:
         y_mu, target_scale = float(y[tr].mean()), float(y[tr].std() or 1.0)
         y = (y - y_mu) / target_scale
@@ -417,7 +440,7 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray, y: np.ndarray, names:
     data = Dataset(task=task, feature_names=names, n_outputs=n_outputs, train=part(tr), val=part(idx["val"]),
                    test=part(idx["test"]), target_scale=target_scale, informative=informative, classes=classes,
                    feature_mean=[float(v) for v in mu.ravel()], feature_std=[float(v) for v in sd.ravel()],
-                   target_mean=y_mu)
+                   target_mean=y_mu, preprocessing=prep, scaling="channel" if per_channel else "feature")
     if spec.split.folds:
         if len(tr) < 2 * spec.split.folds:
             raise DataError.one("dataset.split.folds", f"{spec.split.folds} folds need at least "
@@ -455,6 +478,8 @@ def cross_folds(data: Dataset, k: int, seed: int, standardize: bool) -> tuple[Da
     Each fold is standardized again on its own training rows, so nothing of its
     validation rows leaks into the scaling (the target's scale, a regression's
     unit of loss, stays the one of all non-test rows, so fold losses compare).
+    A table's one-hot columns stay 0/1; its imputation and levels stay those
+    fitted on every non-test row.
     """
     X, y = data.train.X, data.train.y
     labels = y.numpy() if data.task == "classification" else None
@@ -468,7 +493,11 @@ def cross_folds(data: Dataset, k: int, seed: int, standardize: bool) -> tuple[Da
         fit, val = torch.as_tensor(fit_rows), torch.as_tensor(val_rows)
         Xf = X
         if standardize:
-            mu, sd = X[fit].mean(dim=0), X[fit].std(dim=0, unbiased=False)
+            dims = (0, *range(2, X.ndim)) if data.scaling == "channel" else (0,)
+            mu, sd = X[fit].mean(dim=dims, keepdim=True), X[fit].std(dim=dims, unbiased=False, keepdim=True)
+            if data.preprocessing is not None:
+                onehot = ~torch.as_tensor(data.preprocessing.scaled)
+                mu, sd = mu.masked_fill(onehot, 0.0), sd.masked_fill(onehot, 1.0)
             Xf = (X - mu) / torch.where(sd > 0, sd, torch.ones_like(sd))
         folds.append(replace(data, train=Split(Xf[fit], y[fit]), val=Split(Xf[val], y[val]), test=None, folds=()))
     return tuple(folds)

@@ -57,7 +57,7 @@ def test_a_classification_report_has_accuracies_and_no_rmse(tiny: Tiny, tmp_path
                                    {"name": "l1", "params": ["l1"], "trials": 2}]})
     report, text = _run(spec, tmp_path)
     written = json.loads(text)
-    assert set(written) == TOP | {"features", "l1_path"}  # no loss_units: losses are cross-entropies
+    assert set(written) == TOP | {"features", "l1_path", "classes"}  # no loss_units: losses are cross-entropies
     assert written["l1_path"] and all(set(p) == PATH_POINT for p in written["l1_path"])  # l1 alone: a path
     _assert_common(written, MEASURED | {"train_acc", "val_acc", "test_acc"})  # and no test_rmse
     assert set(written["features"]) == SYNTHETIC_FEATURES  # synthetic data knows its informative features

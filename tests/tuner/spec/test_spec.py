@@ -258,7 +258,7 @@ def test_yaml_inf_and_nan_are_refused(tiny: Tiny, text: str, field: str) -> None
     ({"dataset": {"source": "upload", "name": None, "id": "../x.csv"}}, "dataset.id",
      "must be 64 lowercase hex digits (the sha256 POST /datasets answered), but got '../x.csv'"),
     ({"dataset": {"source": "upload", "name": None, "id": "0" * 64, "path": "d.csv"}}, "dataset.path",
-     "applies to source csv or npz, not 'upload'"),
+     "applies to source csv or npz or images, not 'upload'"),
     ({"dataset": {"source": "npz", "name": None, "id": "0" * 64, "path": "d.npz"}}, "dataset.id",
      "applies to source upload, not 'npz'"),
 ])
