@@ -21,7 +21,7 @@ import optuna
 from tuner.devices import resolve_device
 from tuner.search import StageRun, TrialOutcome, TrialRecorder, fail_trial
 from tuner.spec import JobSpec
-from tuner.train import Dataset, MemberOutcome, auto_batch, n_weights, train_batched
+from tuner.train import Dataset, MemberOutcome, auto_batch, is_streamed, n_weights, train_batched
 
 __all__ = ["Asked", "available_cores", "run_batches", "torch_threads", "train_members", "trials_per_batch",
            "worker_cores"]
@@ -51,12 +51,14 @@ def worker_cores(spec: JobSpec) -> int:
 def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
     """K for a stage: ``search.batch``, with ``auto`` sized from the model and a worker's cores.
 
-    Batch norm, models other than mlp and linear, cross-validation (a trial is k fits), a GPU and half
-    precision train one trial at a time (``auto`` gives 1; the spec rejects K > 1 where it can tell from
-    the spec alone). Either backend batches: on Ray one Tune trial carries K Optuna trials.
+    Batch norm, models other than mlp and linear, cross-validation (a trial is k fits), a GPU, half
+    precision and data streamed from disk (``is_streamed``) train one trial at a time (``auto`` gives 1;
+    the spec rejects K > 1 where it can tell from the spec alone). Either backend batches: on Ray one
+    Tune trial carries K Optuna trials.
     """
     if (spec.model.batch_norm or spec.model.kind not in ("mlp", "linear") or data.folds
-            or spec.training.precision != "fp32" or resolve_device(spec.training.device).type != "cpu"):
+            or spec.training.precision != "fp32" or resolve_device(spec.training.device).type != "cpu"
+            or is_streamed(data)):
         return 1
     if spec.search.batch == "auto":
         return auto_batch(spec.model, data.n_features, data.n_outputs, stage_trials, worker_cores(spec))

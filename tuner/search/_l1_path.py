@@ -33,7 +33,7 @@ from tuner.limits import LAMBDA_MAX_FITS
 from tuner.search._stages import StageRun
 from tuner.search._trial import run_trial
 from tuner.spec import JobSpec
-from tuner.train import Dataset, build_model, plain_loss, train
+from tuner.train import Dataset, build_model, plain_loss, split_chunks, train
 
 __all__ = ["find_lambda_max", "gradient_lambda_max", "null_state", "one_se_point", "path_summary", "path_values",
            "run_path"]
@@ -86,8 +86,11 @@ def gradient_lambda_max(spec: JobSpec, data: Dataset, knobs: Knobs, seed: int) -
     model = build_model(spec.model, data.n_features, data.n_outputs, torch.Generator().manual_seed(seed))
     model.load_state_dict(null_state(spec, data, knobs, seed))
     model.eval()
-    loss = plain_loss(model(data.train.X), data.train.y, data.task, knobs.label_smoothing)
-    grad, = torch.autograd.grad(loss, model.linears[0].weight)
+    weight, n = model.linears[0].weight, len(data.train)
+    grad = torch.zeros_like(weight)
+    for X, y in split_chunks(data.train):  # data in memory: one chunk; streamed from disk: a chunk at a time
+        loss = plain_loss(model(X), y, data.task, knobs.label_smoothing) * (len(y) / n)
+        grad += torch.autograd.grad(loss, weight)[0]
     return float(grad.abs().max()) * _momentum_scale(spec) * (1.0 + ROUNDING)
 
 

@@ -1,7 +1,8 @@
 """Datasets: scikit-learn's bundled sets, synthetic problems and CSV files, split and scaled.
 
-Everything is held in memory as tensors. Standardization is fitted on the
-training split only, so nothing of the validation or test split leaks into it.
+Everything is held in memory as tensors (data over ``REGTUNE_MEMORY_DATA_BYTES``
+is streamed from disk instead: ``tuner.train._stream``). Standardization is fitted on
+the training split only, so nothing of the validation or test split leaks into it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from tuner.spec import DatasetSpec, path_rule
 from tuner.train._images import read_images
 from tuner.train._tables import MAX_LEVELS, MISSING, RawTable, TablePrep, arrow_features, csv_features, fit_table
 
-__all__ = ["UPLOADS", "UPLOAD_FORMATS", "Dataset", "Split", "cross_folds", "data_dir", "load_dataset",
-           "upload_format"]
+__all__ = ["UPLOADS", "UPLOAD_FORMATS", "Dataset", "Split", "cross_folds", "data_dir", "load_in_memory",
+           "targets_and_rows", "upload_format"]
 
 _SKLEARN_LOADERS = {
     "digits": skdatasets.load_digits,
@@ -109,8 +110,8 @@ def data_dir() -> Path:
     return Path(os.environ.get("REGTUNE_DATA_DIR") or "data").resolve()
 
 
-def load_dataset(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> Dataset:
-    """Load, split and (optionally) standardize the dataset a spec names.
+def load_in_memory(spec: DatasetSpec, seed: int, max_cells: int | None = None) -> Dataset:
+    """Load, split and (optionally) standardize the dataset a spec names, every split in memory.
 
     Args:
         max_cells: the most rows × columns a CSV file may hold (checked while it is read).
@@ -397,11 +398,14 @@ def _infer_task(values: list[str]) -> str:
     return "classification" if integral and len(np.unique(nums)) <= 20 else "regression"
 
 
-def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray | RawTable, y: np.ndarray, names: list[str],
-              folds: np.ndarray | None, task: str, informative: list[str], max_cells: int | None = None,
-              per_channel: bool = False) -> Dataset:
+def targets_and_rows(spec: DatasetSpec, seed: int, y: np.ndarray, folds: np.ndarray | None, task: str
+                     ) -> tuple[np.ndarray, list[str | int | float], int, dict[str, np.ndarray]]:
+    """The targets encoded (class indices, or floats), the classes, the outputs, and each split's rows (sorted).
+
+    Only the targets decide the split: data streamed from disk (``tuner.train._stream``) is split
+    by the same rows as the same data in memory.
+    """
     classes: list[str | int | float] = []
-    y_mu = 0.0
     if task == "classification":
         labels, y = np.unique(y, return_inverse=True)
         classes = [v.item() if isinstance(v, np.generic) else v for v in labels]
@@ -414,6 +418,14 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray | RawTable, y: np.ndar
     for f, rows in idx.items():
         if len(rows) == 0 and not (f == "val" and spec.split.folds):
             raise DataError.one("dataset.split", f"the {f} split is empty")
+    return y, classes, n_outputs, idx
+
+
+def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray | RawTable, y: np.ndarray, names: list[str],
+              folds: np.ndarray | None, task: str, informative: list[str], max_cells: int | None = None,
+              per_channel: bool = False) -> Dataset:
+    y, classes, n_outputs, idx = targets_and_rows(spec, seed, y, folds, task)
+    y_mu = 0.0
     tr = idx["train"]
     scale, target_scale = spec.standardize, 1.0
     prep = None

@@ -1,4 +1,5 @@
-"""The training loop: tensors in memory, L1/L2 on weights only, plain losses measured in eval mode."""
+"""The training loop: tensors in memory (or batches streamed from disk), L1/L2 on weights only, plain losses
+measured in eval mode."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +21,11 @@ from tuner.knobs import Knobs
 from tuner.registry import OPTIMIZERS
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
+from tuner.train._feed import StreamFeed, split_chunks
 from tuner.train._models import MLP, dropout_generators
 from tuner.train._module import build_any, decay_weights, has_batch_norm
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
+from tuner.train._stream import StreamSplit
 
 __all__ = ["EpochCallback", "TrainResult", "evaluate", "loss_standard_error", "train"]
 
@@ -89,9 +92,30 @@ def _on_device(model: nn.Module, split: Split) -> tuple[torch.Tensor, torch.Tens
 
 
 @torch.no_grad()
+def _streamed_losses(model: nn.Module, split: StreamSplit, task: str) -> tuple[float, float, float]:
+    """Per-example plain losses over a split streamed from disk, a chunk at a time: (sum, sum of squares, hits)."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    total, squares, hits = 0.0, 0.0, 0.0
+    for X, y in split_chunks(split):
+        X, y = X.to(device), y.to(device)
+        out = model(X).float()
+        losses = (F.cross_entropy(out, y, reduction="none") if task == "classification"
+                  else (out.squeeze(-1) - y).pow(2)).double()
+        total, squares = total + float(losses.sum()), squares + float(losses.pow(2).sum())
+        if task == "classification":
+            hits += float((out.argmax(dim=1) == y).sum())
+    return total, squares, hits
+
+
+@torch.no_grad()
 def loss_standard_error(model: nn.Module, split: Split, task: str) -> float:
     """The standard error of the mean plain loss over the split's examples (its sampling noise)."""
     model.eval()
+    if isinstance(split, StreamSplit):
+        n = len(split)
+        total, squares, _ = _streamed_losses(model, split, task)
+        return math.sqrt(max(squares - total * total / n, 0.0) / (n - 1) / n) if n > 1 else 0.0
     X, y = _on_device(model, split)
     out = model(X).float()
     losses = (F.cross_entropy(out, y, reduction="none") if task == "classification"
@@ -103,6 +127,9 @@ def loss_standard_error(model: nn.Module, split: Split, task: str) -> float:
 def evaluate(model: nn.Module, split: Split, task: str) -> tuple[float, float | None]:
     """Plain loss (unsmoothed, unpenalized) and accuracy (None for regression), in eval mode, in fp32."""
     model.eval()
+    if isinstance(split, StreamSplit):
+        total, _, hits = _streamed_losses(model, split, task)
+        return total / len(split), hits / len(split) if task == "classification" else None
     X, y = _on_device(model, split)
     out = model(X).float()
     loss = float(plain_loss(out, y, task))
@@ -136,6 +163,14 @@ def _features_mask(model: nn.Module, weights: list[nn.Parameter], n_features: in
     return [True] * n_features
 
 
+def _in_memory(X: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size: int
+               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches ``order[start:start + batch_size]`` of tensors in memory."""
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        yield X[rows], y[rows]
+
+
 def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
           on_epoch: EpochCallback | None = None, should_stop: Callable[[], bool] | None = None,
           init: dict[str, torch.Tensor] | None = None) -> TrainResult:
@@ -166,7 +201,10 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     weights = decay_weights(model)
     batch_norm = has_batch_norm(model)
     add_l2 = spec.optimizer != "adamw"
-    X, y, n = data.train.X.to(device), data.train.y.to(device), len(data.train)
+    n = len(data.train)
+    # data over REGTUNE_MEMORY_DATA_BYTES: the same batches, read from disk by DataLoader workers
+    feed = StreamFeed(data.train, spec.batch_size, device) if isinstance(data.train, StreamSplit) else None
+    X, y = (data.train.X, data.train.y) if feed is not None else (data.train.X.to(device), data.train.y.to(device))
     patience = spec.early_stopping.patience if spec.early_stopping else None
     min_delta = spec.early_stopping.min_delta if spec.early_stopping else 0.0
     curve_t: list[float] = []
@@ -176,42 +214,47 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
         math.inf, 0, None, (0.0, None), (0.0, None))
     epoch = 0
     next_poll = time.monotonic() + STOP_POLL_S
-    for epoch in range(1, spec.epochs + 1):
-        model.train()
-        order = torch.randperm(n, generator=gen).to(device)
-        for start in range(0, n, spec.batch_size):
-            if should_stop is not None and time.monotonic() >= next_poll:
-                if should_stop():
-                    raise Cancelled(f"cancelled during epoch {epoch}")
-                next_poll = time.monotonic() + STOP_POLL_S
-            rows = order[start:start + spec.batch_size]
-            if len(rows) < 2 and batch_norm:
-                continue  # batch norm cannot normalize a single row
-            with torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext():
-                out = model(X[rows], knobs.dropout, knobs.input_dropout, masks)
-            loss = plain_loss(out.float(), y[rows], data.task, knobs.label_smoothing)
-            if add_l2:
-                loss = loss + l2_penalty(weights, knobs.l2)
-            if not torch.isfinite(loss):
-                raise TrialFailed(f"the training loss became {float(loss.detach())} in epoch {epoch}")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            prox_l1_(weights, knobs.l1, opt)
-        tr = evaluate(model, data.train, data.task)
-        va = evaluate(model, data.val, data.task)
-        if not (math.isfinite(tr[0]) and math.isfinite(va[0])):
-            raise TrialFailed(f"the loss became non-finite in epoch {epoch} (train {tr[0]}, val {va[0]})")
-        curve_t.append(tr[0])
-        curve_v.append(va[0])
-        if on_epoch is not None:
-            on_epoch(epoch, tr[0], va[0])
-        if va[0] < best[0] - min_delta or patience is None:
-            state = copy.deepcopy(model.state_dict()) if patience is not None else None
-            best = (va[0], epoch, state, tr, va)
-        elif epoch - best[1] >= patience:
-            break
+    try:
+        for epoch in range(1, spec.epochs + 1):
+            model.train()
+            order = torch.randperm(n, generator=gen)
+            batches = (feed.batches(order) if feed is not None
+                       else _in_memory(X, y, order.to(device), spec.batch_size))
+            for xb, yb in batches:
+                if should_stop is not None and time.monotonic() >= next_poll:
+                    if should_stop():
+                        raise Cancelled(f"cancelled during epoch {epoch}")
+                    next_poll = time.monotonic() + STOP_POLL_S
+                if len(yb) < 2 and batch_norm:
+                    continue  # batch norm cannot normalize a single row
+                with torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext():
+                    out = model(xb, knobs.dropout, knobs.input_dropout, masks)
+                loss = plain_loss(out.float(), yb, data.task, knobs.label_smoothing)
+                if add_l2:
+                    loss = loss + l2_penalty(weights, knobs.l2)
+                if not torch.isfinite(loss):
+                    raise TrialFailed(f"the training loss became {float(loss.detach())} in epoch {epoch}")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                prox_l1_(weights, knobs.l1, opt)
+            tr = evaluate(model, data.train, data.task)
+            va = evaluate(model, data.val, data.task)
+            if not (math.isfinite(tr[0]) and math.isfinite(va[0])):
+                raise TrialFailed(f"the loss became non-finite in epoch {epoch} (train {tr[0]}, val {va[0]})")
+            curve_t.append(tr[0])
+            curve_v.append(va[0])
+            if on_epoch is not None:
+                on_epoch(epoch, tr[0], va[0])
+            if va[0] < best[0] - min_delta or patience is None:
+                state = copy.deepcopy(model.state_dict()) if patience is not None else None
+                best = (va[0], epoch, state, tr, va)
+            elif epoch - best[1] >= patience:
+                break
+    finally:
+        if feed is not None:
+            feed.close()
     _, best_epoch, state, tr, va = best
     if state is not None:
         model.load_state_dict(state)
