@@ -1,7 +1,7 @@
 """How many trials per second does a search run? The script a practitioner would write against regtune.
 
     python bench/search_speed.py [--trials 40] [--epochs 30] [--batch auto] [--parallelism 1]
-                                 [--pruner median] [--also-unbatched] [--postgres]
+                                 [--pruner median] [--also-unbatched] [--postgres] [--ray]
 
 One invocation, one split of digits (regtune's own 70/15/15), one budget: N TPE trials
 over λ₁, λ₂, dropout and label smoothing for an MLP 64-256-256-10, at most ``--epochs``
@@ -14,6 +14,10 @@ epochs with patience 5, batch 128, Adam 1e-3.
   a 1-trial baseline stage and an (N−1)-trial joint stage, so N trials in all, then
   the report (top_k 1, seeds 0: the chosen configuration is re-trained once and
   measured on the test split).
+- *regtune on Ray* (``--ray``): the same job with ``search.backend: ray`` on a local
+  cluster, each Tune trial carrying a batch; its trials/s over the Optuna backend's
+  is printed as the Ray ratio. Starting the cluster (``ray.init``) is timed and printed
+  apart, not counted in the search; each stage's Tune run and its worker processes are.
 
 Prints per run: trials/s over the search (and over the whole run, report included),
 the ratio to plain, the best validation loss, the chosen configuration's test loss,
@@ -172,15 +176,15 @@ def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[], float]:
 
 
 def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: str,
-                url: str) -> dict[str, Any]:
+                url: str, backend: str = "optuna") -> dict[str, Any]:
     """``run_job`` on the same data and budget: a baseline trial plus ``trials - 1`` joint trials."""
     spec = parse_spec({
-        "name": f"speed-b{batch}-p{parallelism}", "seed": SEED,
+        "name": f"speed-{backend}-b{batch}-p{parallelism}", "seed": SEED,
         "dataset": {"source": "sklearn", "name": "digits", "split": {"val": 0.15, "test": 0.15}},
         "model": {"kind": "mlp", "hidden": [256, 256]},
         "training": {"epochs": epochs, "batch_size": BATCH_SIZE, "optimizer": "adam", "lr": LR,
                      "early_stopping": {"patience": PATIENCE}},
-        "search": {"sampler": "tpe", "pruner": pruner, "parallelism": parallelism,
+        "search": {"backend": backend, "sampler": "tpe", "pruner": pruner, "parallelism": parallelism,
                    "batch": batch if batch == "auto" else int(batch), "space": SPACE,
                    "stages": [{"name": "joint", "params": list(SPACE), "trials": trials - 1}]},
         "report": {"top_k": 1, "seeds": 0},
@@ -206,9 +210,28 @@ def _row(name: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
     ratio = f"{rate / (base['trials'] / base['search_s']):5.2f}x" if base else "    -"
     extra = f"  {r['epochs']} epochs ({r['epochs'] / r['search_s']:.2f}/s)"
     if "storage_s" in r:
-        extra += f", {r['pruned']} pruned, storage {100 * r['storage_s'] / r['search_s']:4.1f}% of search"
+        extra += (f", {r['pruned']} pruned, storage {100 * r['storage_s'] / r['search_s']:4.1f}% of search"
+                  + (" (the driver's calls only)" if name.startswith("ray") else ""))
     return (f"{name:<28} {rate:7.3f} trials/s ({whole:6.3f} with report)  {ratio}  best val {r['best_val']:.4f}"
             f"  chosen test {r['test_loss']:.4f}{extra}")
+
+
+def ray_vs_optuna(args: argparse.Namespace, folder: Path, optuna_backend: dict[str, Any], plain: dict[str, Any],
+                  threads: int) -> None:
+    """The same job on the Ray backend; its start-up apart, its trials/s as a ratio to the Optuna backend's."""
+    os.environ.pop("RAY_ADDRESS", None)  # a local cluster, as the Optuna backend runs on this machine alone
+    from tuner.backends.ray import ensure_ray  # Ray is heavy: imported only when asked for
+
+    started = time.perf_counter()
+    ensure_ray()
+    print(f"ray start (ray.init, a local cluster): {time.perf_counter() - started:.1f} s, not counted below",
+          flush=True)
+    r = regtune_run(args.trials, args.epochs, args.batch, args.parallelism, args.pruner,
+                    f"sqlite:///{folder}/ray.db", backend="ray")
+    torch.set_num_threads(threads)
+    print(_row(f"ray batch {args.batch}, par {args.parallelism}", r, plain), flush=True)
+    rate, base = r["trials"] / r["search_s"], optuna_backend["trials"] / optuna_backend["search_s"]
+    print(f"ray / optuna backend: {rate / base:.2f}x trials/s over the search (the issue asks >= 0.80)", flush=True)
 
 
 def main() -> None:
@@ -221,6 +244,7 @@ def main() -> None:
     p.add_argument("--also-unbatched", action="store_true", help="also run regtune with batch 1 (today's loop)")
     p.add_argument("--postgres", action="store_true",
                    help="also run regtune's batched job on PostgreSQL (a throwaway cluster, as the tests start one)")
+    p.add_argument("--ray", action="store_true", help="also run the same job on the Ray backend (a local cluster)")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_dataset(parse_spec({"name": "d", "seed": SEED, "dataset": {"source": "sklearn", "name": "digits"},
@@ -234,11 +258,15 @@ def main() -> None:
     print(_row(f"plain script ({threads} threads)", plain, None), flush=True)
     runs = [(args.batch, args.parallelism)] + ([("1", args.parallelism)] if args.also_unbatched else [])
     with tempfile.TemporaryDirectory() as folder:
+        optuna_backend: dict[str, Any] | None = None
         for batch, parallelism in runs:
             url = f"sqlite:///{folder}/b{batch}-p{parallelism}.db"
             r = regtune_run(args.trials, args.epochs, batch, parallelism, args.pruner, url)
+            optuna_backend = optuna_backend or r
             torch.set_num_threads(threads)
             print(_row(f"regtune batch {batch}, par {parallelism}", r, plain), flush=True)
+        if args.ray and optuna_backend is not None:
+            ray_vs_optuna(args, Path(folder), optuna_backend, plain, threads)
     if args.postgres:
         bindir = find_bindir()
         if bindir is None:

@@ -1,4 +1,8 @@
-"""The thread backend's batched path: ask K trials, train them as one batched model, record each.
+"""Batches of trials: ask K trials, train them as one batched model, record each.
+
+The thread backend runs batches here (``run_batches``), refilling a batch's places
+as its members end; a Ray worker runs its Tune trial's batch through the same
+``train_members``.
 
 Every trial is recorded exactly as ``run_trial`` records it (``TrialRecorder``):
 the same user attributes, an intermediate value per epoch, pruning, FAIL with
@@ -12,12 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 
 import optuna
 
 from tuner.devices import resolve_device
 from tuner.knobs import Knobs
-from tuner.search import EpochBoard, StageRun, TrialRecorder, fail_trial
+from tuner.search import EpochBoard, StageRun, TrialOutcome, TrialRecorder, fail_trial
 from tuner.spec import JobSpec
 from tuner.train import (
     VMAPPED_KINDS,
@@ -33,9 +38,13 @@ from tuner.train import (
     vmap_blocker,
 )
 
-__all__ = ["available_cores", "note_batching", "run_batches", "torch_threads", "trials_per_batch", "worker_cores"]
+__all__ = ["Asked", "available_cores", "note_batching", "run_batches", "torch_threads", "train_members",
+           "trials_per_batch", "worker_cores"]
 
 log = logging.getLogger(__name__)
+
+Asked = tuple[optuna.Trial, dict[str, float]]
+"""A trial the ``StageRun`` handed out, and its full configuration."""
 
 
 MIN_WORK_PER_THREAD = 2**22
@@ -58,16 +67,17 @@ def worker_cores(spec: JobSpec) -> int:
 def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
     """K for a stage: ``search.batch``, with ``auto`` sized from the model and a worker's cores.
 
-    An MLP with batch norm, cross-validation (a trial is k fits), a GPU, half precision, the Ray backend,
+    An MLP with batch norm, cross-validation (a trial is k fits), a GPU, half precision,
     data streamed from disk (``is_streamed``) and a plug-in or CNN that ``vmap`` cannot run
     (``vmap_blocker``) train one trial at a time
     (``auto`` gives 1; the spec rejects K > 1 where it can tell from the spec alone). ``auto`` batches only
     mlp and linear models, whose members train exactly as alone: through ``vmap`` a module's or CNN's
     dropout masks are not its lone run's, and its convolutions gain little (an explicit K batches them).
+    Either backend batches: on Ray one Tune trial carries K Optuna trials.
     """
     vmapped = spec.model.kind in VMAPPED_KINDS  # the others: mlp and linear, stacked by hand
     if (spec.search.batch == 1 or (spec.model.batch_norm and not vmapped)
-            or spec.model.kind not in ("mlp", "linear", *VMAPPED_KINDS) or spec.search.backend != "optuna"
+            or spec.model.kind not in ("mlp", "linear", *VMAPPED_KINDS)
             or data.folds or spec.training.precision != "fp32" or resolve_device(spec.training.device).type != "cpu"
             or is_streamed(data)):
         return 1
@@ -120,7 +130,7 @@ def run_batches(run: StageRun, data: Dataset, per_batch: int, interrupted: threa
         interrupted: set on Ctrl-C; the members it stops are recorded as interrupted by it.
     """
     while True:
-        asked: list[tuple[optuna.Trial, dict[str, float]]] = []
+        asked: list[Asked] = []
         while len(asked) < per_batch and (one := run.ask()) is not None:
             asked.append(one)
         if not asked:
@@ -129,53 +139,81 @@ def run_batches(run: StageRun, data: Dataset, per_batch: int, interrupted: threa
             return
 
 
-def _train_batch(run: StageRun, data: Dataset, first: list[tuple[optuna.Trial, dict[str, float]]],
-                 interrupted: threading.Event | None = None) -> bool:
-    """Train one batch, refilled from the stage as members end; tell the study about each trial as it ends.
+def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: threading.Event | None = None
+                 ) -> bool:
+    """Train one batch, refilled from the stage, and tell the study about each trial as it ends.
 
     False when recording failed (the stage was aborted).
     """
-    spec, stage = run.spec, run.stage.name
-    board = None if spec.model.kind in VMAPPED_KINDS else EpochBoard(run.study)
-    asked: list[tuple[optuna.Trial, dict[str, float]]] = []
-    recorders: list[TrialRecorder] = []
-    told: list[bool] = []
     ok = True
 
-    def tell(index: int, ended: MemberOutcome) -> None:
+    def finish(index: int, trial: optuna.Trial, outcome: TrialOutcome) -> None:
         nonlocal ok
+        if outcome.cancelled and interrupted is not None and interrupted.is_set():  # say why: Ctrl-C
+            reason = f"interrupted (Ctrl-C) after epoch {trial.user_attrs.get('epochs', 0)}"
+            outcome = fail_trial(trial.storage, trial._trial_id, reason, interrupted=True, cancelled=True)
+        try:
+            run.finish(trial, outcome)
+        except Exception as exc:  # the stage ends short of its budget and says why
+            log.exception("could not record trial %d of stage %s", trial.number, run.stage.name)
+            run.abort(f"recording trial {trial.number} failed: {exc!r}")
+            ok = False
+
+    def ask() -> Asked | None:
+        return run.ask() if ok else None
+
+    train_members(first, spec=run.spec, data=data, stage=run.stage.name, on_told=finish,
+                  should_stop=run.should_stop, ask=ask)
+    return ok
+
+
+def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage: str,
+                  on_told: Callable[[int, optuna.Trial, TrialOutcome], None],
+                  should_stop: Callable[[], bool] | None = None, ask: Callable[[], Asked | None] | None = None
+                  ) -> None:
+    """Train ``first`` as one batched model, each trial recorded as ``run_trial`` records it; never raises.
+
+    Whichever backend runs the batch (a thread here, a Ray worker) tells the study: ``on_told`` gets each
+    member's outcome as soon as it ends, while the rest train on, exactly once per member. A
+    batch that breaks fails every member not yet told, with the reason.
+
+    Args:
+        on_told: called with (index in the order members joined, trial, outcome); it must not raise.
+        should_stop: True stops every member at its next poll, recorded FAIL (``interrupted``).
+        ask: the next trial to take a place a member left (None when there is none); without it the
+            batch shrinks as members end. A module or cnn (through ``vmap``) is never refilled.
+    """
+    vmapped = spec.model.kind in VMAPPED_KINDS
+    board = None if vmapped or not first else EpochBoard(first[0][0].study)
+    asked: list[Asked] = []
+    recorders: list[TrialRecorder] = []
+    told: list[bool] = []
+
+    def tell(index: int, ended: MemberOutcome) -> None:
         trial = asked[index][0]
         try:
             if index >= len(recorders):  # it broke before this trial's recorder was made
                 raise ended if isinstance(ended, Exception) else RuntimeError("no recorder")
             outcome = recorders[index].conclude(ended)
-            if outcome.cancelled and interrupted is not None and interrupted.is_set():  # say why: Ctrl-C
-                reason = f"interrupted (Ctrl-C) after epoch {len(recorders[index].curve_v)}"
-                outcome = fail_trial(trial.storage, trial._trial_id, reason, interrupted=True, cancelled=True)
         except Exception as exc:  # a bug in one trial must not leave it RUNNING
             log.error("trial %d of stage %s crashed", trial.number, stage, exc_info=exc)
             outcome = fail_trial(trial.storage, trial._trial_id, repr(exc))
         told[index] = True
-        try:
-            run.finish(trial, outcome)
-        except Exception as exc:  # the stage ends short of its budget and says why
-            log.exception("could not record trial %d of stage %s", trial.number, stage)
-            run.abort(f"recording trial {trial.number} failed: {exc!r}")
-            ok = False
+        on_told(index, trial, outcome)
 
-    def join(new: list[tuple[optuna.Trial, dict[str, float]]]) -> list[tuple[Knobs, EpochCallback | None]]:
+    def join(new: Sequence[Asked]) -> list[tuple[Knobs, EpochCallback | None]]:
         """Make the recorders of newly asked trials; their (knobs, callback) join the batch."""
         start = len(asked)
         asked.extend(new)
         told.extend([False] * len(new))
         for t, c in new:
-            recorders.append(TrialRecorder(t, c, spec=spec, data=data, stage=stage, should_stop=run.should_stop,
+            recorders.append(TrialRecorder(t, c, spec=spec, data=data, stage=stage, should_stop=should_stop,
                                            board=board))
         return [(r.knobs, r.on_epoch) for r in recorders[start:]]
 
     def refill(free: int) -> list[tuple[Knobs, EpochCallback | None]]:
-        new: list[tuple[optuna.Trial, dict[str, float]]] = []
-        while ok and len(new) < free and (one := run.ask()) is not None:
+        new: list[Asked] = []
+        while ask is not None and len(new) < free and (one := ask()) is not None:
             new.append(one)
         return join(new)
 
@@ -184,13 +222,12 @@ def _train_batch(run: StageRun, data: Dataset, first: list[tuple[optuna.Trial, d
         knobs, callbacks = [k for k, _ in members], [cb for _, cb in members]
         if board is None:  # a module or cnn through vmap: its batch is not refilled
             train_vmapped(data, spec.model, spec.training, knobs, spec.seed, callbacks, on_end=tell,
-                          should_stop=run.should_stop)
+                          should_stop=should_stop)
         else:
             train_batched(data, spec.model, spec.training, knobs, spec.seed, callbacks, on_end=tell,
-                          should_stop=run.should_stop, refill=refill, after_epoch=board.flush)
+                          should_stop=should_stop, refill=refill, after_epoch=board.flush)
     except Exception as exc:  # the batch itself broke: every member not yet told fails with the reason
         log.exception("a batch of %d trials of stage %s crashed", len(asked), stage)
         for index in range(len(asked)):
             if not told[index]:
                 tell(index, exc)
-    return ok

@@ -208,10 +208,11 @@ class SearchSpec(Strict):
     parallelism: int = Field(default=1, ge=1, le=64, description="trials at once")
     batch: int | str = Field(
         default="auto", description="auto | K: how many trials of a stage train together as one batched model (on "
-                                    "the CPU in fp32). auto sizes K for an mlp or linear model from the model, the "
-                                    "cores and the stage's trials, and trains a module or cnn one at a time; K > 1 "
-                                    "batches a module or cnn through torch.func.vmap where its forward allows, else "
-                                    "one at a time, saying why in the study's batched_reason; 1: one at a time")
+                                    "the CPU in fp32; on Ray a Tune trial carries K). auto sizes K for an mlp or "
+                                    "linear model from the model, the cores and the stage's trials, and trains a "
+                                    "module or cnn one at a time; K > 1 batches a module or cnn through "
+                                    "torch.func.vmap where its forward allows, else one at a time, saying why in "
+                                    "the study's batched_reason; 1: one at a time")
     space: Space = Field(default_factory=Space, description="the knobs' priors; a knob left out is never used")
     stages: list[StageSpec] | None = Field(default=None, description=(
         "run in order, each fixing its best values for the later ones; left out: a 'baseline' stage "

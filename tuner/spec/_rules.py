@@ -110,9 +110,6 @@ def check_spec(spec: JobSpec) -> list[Issue]:
             issues.append(Issue("search.batch", f"batched trials of an mlp need model.batch_norm: false (batch "
                                 f"statistics are per model), but got batch={search.batch}; use batch: 1 or auto",
                                 search.batch))
-        if search.backend != "optuna":
-            issues.append(Issue("search.batch", f"the {search.backend} backend trains one trial at a time, but "
-                                f"got batch={search.batch}; use batch: 1 or auto", search.batch))
         if spec.training.precision != "fp32" or spec.training.device not in ("auto", "cpu"):
             issues.append(Issue("search.batch", f"batched trials train in fp32 on the CPU, but got device "
                                 f"{spec.training.device!r} and precision {spec.training.precision!r}; "

@@ -91,7 +91,6 @@ def test_a_grid_stage_fills_its_batches_from_the_grid(tiny: Tiny, sqlite_url: st
 
 @pytest.mark.parametrize(("over", "rule"), [
     ({"model": {"batch_norm": True}, "search": {"batch": 4}}, "batch_norm: false"),
-    ({"search": {"backend": "ray", "batch": 4}}, "one trial at a time"),
     ({"training": {"precision": "bf16"}, "search": {"batch": 4}}, "batched trials train in fp32 on the CPU"),
     ({"dataset": {"split": {"val": None, "folds": 3}}, "search": {"batch": 4}}, "trained one at a time"),
     ({"search": {"batch": 0}}, "must be 'auto' or an int in the range [1, 256], but got 0"),

@@ -4,7 +4,9 @@ Parametrized over the backend registry (``tuner.registry.BACKENDS``): a new back
 for free, and is not done until it passes. Budgets are exact, a finished job run again adds no trial,
 a cancel fails the running trial as interrupted and the job resumes to the exact budget, a trial whose
 loss turns NaN fails with its reason while the stage still meets its budget, and every trial records
-what DESIGN.md lists. Checks that belong to one backend (a Ray worker's crash) stay in its own file.
+what DESIGN.md lists. The budget, NaN and cancel checks run again with ``search.batch: 2``: a batch's
+members are each told to the study, and none is left RUNNING, on every backend. Checks that belong to one
+backend (a Ray worker's crash) stay in its own file.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ def backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
+@pytest.fixture(params=[1, 2], ids=["one", "batched"])
+def batch(request: pytest.FixtureRequest) -> int:
+    """``search.batch``: one trial at a time, then two trained as one batched model."""
+    k: int = request.param
+    return k
+
+
 def spec_on(tiny: Tiny, backend: str, *, epochs: int, stages: list[dict[str, Any]], parallelism: int = 1,
             **search: Any) -> JobSpec:
     """The tiny spec on ``backend``: few epochs, the given stages, one re-training seed."""
@@ -47,10 +56,11 @@ def _states(trials: list[Any]) -> list[tuple[int, str, Any]]:
     return [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials]
 
 
-def test_budgets_are_exact_and_every_trial_records_what_design_lists(backend: str, tiny: Tiny,
+def test_budgets_are_exact_and_every_trial_records_what_design_lists(backend: str, batch: int, tiny: Tiny,
                                                                      tmp_path: Path) -> None:
+    """Batched, the l2 stage's three trials train as a batch of two beside one alone."""
     url = f"sqlite:///{tmp_path}/x.db"
-    spec = spec_on(tiny, backend, epochs=3, parallelism=2, stages=BASELINE_L2, pruner="median")
+    spec = spec_on(tiny, backend, epochs=3, parallelism=2, stages=BASELINE_L2, pruner="median", batch=batch)
 
     report = run_job(spec, storage=url)
 
@@ -64,7 +74,7 @@ def test_budgets_are_exact_and_every_trial_records_what_design_lists(backend: st
             assert sorted(t.intermediate_values) == [1, 2, 3]
             assert len(t.user_attrs["train_curve"]) == len(t.user_attrs["val_curve"]) == t.user_attrs["epochs"]
             assert t.values == [pytest.approx(t.user_attrs["val_loss"])]
-    assert most_at_once(trials_of(url, "tiny/l2")) <= spec.search.parallelism
+    assert most_at_once(trials_of(url, "tiny/l2")) <= spec.search.parallelism * batch
     assert [s.study_name for s in report.stages] == ["tiny/baseline", "tiny/l2"]
     written = report.model_dump(mode="json")
     assert {"val_loss", "test_loss", "test_acc"} <= set(written["baseline"])
@@ -88,34 +98,49 @@ def test_a_cancel_fails_the_running_trial_as_interrupted_and_the_job_resumes_to_
         backend: str, tiny: Tiny, storage_url: str, tmp_path: Path) -> None:
     """Over SQLite and PostgreSQL. A trial lasts some ten seconds here, twenty of a Ray driver's polls of the
     stop (the thread backend asks at every epoch boundary); the cancel comes an epoch or two in."""
+    _cancel_then_resume(tiny, backend, 1, storage_url, tmp_path)
+
+
+def test_a_cancel_fails_a_running_batch_as_interrupted_and_the_job_resumes_to_the_exact_budget(
+        backend: str, tiny: Tiny, sqlite_url: str, tmp_path: Path) -> None:
+    """Both trials of the stage train as one batch: both stop, both are recorded interrupted."""
+    _cancel_then_resume(tiny, backend, 2, sqlite_url, tmp_path)
+
+
+def _cancel_then_resume(tiny: Tiny, backend: str, batch: int, url: str, tmp_path: Path) -> None:
     stages = [{"name": "baseline", "params": [], "trials": 2}]
     epochs = epochs_lasting(tiny, 10, tmp_path)
-    spec = spec_on(tiny, backend, epochs=epochs, stages=stages)
+    spec = spec_on(tiny, backend, epochs=epochs, stages=stages, batch=batch)
 
     def training_started() -> bool:  # stop once a trial has reported an epoch
-        return any(t.intermediate_values for t in trials_of(storage_url, "tiny/baseline"))
+        return any(t.intermediate_values for t in trials_of(url, "tiny/baseline"))
 
     with pytest.raises(Cancelled):
-        run_job(spec, storage=storage_url, should_stop=training_started)
+        run_job(spec, storage=url, should_stop=training_started)
 
-    [stopped] = trials_of(storage_url, "tiny/baseline")
-    assert stopped.state == TrialState.FAIL
-    assert stopped.user_attrs["interrupted"] is True
-    assert "cancelled" in stopped.user_attrs["fail_reason"]
-    assert 0 < len(stopped.intermediate_values) < epochs  # stopped early; what it measured stays
+    stopped = trials_of(url, "tiny/baseline")
+    assert len(stopped) == batch, _states(stopped)  # the running trial, or the running batch
+    for t in stopped:
+        assert t.state == TrialState.FAIL
+        assert t.user_attrs["interrupted"] is True
+        assert "cancelled" in t.user_attrs["fail_reason"]
+        assert len(t.intermediate_values) < epochs  # stopped early
+    # what it measured stays (a batch's later member may have seen the stop before reporting its first epoch)
+    assert any(t.intermediate_values for t in stopped)
 
-    # Resumed, the interrupted trial does not count toward the budget.
-    run_job(spec, storage=storage_url)
-    trials = trials_of(storage_url, "tiny/baseline")
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE], _states(trials)
+    # Resumed, the interrupted trials do not count toward the budget.
+    run_job(spec, storage=url)
+    trials = trials_of(url, "tiny/baseline")
+    assert [t.state for t in trials] == [TrialState.FAIL] * batch + [TrialState.COMPLETE] * 2, _states(trials)
 
 
-def test_nan_trials_fail_with_their_reason_and_the_stage_still_meets_its_budget(backend: str, tiny: Tiny,
-                                                                               tmp_path: Path) -> None:
+def test_nan_trials_fail_with_their_reason_and_the_stage_still_meets_its_budget(backend: str, batch: int,
+                                                                               tiny: Tiny, tmp_path: Path) -> None:
+    """Batched, a member whose loss turns NaN fails alone; the rest of its batch trains on."""
     url = f"sqlite:///{tmp_path}/x.db"
     spec = parse_spec(tiny(
         training={"optimizer": "sgd", "lr": 1.0},
-        search={"backend": backend, "sampler": "random",
+        search={"backend": backend, "sampler": "random", "batch": batch,
                 "space": {"l2": {"low": 1e-4, "high": 1e4, "log": True}, "dropout": None},
                 "stages": [{"name": "l2", "params": ["l2"], "trials": 4}]},
         report={"top_k": 1, "seeds": 1},

@@ -21,10 +21,10 @@ from tuner import JobSpec, RegtuneError, parse_spec, run_job
 from tuner.backends.ray import worker_storage_url
 
 
-def ray_spec(tiny: Tiny, *, epochs: int, parallelism: int, stages: list[dict[str, Any]]) -> JobSpec:
+def ray_spec(tiny: Tiny, *, epochs: int, parallelism: int, stages: list[dict[str, Any]], batch: int = 1) -> JobSpec:
     return parse_spec(tiny(training={"epochs": epochs},
                            search={"backend": "ray", "pruner": "median", "parallelism": parallelism,
-                                   "stages": stages},
+                                   "stages": stages, "batch": batch},
                            report={"top_k": 1, "seeds": 1}))
 
 
@@ -58,11 +58,14 @@ def test_ray_runs_parallelism_trials_side_by_side(ray_cluster: None, tiny: Tiny,
 
 
 @pytest.mark.ray
-def test_a_crashed_worker_fails_its_trial_and_the_stage_goes_on(ray_cluster: None, tiny: Tiny,
-                                                                 tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [1, 2], ids=["one", "batched"])
+def test_a_crashed_worker_fails_its_trials_and_the_stage_goes_on(ray_cluster: None, tiny: Tiny, tmp_path: Path,
+                                                                  batch: int) -> None:
+    """Batched, every member of the Tune trial whose worker died fails with the reason; none stays RUNNING."""
     url = f"sqlite:///{tmp_path}/x.db"
     epochs = epochs_lasting(tiny, 5, tmp_path)  # ten of the driver's polls: time to find the worker and kill it
-    spec = ray_spec(tiny, epochs=epochs, parallelism=1, stages=[{"name": "baseline", "params": [], "trials": 1}])
+    spec = ray_spec(tiny, epochs=epochs, parallelism=1, batch=batch,
+                    stages=[{"name": "baseline", "params": [], "trials": batch}])
     killed: list[int] = []
 
     def kill_one_trial_worker() -> bool:  # polled by the driver: SIGKILL the first trial's worker
@@ -75,12 +78,14 @@ def test_a_crashed_worker_fails_its_trial_and_the_stage_goes_on(ray_cluster: Non
 
     run_job(spec, storage=url, should_stop=kill_one_trial_worker)
 
-    failed, retried = trials_of(url, "tiny/baseline")
+    trials = trials_of(url, "tiny/baseline")
     assert killed
-    assert (failed.state, retried.state) == (TrialState.FAIL, TrialState.COMPLETE)
-    assert failed.user_attrs["fail_reason"].startswith("the Ray worker running it failed: ")
-    assert "interrupted" not in failed.user_attrs
-    assert set(RECORDED) <= set(retried.user_attrs)
+    assert [t.state for t in trials] == [TrialState.FAIL] * batch + [TrialState.COMPLETE] * batch
+    for failed in trials[:batch]:
+        assert failed.user_attrs["fail_reason"].startswith("the Ray worker running it failed: ")
+        assert "interrupted" not in failed.user_attrs
+    for retried in trials[batch:]:
+        assert set(RECORDED) <= set(retried.user_attrs)
 
 
 def test_worker_storage_url_makes_sqlite_paths_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,11 +1,13 @@
-"""The Ray Tune backend: each trial of a stage runs as a Ray Tune trial, one Optuna trial each.
+"""The Ray Tune backend: the trials of a stage run as Ray Tune trials, each carrying one Optuna trial or,
+with ``search.batch``, a batch of K trained as one batched model.
 
 The driver keeps the Optuna side, as the Optuna backend does: a Tune searcher
 asks the ``StageRun`` for every trial (the sampler suggests in the driver) and
 tells the study how each one ended (``_searcher``). A Ray worker rebuilds the
-trial from the shared storage and trains it with ``run_trial``, so its user
-attributes and intermediate values are written exactly as with the Optuna
-backend; it also reports each epoch, and the outcome, to Tune (``_trainable``).
+trials from the shared storage and trains them as the thread backend does
+(``run_trial``, or ``train_members`` for a batch), so their user attributes and
+intermediate values are written exactly as with the Optuna backend; it reports
+each member's outcome to Tune as it ends (``_trainable``).
 
 The storage must be one the workers can open: a SQLite file on one machine
 (its path made absolute, since Tune runs each trial in a directory of its own),
@@ -27,6 +29,7 @@ from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from sqlalchemy.engine import make_url
 
+from tuner.backends._batches import torch_threads, trials_per_batch
 from tuner.backends.ray._searcher import StageSearcher, TrialRegistry
 from tuner.backends.ray._trainable import train_trial
 from tuner.devices import resolve_device
@@ -64,12 +67,13 @@ def run_ray(run: StageRun, data: Dataset, storage_url: str) -> None:
                     "this machine can open; use PostgreSQL", len(ray.nodes()))
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
-    searcher = StageSearcher(run)
+    per_batch = trials_per_batch(run.spec, data, run.target)
+    searcher = StageSearcher(run, per_batch)
     trainable = tune.with_parameters(
         train_trial, spec=run.spec.model_dump(mode="json"), study_name=run.study.study_name,
         storage_url=url, data=data,
     )
-    share: dict[str, float] = {"cpu": _cpus_per_trial(parallelism)}
+    share: dict[str, float] = {"cpu": _cpus_per_trial(parallelism, torch_threads(run.spec, data))}
     if resolve_device(run.spec.training.device).type == "cuda":  # trials running side by side share the GPU
         share["gpu"] = 1.0 / parallelism
     trainable = tune.with_resources(trainable, share)
@@ -137,8 +141,11 @@ def worker_storage_url(url: str) -> str:
 
 
 def _trial_name(trial: TuneTrial) -> str:
-    """``<stage>-<trial number>`` (unique in a stage): Tune's logs then name the Optuna trial they mean."""
-    return f"{trial.config.get('stage')}-{trial.config.get('number')}"
+    """``<stage>-<first trial number>``, ``+<more>`` for a batch (unique in a stage): Tune's logs then name the
+    Optuna trials they mean."""
+    numbers = [m.get("number") for m in trial.config.get("members", [])]
+    more = f"+{len(numbers) - 1}" if len(numbers) > 1 else ""
+    return f"{trial.config.get('stage')}-{numbers[0] if numbers else None}{more}"
 
 
 def _cores() -> int:
@@ -148,7 +155,8 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _cpus_per_trial(parallelism: int) -> float:
-    """One CPU per trial, or a share of the cluster's CPUs small enough for ``parallelism`` trials to run."""
+def _cpus_per_trial(parallelism: int, threads: int) -> float:
+    """A CPU per torch thread of a trial, or a share of the cluster's CPUs small enough for ``parallelism``
+    trials to run."""
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    return min(1.0, math.floor(100 * cpus / parallelism) / 100) or 0.01
+    return min(float(threads), math.floor(100 * cpus / parallelism) / 100) or 0.01

@@ -1,5 +1,5 @@
-"""The Tune side of a stage, in the driver: a searcher that hands out the stage's trials and records
-how they ended, and a stopper that ends the Tune run when the job is cancelled.
+"""The Tune side of a stage, in the driver: a searcher that hands out the stage's trials (a batch of them
+to a Tune trial) and records how each ended, and a stopper that ends the Tune run when the job is cancelled.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.search import Searcher
 
-from tuner.backends.ray._trainable import outcome_from
+from tuner.backends.ray._trainable import member_outcome
 from tuner.search import StageRun, TrialOutcome, fail_trial
 
 __all__ = ["INTERRUPTED", "STOP_POLL_S", "StageSearcher", "TrialRegistry"]
@@ -31,45 +31,62 @@ INTERRUPTED = "stopped before it finished: the job was cancelled"
 
 
 class StageSearcher(Searcher):
-    """Hands Tune the stage's trials (``run.ask``) and tells the study how each ended (``run.finish``)."""
+    """Hands Tune the stage's trials (``run.ask``), up to ``per_batch`` to a Tune trial, and tells the study how
+    each ended (``run.finish``) as soon as its result comes back."""
 
-    def __init__(self, run: StageRun) -> None:
+    def __init__(self, run: StageRun, per_batch: int = 1) -> None:
         super().__init__()
         self.run = run
+        self.per_batch = per_batch
         self.stopper = _CancelStopper(run)
-        self.asked: dict[str, optuna.Trial] = {}
+        self.asked: dict[str, dict[int, optuna.Trial]] = {}  # per Tune trial, its members not yet told
         self.tune_trials: dict[str, TuneTrial] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         # (Ray annotates ``Optional[Dict]``, yet documents returning ``Searcher.FINISHED``, a str.)
-        asked = self.run.ask()
-        if asked is None:
+        members: list[tuple[optuna.Trial, dict[str, float]]] = []
+        while len(members) < self.per_batch and (one := self.run.ask()) is not None:
+            members.append(one)
+        if not members:
             # Trials still running may fail or be pruned, and the budget then needs more: ask again later.
             return Searcher.FINISHED if self.run.cancelled or self.run.in_flight == 0 else None
-        trial, config = asked
-        self.asked[trial_id] = trial
-        return {"trial_id": trial._trial_id, "number": trial.number, "stage": self.run.stage.name,
-                "params": config}
+        self.asked[trial_id] = {index: trial for index, (trial, _) in enumerate(members)}
+        return {"stage": self.run.stage.name,
+                "members": [{"trial_id": t._trial_id, "number": t.number, "params": c} for t, c in members]}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self._tell(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
-        trial = self.asked.pop(trial_id, None)
+        self._tell(trial_id, result)  # the last result, when Tune stopped the trial before passing it on
+        untold = self.asked.pop(trial_id, {})
         tune_trial = self.tune_trials.pop(trial_id, None)
-        if trial is None:
+        for trial in untold.values():
+            with self._recording(trial):
+                if error:
+                    outcome = fail_trial(trial.storage, trial._trial_id,
+                                         f"the Ray worker running it failed: {_error_of(tune_trial)}")
+                else:
+                    outcome = self._interrupted(trial)
+                self.run.finish(trial, outcome)
+
+    def _tell(self, trial_id: str, result: dict[str, Any] | None) -> None:
+        """Tell the study how the member a result reports ended, once."""
+        told = member_outcome(result)
+        untold = self.asked.get(trial_id, {})
+        if told is None or told[0] not in untold:
             return
+        trial = untold.pop(told[0])
         with self._recording(trial):
-            if error:
-                outcome = fail_trial(trial.storage, trial._trial_id,
-                                     f"the Ray worker running it failed: {_error_of(tune_trial)}")
-            else:
-                outcome = outcome_from(result) or self._interrupted(trial)
-            self.run.finish(trial, outcome)
+            self.run.finish(trial, told[1])
 
     def interrupt_unfinished(self) -> None:
         """Trials Tune stopped without telling the searcher (it does so when stopping the whole run)."""
-        for trial in self.asked.values():
-            with self._recording(trial):
-                self.run.finish(trial, self._interrupted(trial))
+        for untold in self.asked.values():
+            for trial in untold.values():
+                with self._recording(trial):
+                    self.run.finish(trial, self._interrupted(trial))
         self.asked.clear()
 
     def _interrupted(self, trial: optuna.Trial) -> TrialOutcome:

@@ -1,9 +1,12 @@
-"""What runs in a Ray worker: one Optuna trial, rebuilt from the shared storage and trained by ``run_trial``.
+"""What runs in a Ray worker: one Tune trial's Optuna trials, rebuilt from the shared storage and trained.
 
-The worker writes the trial's user attributes and intermediate values itself,
-exactly as the Optuna backend does. How the trial ended goes back to the driver
-in its last Tune result (the ``outcome_*`` keys), where ``outcome_from`` reads it;
-the driver tells the study.
+A Tune trial carries one Optuna trial, trained by ``run_trial``, or a batch of K
+(``search.batch``), trained as one batched model by ``train_members`` exactly as
+the thread backend trains a batch. The worker writes each trial's user
+attributes and intermediate values itself, exactly as the Optuna backend does.
+How each member ended goes back to the driver in a Tune result of its own (the
+``member`` and ``outcome_*`` keys), reported as soon as it ends, where
+``member_outcome`` reads it; the driver tells the study.
 """
 
 from __future__ import annotations
@@ -11,22 +14,27 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import TrialState
 from ray import tune
 
+from tuner.backends._batches import Asked, torch_threads, train_members
 from tuner.search import TrialOutcome, make_pruner, run_trial
 from tuner.spec import parse_spec
 from tuner.storage import open_storage
 from tuner.train import Dataset
 
-__all__ = ["TuneReportingTrial", "outcome_from", "train_trial"]
+__all__ = ["TuneReportingTrial", "member_outcome", "train_trial"]
 
 REPORTED = ("train_loss", "val_loss", "gap", "epochs")
-"""The metrics in a trial's last Tune result, beside its outcome."""
+"""The metrics in a member's outcome result, beside its outcome."""
 
 
 class TuneReportingTrial(optuna.trial.Trial):
-    """An Optuna trial that also reports each epoch's val loss to Tune (``run_trial`` reports single objectives)."""
+    """An Optuna trial that also reports each epoch's val loss to Tune (``run_trial`` reports single objectives).
+
+    Only a Tune trial of one member does: each Tune result waits on a round trip to the driver, too many for K.
+    """
 
     def report(self, value: float, step: int) -> None:
         super().report(value, step)
@@ -35,28 +43,41 @@ class TuneReportingTrial(optuna.trial.Trial):
 
 def train_trial(config: dict[str, Any], *, spec: dict[str, Any], study_name: str, storage_url: str,
                 data: Dataset) -> None:
-    """The Tune trainable: train the Optuna trial ``config["trial_id"]`` and report how it ended.
+    """The Tune trainable: train the Optuna trials ``config["members"]`` and report how each ended.
 
     Args:
-        config: what the driver's searcher suggested: ``trial_id``, ``number``, ``stage`` and ``params``.
+        config: what the driver's searcher suggested: ``stage`` and ``members``, each with its
+            ``trial_id``, ``number`` and ``params``.
         spec: the job spec as JSON (``JobSpec.model_dump(mode="json")``).
         storage_url: the Optuna storage, as a worker process can open it.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     job = parse_spec(spec)
+    torch.set_num_threads(torch_threads(job, data))  # as the thread backend's workers: workers × threads = cores
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url),
                               pruner=make_pruner(job.search.pruner))
-    trial = TuneReportingTrial(study, config["trial_id"])
-    outcome = run_trial(trial, config["params"], spec=job, data=data, stage=config["stage"])
+    members: list[dict[str, Any]] = config["members"]
+    if len(members) == 1:
+        [member] = members
+        trial = TuneReportingTrial(study, member["trial_id"])
+        _report(0, trial, run_trial(trial, member["params"], spec=job, data=data, stage=config["stage"]))
+        return
+    asked: list[Asked] = [(optuna.Trial(study, m["trial_id"]), m["params"]) for m in members]
+    train_members(asked, spec=job, data=data, stage=config["stage"], on_told=_report)
+
+
+def _report(index: int, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    """One Tune result: how member ``index`` ended, with its last metrics."""
     attrs = trial.user_attrs
     metrics: dict[str, Any] = {key: attrs[key] for key in REPORTED if key in attrs}
-    tune.report({**metrics, "outcome_state": outcome.state.name, "outcome_values": outcome.values,
+    tune.report({**metrics, "member": index, "outcome_state": outcome.state.name, "outcome_values": outcome.values,
                  "outcome_reason": outcome.reason, "outcome_cancelled": outcome.cancelled})
 
 
-def outcome_from(result: dict[str, Any] | None) -> TrialOutcome | None:
-    """The outcome in a trial's last Tune result, or None when it ended before reporting one."""
+def member_outcome(result: dict[str, Any] | None) -> tuple[int, TrialOutcome] | None:
+    """The member a Tune result tells of and how it ended, or None for a result that tells of none."""
     if not result or "outcome_state" not in result:
         return None
-    return TrialOutcome(TrialState[result["outcome_state"]], values=result.get("outcome_values"),
-                        reason=result.get("outcome_reason"), cancelled=bool(result.get("outcome_cancelled")))
+    return int(result.get("member", 0)), TrialOutcome(
+        TrialState[result["outcome_state"]], values=result.get("outcome_values"),
+        reason=result.get("outcome_reason"), cancelled=bool(result.get("outcome_cancelled")))
