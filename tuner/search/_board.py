@@ -12,7 +12,8 @@ process has completed since (the board is told) and at least every
 A percentile pruner reads only the completed trials and the member's own
 reports, so its answers are the ones it would give alone at that moment. Other
 pruners (``hyperband`` keeps its own bookkeeping in the storage) are asked
-through the trial as usual, and their members write their reports one by one.
+through the trial as usual, and their members write their reports one by one;
+without a pruner (``none``) the reports are written together and nothing is asked.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import threading
 import time
 
 import optuna
-from optuna.pruners import PercentilePruner
+from optuna.pruners import NopPruner, PercentilePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -48,7 +49,8 @@ class EpochBoard:
 
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
-        self.batches = isinstance(study.pruner, PercentilePruner) and len(study.directions) == 1
+        # a percentile pruner (median) reads only what the snapshot holds; no pruner reads nothing
+        self.batches = isinstance(study.pruner, PercentilePruner | NopPruner) and len(study.directions) == 1
         self._pending: list[tuple[int, int, float]] = []
         self._snapshot: _Completed | None = None
         self._read_at = 0.0

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 import tuner.backends._batches as batch_trials
 from tuner import Cancelled, parse_spec, run_job
 from tuner.errors import SpecError
+from tuner.storage import write_trials
 from tuner.train import MemberOutcome, load_dataset
 
 Tiny = Callable[..., dict[str, Any]]
@@ -40,6 +41,29 @@ def test_a_batched_job_records_what_a_one_at_a_time_job_records(tiny: Tiny, tmp_
     # the baseline trains the same configuration either way
     assert _trials(urls[3], "tiny/baseline")[0].value == pytest.approx(_trials(urls[1], "tiny/baseline")[0].value,
                                                                        abs=TOL)
+
+
+@pytest.mark.parametrize("pruner", ["median", "none"])
+def test_a_batch_writes_each_epoch_boundarys_reports_together(tiny: Tiny, sqlite_url: str, pruner: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import tuner.search._board as board
+
+    flushes: list[int] = []
+
+    def counted(storage: Any, *, intermediate: Any = (), user_attrs: Any = ()) -> None:
+        flushes.append(len(intermediate))
+        write_trials(storage, intermediate=intermediate, user_attrs=user_attrs)
+
+    monkeypatch.setattr(board, "write_trials", counted)
+    spec = parse_spec(tiny(search={"batch": 3, "pruner": pruner,
+                                   "stages": [{"name": "l2", "params": ["l2"], "trials": 5}]}))
+    run_job(spec, storage=sqlite_url)
+    trials = _trials(sqlite_url, "tiny/baseline") + _trials(sqlite_url, "tiny/l2")
+    reports = sum(len(t.intermediate_values) for t in trials)
+    assert sum(flushes) == reports  # every report went through the board
+    assert max(flushes) == 3 and len([n for n in flushes if n]) < reports  # a boundary's reports in one write
+    for t in trials:
+        assert t.user_attrs["val_curve"] == pytest.approx(list(t.intermediate_values.values()), abs=1e-6)
 
 
 def test_a_cancelled_batched_job_resumes_to_the_exact_budget(tiny: Tiny, sqlite_url: str) -> None:
