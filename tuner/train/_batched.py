@@ -316,8 +316,8 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         on_end: called with (member index, outcome) as soon as a member ends, while the others train on.
         should_stop: asked between batches, about once a second (``STOP_POLL_S``); True ends every member
             with ``Cancelled``.
-        refill: called at each epoch boundary where members ended, with the number of free places (the
-            batch keeps at most ``len(knobs)`` members); the members it returns join the batch from their
+        refill: called at each epoch boundary where the batch has free places (members that ended there or
+            before), with their number (the batch keeps at most ``len(knobs)`` members); the members it returns join the batch from their
             first epoch and are numbered after those before them. Return nothing to let the batch shrink.
         after_epoch: called once per epoch boundary, after every live member's ``on_epoch`` and before
             the members that ended there are reported to ``on_end`` (a caller writes the epoch's reports
@@ -458,7 +458,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         if after_epoch is not None:
             after_epoch()
         free = size - len(live) + len(ended)
-        joining = refill(free) if refill is not None and ended and free > 0 else []
+        joining = refill(free) if refill is not None and free > 0 else []
         if ended or joining:
             resize(ended, joining)
     done: list[MemberOutcome] = []
