@@ -39,9 +39,6 @@ from tuner.train._regularizers import features_kept_mask, sparsity
 
 __all__ = ["MemberOutcome", "auto_batch", "n_weights", "train_batched"]
 
-_FUSED_ADAM = hasattr(torch, "_fused_adam_")
-"""torch's fused Adam kernel (what ``Adam(fused=True)`` runs): one pass per member slice instead of nine."""
-
 MemberOutcome = TrainResult | Exception
 """How a member ended: its measurements, or the exception that stopped it, as ``train`` would have raised it."""
 
@@ -225,17 +222,7 @@ class _Stack:
         if self.decay is not None:
             for w in self.weights:
                 w.mul_(self.decay)
-        if self.adam and _FUSED_ADAM:
-            # torch's fused Adam over each member's slices, each with its member's step count
-            steps = [s.float() for s in self.steps.view(-1).unbind(0)]
-
-            def slices(tensors: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
-                return [s for t in tensors if t is not None for s in t.unbind(0)]
-
-            torch._fused_adam_(slices(self.params), slices(grads), slices(self.moments[0]), slices(self.moments[1]),
-                               [], steps * len(self.params), lr=spec.lr, beta1=0.9, beta2=0.999, weight_decay=0.0,
-                               eps=1e-8, amsgrad=False, maximize=False)
-        elif self.adam:  # torch's single-tensor Adam, one bias correction per member
+        if self.adam:  # torch's single-tensor Adam, one bias correction per member
             beta1, beta2 = 0.9, 0.999  # torch's defaults, which the lone loop uses
             correction1 = (1.0 - beta1 ** self.steps).float()
             correction2_sqrt = (1.0 - beta2 ** self.steps).sqrt().float()
@@ -316,9 +303,10 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         on_end: called with (member index, outcome) as soon as a member ends, while the others train on.
         should_stop: asked between batches, about once a second (``STOP_POLL_S``); True ends every member
             with ``Cancelled``.
-        refill: called at each epoch boundary where the batch has free places (members that ended there or
-            before), with their number (the batch keeps at most ``len(knobs)`` members); the members it returns join the batch from their
-            first epoch and are numbered after those before them. Return nothing to let the batch shrink.
+        refill: called at each epoch boundary where the batch has free places (members that ended there
+            or before), with their number (the batch keeps at most ``len(knobs)`` members); the members it
+            returns join the batch from their first epoch and are numbered after those before them. Return
+            nothing to let the batch shrink.
         after_epoch: called once per epoch boundary, after every live member's ``on_epoch`` and before
             the members that ended there are reported to ``on_end`` (a caller writes the epoch's reports
             together there).
