@@ -11,6 +11,7 @@ How each member ended goes back to the driver in a Tune result of its own (the
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import optuna
@@ -25,6 +26,9 @@ from tuner.storage import open_storage
 from tuner.train import Dataset
 
 __all__ = ["TuneReportingTrial", "member_outcome", "train_trial"]
+
+HEARTBEAT_S = 0.5
+"""How often a batch gives Tune a result it can stop the trial at: per-epoch results would each wait on the driver."""
 
 REPORTED = ("train_loss", "val_loss", "gap", "epochs")
 """The metrics in a member's outcome result, beside its outcome."""
@@ -63,7 +67,21 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], study_name: str
         _report(0, trial, run_trial(trial, member["params"], spec=job, data=data, stage=config["stage"]))
         return
     asked: list[Asked] = [(optuna.Trial(study, m["trial_id"]), m["params"]) for m in members]
-    train_members(asked, spec=job, data=data, stage=config["stage"], on_told=_report)
+    train_members(asked, spec=job, data=data, stage=config["stage"], on_told=_report, should_stop=_Heartbeat())
+
+
+class _Heartbeat:
+    """A batch's stop question, answered by Tune: a result at most every ``HEARTBEAT_S``, where Tune ends a
+    trial it was told to stop (a cancel), as a one-member trial's per-epoch results let it."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def __call__(self) -> bool:
+        if time.monotonic() - self.last >= HEARTBEAT_S:
+            self.last = time.monotonic()
+            tune.report({"heartbeat": True})  # a result of no member: the searcher passes it by
+        return False
 
 
 def _report(index: int, trial: optuna.Trial, outcome: TrialOutcome) -> None:
