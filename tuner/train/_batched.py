@@ -25,7 +25,9 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import pairwise
+from typing import Any, Protocol
 
 import torch
 
@@ -37,7 +39,7 @@ from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
 from tuner.train._models import MLP, build_model, dropout_generators
 from tuner.train._regularizers import features_kept_mask, sparsity
 
-__all__ = ["MemberOutcome", "auto_batch", "n_weights", "train_batched"]
+__all__ = ["MemberOutcome", "auto_batch", "close_epoch", "n_weights", "train_batched"]
 
 MemberOutcome = TrainResult | Exception
 """How a member ended: its measurements, or the exception that stopped it, as ``train`` would have raised it."""
@@ -72,6 +74,44 @@ class _Member:
     best_state: list[torch.Tensor] | None = None
     best_measures: tuple[_Measure, _Measure] = ((0.0, None), (0.0, None))
     seconds: float = 0.0  # its share of the batch's time
+
+
+class _Closing(Protocol):
+    """What ``close_epoch`` reads and keeps of a member (the stacked and the vmapped trainers' own)."""
+
+    on_epoch: EpochCallback | None
+    curve_t: list[float]
+    curve_v: list[float]
+    best: tuple[float, int]
+    best_state: Any
+    best_measures: tuple[_Measure, _Measure]
+
+
+def close_epoch(m: _Closing, epoch: int, tr: _Measure, va: _Measure, patience: int | None, min_delta: float,
+                state: Callable[[], Any]) -> Exception | bool:
+    """One member's epoch boundary, as ``train`` closes an epoch: the NaN check, its curves, its callback,
+    its best epoch (``state()`` saved there when early stopping may go back to it) and early stopping.
+
+    Returns:
+        The exception that ends the member (a non-finite loss, or what its callback raised: pruned, cancelled,
+        a bug), True when early stopping ends it (its result is due), False when it trains on.
+    """
+    if not (math.isfinite(tr[0]) and math.isfinite(va[0])):
+        return TrialFailed(f"the loss became non-finite in epoch {epoch} (train {tr[0]}, val {va[0]})")
+    m.curve_t.append(tr[0])
+    m.curve_v.append(va[0])
+    if m.on_epoch is not None:
+        try:
+            m.on_epoch(epoch, tr[0], va[0])
+        except Exception as exc:  # pruned, cancelled, or a bug: this member stops, the others go on
+            return exc
+    if va[0] < m.best[0] - min_delta or patience is None:
+        m.best = (va[0], epoch)
+        m.best_measures = (tr, va)
+        if patience is not None:
+            m.best_state = state()
+        return False
+    return epoch - m.best[1] >= patience
 
 
 def n_weights(model_spec: ModelSpec, n_in: int, n_out: int) -> int:
@@ -420,28 +460,12 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         share = (time.perf_counter() - epoch_started) / len(live)
         ended: dict[int, MemberOutcome] = {}
         for pos, (m, tr, va) in enumerate(zip(live, trs, vas, strict=True)):
-            epoch = m.cohort.epoch
             m.seconds += share
-            if not (math.isfinite(tr[0]) and math.isfinite(va[0])):
-                ended[pos] = TrialFailed(f"the loss became non-finite in epoch {epoch} (train {tr[0]}, val {va[0]})")
-                continue
-            m.curve_t.append(tr[0])
-            m.curve_v.append(va[0])
-            if m.on_epoch is not None:
-                try:
-                    m.on_epoch(epoch, tr[0], va[0])
-                except Exception as exc:  # pruned, cancelled, or a bug: this member stops, the others go on
-                    ended[pos] = exc
-                    continue
-            if va[0] < m.best[0] - min_delta or patience is None:
-                m.best = (va[0], epoch)
-                m.best_measures = (tr, va)
-                if patience is not None:
-                    m.best_state = stack.member_state(pos)
-            elif epoch - m.best[1] >= patience:
-                ended[pos] = result(pos)
-                continue
-            if epoch >= spec.epochs:
+            verdict = close_epoch(m, m.cohort.epoch, tr, va, patience, min_delta,
+                                  partial(stack.member_state, pos))
+            if isinstance(verdict, Exception):
+                ended[pos] = verdict
+            elif verdict or m.cohort.epoch >= spec.epochs:
                 ended[pos] = result(pos)
         if after_epoch is not None:
             after_epoch()

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.plugins import load_factory
 from tuner.spec import ModelSpec, TrainingSpec
-from tuner.train._batched import MemberOutcome
+from tuner.train._batched import MemberOutcome, close_epoch
 from tuner.train._data import Dataset, Split
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
 from tuner.train._module import PluginModel, build_any, decay_weights, dropout_modules, has_batch_norm
@@ -348,23 +349,11 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         ended: dict[int, MemberOutcome] = {}
         for pos, (m, tr, va) in enumerate(zip(live, trs, vas, strict=True)):
             m.seconds += share
-            if not (math.isfinite(tr[0]) and math.isfinite(va[0])):
-                ended[pos] = TrialFailed(f"the loss became non-finite in epoch {epoch} (train {tr[0]}, val {va[0]})")
-                continue
-            m.curve_t.append(tr[0])
-            m.curve_v.append(va[0])
-            if m.on_epoch is not None:
-                try:
-                    m.on_epoch(epoch, tr[0], va[0])
-                except Exception as exc:  # pruned, cancelled, or a bug: this member stops, the others go on
-                    ended[pos] = exc
-                    continue
-            if va[0] < m.best[0] - min_delta or patience is None:
-                m.best = (va[0], epoch)
-                m.best_measures = (tr, va)
-                if patience is not None:
-                    m.best_state = stack.member_state(pos)
-            elif epoch - m.best[1] >= patience:
+            verdict = close_epoch(m, epoch, tr, va, patience, min_delta,
+                                  partial(stack.member_state, pos))
+            if isinstance(verdict, Exception):
+                ended[pos] = verdict
+            elif verdict:
                 ended[pos] = result(pos, epoch)
         if ended:
             finish(ended)
