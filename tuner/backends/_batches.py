@@ -38,8 +38,8 @@ from tuner.train import (
     vmap_blocker,
 )
 
-__all__ = ["Asked", "available_cores", "note_batching", "run_batches", "torch_threads", "train_members",
-           "trials_per_batch", "worker_cores"]
+__all__ = ["Asked", "available_cores", "note_batching", "run_batches", "said_interrupted", "torch_threads",
+           "train_members", "trials_per_batch", "worker_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,15 @@ def torch_threads(spec: JobSpec, data: Dataset) -> int:
     return max(1, min(worker_cores(spec), work // MIN_WORK_PER_THREAD))
 
 
+def said_interrupted(trial: optuna.Trial, outcome: TrialOutcome, interrupted: threading.Event | None
+                     ) -> TrialOutcome:
+    """A trial a Ctrl-C stopped, recorded as interrupted by it rather than cancelled; any other as it is."""
+    if not (outcome.cancelled and interrupted is not None and interrupted.is_set()):
+        return outcome
+    reason = f"interrupted (Ctrl-C) after epoch {trial.user_attrs.get('epochs', 0)}"
+    return fail_trial(trial.storage, trial._trial_id, reason, interrupted=True, cancelled=True)
+
+
 def run_batches(run: StageRun, data: Dataset, per_batch: int, interrupted: threading.Event | None = None) -> None:
     """One worker: train the stage's trials ``per_batch`` at a time, refilling places as members end.
 
@@ -149,9 +158,7 @@ def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: 
 
     def finish(index: int, trial: optuna.Trial, outcome: TrialOutcome) -> None:
         nonlocal ok
-        if outcome.cancelled and interrupted is not None and interrupted.is_set():  # say why: Ctrl-C
-            reason = f"interrupted (Ctrl-C) after epoch {trial.user_attrs.get('epochs', 0)}"
-            outcome = fail_trial(trial.storage, trial._trial_id, reason, interrupted=True, cancelled=True)
+        outcome = said_interrupted(trial, outcome, interrupted)
         try:
             run.finish(trial, outcome)
         except Exception as exc:  # the stage ends short of its budget and says why

@@ -9,8 +9,8 @@ import logging
 import threading
 from functools import partial
 
-from tuner.backends._batches import note_batching, run_batches, trials_per_batch
-from tuner.search import StageRun, fail_trial, run_trial
+from tuner.backends._batches import note_batching, run_batches, said_interrupted, trials_per_batch
+from tuner.search import StageRun, run_trial
 from tuner.train import Dataset
 
 __all__ = ["run_threads"]
@@ -40,9 +40,7 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
             trial, config = asked
             outcome = run_trial(trial, config, spec=run.spec, data=data, stage=run.stage.name,
                                 should_stop=run.should_stop)  # never raises: a crash comes back as FAIL
-            if outcome.cancelled and interrupted.is_set():  # say why it stopped: Ctrl-C, not a cancel
-                reason = f"interrupted (Ctrl-C) after epoch {trial.user_attrs.get('epochs', 0)}"
-                outcome = fail_trial(trial.storage, trial._trial_id, reason, interrupted=True, cancelled=True)
+            outcome = said_interrupted(trial, outcome, interrupted)  # say why it stopped: Ctrl-C, not a cancel
             try:
                 run.finish(trial, outcome)
             except Exception as exc:  # the stage ends short of its budget and says why
