@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 import pytest
+from _same import TOL, assert_same
 from optuna.trial import TrialState
 
 from tuner import parse_spec
@@ -15,10 +16,9 @@ from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.search import StageRun, run_trial
 from tuner.spec import ModelSpec
-from tuner.train import MemberOutcome, TrainResult, auto_batch, load_dataset, train, train_batched
+from tuner.train import auto_batch, load_dataset, train, train_batched
 
 Tiny = Callable[..., dict[str, Any]]
-TOL = 1e-5
 
 CASES = {  # model kind, dataset (its task), optimizer: every optimizer and both tasks appear at least once
     "mlp-classification": ("mlp", "breast_cancer", "adam"),
@@ -50,17 +50,6 @@ def _members(n_hidden: int, classification: bool) -> list[Knobs]:
     ]
 
 
-def _assert_same(alone: TrainResult, batched: MemberOutcome) -> None:
-    assert isinstance(batched, TrainResult)
-    assert (batched.epochs, batched.best_epoch) == (alone.epochs, alone.best_epoch)
-    assert batched.curve_train == pytest.approx(alone.curve_train, abs=TOL)
-    assert batched.curve_val == pytest.approx(alone.curve_val, abs=TOL)
-    assert (batched.train_loss, batched.val_loss) == pytest.approx((alone.train_loss, alone.val_loss), abs=TOL)
-    assert batched.val_acc == alone.val_acc
-    assert batched.sparsity == pytest.approx(alone.sparsity, abs=1e-3)  # L1's exact zeros, as alone
-    assert batched.features_kept == alone.features_kept
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_member_trains_as_it_would_alone(case: str) -> None:
     spec, data = _setup(*CASES[case])
@@ -68,7 +57,7 @@ def test_each_member_trains_as_it_would_alone(case: str) -> None:
     alone = [train(data, spec.model, spec.training, k, spec.seed) for k in knobs]
     batched = train_batched(data, spec.model, spec.training, knobs, spec.seed)
     for a, b in zip(alone, batched, strict=True):
-        _assert_same(a, b)
+        assert_same(a, b)
     assert len({a.epochs for a in alone}) > 1, "members should stop at different epochs (early stopping)"
     assert any(a.sparsity > 0 for a in alone), "some member should have exact zeros (L1)"
 
@@ -91,7 +80,7 @@ def test_a_member_that_stops_leaves_the_batch_while_the_others_train_on() -> Non
     assert [e for e in events if e[1] == 1] == [("epoch", 1, 1), ("epoch", 1, 2), ("end", 1, 0)]
     assert events.index(("end", 1, 0)) < events.index(("epoch", 0, 3))  # it ended while the others went on
     for k in (0, 2, 3):
-        _assert_same(train(data, spec.model, spec.training, knobs[k], spec.seed), outcomes[k])
+        assert_same(train(data, spec.model, spec.training, knobs[k], spec.seed), outcomes[k])
         assert events.count(("epoch", k, 6)) == 1
 
 
@@ -104,7 +93,7 @@ def test_a_member_whose_loss_diverges_fails_alone() -> None:
     assert isinstance(outcomes[1], TrialFailed)
     assert str(outcomes[1]).split(" in epoch ")[1] == str(alone_failure.value).split(" in epoch ")[1]
     for k in (0, 2):
-        _assert_same(train(data, spec.model, spec.training, knobs[k], spec.seed), outcomes[k])
+        assert_same(train(data, spec.model, spec.training, knobs[k], spec.seed), outcomes[k])
 
 
 def test_the_pruner_sees_each_members_reports_as_if_it_ran_alone() -> None:
@@ -190,7 +179,7 @@ def test_members_that_join_as_others_end_train_as_they_would_alone() -> None:
     assert not waiting and len(outcomes) == 2 + len(more) and sorted(ended) == list(range(5))
     assert all(0 < free <= 2 for free in sizes)  # asked only for the places that ended: never more than 2 members
     for k, member in zip([*knobs[:2], *more], outcomes, strict=True):  # the same seed: each its own cohort's draws
-        _assert_same(train(data, spec.model, spec.training, k, spec.seed), member)
+        assert_same(train(data, spec.model, spec.training, k, spec.seed), member)
 
 
 def test_adam_counts_each_members_own_steps() -> None:
@@ -209,4 +198,4 @@ def test_adam_counts_each_members_own_steps() -> None:
 
     outcomes = train_batched(data, spec.model, spec.training, [Knobs()], spec.seed, [first_stops], refill=refill)
     assert isinstance(outcomes[0], optuna.TrialPruned)
-    _assert_same(train(data, spec.model, spec.training, Knobs(l2=1e-2), spec.seed), outcomes[1])
+    assert_same(train(data, spec.model, spec.training, Knobs(l2=1e-2), spec.seed), outcomes[1])

@@ -11,15 +11,15 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
+from _same import assert_same
 from optuna.trial import TrialState
 
 from tuner import parse_spec, run_job
 from tuner.backends import trials_per_batch
 from tuner.knobs import Knobs
-from tuner.train import MemberOutcome, TrainResult, load_dataset, train, train_vmapped, vmap_blocker
+from tuner.train import TrainResult, load_dataset, train, train_vmapped, vmap_blocker
 
 Tiny = Callable[..., dict[str, Any]]
-TOL = 1e-5
 
 NETS = '''
 import math
@@ -109,16 +109,6 @@ def _setup(model: dict[str, Any], dataset: str, optimizer: str = "adam", patienc
     return spec, data
 
 
-def _assert_same(alone: TrainResult, batched: MemberOutcome) -> None:
-    assert isinstance(batched, TrainResult)
-    assert (batched.epochs, batched.best_epoch) == (alone.epochs, alone.best_epoch)
-    assert batched.curve_train == pytest.approx(alone.curve_train, abs=TOL)
-    assert batched.curve_val == pytest.approx(alone.curve_val, abs=TOL)
-    assert (batched.train_loss, batched.val_loss) == pytest.approx((alone.train_loss, alone.val_loss), abs=TOL)
-    assert batched.val_acc == alone.val_acc
-    assert batched.sparsity == pytest.approx(alone.sparsity, abs=1e-3)  # L1's exact zeros, as alone
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_with_dropout_off_each_member_trains_as_it_would_alone(folders: Path, case: str) -> None:
     spec, data = _setup(*CASES[case])
@@ -135,7 +125,7 @@ def test_with_dropout_off_each_member_trains_as_it_would_alone(folders: Path, ca
     batched = train_vmapped(data, spec.model, spec.training, knobs, spec.seed, [None, None, prune_first_epoch],
                             on_end=lambda k, _: ended.append(k))
     for a, b in zip(alone, batched[:2], strict=True):
-        _assert_same(a, b)
+        assert_same(a, b, features=False)
     assert isinstance(batched[2], optuna.TrialPruned) and ended[0] == 2  # it left first; the others trained on
     assert any(a.sparsity > 0 for a in alone), "some member should have exact zeros (L1)"
 
@@ -157,7 +147,8 @@ def test_each_member_draws_its_own_dropout_masks(folders: Path) -> None:
     curves = [tuple(r.curve_val) for r in results]
     assert len(set(curves)) == len(rates), "equal rates, different masks: every member's curve is its own"
     # the member that drops nothing keeps every unit, beside members that drop: it trains as alone
-    _assert_same(train(data, spec.model, spec.training, Knobs(dropout=(0.0, 0.0)), spec.seed), outcomes[0])
+    alone = train(data, spec.model, spec.training, Knobs(dropout=(0.0, 0.0)), spec.seed)
+    assert_same(alone, outcomes[0], features=False)
 
 
 @pytest.mark.parametrize(("factory", "says"), [
