@@ -36,7 +36,6 @@ import copy
 import functools
 import math
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -47,12 +46,10 @@ from typing import Any
 import optuna
 import torch
 import torch.nn.functional as F
+from _pg import find_bindir, running_server  # the tests' throwaway cluster
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _postgres import find_bindir, running_server  # the tests' throwaway cluster
 
 import tuner.search._board
 import tuner.search._trial

@@ -30,10 +30,8 @@ from typing import Any
 
 import httpx
 import optuna
+from _pg import find_bindir, running_server  # the tests' throwaway cluster
 from optuna.trial import TrialState
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _postgres import find_bindir, running_server  # the tests' throwaway cluster
 
 SPEC: dict[str, Any] = {  # the smallest real job: iris, a linear model, one trial per stage
     "seed": 0,
