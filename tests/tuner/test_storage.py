@@ -75,3 +75,62 @@ def test_write_trials_updates_what_is_there_and_stores_what_optuna_stores(storag
     assert str(a.intermediate_values) == str(b.intermediate_values) == str({1: 0.25, 2: float("nan"), 3: float("inf")})
     with pytest.raises(KeyError):
         write_trials(study._storage, user_attrs=[(10_000, "k", 1)])
+
+
+def _fill(storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """A study holding what trials can hold: every state, each kind of parameter, NaN and inf, JSON attributes."""
+    study = optuna.create_study(study_name="r", storage=storage, directions=["minimize", "maximize"])
+    for n in range(7):
+        trial = study.ask()
+        trial.suggest_float("l2", 1e-6, 1e-2, log=True)
+        trial.suggest_int("layers", 1, 4)
+        trial.suggest_categorical("act", ["relu", None, 2.5])
+        if n % 2:
+            trial.suggest_float("step", 0.0, 1.0, step=0.25)
+        for step, value in enumerate([0.5, float("nan"), float("-inf"), 0.25][: n % 5]):
+            storage.set_trial_intermediate_value(trial._trial_id, step, value)
+        trial.set_user_attr("curve", [0.5, n, "ü", None])
+        trial.set_user_attr("best_epoch", n)
+        storage.set_trial_system_attr(trial._trial_id, "why", {"n": n})
+        if n == 0:
+            continue  # RUNNING
+        if n == 1:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif n == 2:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, [0.1 * n, float("inf") if n == 3 else -float(n)])
+    study.enqueue_trial({"l2": 1e-3})  # WAITING
+    return study
+
+
+def _seen(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """Trials as text (NaN is not equal to itself, its text is), each mapping in key order (rows come in any)."""
+    return [repr([(k, sorted(v.items()) if isinstance(v, dict) else v) for k, v in sorted(vars(t).items())])
+            for t in trials]
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
+def test_trials_read_back_as_optunas_own_reader_reads_them(storage_url: str) -> None:
+    ours = open_storage(storage_url)
+    study = _fill(ours)
+    theirs = optuna.storages.RDBStorage(storage_url)  # Optuna's ORM reader, on the same database
+    assert type(theirs)._get_trials is not type(ours)._get_trials
+    sid = study._study_id
+    ids = [t._trial_id for t in theirs.get_all_trials(sid)]
+    states = [None, (optuna.trial.TrialState.COMPLETE,),
+              (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING, optuna.trial.TrialState.PRUNED)]
+    cuts = [(set(), -1), (set(), ids[3]), ({ids[0], ids[2]}, ids[4]), ({ids[0], ids[-1]}, ids[1]), ({ids[1]}, -1)]
+    for state in states:
+        for included, greater in cuts:
+            want = _seen(theirs._get_trials(sid, state, set(included), greater))
+            assert _seen(ours._get_trials(sid, state, set(included), greater)) == want, (state, included, greater)
+    assert len(theirs._get_trials(sid, None, set(), -1)) == 8
+    for trial_id in ids:
+        assert _seen([ours.get_trial(trial_id)]) == _seen([theirs.get_trial(trial_id)])
+    with pytest.raises(KeyError):
+        ours.get_trial(max(ids) + 100)
+    with pytest.raises(KeyError):
+        ours._get_trials(sid + 100, None, set(), -1)
+    loaded = optuna.load_study(study_name="r", storage=ours)  # through Optuna's cache, as samplers read
+    assert _seen(loaded.get_trials()) == _seen(theirs.get_all_trials(sid))
