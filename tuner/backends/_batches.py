@@ -13,6 +13,7 @@ trains on, so the pruner and the sampler see it as early as they would alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -204,6 +205,9 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
             outcome = recorders[index].conclude(ended)
         except Exception as exc:  # a bug in one trial must not leave it RUNNING
             log.error("trial %d of stage %s crashed", trial.number, stage, exc_info=exc)
+            if board is not None:  # its queued reports go in before it is told: a finished trial takes none
+                with contextlib.suppress(Exception):
+                    board.close(trial, {})
             outcome = fail_trial(trial.storage, trial._trial_id, repr(exc))
         told[index] = True
         on_told(index, trial, outcome)

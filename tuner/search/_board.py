@@ -3,9 +3,10 @@
 Alone, a trial writes each epoch's report (one commit) and its pruner reads the
 study's trials back (one query) every epoch. K trials trained as one batch would
 do that K times per epoch boundary, which on a small model costs more than the
-epoch itself. The board writes the boundary's K reports in one transaction and,
-for a percentile pruner (``median``), answers each member from one snapshot of
-the study's completed trials. The snapshot is read again when a trial of this
+epoch itself. The board writes the reports of the boundaries of the last
+``FLUSH_S`` in one transaction (and a trial's own, with its attributes, when it
+ends, before it is told) and, for a percentile pruner (``median``), answers each
+member from one snapshot of the study's completed trials. The snapshot is read again when a trial of this
 process has completed since (the board is told) and at least every
 ``REFRESH_S``, so trials other workers complete are seen as well.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import optuna
 from optuna.pruners import NopPruner, PercentilePruner
@@ -28,10 +30,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.storage import write_trials
 
-__all__ = ["REFRESH_S", "EpochBoard"]
+__all__ = ["FLUSH_S", "REFRESH_S", "EpochBoard"]
 
 REFRESH_S = 2.0
 """The oldest the snapshot of completed trials may be when a pruner reads it."""
+
+FLUSH_S = 1.0
+"""The longest a running trial's epoch reports wait to be written: what the dashboard may lag behind."""
 
 
 class _Completed:
@@ -54,6 +59,7 @@ class EpochBoard:
         self._pending: list[tuple[int, int, float]] = []
         self._snapshot: _Completed | None = None
         self._read_at = 0.0
+        self._written_at = time.monotonic()
         self._lock = threading.Lock()
 
     def report(self, trial: optuna.Trial, step: int, value: float) -> None:
@@ -82,7 +88,21 @@ class EpochBoard:
             self._snapshot = None
 
     def flush(self) -> None:
-        """Write every queued report in one transaction."""
+        """Write every queued report in one transaction, once ``FLUSH_S`` have passed since the last write."""
+        with self._lock:
+            if not self._pending or time.monotonic() - self._written_at < FLUSH_S:
+                return
+            pending, self._pending = self._pending, []
+            self._written_at = time.monotonic()
+        write_trials(self.study._storage, intermediate=pending)
+
+    def close(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        """A trial ends: write the queued reports, its own among them, and its attributes in one transaction.
+
+        Call it before the trial is told how it ended: a finished trial takes no more writes.
+        """
         with self._lock:
             pending, self._pending = self._pending, []
-        write_trials(self.study._storage, intermediate=pending)
+            self._written_at = time.monotonic()
+        write_trials(self.study._storage, intermediate=pending,
+                     user_attrs=[(trial._trial_id, key, value) for key, value in attrs.items()])

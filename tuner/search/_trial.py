@@ -76,9 +76,15 @@ def _write(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str,
     write_trials(storage, user_attrs=[(trial_id, key, value) for key, value in attrs.items()])
 
 
-def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
-    """``trial.set_user_attr`` for several attributes at once: one transaction, and the trial's own view."""
-    _write(trial.storage, trial._trial_id, attrs)
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any], board: EpochBoard | None = None) -> None:
+    """``trial.set_user_attr`` for several attributes at once: one transaction, and the trial's own view.
+
+    With a ``board`` (a batch member that ends), its queued epoch reports are written in that transaction too.
+    """
+    if board is not None:
+        board.close(trial, attrs)
+    else:
+        _write(trial.storage, trial._trial_id, attrs)
     cached = getattr(trial, "_cached_frozen_trial", None)  # what ``trial.user_attrs`` answers from
     if cached is not None:
         cached.user_attrs.update(attrs)
@@ -143,19 +149,19 @@ class TrialRecorder:
             else:  # one val split: the sampling noise of its examples
                 assert ended.model is not None
                 attrs["val_loss_se"] = loss_standard_error(ended.model, self.data.val, self.data.task)
-            _set_attrs(trial, attrs)
+            _set_attrs(trial, attrs, self.board)
             if self.board is not None:
                 self.board.completed()
             return TrialOutcome(TrialState.COMPLETE, values=objective_values(ended.metrics(), self.objectives),
                                 result=ended)
         if isinstance(ended, optuna.TrialPruned):
-            _set_attrs(trial, _partial_attrs(curve_t, curve_v))
+            _set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
             return TrialOutcome(TrialState.PRUNED)
         if isinstance(ended, TrialFailed):
-            _set_attrs(trial, _partial_attrs(curve_t, curve_v))
+            _set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
             return fail_trial(trial.storage, trial._trial_id, str(ended))
         if isinstance(ended, Cancelled):
-            _set_attrs(trial, _partial_attrs(curve_t, curve_v))
+            _set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
             return fail_trial(trial.storage, trial._trial_id, str(ended), interrupted=True, cancelled=True)
         raise ended
 
