@@ -94,15 +94,17 @@ class TrialStorage(optuna.storages.RDBStorage):
         else:
             narrow = []
         with self.engine.connect() as con:
-            studies = models.StudyModel.__table__
-            if con.execute(sa.select(studies.c.study_id).where(studies.c.study_id == study_id)).first() is None:
-                raise KeyError(models.NOT_FOUND_MSG)
             try:
-                return _read_trials(con, [*base, *narrow])
+                found = _read_trials(con, [*base, *narrow])
             except OperationalError:  # too many ids for one IN (SQLite's variable limit): as Optuna falls back
                 con.rollback()
-                return [t for t in _read_trials(con, base)
-                        if t._trial_id in included or t._trial_id > trial_id_greater_than]
+                found = [t for t in _read_trials(con, base)
+                         if t._trial_id in included or t._trial_id > trial_id_greater_than]
+            studies = models.StudyModel.__table__  # no trials: is there a study at all?
+            if not found and con.execute(sa.select(studies.c.study_id).where(studies.c.study_id == study_id)
+                                         ).first() is None:
+                raise KeyError(models.NOT_FOUND_MSG)
+            return found
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         """``RDBStorage.get_trial``: the trial with ``trial_id``; KeyError when there is none."""
@@ -122,7 +124,7 @@ def _read_trials(con: sa.Connection, where: list[Any]) -> list[FrozenTrial]:
     trials = models.TrialModel.__table__
     rows = con.execute(sa.select(trials).where(*where).order_by(trials.c.trial_id)).all()
     if not rows:
-        return []
+        return []  # and no child queries
     ids = sa.select(trials.c.trial_id).where(*where).scalar_subquery()
 
     def children(model: Any, order: str) -> dict[int, list[Any]]:
