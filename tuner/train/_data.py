@@ -21,8 +21,6 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from sklearn import datasets as skdatasets
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from tuner.errors import DataError
 from tuner.spec import DatasetSpec, path_rule
@@ -32,13 +30,13 @@ from tuner.train._tables import MAX_LEVELS, MISSING, RawTable, TablePrep, arrow_
 __all__ = ["UPLOADS", "UPLOAD_FORMATS", "Dataset", "Split", "cross_folds", "data_dir", "load_in_memory",
            "targets_and_rows", "upload_format"]
 
-_SKLEARN_LOADERS = {
-    "digits": skdatasets.load_digits,
-    "digits_images": skdatasets.load_digits,
-    "breast_cancer": skdatasets.load_breast_cancer,
-    "wine": skdatasets.load_wine,
-    "iris": skdatasets.load_iris,
-    "diabetes": skdatasets.load_diabetes,
+_SKLEARN_LOADERS = {  # scikit-learn's loader per name; scikit-learn is imported when data is loaded (about 1 s),
+    "digits": "load_digits",  # not by every process that imports tuner (a Ray worker gets its data loaded)
+    "digits_images": "load_digits",
+    "breast_cancer": "load_breast_cancer",
+    "wine": "load_wine",
+    "iris": "load_iris",
+    "diabetes": "load_diabetes",
 }
 _FOLDS = ("train", "val", "test")
 _MAX_LINE_BYTES = 16 * 2**20
@@ -125,7 +123,9 @@ def load_in_memory(spec: DatasetSpec, seed: int, max_cells: int | None = None) -
     X: np.ndarray | RawTable
     per_channel = spec.source == "images" or (spec.source == "upload" and upload_format(spec.id or "") == "zip")
     if spec.source == "sklearn":
-        bunch = _SKLEARN_LOADERS[spec.name or ""]()
+        from sklearn import datasets as skdatasets
+
+        bunch = getattr(skdatasets, _SKLEARN_LOADERS[spec.name or ""])()
         X, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
         if spec.name == "digits_images":
             X = np.asarray(bunch.images, dtype=np.float64)[:, None, :, :]  # (n, 1, 8, 8)
@@ -147,6 +147,8 @@ def load_in_memory(spec: DatasetSpec, seed: int, max_cells: int | None = None) -
 
 
 def _synthetic(spec: DatasetSpec, seed: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    from sklearn import datasets as skdatasets
+
     n, d, k = spec.n_samples or 1000, spec.n_features or 20, spec.n_informative or 5
     noise = spec.noise or 0.0
     if spec.task == "regression":
@@ -462,6 +464,8 @@ def _assemble(spec: DatasetSpec, seed: int, X: np.ndarray | RawTable, y: np.ndar
 
 
 def _split(spec: DatasetSpec, seed: int, y: np.ndarray, task: str) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
     val, test = spec.split.val or 0.15, spec.split.test or 0.15
     rows = np.arange(len(y))
 
@@ -493,6 +497,8 @@ def cross_folds(data: Dataset, k: int, seed: int, standardize: bool) -> tuple[Da
     A table's one-hot columns stay 0/1; its imputation and levels stay those
     fitted on every non-test row.
     """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
     X, y = data.train.X, data.train.y
     labels = y.numpy() if data.task == "classification" else None
     try:

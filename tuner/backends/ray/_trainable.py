@@ -58,7 +58,7 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], study_name: str
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     job = parse_spec(spec)
     torch.set_num_threads(torch_threads(job, data))  # as the thread backend's workers: workers × threads = cores
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url),
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, ready=True),
                               pruner=make_pruner(job.search.pruner))
     members: list[dict[str, Any]] = config["members"]
     if len(members) == 1:
