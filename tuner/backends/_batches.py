@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ import optuna
 
 from tuner.devices import resolve_device
 from tuner.knobs import Knobs
-from tuner.search import EpochBoard, StageRun, TrialOutcome, TrialRecorder, fail_trial
+from tuner.search import EpochBoard, StageRun, TrialOutcome, TrialRecorder, fail_trial, pruner_startup
 from tuner.spec import JobSpec
 from tuner.train import (
     VMAPPED_KINDS,
@@ -136,22 +137,39 @@ def said_interrupted(trial: optuna.Trial, outcome: TrialOutcome, interrupted: th
 def run_batches(run: StageRun, data: Dataset, per_batch: int, interrupted: threading.Event | None = None) -> None:
     """One worker: train the stage's trials ``per_batch`` at a time, refilling places as members end.
 
+    Under a pruner that prunes against done trials (``median``), the stage's batches start with as
+    many members as it needs done (``pruner_startup`` + 1, shared among the ``parallelism`` workers)
+    and gain a place for each trial done, up to ``per_batch``: a batch of K asked at once could prune
+    none of its members until several of them had finished, and the sampler would propose them all
+    blind. Measured on bench/search_speed.py's job (digits, 40 trials, K 10): 943 epochs with 13
+    pruned at once, 628 with 23 pruned ramped, in 0.75x the time.
+
     Args:
         interrupted: set on Ctrl-C; the members it stops are recorded as interrupted by it.
     """
+    startup = pruner_startup(run.spec.search.pruner) if len(run.spec.search.objectives) == 1 else None
+    workers = run.spec.search.parallelism
+
+    def room() -> int:
+        """The members this worker may hold now."""
+        if startup is None:
+            return per_batch
+        return max(1, min(per_batch, math.ceil((startup + 1 + run.done) / workers)))
+
     while True:
         asked: list[Asked] = []
-        while len(asked) < per_batch and (one := run.ask()) is not None:
+        while len(asked) < room() and (one := run.ask()) is not None:
             asked.append(one)
         if not asked:
             return
-        if not _train_batch(run, data, asked, interrupted):
+        if not _train_batch(run, data, asked, interrupted, per_batch, room):
             return
 
 
-def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: threading.Event | None = None
-                 ) -> bool:
-    """Train one batch, refilled from the stage, and tell the study about each trial as it ends.
+def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: threading.Event | None,
+                 size: int, room: Callable[[], int]) -> bool:
+    """Train one batch of at most ``size`` members (``room()`` now), refilled from the stage, and tell the
+    study about each trial as it ends.
 
     False when recording failed (the stage was aborted).
     """
@@ -171,14 +189,14 @@ def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: 
         return run.ask() if ok else None
 
     train_members(first, spec=run.spec, data=data, stage=run.stage.name, on_told=finish,
-                  should_stop=run.should_stop, ask=ask)
+                  should_stop=run.should_stop, ask=ask, size=size, room=room)
     return ok
 
 
 def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage: str,
                   on_told: Callable[[int, optuna.Trial, TrialOutcome], None],
-                  should_stop: Callable[[], bool] | None = None, ask: Callable[[], Asked | None] | None = None
-                  ) -> None:
+                  should_stop: Callable[[], bool] | None = None, ask: Callable[[], Asked | None] | None = None,
+                  size: int | None = None, room: Callable[[], int] | None = None) -> None:
     """Train ``first`` as one batched model, each trial recorded as ``run_trial`` records it; never raises.
 
     Whichever backend runs the batch (a thread here, a Ray worker) tells the study: ``on_told`` gets each
@@ -190,6 +208,8 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
         should_stop: True stops every member at its next poll, recorded FAIL (``interrupted``).
         ask: the next trial to take a place a member left (None when there is none); without it the
             batch shrinks as members end. A module or cnn (through ``vmap``) is never refilled.
+        size: the most members the batch holds (``len(first)`` when None); ``room()``, when given, how many
+            it may hold now (places beyond it stay empty until it grows).
     """
     vmapped = spec.model.kind in VMAPPED_KINDS
     board = None if vmapped or not first else EpochBoard(first[0][0].study)
@@ -223,6 +243,8 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
         return [(r.knobs, r.on_epoch) for r in recorders[start:]]
 
     def refill(free: int) -> list[tuple[Knobs, EpochCallback | None]]:
+        if room is not None:  # the batch keeps (size - free) members past this boundary
+            free = min(free, room() - ((size or len(first)) - free))
         new: list[Asked] = []
         while ask is not None and len(new) < free and (one := ask()) is not None:
             new.append(one)
@@ -236,7 +258,7 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
                           should_stop=should_stop)
         else:
             train_batched(data, spec.model, spec.training, knobs, spec.seed, callbacks, on_end=tell,
-                          should_stop=should_stop, refill=refill, after_epoch=board.flush)
+                          should_stop=should_stop, refill=refill, after_epoch=board.flush, size=size)
     except Exception as exc:  # the batch itself broke: every member not yet told fails with the reason
         log.exception("a batch of %d trials of stage %s crashed", len(asked), stage)
         for index in range(len(asked)):

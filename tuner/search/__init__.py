@@ -17,7 +17,15 @@ from tuner.search._l1_path import (
     run_path,
 )
 from tuner.search._resume import check_fingerprint, delete_studies, fingerprint_parts
-from tuner.search._samplers import PRUNERS, SAMPLERS, WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
+from tuner.search._samplers import (
+    PRUNERS,
+    SAMPLERS,
+    WARM_STARTABLE,
+    WarmStartSampler,
+    make_pruner,
+    make_sampler,
+    pruner_startup,
+)
 from tuner.search._space import encode, grid_space, knob_names, off_is_known, suggest
 from tuner.search._stages import (
     BUDGET_STATES,
@@ -68,6 +76,7 @@ __all__ = [
     "open_stage",
     "path_summary",
     "path_values",
+    "pruner_startup",
     "run_path",
     "run_trial",
     "suggest",

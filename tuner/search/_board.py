@@ -4,11 +4,12 @@ Alone, a trial writes each epoch's report (one commit) and its pruner reads the
 study's trials back (one query) every epoch. K trials trained as one batch would
 do that K times per epoch boundary, which on a small model costs more than the
 epoch itself. The board writes the reports of the boundaries of the last
-``FLUSH_S`` in one transaction (and a trial's own, with its attributes, when it
-ends, before it is told) and, for a percentile pruner (``median``), answers each
-member from one snapshot of the study's completed trials. The snapshot is read again when a trial of this
-process has completed since (the board is told) and at least every
-``REFRESH_S``, so trials other workers complete are seen as well.
+``FLUSH_S`` in one transaction, with the attributes members joined with, and a
+trial's own reports with its last attributes as it ends, before it is told. For
+a percentile pruner (``median``) it answers each member from one snapshot of the
+study's completed trials, read again when a trial of this process has completed
+since (the board is told) and at least every ``REFRESH_S``, so trials other
+workers complete are seen as well.
 
 A percentile pruner reads only the completed trials and the member's own
 reports, so its answers are the ones it would give alone at that moment. Other
@@ -57,6 +58,7 @@ class EpochBoard:
         # a percentile pruner (median) reads only what the snapshot holds; no pruner reads nothing
         self.batches = isinstance(study.pruner, PercentilePruner | NopPruner) and len(study.directions) == 1
         self._pending: list[tuple[int, int, float]] = []
+        self._attrs: list[tuple[int, str, Any]] = []  # members' attributes at their start
         self._snapshot: _Completed | None = None
         self._read_at = 0.0
         self._written_at = time.monotonic()
@@ -66,6 +68,11 @@ class EpochBoard:
         """Queue a report; ``flush`` writes it (before the trial is told how it ended)."""
         with self._lock:
             self._pending.append((trial._trial_id, step, value))
+
+    def start(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        """Queue a joining member's first attributes; they are written with the next reports."""
+        with self._lock:
+            self._attrs.extend((trial._trial_id, key, value) for key, value in attrs.items())
 
     def should_prune(self, trial: optuna.Trial, values: dict[int, float]) -> bool:
         """The pruner's answer for ``trial``, whose reports so far are ``values``."""
@@ -90,19 +97,19 @@ class EpochBoard:
     def flush(self) -> None:
         """Write every queued report in one transaction, once ``FLUSH_S`` have passed since the last write."""
         with self._lock:
-            if not self._pending or time.monotonic() - self._written_at < FLUSH_S:
+            if not (self._pending or self._attrs) or time.monotonic() - self._written_at < FLUSH_S:
                 return
-            pending, self._pending = self._pending, []
+            (pending, self._pending), (attrs, self._attrs) = (self._pending, []), (self._attrs, [])
             self._written_at = time.monotonic()
-        write_trials(self.study._storage, intermediate=pending)
+        write_trials(self.study._storage, intermediate=pending, user_attrs=attrs)
 
     def close(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
-        """A trial ends: write the queued reports, its own among them, and its attributes in one transaction.
+        """A trial ends: write what is queued, its own reports among it, and its attributes in one transaction.
 
         Call it before the trial is told how it ended: a finished trial takes no more writes.
         """
         with self._lock:
-            pending, self._pending = self._pending, []
+            (pending, self._pending), (queued, self._attrs) = (self._pending, []), (self._attrs, [])
             self._written_at = time.monotonic()
         write_trials(self.study._storage, intermediate=pending,
-                     user_attrs=[(trial._trial_id, key, value) for key, value in attrs.items()])
+                     user_attrs=queued + [(trial._trial_id, key, value) for key, value in attrs.items()])

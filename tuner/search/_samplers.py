@@ -60,8 +60,18 @@ def nsga2_sampler(seed: int, multi: bool, grid: Grid, constant_liar: bool = Fals
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
 
 
+MEDIAN_STARTUP_TRIALS = 3
+"""Completed trials the median pruner waits for before it prunes anything."""
+
+
 def median_pruner() -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+    return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=3)
+
+
+def pruner_startup(name: str) -> int | None:
+    """How many trials must be done before the pruner ``name`` prunes against them; None when it needs none
+    (no pruner) or keeps its own rungs (hyperband)."""
+    return MEDIAN_STARTUP_TRIALS if name == "median" else None
 
 
 def hyperband_pruner() -> optuna.pruners.BasePruner:

@@ -24,7 +24,7 @@ from tuner.errors import Cancelled, RegtuneError
 from tuner.knobs import Knobs, knob_of
 from tuner.limits import attempts_allowed
 from tuner.search._resume import check_fingerprint
-from tuner.search._samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler
+from tuner.search._samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler, pruner_startup
 from tuner.search._space import encode, grid_space, off_is_known, suggest
 from tuner.search._trial import TrialOutcome, fail_trial, objective_values
 from tuner.spec import JobSpec, StageSpec
@@ -120,6 +120,14 @@ class StageRun:
     def max_attempts(self) -> int:
         return attempts_allowed(self.target)
 
+    @property
+    def prunable(self) -> bool:
+        """Whether the pruner can prune any trial of the stage: the median pruner waits for
+        ``MEDIAN_STARTUP_TRIALS`` completed ones, so in a stage of no more trials it is not asked at all
+        (each question reads the study)."""
+        startup = pruner_startup(self.spec.search.pruner)
+        return startup is None or self.target > startup
+
     def _reserve(self) -> bool:
         """Take one slot of the budget; False when it is spent or a stop was asked. Holds the lock."""
         if self.cancelled or self.done + self.in_flight >= self.target or self.attempts >= self.max_attempts:
@@ -202,7 +210,11 @@ class StageRun:
         """
         if params is not None:
             self.study.enqueue_trial(params)
-        trial = self.study.ask()
+            trial = self.study.ask()  # pops the trial just enqueued
+        else:  # ``ask`` without its look for enqueued trials (a stage enqueues only above) and without
+            # dropping the thread's cached trials, which ``tell`` drops: the sampler's search space is read from
+            # that cache (a stage's space is fixed) and its model from a fresh read, as before; two reads saved
+            trial = optuna.Trial(self.study, self.study._storage.create_new_trial(self.study._study_id))
         for key, value in self.trial_attrs.items():
             trial.set_user_attr(key, value)
         return trial
@@ -284,8 +296,9 @@ def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorag
         "objectives": objectives, "trials_budget": stage.trials, "warm_start_trials": len(prior),
         "earlier_studies": [e.study_name for e in earlier],
     }
+    have = study.user_attrs  # one read, not one per key
     for key, value in attrs.items():
-        if study.user_attrs.get(key) != value:
+        if have.get(key) != value:
             study.set_user_attr(key, value)
     if study.metric_names != objectives:
         study.set_metric_names(objectives)

@@ -76,14 +76,16 @@ def _write(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str,
     write_trials(storage, user_attrs=[(trial_id, key, value) for key, value in attrs.items()])
 
 
-def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any], board: EpochBoard | None = None) -> None:
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any], board: EpochBoard | None = None,
+               written: bool = False) -> None:
     """``trial.set_user_attr`` for several attributes at once: one transaction, and the trial's own view.
 
-    With a ``board`` (a batch member that ends), its queued epoch reports are written in that transaction too.
+    With a ``board`` (a batch member that ends), what the board holds is written in that transaction too;
+    ``written``: the caller has queued them on a board, only the trial's own view is updated.
     """
     if board is not None:
         board.close(trial, attrs)
-    else:
+    elif not written:
         _write(trial.storage, trial._trial_id, attrs)
     cached = getattr(trial, "_cached_frozen_trial", None)  # what ``trial.user_attrs`` answers from
     if cached is not None:
@@ -94,8 +96,9 @@ class TrialRecorder:
     """What a trial records while it trains and when it ends, whichever loop trained it (alone or batched).
 
     Its attributes are written in one transaction at the start (stage, config) and one at the end.
-    With an ``EpochBoard`` (a batch), its epoch reports are queued on the board, which writes a whole
-    epoch boundary's reports together and answers the pruner.
+    With an ``EpochBoard`` (a batch), its first attributes and its epoch reports are queued on the board,
+    which writes them with the other members' at most every ``FLUSH_S``, and the rest with them as it ends,
+    and answers the pruner.
     """
 
     def __init__(self, trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
@@ -110,7 +113,11 @@ class TrialRecorder:
         self.curve_t: list[float] = []
         self.curve_v: list[float] = []
         self.knobs = Knobs.from_params(config, spec.model.dropout_slots)
-        _set_attrs(trial, {"stage": stage, "config": config})
+        if self.board is not None:  # a batch member: written with the batch's next reports
+            self.board.start(trial, {"stage": stage, "config": config})
+            _set_attrs(trial, {"stage": stage, "config": config}, written=True)
+        else:
+            _set_attrs(trial, {"stage": stage, "config": config})
 
     def on_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
         """Report a step (an epoch, or a fold); raises ``Cancelled`` or ``TrialPruned`` to stop the trial."""

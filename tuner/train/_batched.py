@@ -331,7 +331,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                   on_end: Callable[[int, MemberOutcome], None] | None = None,
                   should_stop: Callable[[], bool] | None = None,
                   refill: Callable[[int], Joining] | None = None,
-                  after_epoch: Callable[[], None] | None = None) -> list[MemberOutcome]:
+                  after_epoch: Callable[[], None] | None = None, size: int | None = None) -> list[MemberOutcome]:
     """Train one model per entry of ``knobs``, all with ``seed``, as one batched network.
 
     Each member's losses, callbacks and result are those ``train(data, model_spec,
@@ -344,12 +344,13 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         should_stop: asked between batches, about once a second (``STOP_POLL_S``); True ends every member
             with ``Cancelled``.
         refill: called at each epoch boundary where the batch has free places (members that ended there
-            or before), with their number (the batch keeps at most ``len(knobs)`` members); the members it
-            returns join the batch from their first epoch and are numbered after those before them. Return
-            nothing to let the batch shrink.
+            or before, or places ``size`` has beyond them), with their number; the members it returns join
+            the batch from their first epoch and are numbered after those before them. Return nothing to
+            let the batch shrink.
         after_epoch: called once per epoch boundary, after every live member's ``on_epoch`` and before
             the members that ended there are reported to ``on_end`` (a caller writes the epoch's reports
             together there).
+        size: the most members the batch holds, ``len(knobs)`` when None (or less).
 
     Returns:
         Per member, in the order they joined: its ``TrainResult``, or the exception that ended it
@@ -362,7 +363,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         raise ValueError("batched training needs batch_norm: false (batch statistics are per model)")
     if not knobs:
         raise ValueError("train_batched needs at least one member")
-    size = len(knobs)
+    size = max(size or 0, len(knobs))
     members: list[_Member] = []
     outcomes: list[MemberOutcome | None] = []
     gen = torch.Generator().manual_seed(seed)

@@ -75,6 +75,36 @@ def test_a_batch_writes_its_epoch_reports_together(tiny: Tiny, sqlite_url: str, 
         assert t.user_attrs["val_curve"] == pytest.approx(list(t.intermediate_values.values()), abs=1e-6)
 
 
+@pytest.mark.parametrize("pruner", ["median", "none"])
+def test_under_the_median_pruner_a_batch_starts_with_what_the_pruner_needs_done_and_grows(
+        tiny: Tiny, sqlite_url: str, pruner: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    real, calls = batch_trials.train_batched, []
+
+    def watched(*args: Any, **kwargs: Any) -> list[MemberOutcome]:
+        sizes = [len(args[3])]  # the first members
+        calls.append(sizes)
+        refill, size = kwargs["refill"], kwargs["size"]
+
+        def refilled(free: int) -> Any:
+            new = refill(free)
+            sizes.append(size - free + len(new))  # members after this boundary: those kept, and the new
+            return new
+
+        return real(*args, **{**kwargs, "refill": refilled})
+
+    monkeypatch.setattr(batch_trials, "train_batched", watched)
+    spec = parse_spec(tiny(training={"epochs": 6}, search={
+        "batch": 6, "pruner": pruner, "stages": [{"name": "l2", "params": ["l2"], "trials": 12}]}))
+    run_job(spec, storage=sqlite_url)
+    assert _count(_trials(sqlite_url, "tiny/l2"), TrialState.COMPLETE) + _count(
+        _trials(sqlite_url, "tiny/l2"), TrialState.PRUNED) == 12
+    sizes = calls[-1]  # the l2 stage's batch (the baseline's is its one trial)
+    if pruner == "median":  # 3 done before it prunes: 4 at first, a place more per trial done, up to 6
+        assert sizes[0] == 4 and max(sizes) == 6
+    else:  # nothing to wait for: the whole batch at once
+        assert sizes[0] == 6
+
+
 def test_a_cancelled_batched_job_resumes_to_the_exact_budget(tiny: Tiny, sqlite_url: str) -> None:
     spec = parse_spec(tiny(search={"batch": 2, "stages": [{"name": "l2", "params": ["l2"], "trials": 5}]}))
     calls = {"n": 0}

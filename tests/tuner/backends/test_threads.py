@@ -12,6 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner import RegtuneError, parse_spec, run_job, study_name
+from tuner.storage import TrialStorage
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -39,10 +40,10 @@ def test_a_trial_taken_back_while_it_ran_ends_the_stage_with_its_reason(tiny: Ti
 
 def test_a_study_that_cannot_start_a_trial_says_so(tiny: Tiny, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(self: optuna.Study, *args: Any, **kwargs: Any) -> Any:
+    def refuse(self: TrialStorage, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(optuna.Study, "ask", refuse)
+    monkeypatch.setattr(TrialStorage, "_create_new_trial", refuse)  # what a new trial writes first
     spec = parse_spec(tiny(search={"stages": [{"name": "baseline", "params": [], "trials": 2}]}))
     with pytest.raises(RegtuneError, match=r"starting a trial failed .*: RuntimeError\('the database went away'\)"
                        ) as info:
