@@ -166,10 +166,10 @@ def run_batches(run: StageRun, data: Dataset, per_batch: int, interrupted: threa
             return
 
 
-def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: threading.Event | None,
-                 size: int, room: Callable[[], int]) -> bool:
-    """Train one batch of at most ``size`` members (``room()`` now), refilled from the stage, and tell the
-    study about each trial as it ends.
+def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: threading.Event | None = None,
+                 size: int | None = None, room: Callable[[], int] | None = None) -> bool:
+    """Train one batch of at most ``size`` members (``len(first)`` when None; ``room()`` now), refilled from
+    the stage, and tell the study about each trial as it ends.
 
     False when recording failed (the stage was aborted).
     """
