@@ -121,3 +121,25 @@ def test_a_one_knob_stage_does_not_re_ask_the_configuration_it_starts_from(tiny:
     l2 = [t.user_attrs["config"]["l2"] for t in _complete(sqlite_url, "tiny/l2")]
     assert len(l2) == 8 and all(1e-5 <= v <= 1e-2 for v in l2)
     assert report.chosen.params.get("l2", 0.0) in {0.0, *l2}  # off stays choosable: the baseline
+
+
+@pytest.mark.parametrize(("pruner", "trials", "asked"), [("median", 3, False), ("median", 4, True),
+                                                         ("hyperband", 3, True)])
+def test_the_pruner_is_asked_only_where_it_can_prune(tiny: Tiny, sqlite_url: str, pruner: str, trials: int,
+                                                     asked: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    questions: list[int] = []
+    real = optuna.Trial.should_prune
+
+    def counted(self: optuna.Trial) -> bool:
+        questions.append(self.number)
+        return real(self)
+
+    monkeypatch.setattr(optuna.Trial, "should_prune", counted)
+    spec = parse_spec(tiny(search={"pruner": pruner, "batch": 1,
+                                   "stages": [{"name": "l2", "params": ["l2"], "trials": trials}]}))
+    run_job(spec, storage=sqlite_url)
+    # the median pruner waits for 3 completed trials: in a stage of 3 it could never prune, so it is not asked
+    assert bool(questions) == asked
+    done = optuna.load_study(study_name="tiny/l2", storage=sqlite_url).get_trials(
+        states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(done) == trials
