@@ -69,9 +69,9 @@ class TrialStorage(optuna.storages.RDBStorage):
 
     A sampler reads the study's trials every time it is asked for one (Optuna's cache
     re-reads the running ones), and a batch of trials asks often. Optuna builds each
-    read from ORM objects: about 3 ms for a handful of running trials and 30 ms for
-    forty finished ones on SQLite, most of it object construction. Here the same six
-    queries return plain rows, about 3.5x faster, and the trials are built exactly as
+    read from ORM objects in seven queries: about 3 ms for a handful of running trials
+    and 30 ms for forty finished ones on SQLite, most of it object construction. Here
+    six queries return plain rows, about 3.5x faster, and the trials are built exactly as
     Optuna builds them (``tests/tuner/test_storage.py`` compares the two on SQLite and
     PostgreSQL). Everything else, writes included, is Optuna's own.
     """
