@@ -112,7 +112,10 @@ def ensure_ray() -> None:
             return
         address = os.environ.get("RAY_ADDRESS") or None
         if address is None or address == "local":
-            ray.init(address="local", num_cpus=_cores(), include_dashboard=False, logging_level=logging.WARNING)
+            # workers at the driver's priority: Ray starts them at niceness 15, where any other process on the
+            # machine (the API, the database, another job) starves the trials (a loaded run crawled 10x slower)
+            ray.init(address="local", num_cpus=_cores(), include_dashboard=False, logging_level=logging.WARNING,
+                     _system_config={"worker_niceness": 0})
         else:
             try:
                 ray.init(address=address, logging_level=logging.WARNING)
