@@ -76,18 +76,21 @@ def _write(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str,
     write_trials(storage, user_attrs=[(trial_id, key, value) for key, value in attrs.items()])
 
 
-def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any], board: EpochBoard | None = None,
-               written: bool = False) -> None:
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any], board: EpochBoard | None = None) -> None:
     """``trial.set_user_attr`` for several attributes at once: one transaction, and the trial's own view.
 
-    With a ``board`` (a batch member that ends), what the board holds is written in that transaction too;
-    ``written``: the caller has queued them on a board, only the trial's own view is updated.
+    With a ``board`` (a batch member that ends), what the board holds is written in that transaction too.
     """
     if board is not None:
         board.close(trial, attrs)
-    elif not written:
+    else:
         _write(trial.storage, trial._trial_id, attrs)
-    cached = getattr(trial, "_cached_frozen_trial", None)  # what ``trial.user_attrs`` answers from
+    _show(trial, attrs)
+
+
+def _show(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """Update what ``trial.user_attrs`` answers from (its cached frozen trial) with ``attrs``."""
+    cached = getattr(trial, "_cached_frozen_trial", None)
     if cached is not None:
         cached.user_attrs.update(attrs)
 
@@ -113,11 +116,12 @@ class TrialRecorder:
         self.curve_t: list[float] = []
         self.curve_v: list[float] = []
         self.knobs = Knobs.from_params(config, spec.model.dropout_slots)
+        first = {"stage": stage, "config": config}
         if self.board is not None:  # a batch member: written with the batch's next reports
-            self.board.start(trial, {"stage": stage, "config": config})
-            _set_attrs(trial, {"stage": stage, "config": config}, written=True)
+            self.board.start(trial, first)
+            _show(trial, first)
         else:
-            _set_attrs(trial, {"stage": stage, "config": config})
+            _set_attrs(trial, first)
 
     def on_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
         """Report a step (an epoch, or a fold); raises ``Cancelled`` or ``TrialPruned`` to stop the trial."""
