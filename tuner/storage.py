@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import sqlite3
 import threading
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,8 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from tuner.errors import SpecError
 
-__all__ = ["DEFAULT_URL", "TrialStorage", "engine_kwargs", "open_storage", "prepare_sqlite", "storage_url",
-           "write_trials"]
+__all__ = ["DEFAULT_URL", "TrialStorage", "engine_kwargs", "new_trial", "open_storage", "prepare_sqlite",
+           "storage_url", "together", "write_trials"]
 
 
 DEFAULT_URL = "sqlite:///regtune.db"
@@ -73,8 +75,82 @@ class TrialStorage(optuna.storages.RDBStorage):
     and 30 ms for forty finished ones on SQLite, most of it object construction. Here
     six queries return plain rows, about 3.5x faster, and the trials are built exactly as
     Optuna builds them (``tests/tuner/test_storage.py`` compares the two on SQLite and
-    PostgreSQL). Everything else, writes included, is Optuna's own.
+    PostgreSQL).
+
+    Two scopes save a trial's start most of its round trips, each per thread: inside
+    ``fresh_trials`` a trial this thread has just created is not read back (``optuna.Trial``
+    reads the trial it is made for, which then holds nothing but its number and start),
+    and inside ``together`` the parameters a sampler sets (and what it notes in the trial's
+    system attributes), or a study's attributes, are written in one transaction as the
+    scope ends; Optuna commits each on its own. Every write is Optuna's own code.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._local = threading.local()
+
+    @contextmanager
+    def fresh_trials(self) -> Iterator[None]:
+        """Inside, a trial this thread creates without a template is answered from what was written."""
+        self._local.fresh = {}
+        try:
+            yield
+        finally:
+            self._local.fresh = None
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Inside, this thread's writes of trial parameters, trial system attributes and study user attributes
+        are queued and made in one transaction as the scope ends, each by Optuna's own code, in order (also
+        when the scope ends with an error: what was set is kept, as it would have been one by one). Nested
+        scopes write with the outermost."""
+        if getattr(self._local, "queued", None) is not None:
+            yield
+            return
+        queued: list[Callable[[Any], None]] = []
+        self._local.queued = queued
+        try:
+            yield
+        finally:
+            self._local.queued = None
+            if queued:
+                from optuna.storages._rdb.storage import _create_scoped_session
+
+                with _create_scoped_session(self.scoped_session, True) as session:
+                    for write in queued:
+                        write(session)
+
+    def _queue(self, write: Callable[[Any], None]) -> bool:
+        """Queue ``write`` (given the session) when inside ``together``; False when not."""
+        queued = getattr(self._local, "queued", None)
+        if queued is None:
+            return False
+        queued.append(write)
+        return True
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        frozen = super()._create_new_trial(study_id, template_trial)
+        fresh = getattr(self._local, "fresh", None)
+        if fresh is not None and template_trial is None:
+            fresh[frozen._trial_id] = copy.deepcopy(frozen)
+        return frozen
+
+    def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                         distribution: BaseDistribution, previous_distribution: BaseDistribution | None) -> None:
+        if not self._queue(lambda session: self._set_trial_param_without_commit(
+                session, trial_id, param_name, param_value_internal, distribution, previous_distribution)):
+            super()._set_trial_param(trial_id, param_name, param_value_internal, distribution, previous_distribution)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        from optuna.storages._rdb import models
+
+        if not self._queue(lambda session: self._set_trial_attr_without_commit(
+                session, models.TrialSystemAttributeModel, trial_id, key, value)):
+            super().set_trial_system_attr(trial_id, key, value)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        if not self._queue(lambda session: _set_study_user_attr(session, study_id, key, value)):
+            super().set_study_user_attr(study_id, key, value)
 
     def _get_trials(self, study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int],
                     trial_id_greater_than: int) -> list[FrozenTrial]:
@@ -110,11 +186,26 @@ class TrialStorage(optuna.storages.RDBStorage):
         """``RDBStorage.get_trial``: the trial with ``trial_id``; KeyError when there is none."""
         from optuna.storages._rdb import models
 
+        fresh = getattr(self._local, "fresh", None)
+        if fresh and (created := fresh.pop(trial_id, None)) is not None:
+            return created
         with self.engine.connect() as con:
             found = _read_trials(con, [models.TrialModel.__table__.c.trial_id == trial_id])
         if not found:
             raise KeyError(models.NOT_FOUND_MSG)
         return found[0]
+
+
+def _set_study_user_attr(session: Any, study_id: int, key: str, value: Any) -> None:
+    """``RDBStorage.set_study_user_attr`` inside ``session``: its statements, without its commit."""
+    from optuna.storages._rdb import models
+
+    study = models.StudyModel.find_or_raise_by_id(study_id, session)
+    attribute = models.StudyUserAttributeModel.find_by_study_and_key(study, key, session)
+    if attribute is None:
+        session.add(models.StudyUserAttributeModel(study_id=study_id, key=key, value_json=json.dumps(value)))
+    else:
+        attribute.value_json = json.dumps(value)
 
 
 def _read_trials(con: sa.Connection, where: list[Any]) -> list[FrozenTrial]:
@@ -208,6 +299,36 @@ def open_storage(url: str, *, ready: bool = False) -> TrialStorage:
         return _cache[url]
 
 
+def _backend(storage: optuna.storages.BaseStorage) -> Any:
+    """The storage behind Optuna's cache (which wraps an ``RDBStorage``), or ``storage`` itself."""
+    return getattr(storage, "_backend", storage)
+
+
+def new_trial(study: optuna.Study) -> optuna.Trial:
+    """A new running trial of ``study``, as ``study.ask()`` makes one but without its reads.
+
+    ``ask`` looks for an enqueued trial first (a read of the study) and then reads back the
+    trial it created; on a ``TrialStorage`` neither is done. Only for a study with nothing
+    enqueued; the sampler is asked as the trial's parameters are suggested, as always.
+    """
+    backend = _backend(study._storage)
+    if not isinstance(backend, TrialStorage):
+        return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+    with backend.fresh_trials():
+        return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+
+
+@contextmanager
+def together(storage: optuna.storages.BaseStorage) -> Iterator[None]:
+    """``TrialStorage.together`` where ``storage`` is one (also behind Optuna's cache); else nothing."""
+    backend = _backend(storage)
+    if not isinstance(backend, TrialStorage):
+        yield
+        return
+    with backend.together():
+        yield
+
+
 def write_trials(storage: optuna.storages.BaseStorage, *, user_attrs: Sequence[tuple[int, str, Any]] = (),
                  intermediate: Sequence[tuple[int, int, float]] = ()) -> None:
     """Write several trials' user attributes and intermediate values in one transaction.
@@ -233,7 +354,7 @@ def write_trials(storage: optuna.storages.BaseStorage, *, user_attrs: Sequence[t
     """
     if not user_attrs and not intermediate:
         return
-    rdb: Any = getattr(storage, "_backend", storage)  # optuna's _CachedStorage writes through to its backend
+    rdb: Any = _backend(storage)  # optuna's _CachedStorage writes through to its backend
     try:
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 import pytest
+from optuna.trial import TrialState
 from sqlalchemy import event
 
-from tuner.storage import open_storage, write_trials
+from tuner.storage import new_trial, open_storage, together, write_trials
 
 
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
@@ -134,3 +137,90 @@ def test_trials_read_back_as_optunas_own_reader_reads_them(storage_url: str) -> 
         ours._get_trials(sid + 100, None, set(), -1)
     loaded = optuna.load_study(study_name="r", storage=ours)  # through Optuna's cache, as samplers read
     assert _seen(loaded.get_trials()) == _seen(theirs.get_all_trials(sid))
+
+
+class _Statements:
+    """The statements and commits an engine sends while inside."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine, self.sent, self.commits = engine, [], 0
+
+    def _statement(self, _conn: object, _cursor: object, statement: str, *_: object) -> None:
+        self.sent.append(statement)
+
+    def _commit(self, _conn: object) -> None:
+        self.commits += 1
+
+    def reads(self, table: str) -> int:
+        """How many statements selected from ``table``."""
+        return sum(s.lstrip().upper().startswith("SELECT") and f"FROM {table}" in s for s in self.sent)
+
+    def __enter__(self) -> _Statements:
+        event.listen(self.engine, "before_cursor_execute", self._statement)
+        event.listen(self.engine, "commit", self._commit)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "commit", self._commit)
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
+def test_a_new_trial_is_not_read_back_and_later_reads_see_the_database(storage_url: str) -> None:
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name="n", storage=storage)
+    with _Statements(storage.engine) as asked:
+        study.ask()  # Optuna's own: looks for a waiting trial, creates one and reads it back
+    with _Statements(storage.engine) as seen:
+        trial = new_trial(study)
+    assert asked.reads("trial_params") > 0 and asked.reads("trial_user_attributes") > 0
+    assert seen.reads("trial_params") == seen.reads("trial_user_attributes") == 0  # nothing read back
+    assert seen.commits == asked.commits == 1
+    assert (trial.number, trial._cached_frozen_trial.state, trial.params) == (1, TrialState.RUNNING, {})
+    stored = storage.get_trial(trial._trial_id)
+    assert (stored.number, stored.datetime_start) == (1, trial._cached_frozen_trial.datetime_start)
+    storage.set_trial_user_attr(trial._trial_id, "k", 1)
+    assert storage.get_trial(trial._trial_id).user_attrs == {"k": 1}  # after the scope: read from the database
+    study.enqueue_trial({"x": 0.5})  # a trial made from a template is not kept, even inside the scope
+    with storage.fresh_trials():
+        waiting = study._storage.get_all_trials(study._study_id, states=(TrialState.WAITING,))[0]
+        storage.set_trial_user_attr(waiting._trial_id, "k", 2)
+        assert storage.get_trial(waiting._trial_id).user_attrs == {"k": 2}
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
+def test_parameters_and_attributes_set_together_are_one_commit_and_stored_as_optuna_stores_them(
+        storage_url: str) -> None:
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name="p", storage=storage, sampler=optuna.samplers.RandomSampler(seed=3))
+
+    def suggest(trial: optuna.Trial) -> None:
+        trial.suggest_float("l2", 1e-6, 1e-2, log=True)
+        trial.suggest_int("n", 1, 4)
+        trial.suggest_categorical("act", ["relu", "tanh"])
+
+    alone, joint = study.ask(), study.ask()
+    with _Statements(storage.engine) as one_by_one:
+        suggest(alone)
+    with _Statements(storage.engine) as seen, together(study._storage):
+        suggest(joint)
+        with together(study._storage):  # a nested scope writes with the outer one
+            storage.set_trial_system_attr(joint._trial_id, "why", {"n": [1, None]})
+            study.set_user_attr("stage", "l2")
+            study.set_user_attr("params", ["l1", "l2"])
+        assert seen.commits == 0  # queued until the scope ends
+        study.set_user_attr("stage", "dropout")  # in order: the last write of a key stays
+    assert (one_by_one.commits, seen.commits) == (3, 1)
+    for trial in (alone, joint):
+        stored = storage.get_trial(trial._trial_id)
+        assert stored.params == trial.params and stored.distributions == alone.distributions
+    assert storage.get_trial(joint._trial_id).system_attrs == {"why": {"n": [1, None]}}
+    assert optuna.load_study(study_name="p", storage=storage_url).user_attrs == {"stage": "dropout",
+                                                                                 "params": ["l1", "l2"]}
+    with pytest.raises(ValueError, match="Cannot set different distribution"), together(study._storage):
+        study.ask().suggest_int("l2", 1, 4)  # checked against the study's earlier trials, as one by one
+    finished = study.ask()
+    study.tell(finished, 1.0)
+    with pytest.raises(RuntimeError), together(study._storage):  # a finished trial takes no parameter
+        storage.set_trial_param(finished._trial_id, "z", 0.5, optuna.distributions.FloatDistribution(0, 1))
+    assert "z" not in storage.get_trial(finished._trial_id).params

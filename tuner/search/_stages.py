@@ -26,8 +26,10 @@ from tuner.limits import attempts_allowed
 from tuner.search._resume import check_fingerprint
 from tuner.search._samplers import WARM_STARTABLE, WarmStartSampler, make_pruner, make_sampler, pruner_startup
 from tuner.search._space import encode, grid_space, off_is_known, suggest
-from tuner.search._trial import TrialOutcome, fail_trial, objective_values
+from tuner.search._tell import tell
+from tuner.search._trial import TrialOutcome, fail_trial, objective_values, set_attrs
 from tuner.spec import JobSpec, StageSpec
+from tuner.storage import new_trial, together
 
 __all__ = [
     "BUDGET_STATES",
@@ -161,8 +163,9 @@ class StageRun:
         """The sampler's suggestion for ``trial`` (this is where a sampler's own model runs)."""
         n_hidden = self.spec.model.dropout_slots
         per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
-        suggested = suggest(trial, self.spec, self.stage.params, known_off=off_is_known(self.spec, self.stage,
-                                                                                        self.fixed))
+        with together(trial.storage):  # one write for the trial's parameters, not one each
+            suggested = suggest(trial, self.spec, self.stage.params, known_off=off_is_known(self.spec, self.stage,
+                                                                                            self.fixed))
         return Knobs.from_params({**self.fixed, **suggested}, n_hidden).as_params(per_layer)
 
     def _sampler_failed(self, trial: optuna.Trial | None, exc: Exception) -> None:
@@ -197,8 +200,9 @@ class StageRun:
             except Exception as exc:  # the storage
                 self._sampler_failed(None, exc)
                 return None
-        for name, dist in dists.items():  # enqueued values are fixed: the sampler is not asked
-            trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        with together(trial.storage):
+            for name, dist in dists.items():  # enqueued values are fixed: the sampler is not asked
+                trial.suggest_float(name, dist.low, dist.high, log=dist.log)
         n_hidden = self.spec.model.dropout_slots
         per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
         return trial, Knobs.from_params({**self.fixed, **params}, n_hidden).as_params(per_layer)
@@ -211,12 +215,13 @@ class StageRun:
         if params is not None:
             self.study.enqueue_trial(params)
             trial = self.study.ask()  # pops the trial just enqueued
-        else:  # ``ask`` without its look for enqueued trials (a stage enqueues only above) and without
-            # dropping the thread's cached trials, which ``tell`` drops: the sampler's search space is read from
-            # that cache (a stage's space is fixed) and its model from a fresh read, as before; two reads saved
-            trial = optuna.Trial(self.study, self.study._storage.create_new_trial(self.study._study_id))
-        for key, value in self.trial_attrs.items():
-            trial.set_user_attr(key, value)
+        else:  # ``ask`` without its look for enqueued trials (a stage enqueues only above), without reading
+            # back the trial it creates, and without dropping the thread's cached trials, which ``tell`` drops:
+            # the sampler's search space is read from that cache (a stage's space is fixed) and its model from a
+            # fresh read, as before; three reads saved
+            trial = new_trial(self.study)
+        if self.trial_attrs:
+            set_attrs(trial, self.trial_attrs)
         return trial
 
     def abort(self, reason: str, *, holding: bool = True, cause: BaseException | None = None) -> None:
@@ -234,8 +239,7 @@ class StageRun:
 
     def finish(self, trial: optuna.Trial | int, outcome: TrialOutcome) -> None:
         """Tell the study how a trial ended and update the budget."""
-        number = trial if isinstance(trial, int) else trial.number
-        frozen = self.study.tell(number, outcome.values, state=outcome.state)
+        frozen = tell(self.study, trial, outcome.values, outcome.state)
         with self._lock:
             self.in_flight -= 1
             if outcome.state in BUDGET_STATES:
@@ -297,9 +301,10 @@ def open_stage(spec: JobSpec, index: int, *, storage: optuna.storages.BaseStorag
         "earlier_studies": [e.study_name for e in earlier],
     }
     have = study.user_attrs  # one read, not one per key
-    for key, value in attrs.items():
-        if have.get(key) != value:
-            study.set_user_attr(key, value)
+    with together(study._storage):  # and one write
+        for key, value in attrs.items():
+            if have.get(key) != value:
+                study.set_user_attr(key, value)
     if study.metric_names != objectives:
         study.set_metric_names(objectives)
     return study

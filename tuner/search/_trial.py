@@ -23,7 +23,7 @@ from tuner.spec import JobSpec
 from tuner.storage import write_trials
 from tuner.train import Dataset, TrainResult, loss_standard_error, train, train_cv
 
-__all__ = ["TrialOutcome", "TrialRecorder", "fail_trial", "objective_values", "run_trial"]
+__all__ = ["TrialOutcome", "TrialRecorder", "fail_trial", "objective_values", "run_trial", "set_attrs"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _write(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str,
     write_trials(storage, user_attrs=[(trial_id, key, value) for key, value in attrs.items()])
 
 
-def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any], board: EpochBoard | None = None) -> None:
+def set_attrs(trial: optuna.Trial, attrs: dict[str, Any], board: EpochBoard | None = None) -> None:
     """``trial.set_user_attr`` for several attributes at once: one transaction, and the trial's own view.
 
     With a ``board`` (a batch member that ends), what the board holds is written in that transaction too.
@@ -121,7 +121,7 @@ class TrialRecorder:
             self.board.start(trial, first)
             _show(trial, first)
         else:
-            _set_attrs(trial, first)
+            set_attrs(trial, first)
 
     def on_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
         """Report a step (an epoch, or a fold); raises ``Cancelled`` or ``TrialPruned`` to stop the trial."""
@@ -160,19 +160,19 @@ class TrialRecorder:
             else:  # one val split: the sampling noise of its examples
                 assert ended.model is not None
                 attrs["val_loss_se"] = loss_standard_error(ended.model, self.data.val, self.data.task)
-            _set_attrs(trial, attrs, self.board)
+            set_attrs(trial, attrs, self.board)
             if self.board is not None:
                 self.board.completed()
             return TrialOutcome(TrialState.COMPLETE, values=objective_values(ended.metrics(), self.objectives),
                                 result=ended)
         if isinstance(ended, optuna.TrialPruned):
-            _set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
+            set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
             return TrialOutcome(TrialState.PRUNED)
         if isinstance(ended, TrialFailed):
-            _set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
+            set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
             return fail_trial(trial.storage, trial._trial_id, str(ended))
         if isinstance(ended, Cancelled):
-            _set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
+            set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
             return fail_trial(trial.storage, trial._trial_id, str(ended), interrupted=True, cancelled=True)
         raise ended
 
