@@ -7,6 +7,7 @@ outcome. A failed trial is failed in one place, ``fail_trial``, whoever finds it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,16 +100,17 @@ class TrialRecorder:
     """What a trial records while it trains and when it ends, whichever loop trained it (alone or batched).
 
     Its attributes are written in one transaction at the start (stage, config) and one at the end.
-    With an ``EpochBoard`` (a batch), its first attributes and its epoch reports are queued on the board,
-    which writes them with the other members' at most every ``FLUSH_S``, and the rest with them as it ends,
-    and answers the pruner.
+    With an ``EpochBoard`` (a batch's, or with ``flush`` the trial's own when it trains alone), its first
+    attributes and its epoch reports are queued on the board, which writes them (with the other members')
+    at most every ``FLUSH_S``, and the rest with its last attributes as it ends, and answers the pruner.
     """
 
     def __init__(self, trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
                  should_stop: Callable[[], bool] | None = None, prunable: bool = True,
-                 board: EpochBoard | None = None) -> None:
+                 board: EpochBoard | None = None, flush: bool = False) -> None:
         self.trial, self.data, self.should_stop = trial, data, should_stop
         self.board = board if board is not None and board.batches else None
+        self.flush = flush  # the board is this trial's own: it is flushed after each report
         self.reported: dict[int, float] = {}
         self.objectives = spec.search.objectives
         self.prune = prunable and len(self.objectives) == 1 and spec.search.pruner != "none"
@@ -133,6 +135,8 @@ class TrialRecorder:
             return
         if self.board is not None:
             self.board.report(self.trial, epoch, val_loss)
+            if self.flush:
+                self.board.flush()
             self.reported[epoch] = val_loss
             pruned = self.prune and self.board.should_prune(self.trial, self.reported)
         else:
@@ -190,18 +194,23 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
         How the trial ended: COMPLETE with its values, PRUNED, or FAIL with its reason (a NaN loss, a
         cancel, or a crash: a bug in one trial must not leave it RUNNING nor stop its stage).
     """
+    board = EpochBoard(trial.study)  # its reports are written together, at most every FLUSH_S, as a batch's
     try:
         return _run_trial(trial, config, spec=spec, data=data, stage=stage, should_stop=should_stop, init=init,
-                          prunable=prunable)
+                          prunable=prunable, board=board)
     except Exception as exc:
         log.exception("trial %d of stage %s crashed", trial.number, stage)
+        if board.batches:  # its queued reports go in before it is failed: a finished trial takes none
+            with contextlib.suppress(Exception):
+                board.close(trial, {})
         return fail_trial(trial.storage, trial._trial_id, repr(exc))
 
 
 def _run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
                should_stop: Callable[[], bool] | None, init: dict[str, torch.Tensor] | None,
-               prunable: bool) -> TrialOutcome:
-    rec = TrialRecorder(trial, config, spec=spec, data=data, stage=stage, should_stop=should_stop, prunable=prunable)
+               prunable: bool, board: EpochBoard) -> TrialOutcome:
+    rec = TrialRecorder(trial, config, spec=spec, data=data, stage=stage, should_stop=should_stop, prunable=prunable,
+                        board=board, flush=True)
     try:
         if data.folds:
             trial.set_user_attr("cv_folds", len(data.folds))

@@ -128,13 +128,13 @@ def test_a_one_knob_stage_does_not_re_ask_the_configuration_it_starts_from(tiny:
 def test_the_pruner_is_asked_only_where_it_can_prune(tiny: Tiny, sqlite_url: str, pruner: str, trials: int,
                                                      asked: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     questions: list[int] = []
-    real = optuna.Trial.should_prune
+    for kind in (optuna.pruners.PercentilePruner, optuna.pruners.HyperbandPruner):  # asked by a trial or a board
+        def counted(self: optuna.pruners.BasePruner, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                    real: Any = kind.prune) -> bool:
+            questions.append(trial.number)
+            return bool(real(self, study, trial))
 
-    def counted(self: optuna.Trial) -> bool:
-        questions.append(self.number)
-        return real(self)
-
-    monkeypatch.setattr(optuna.Trial, "should_prune", counted)
+        monkeypatch.setattr(kind, "prune", counted)
     spec = parse_spec(tiny(search={"pruner": pruner, "batch": 1,
                                    "stages": [{"name": "l2", "params": ["l2"], "trials": trials}]}))
     run_job(spec, storage=sqlite_url)
