@@ -136,8 +136,12 @@ class _Clock:
         self.end = time.perf_counter()
 
 
-_PRIVATE_CALLS = ("_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id")
-"""What Optuna's trial cache calls on the database storage besides its public methods."""
+_PRIVATE_CALLS = ("_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_write_queued")
+"""What Optuna's trial cache calls on the database storage besides its public methods, and where
+``TrialStorage.together`` writes what it queued."""
+
+_SCOPES = ("together", "fresh_trials")
+"""``TrialStorage``'s scopes: they write nothing themselves (``_write_queued`` is timed)."""
 
 
 def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[], float]:
@@ -165,7 +169,8 @@ def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[], float]:
         return wrapper
 
     for name in dir(type(storage)):
-        if (not name.startswith("_") or name in _PRIVATE_CALLS) and callable(getattr(storage, name)):
+        if ((not name.startswith("_") or name in _PRIVATE_CALLS) and name not in _SCOPES
+                and callable(getattr(storage, name))):
             setattr(storage, name, timed(getattr(storage, name)))
     for module in (tuner.search._trial, tuner.search._board):
         module.write_trials = timed(write_trials)  # type: ignore[attr-defined]

@@ -7,13 +7,14 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
+from optuna import distributions
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
@@ -101,32 +102,63 @@ class TrialStorage(optuna.storages.RDBStorage):
     @contextmanager
     def together(self) -> Iterator[None]:
         """Inside, this thread's writes of trial parameters, trial system attributes and study user attributes
-        are queued and made in one transaction as the scope ends, each by Optuna's own code, in order (also
-        when the scope ends with an error: what was set is kept, as it would have been one by one). Nested
-        scopes write with the outermost."""
+        are queued and made in one transaction as the scope ends (also when it ends with an error: what was
+        set is kept, as it would have been one by one). Nested scopes write with the outermost."""
         if getattr(self._local, "queued", None) is not None:
             yield
             return
-        queued: list[Callable[[Any], None]] = []
+        queued: list[tuple[Any, ...]] = []
         self._local.queued = queued
         try:
             yield
         finally:
             self._local.queued = None
             if queued:
-                from optuna.storages._rdb.storage import _create_scoped_session
+                self._write_queued(queued)
 
-                with _create_scoped_session(self.scoped_session, True) as session:
-                    for write in queued:
-                        write(session)
-
-    def _queue(self, write: Callable[[Any], None]) -> bool:
-        """Queue ``write`` (given the session) when inside ``together``; False when not."""
+    def _queue(self, *write: Any) -> bool:
+        """Queue ``write`` (its kind, then its arguments) when inside ``together``; False when not."""
         queued = getattr(self._local, "queued", None)
         if queued is None:
             return False
         queued.append(write)
         return True
+
+    def _write_queued(self, queued: list[tuple[Any, ...]]) -> None:
+        """What ``together`` queued, in one transaction, with Optuna's checks and in its representation.
+
+        As Optuna's one-by-one writes: every trial written must be running, and a parameter's
+        distribution compatible with the one the study's trials have for its name. Unlike them, the
+        trials are read in one query and the rows go in at the commit; of a key written twice the
+        last value stays.
+        """
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        trials, params = models.TrialModel, models.TrialParamModel
+        system: dict[tuple[int, str], Any] = {}
+        study: dict[tuple[int, str], Any] = {}
+        with _create_scoped_session(self.scoped_session) as session, session.no_autoflush:  # refused: raises
+            ids = {w[1] for w in queued if w[0] != "study"}
+            found = {row.trial_id: row for row in session.query(trials.trial_id, trials.study_id, trials.state)
+                     .filter(trials.trial_id.in_(ids))} if ids else {}
+            for trial_id in ids:
+                if trial_id not in found:
+                    raise KeyError(models.NOT_FOUND_MSG)
+                self.check_trial_is_updatable(trial_id, found[trial_id].state)
+            for kind, owner, *rest in queued:
+                if kind == "param":
+                    name, value, distribution, previous = rest
+                    if previous is None:  # the study's first trial to set it since this process started
+                        previous = _param_distribution(session, found[owner].study_id, name)
+                    if previous is not None:
+                        distributions.check_distribution_compatibility(previous, distribution)
+                    session.add(params(trial_id=owner, param_name=name, param_value=value,
+                                       distribution_json=distributions.distribution_to_json(distribution)))
+                else:
+                    (system if kind == "system" else study)[owner, rest[0]] = rest[1]
+            _upsert(session, models.TrialSystemAttributeModel, "trial_id", system)
+            _upsert(session, models.StudyUserAttributeModel, "study_id", study)
 
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         frozen = super()._create_new_trial(study_id, template_trial)
@@ -137,19 +169,15 @@ class TrialStorage(optuna.storages.RDBStorage):
 
     def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                          distribution: BaseDistribution, previous_distribution: BaseDistribution | None) -> None:
-        if not self._queue(lambda session: self._set_trial_param_without_commit(
-                session, trial_id, param_name, param_value_internal, distribution, previous_distribution)):
+        if not self._queue("param", trial_id, param_name, param_value_internal, distribution, previous_distribution):
             super()._set_trial_param(trial_id, param_name, param_value_internal, distribution, previous_distribution)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        from optuna.storages._rdb import models
-
-        if not self._queue(lambda session: self._set_trial_attr_without_commit(
-                session, models.TrialSystemAttributeModel, trial_id, key, value)):
+        if not self._queue("system", trial_id, key, value):
             super().set_trial_system_attr(trial_id, key, value)
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        if not self._queue(lambda session: _set_study_user_attr(session, study_id, key, value)):
+        if not self._queue("study", study_id, key, value):
             super().set_study_user_attr(study_id, key, value)
 
     def _get_trials(self, study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int],
@@ -196,16 +224,27 @@ class TrialStorage(optuna.storages.RDBStorage):
         return found[0]
 
 
-def _set_study_user_attr(session: Any, study_id: int, key: str, value: Any) -> None:
-    """``RDBStorage.set_study_user_attr`` inside ``session``: its statements, without its commit."""
+def _param_distribution(session: Any, study_id: int, name: str) -> BaseDistribution | None:
+    """The distribution a trial of the study has stored for parameter ``name`` (Optuna's own lookup)."""
     from optuna.storages._rdb import models
 
-    study = models.StudyModel.find_or_raise_by_id(study_id, session)
-    attribute = models.StudyUserAttributeModel.find_by_study_and_key(study, key, session)
-    if attribute is None:
-        session.add(models.StudyUserAttributeModel(study_id=study_id, key=key, value_json=json.dumps(value)))
-    else:
-        attribute.value_json = json.dumps(value)
+    row = (session.query(models.TrialParamModel).join(models.TrialModel)
+           .filter(models.TrialModel.study_id == study_id).filter(models.TrialParamModel.param_name == name).first())
+    return None if row is None else json_to_distribution(row.distribution_json)
+
+
+def _upsert(session: Any, model: Any, owner: str, values: dict[tuple[int, str], Any]) -> None:
+    """Set the attribute rows ``(owner id, key) -> value`` of ``model``: one query for those there, the rest added."""
+    if not values:
+        return
+    column = getattr(model, owner)
+    have = {(getattr(row, owner), row.key): row for row in session.query(model).filter(
+        column.in_({o for o, _ in values}), model.key.in_({k for _, k in values}))}
+    for (owner_id, key), value in values.items():
+        if (row := have.get((owner_id, key))) is None:
+            session.add(model(**{owner: owner_id}, key=key, value_json=json.dumps(value)))
+        else:
+            row.value_json = json.dumps(value)
 
 
 def _read_trials(con: sa.Connection, where: list[Any]) -> list[FrozenTrial]:
