@@ -10,6 +10,7 @@ import threading
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -247,6 +248,53 @@ def _upsert(session: Any, model: Any, owner: str, values: dict[tuple[int, str], 
             row.value_json = json.dumps(value)
 
 
+def _children(con: sa.Connection, ids: Any, model: Any, order: str) -> dict[int, list[Any]]:
+    """The rows of ``model``'s table for the trials ``ids``, by trial, in ``order``."""
+    table = model.__table__
+    by: dict[int, list[Any]] = {}
+    for row in con.execute(sa.select(table).where(table.c.trial_id.in_(ids)).order_by(table.c[order])):
+        by.setdefault(row.trial_id, []).append(row)
+    return by
+
+
+def _children_at_once(con: sa.Connection, ids: Any) -> list[dict[int, list[Any]]]:
+    """``_children`` of the five tables (params, values, user and system attributes, intermediate values) in
+    one ``UNION ALL``, each row with the column names its own table has."""
+    from optuna.storages._rdb import models
+
+    p, v, u, s, i = (m.__table__ for m in (models.TrialParamModel, models.TrialValueModel,
+                                          models.TrialUserAttributeModel, models.TrialSystemAttributeModel,
+                                          models.TrialIntermediateValueModel))
+    no_int, no_num, no_text = sa.cast(sa.null(), sa.Integer), sa.cast(sa.null(), sa.Float), sa.cast(sa.null(), sa.Text)
+
+    def part(kind: int, table: Any, row_id: Any, n: Any, name: Any, num: Any, text: Any, type_: Any) -> Any:
+        return sa.select(sa.literal_column(str(kind)).label("kind"), table.c.trial_id, row_id.label("row_id"),
+                         n.label("n"), name.label("name"), num.label("num"), text.label("text"),
+                         type_.label("type")).where(table.c.trial_id.in_(ids))
+
+    rows = con.execute(sa.union_all(
+        part(0, p, p.c.param_id, no_int, p.c.param_name, p.c.param_value, p.c.distribution_json, no_text),
+        part(1, v, v.c.trial_value_id, v.c.objective, no_text, v.c.value, no_text, sa.cast(v.c.value_type, sa.Text)),
+        part(2, u, u.c.trial_user_attribute_id, no_int, u.c.key, no_num, u.c.value_json, no_text),
+        part(3, s, s.c.trial_system_attribute_id, no_int, s.c.key, no_num, s.c.value_json, no_text),
+        part(4, i, i.c.trial_intermediate_value_id, i.c.step, no_text, i.c.intermediate_value, no_text,
+             sa.cast(i.c.intermediate_value_type, sa.Text)),
+    ).order_by("kind", "row_id")).all()
+    value_type = models.TrialValueModel.TrialValueType
+    step_type = models.TrialIntermediateValueModel.TrialIntermediateValueType
+    build = [
+        lambda r: SimpleNamespace(param_name=r.name, param_value=r.num, distribution_json=r.text),
+        lambda r: SimpleNamespace(objective=r.n, value=r.num, value_type=value_type[r.type]),
+        lambda r: SimpleNamespace(key=r.name, value_json=r.text),
+        lambda r: SimpleNamespace(key=r.name, value_json=r.text),
+        lambda r: SimpleNamespace(step=r.n, intermediate_value=r.num, intermediate_value_type=step_type[r.type]),
+    ]
+    out: list[dict[int, list[Any]]] = [{} for _ in build]
+    for row in rows:
+        out[row.kind].setdefault(row.trial_id, []).append(build[row.kind](row))
+    return out
+
+
 def _read_trials(con: sa.Connection, where: list[Any]) -> list[FrozenTrial]:
     """The trials matching ``where`` (on the trials table), ordered by id, built as Optuna builds them."""
     from optuna.storages._rdb import models
@@ -256,19 +304,14 @@ def _read_trials(con: sa.Connection, where: list[Any]) -> list[FrozenTrial]:
     if not rows:
         return []  # and no child queries
     ids = sa.select(trials.c.trial_id).where(*where).scalar_subquery()
-
-    def children(model: Any, order: str) -> dict[int, list[Any]]:
-        table = model.__table__
-        by: dict[int, list[Any]] = {}
-        for row in con.execute(sa.select(table).where(table.c.trial_id.in_(ids)).order_by(table.c[order])):
-            by.setdefault(row.trial_id, []).append(row)
-        return by
-
-    params = children(models.TrialParamModel, "param_id")
-    values = children(models.TrialValueModel, "trial_value_id")
-    user = children(models.TrialUserAttributeModel, "trial_user_attribute_id")
-    system = children(models.TrialSystemAttributeModel, "trial_system_attribute_id")
-    steps = children(models.TrialIntermediateValueModel, "trial_intermediate_value_id")
+    if con.dialect.name == "postgresql":  # each query is a round trip: one for all five
+        params, values, user, system, steps = _children_at_once(con, ids)
+    else:  # SQLite has no round trips, and would turn the floats into text with 15 digits
+        params = _children(con, ids, models.TrialParamModel, "param_id")
+        values = _children(con, ids, models.TrialValueModel, "trial_value_id")
+        user = _children(con, ids, models.TrialUserAttributeModel, "trial_user_attribute_id")
+        system = _children(con, ids, models.TrialSystemAttributeModel, "trial_system_attribute_id")
+        steps = _children(con, ids, models.TrialIntermediateValueModel, "trial_intermediate_value_id")
     to_value = models.TrialValueModel.stored_repr_to_value
     to_step = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
     dists: dict[str, BaseDistribution] = {}
