@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import optuna
@@ -9,7 +10,8 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy import event
 
-from tuner.storage import new_trial, open_storage, together, write_trials
+import tuner.storage
+from tuner.storage import finish_trial, new_trial, open_storage, together, write_trials
 
 
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
@@ -56,8 +58,12 @@ def test_a_failed_batch_writes_nothing(storage_url: str) -> None:
     assert optuna.load_study(study_name="f", storage=storage_url).trials[0].intermediate_values == {}
 
 
+@pytest.mark.parametrize("upserts", [True, False])  # False: as on a database without INSERT ... ON CONFLICT
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
-def test_write_trials_updates_what_is_there_and_stores_what_optuna_stores(storage_url: str) -> None:
+def test_write_trials_updates_what_is_there_and_stores_what_optuna_stores(
+        storage_url: str, upserts: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not upserts:
+        monkeypatch.setattr(tuner.storage, "UPSERTS", ())
     storage = open_storage(storage_url)
     study = optuna.create_study(study_name="u", storage=storage)
     ours, optunas = study.ask(), study.ask()
@@ -224,3 +230,49 @@ def test_parameters_and_attributes_set_together_are_one_commit_and_stored_as_opt
     with pytest.raises(RuntimeError), together(study._storage):  # a finished trial takes no parameter
         storage.set_trial_param(finished._trial_id, "z", 0.5, optuna.distributions.FloatDistribution(0, 1))
     assert "z" not in storage.get_trial(finished._trial_id).params
+
+
+@pytest.mark.parametrize("upserts", [True, False])
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
+def test_a_trial_ends_with_its_last_rows_in_one_commit_and_is_stored_as_optuna_stores_it(
+        storage_url: str, upserts: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not upserts:
+        monkeypatch.setattr(tuner.storage, "UPSERTS", ())
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name="e", storage=storage)
+    ours, optunas, other = study.ask(), study.ask(), study.ask()
+    rows = {"user_attrs": [(ours._trial_id, "epochs", 2), (other._trial_id, "stage", "l2")],
+            "intermediate": [(ours._trial_id, 0, 0.5), (ours._trial_id, 1, 0.25), (other._trial_id, 0, 0.7)]}
+    with _Statements(storage.engine) as seen:
+        finish_trial(study._storage, ours._trial_id, TrialState.COMPLETE, [0.25], **rows)
+    assert seen.commits == 1
+    optunas.set_user_attr("epochs", 2)
+    for step, value in enumerate([0.5, 0.25]):
+        storage.set_trial_intermediate_value(optunas._trial_id, step, value)
+    storage.set_trial_state_values(optunas._trial_id, TrialState.COMPLETE, [0.25])
+    a, b, c = (storage.get_trial(t._trial_id) for t in (ours, optunas, other))
+    assert (a.state, a.values, a.user_attrs, a.intermediate_values) == (
+        b.state, b.values, b.user_attrs, b.intermediate_values)
+    assert a.datetime_complete is not None
+    assert (c.state, c.user_attrs, c.intermediate_values) == (TrialState.RUNNING, {"stage": "l2"}, {0: 0.7})
+    with pytest.raises(RuntimeError):  # a finished trial: nothing of the transaction is written
+        finish_trial(study._storage, ours._trial_id, TrialState.PRUNED, None,
+                     user_attrs=[(other._trial_id, "more", 1)])
+    assert storage.get_trial(other._trial_id).user_attrs == {"stage": "l2"}
+    assert storage.get_trial(ours._trial_id).state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
+def test_trials_made_at_once_by_many_threads_are_numbered_in_order_without_gaps(storage_url: str) -> None:
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name="c", storage=storage)
+    other = optuna.create_study(study_name="o", storage=storage)
+    study.enqueue_trial({"x": 0.5})  # a trial made from a template (Optuna's own code) is counted too
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda i: storage.create_new_trial((study if i % 3 else other)._study_id), range(24)))
+    for s in (study, other):
+        stored = sorted(storage.get_all_trials(s._study_id), key=lambda t: t._trial_id)
+        assert [t.number for t in stored] == list(range(len(stored)))  # in the order of their ids
+    assert len(made) == len(set(made)) == 24
+    with pytest.raises(KeyError):
+        storage.create_new_trial(other._study_id + 100)

@@ -108,8 +108,18 @@ class EpochBoard:
 
         Call it before the trial is told how it ended: a finished trial takes no more writes.
         """
+        user_attrs, intermediate = self.take(trial, attrs)
+        write_trials(self.study._storage, intermediate=intermediate, user_attrs=user_attrs)
+
+    def take(self, trial: optuna.Trial, attrs: dict[str, Any]
+             ) -> tuple[list[tuple[int, str, Any]], list[tuple[int, int, float]]]:
+        """A trial ends: what ``close`` would write, for the caller to write with its end (``finish_trial``).
+
+        Returns:
+            The queued attributes with ``attrs`` of ``trial``, and the queued reports (``write_trials``'
+            ``user_attrs`` and ``intermediate``).
+        """
         with self._lock:
             (pending, self._pending), (queued, self._attrs) = (self._pending, []), (self._attrs, [])
             self._written_at = time.monotonic()
-        write_trials(self.study._storage, intermediate=pending,
-                     user_attrs=queued + [(trial._trial_id, key, value) for key, value in attrs.items()])
+        return queued + [(trial._trial_id, key, value) for key, value in attrs.items()], pending

@@ -239,7 +239,7 @@ class StageRun:
 
     def finish(self, trial: optuna.Trial | int, outcome: TrialOutcome) -> None:
         """Tell the study how a trial ended and update the budget."""
-        frozen = tell(self.study, trial, outcome.values, outcome.state)
+        frozen = tell(self.study, trial, outcome.values, outcome.state, outcome.unwritten)
         with self._lock:
             self.in_flight -= 1
             if outcome.state in BUDGET_STATES:

@@ -9,11 +9,14 @@ from datetime import datetime
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.search._trial import Unwritten
+from tuner.storage import finish_trial
+
 __all__ = ["tell"]
 
 
 def tell(study: optuna.Study, trial: optuna.Trial | int, values: Sequence[float] | None,
-         state: TrialState) -> FrozenTrial:
+         state: TrialState, unwritten: Unwritten | None = None) -> FrozenTrial:
     """``study.tell(trial, values, state=state)``, for a state that is given (COMPLETE, PRUNED or FAIL).
 
     Optuna's ``tell`` reads the trial to check it, and reads it once more to return it.
@@ -23,6 +26,10 @@ def tell(study: optuna.Study, trial: optuna.Trial | int, values: Sequence[float]
     ``after_trial`` and the write are Optuna's own, in its order. An Optuna without these
     internals gets its own ``tell``.
 
+    With ``unwritten`` (a trial whose recorder held back its last reports and attributes) the
+    trial is not read at all: the recorder's view of it is what the checks and the sampler
+    see, and the held rows are written in the transaction that ends the trial (``finish_trial``).
+
     Raises:
         ValueError: the trial is not running, or the values do not fit the state or the study.
         optuna.exceptions.UpdateFinishedTrialError: another process finished it in the meantime.
@@ -31,9 +38,11 @@ def tell(study: optuna.Study, trial: optuna.Trial | int, values: Sequence[float]
         from optuna import pruners
         from optuna.study._tell import _check_state_and_values, _check_values_are_feasible, _get_frozen_trial
     except ImportError:  # pragma: no cover - an Optuna that moved them
+        if unwritten is not None:
+            unwritten.write(study._storage)
         return study.tell(trial, values, state=state)
     study._thread_local.cached_all_trials = None  # as Optuna: the thread's cached view is stale now
-    frozen = _get_frozen_trial(study, trial)
+    frozen = unwritten.trial if unwritten is not None else _get_frozen_trial(study, trial)
     if frozen.state != TrialState.RUNNING:
         raise ValueError(f"Cannot tell a {frozen.state.name} trial.")
     told = None if values is None else list(values)
@@ -50,7 +59,9 @@ def tell(study: optuna.Study, trial: optuna.Trial | int, values: Sequence[float]
     try:
         study.sampler.after_trial(pruners._filter_study(study, frozen), frozen, state, told)
     finally:
-        study._storage.set_trial_state_values(frozen._trial_id, state, told)
+        finish_trial(study._storage, frozen._trial_id, state, told,
+                     user_attrs=unwritten.user_attrs if unwritten else (),
+                     intermediate=unwritten.intermediate if unwritten else ())
     done = copy.deepcopy(frozen)
     done.state, done.values, done.datetime_complete = state, told, datetime.now()
     return done

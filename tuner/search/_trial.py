@@ -8,6 +8,7 @@ outcome. A failed trial is failed in one place, ``fail_trial``, whoever finds it
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
@@ -24,9 +25,23 @@ from tuner.spec import JobSpec
 from tuner.storage import write_trials
 from tuner.train import Dataset, TrainResult, loss_standard_error, train, train_cv
 
-__all__ = ["TrialOutcome", "TrialRecorder", "fail_trial", "objective_values", "run_trial", "set_attrs"]
+__all__ = ["TrialOutcome", "TrialRecorder", "Unwritten", "fail_trial", "objective_values", "run_trial", "set_attrs"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Unwritten:
+    """What a trial that ended still has to write: written with its end, in the transaction that tells the
+    study (``StageRun.finish``), or by ``write`` where another process tells it (a Ray worker's trials)."""
+
+    trial: FrozenTrial  # the trial as its recorder knows it, reports and attributes included: the sampler's view
+    user_attrs: list[tuple[int, str, Any]]  # ``write_trials``' rows, the batch's other queued rows among them
+    intermediate: list[tuple[int, int, float]]
+
+    def write(self, storage: optuna.storages.BaseStorage) -> None:
+        """Write the rows now, before the trial is told how it ended (a finished trial takes none)."""
+        write_trials(storage, user_attrs=self.user_attrs, intermediate=self.intermediate)
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,7 @@ class TrialOutcome:
     reason: str | None = None
     cancelled: bool = False
     result: TrainResult | None = None  # a completed trial's run: its model warm-starts the next path point
+    unwritten: Unwritten | None = None  # with a board: its last reports and attributes, to write with its end
 
 
 def fail_trial(storage: optuna.storages.BaseStorage, trial_id: int, reason: str, *, interrupted: bool = False,
@@ -164,14 +180,13 @@ class TrialRecorder:
             else:  # one val split: the sampling noise of its examples
                 assert ended.model is not None
                 attrs["val_loss_se"] = loss_standard_error(ended.model, self.data.val, self.data.task)
-            set_attrs(trial, attrs, self.board)
+            unwritten = self._end(attrs)
             if self.board is not None:
                 self.board.completed()
             return TrialOutcome(TrialState.COMPLETE, values=objective_values(ended.metrics(), self.objectives),
-                                result=ended)
+                                result=ended, unwritten=unwritten)
         if isinstance(ended, optuna.TrialPruned):
-            set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
-            return TrialOutcome(TrialState.PRUNED)
+            return TrialOutcome(TrialState.PRUNED, unwritten=self._end(_partial_attrs(curve_t, curve_v)))
         if isinstance(ended, TrialFailed):
             set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
             return fail_trial(trial.storage, trial._trial_id, str(ended))
@@ -179,6 +194,19 @@ class TrialRecorder:
             set_attrs(trial, _partial_attrs(curve_t, curve_v), self.board)
             return fail_trial(trial.storage, trial._trial_id, str(ended), interrupted=True, cancelled=True)
         raise ended
+
+
+    def _end(self, attrs: dict[str, Any]) -> Unwritten | None:
+        """The last attributes of a trial that completed or was pruned: written now, or with a board left for
+        the trial's end to write (``TrialOutcome.unwritten``)."""
+        if self.board is None:
+            set_attrs(self.trial, attrs)
+            return None
+        user_attrs, intermediate = self.board.take(self.trial, attrs)
+        _show(self.trial, attrs)
+        known = copy.deepcopy(self.trial._cached_frozen_trial)
+        known.intermediate_values = {**known.intermediate_values, **self.reported}
+        return Unwritten(known, user_attrs, intermediate)
 
 
 def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,

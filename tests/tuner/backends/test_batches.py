@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 import tuner.backends._batches as batch_trials
 from tuner import Cancelled, parse_spec, run_job
 from tuner.errors import SpecError
-from tuner.storage import write_trials
+from tuner.storage import TrialStorage, write_trials
 from tuner.train import MemberOutcome, load_dataset
 
 Tiny = Callable[..., dict[str, Any]]
@@ -56,7 +56,14 @@ def test_a_batch_writes_its_epoch_reports_together(tiny: Tiny, sqlite_url: str, 
         writes.append(len(intermediate))
         write_trials(storage, intermediate=intermediate, user_attrs=user_attrs)
 
+    finish = TrialStorage.finish_trial
+
+    def finished(self: TrialStorage, *args: Any, intermediate: Any = (), **kwargs: Any) -> None:
+        writes.append(len(intermediate))  # a trial's end writes what its board held with it
+        finish(self, *args, intermediate=intermediate, **kwargs)
+
     monkeypatch.setattr(board, "write_trials", counted)
+    monkeypatch.setattr(TrialStorage, "finish_trial", finished)
     monkeypatch.setattr(board, "FLUSH_S", flush_s)
     spec = parse_spec(tiny(search={"batch": 3, "pruner": pruner,
                                    "stages": [{"name": "l2", "params": ["l2"], "trials": 5}]}))

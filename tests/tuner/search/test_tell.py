@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.search._tell import tell
+from tuner.search._trial import Unwritten
 from tuner.storage import TrialStorage, open_storage
 
 CASES: list[tuple[TrialState, list[float] | None, list[float]]] = [  # state, values told, reports before
@@ -84,3 +86,36 @@ def test_tell_lets_the_sampler_see_the_trial_end() -> None:
     trial.report(0.7, 0)
     tell(study, trial, None, TrialState.PRUNED)
     assert seen == [(0, TrialState.PRUNED, [0.7])]
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
+def test_a_trial_whose_rows_were_held_back_is_told_without_a_read_and_written_with_its_end(
+        storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[optuna.trial.FrozenTrial] = []
+
+    class Watching(optuna.samplers.RandomSampler):
+        def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
+                        values: list[float] | None) -> None:
+            seen.append(trial)
+
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name="h", storage=storage, sampler=Watching())
+    trial = study.ask()
+    trial.suggest_float("l2", 1e-6, 1e-2, log=True)
+    known = copy.deepcopy(trial._cached_frozen_trial)
+    known.intermediate_values = {0: 0.5, 1: 0.4}
+    held = Unwritten(known, [(trial._trial_id, "epochs", 2)], [(trial._trial_id, 0, 0.5), (trial._trial_id, 1, 0.4)])
+    reads: list[int] = []
+    read = TrialStorage.get_trial
+
+    def counted(self: TrialStorage, trial_id: int) -> Any:
+        reads.append(trial_id)
+        return read(self, trial_id)
+
+    monkeypatch.setattr(TrialStorage, "get_trial", counted)
+    told = tell(study, trial, None, TrialState.PRUNED, held)
+    assert reads == [] and seen == [known]
+    stored = read(storage, trial._trial_id)
+    assert (stored.state, stored.values, stored.user_attrs, stored.intermediate_values) == (
+        TrialState.PRUNED, [0.4], {"epochs": 2}, {0: 0.5, 1: 0.4})  # a pruned trial's value: its last report
+    assert (told.state, told.values, told.params) == (TrialState.PRUNED, [0.4], stored.params)

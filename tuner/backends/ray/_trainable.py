@@ -25,24 +25,13 @@ from tuner.spec import parse_spec
 from tuner.storage import open_storage
 from tuner.train import Dataset
 
-__all__ = ["TuneReportingTrial", "member_outcome", "train_trial"]
+__all__ = ["member_outcome", "train_trial"]
 
 HEARTBEAT_S = 0.5
-"""How often a batch gives Tune a result it can stop the trial at: per-epoch results would each wait on the driver."""
+"""How often a Tune trial gives Tune a result it can stop it at: per-epoch results would each wait on the driver."""
 
 REPORTED = ("train_loss", "val_loss", "gap", "epochs")
 """The metrics in a member's outcome result, beside its outcome."""
-
-
-class TuneReportingTrial(optuna.trial.Trial):
-    """An Optuna trial that also reports each epoch's val loss to Tune (``run_trial`` reports single objectives).
-
-    Only a Tune trial of one member does: each Tune result waits on a round trip to the driver, too many for K.
-    """
-
-    def report(self, value: float, step: int) -> None:
-        super().report(value, step)
-        tune.report({"epoch": step, "val_loss": float(value)})
 
 
 def train_trial(config: dict[str, Any], *, spec: dict[str, Any], study_name: str, storage_url: str,
@@ -63,16 +52,17 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], study_name: str
     members: list[dict[str, Any]] = config["members"]
     if len(members) == 1:
         [member] = members
-        trial = TuneReportingTrial(study, member["trial_id"])
-        _report(0, trial, run_trial(trial, member["params"], spec=job, data=data, stage=config["stage"]))
+        trial = optuna.Trial(study, member["trial_id"])
+        _report(0, trial, run_trial(trial, member["params"], spec=job, data=data, stage=config["stage"],
+                                    should_stop=_Heartbeat()))
         return
     asked: list[Asked] = [(optuna.Trial(study, m["trial_id"]), m["params"]) for m in members]
     train_members(asked, spec=job, data=data, stage=config["stage"], on_told=_report, should_stop=_Heartbeat())
 
 
 class _Heartbeat:
-    """A batch's stop question, answered by Tune: a result at most every ``HEARTBEAT_S``, where Tune ends a
-    trial it was told to stop (a cancel), as a one-member trial's per-epoch results let it."""
+    """A trial's stop question, answered by Tune: a result at most every ``HEARTBEAT_S``, where Tune ends a
+    trial it was told to stop (a cancel). Per-epoch results would each wait on the driver."""
 
     def __init__(self) -> None:
         self.last = time.monotonic()
@@ -85,7 +75,10 @@ class _Heartbeat:
 
 
 def _report(index: int, trial: optuna.Trial, outcome: TrialOutcome) -> None:
-    """One Tune result: how member ``index`` ended, with its last metrics."""
+    """One Tune result: how member ``index`` ended, with its last metrics. What its recorder held back is
+    written first: the driver tells the study, which then takes no more writes for the trial."""
+    if outcome.unwritten is not None:
+        outcome.unwritten.write(trial.storage)
     attrs = trial.user_attrs
     metrics: dict[str, Any] = {key: attrs[key] for key in REPORTED if key in attrs}
     tune.report({**metrics, "member": index, "outcome_state": outcome.state.name, "outcome_values": outcome.values,
