@@ -195,7 +195,7 @@ def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: 
     def ask() -> Asked | None:
         return run.ask() if ok else None
 
-    train_members(first, spec=run.spec, data=data, stage=run.stage.name, on_told=finish,
+    train_members(first, spec=run.spec, data=data, stage=run.stage.name, on_told=finish, hold=True,
                   should_stop=run.should_stop, ask=ask, size=size, room=room)
     return ok
 
@@ -203,7 +203,7 @@ def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: 
 def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage: str,
                   on_told: Callable[[int, optuna.Trial, TrialOutcome], None],
                   should_stop: Callable[[], bool] | None = None, ask: Callable[[], Asked | None] | None = None,
-                  size: int | None = None, room: Callable[[], int] | None = None) -> None:
+                  size: int | None = None, room: Callable[[], int] | None = None, hold: bool = False) -> None:
     """Train ``first`` as one batched model, each trial recorded as ``run_trial`` records it; never raises.
 
     Whichever backend runs the batch (a thread here, a Ray worker) tells the study: ``on_told`` gets each
@@ -217,6 +217,7 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
             batch shrinks as members end. A module or cnn (through ``vmap``) is never refilled.
         size: the most members the batch holds (``len(first)`` when None); ``room()``, when given, how many
             it may hold now (places beyond it stay empty until it grows).
+        hold: as ``run_trial``'s: a member's last rows go in the outcome, for ``StageRun.finish`` to write.
     """
     vmapped = spec.model.kind in VMAPPED_KINDS
     board = None if vmapped or not first else EpochBoard(first[0][0].study)
@@ -246,7 +247,7 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
         told.extend([False] * len(new))
         for t, c in new:
             recorders.append(TrialRecorder(t, c, spec=spec, data=data, stage=stage, should_stop=should_stop,
-                                           board=board))
+                                           board=board, hold=hold))
         return [(r.knobs, r.on_epoch) for r in recorders[start:]]
 
     def refill(free: int) -> list[tuple[Knobs, EpochCallback | None]]:

@@ -39,7 +39,7 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
                 return
             trial, config = asked
             outcome = run_trial(trial, config, spec=run.spec, data=data, stage=run.stage.name,
-                                should_stop=run.should_stop, prunable=run.prunable)  # a crash comes back as FAIL
+                                should_stop=run.should_stop, prunable=run.prunable, hold=True)  # a crash: FAIL
             outcome = said_interrupted(trial, outcome, interrupted)  # say why it stopped: Ctrl-C, not a cancel
             try:
                 run.finish(trial, outcome)

@@ -172,7 +172,7 @@ def run_path(run: StageRun, data: Dataset, storage_url: str) -> None:
         trial.set_user_attr("path_index", index)
         trial.set_user_attr("warm_start", start)
         outcome = run_trial(trial, config, spec=spec, data=data, stage=run.stage.name,
-                            should_stop=run.should_stop, init=state, prunable=False)
+                            should_stop=run.should_stop, init=state, prunable=False, hold=True)
         if outcome.result is not None:
             trial.set_user_attr("kept_columns", [i for i, k in enumerate(outcome.result.features_mask) if k])
         if outcome.result is not None and outcome.result.model is not None:

@@ -123,10 +123,11 @@ class TrialRecorder:
 
     def __init__(self, trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
                  should_stop: Callable[[], bool] | None = None, prunable: bool = True,
-                 board: EpochBoard | None = None, flush: bool = False) -> None:
+                 board: EpochBoard | None = None, flush: bool = False, hold: bool = False) -> None:
         self.trial, self.data, self.should_stop = trial, data, should_stop
         self.board = board if board is not None and board.batches else None
         self.flush = flush  # the board is this trial's own: it is flushed after each report
+        self.hold = hold  # an ending trial's last rows are left for its end to write (``Unwritten``)
         self.reported: dict[int, float] = {}
         self.objectives = spec.search.objectives
         self.prune = prunable and len(self.objectives) == 1 and spec.search.pruner != "none"
@@ -197,10 +198,10 @@ class TrialRecorder:
 
 
     def _end(self, attrs: dict[str, Any]) -> Unwritten | None:
-        """The last attributes of a trial that completed or was pruned: written now, or with a board left for
-        the trial's end to write (``TrialOutcome.unwritten``)."""
-        if self.board is None:
-            set_attrs(self.trial, attrs)
+        """The last attributes of a trial that completed or was pruned: written now (with what the board
+        holds), or with a board and ``hold`` left for the trial's end to write (``TrialOutcome.unwritten``)."""
+        if self.board is None or not self.hold:
+            set_attrs(self.trial, attrs, self.board)
             return None
         user_attrs, intermediate = self.board.take(self.trial, attrs)
         _show(self.trial, attrs)
@@ -211,12 +212,15 @@ class TrialRecorder:
 
 def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
               should_stop: Callable[[], bool] | None = None, init: dict[str, torch.Tensor] | None = None,
-              prunable: bool = True) -> TrialOutcome:
+              prunable: bool = True, hold: bool = False) -> TrialOutcome:
     """Train one configuration for ``trial`` and record it; never raises.
 
     Args:
         init: weights to start from (a path point starts from the previous point's).
         prunable: False for a trial that must run to the end (a path point: the path needs every point).
+        hold: a completed or pruned trial's last reports and attributes are left in the outcome
+            (``TrialOutcome.unwritten``) for ``StageRun.finish`` to write with its end; without it (a
+            caller that tells the study itself) everything is written before this returns.
 
     Returns:
         How the trial ended: COMPLETE with its values, PRUNED, or FAIL with its reason (a NaN loss, a
@@ -225,7 +229,7 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
     board = EpochBoard(trial.study)  # its reports are written together, at most every FLUSH_S, as a batch's
     try:
         return _run_trial(trial, config, spec=spec, data=data, stage=stage, should_stop=should_stop, init=init,
-                          prunable=prunable, board=board)
+                          prunable=prunable, board=board, hold=hold)
     except Exception as exc:
         log.exception("trial %d of stage %s crashed", trial.number, stage)
         if board.batches:  # its queued reports go in before it is failed: a finished trial takes none
@@ -236,9 +240,9 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
 
 def _run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, data: Dataset, stage: str,
                should_stop: Callable[[], bool] | None, init: dict[str, torch.Tensor] | None,
-               prunable: bool, board: EpochBoard) -> TrialOutcome:
+               prunable: bool, board: EpochBoard, hold: bool) -> TrialOutcome:
     rec = TrialRecorder(trial, config, spec=spec, data=data, stage=stage, should_stop=should_stop, prunable=prunable,
-                        board=board, flush=True)
+                        board=board, flush=True, hold=hold)
     try:
         if data.folds:
             trial.set_user_attr("cv_folds", len(data.folds))

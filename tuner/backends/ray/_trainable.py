@@ -75,10 +75,8 @@ class _Heartbeat:
 
 
 def _report(index: int, trial: optuna.Trial, outcome: TrialOutcome) -> None:
-    """One Tune result: how member ``index`` ended, with its last metrics. What its recorder held back is
-    written first: the driver tells the study, which then takes no more writes for the trial."""
-    if outcome.unwritten is not None:
-        outcome.unwritten.write(trial.storage)
+    """One Tune result: how member ``index`` ended, with its last metrics (all written: the driver tells the
+    study, which then takes no more writes for the trial)."""
     attrs = trial.user_attrs
     metrics: dict[str, Any] = {key: attrs[key] for key in REPORTED if key in attrs}
     tune.report({**metrics, "member": index, "outcome_state": outcome.state.name, "outcome_values": outcome.values,
