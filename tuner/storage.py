@@ -133,15 +133,16 @@ class TrialStorage(optuna.storages.RDBStorage):
 
         As Optuna's one-by-one writes: every trial written must be running, and a parameter's
         distribution compatible with the one the study's trials have for its name. Unlike them, the
-        trials are read in one query and the rows go in at the commit; of a key written twice the
-        last value stays.
+        trials are read in one query and the rows written a table at a time (``_set_rows``); of a key
+        written twice the last value stays.
         """
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
         trials, params = models.TrialModel, models.TrialParamModel
-        system: dict[tuple[int, str], Any] = {}
-        study: dict[tuple[int, str], Any] = {}
+        new: list[dict[str, Any]] = []
+        system: dict[tuple[int, Any], tuple[Any, ...]] = {}
+        study: dict[tuple[int, Any], tuple[Any, ...]] = {}
         with _create_scoped_session(self.scoped_session) as session, session.no_autoflush:  # refused: raises
             ids = {w[1] for w in queued if w[0] != "study"}
             found = {row.trial_id: row for row in session.query(trials.trial_id, trials.study_id, trials.state)
@@ -157,12 +158,14 @@ class TrialStorage(optuna.storages.RDBStorage):
                         previous = _param_distribution(session, found[owner].study_id, name)
                     if previous is not None:
                         distributions.check_distribution_compatibility(previous, distribution)
-                    session.add(params(trial_id=owner, param_name=name, param_value=value,
-                                       distribution_json=distributions.distribution_to_json(distribution)))
+                    new.append({"trial_id": owner, "param_name": name, "param_value": value,
+                                "distribution_json": distributions.distribution_to_json(distribution)})
                 else:
-                    (system if kind == "system" else study)[owner, rest[0]] = rest[1]
-            _upsert(session, models.TrialSystemAttributeModel, "trial_id", system)
-            _upsert(session, models.StudyUserAttributeModel, "study_id", study)
+                    (system if kind == "system" else study)[owner, rest[0]] = (json.dumps(rest[1]),)
+            if new:
+                session.execute(sa.insert(params.__table__).values(new))
+            _set_rows(session, models.TrialSystemAttributeModel, "key", ("value_json",), system)
+            _set_rows(session, models.StudyUserAttributeModel, "key", ("value_json",), study, owner="study_id")
 
     def finish_trial(self, trial_id: int, state: TrialState, values: Sequence[float] | None, *,
                      user_attrs: Sequence[tuple[int, str, Any]] = (),
@@ -286,20 +289,6 @@ def _param_distribution(session: Any, study_id: int, name: str) -> BaseDistribut
     row = (session.query(models.TrialParamModel).join(models.TrialModel)
            .filter(models.TrialModel.study_id == study_id).filter(models.TrialParamModel.param_name == name).first())
     return None if row is None else json_to_distribution(row.distribution_json)
-
-
-def _upsert(session: Any, model: Any, owner: str, values: dict[tuple[int, str], Any]) -> None:
-    """Set the attribute rows ``(owner id, key) -> value`` of ``model``: one query for those there, the rest added."""
-    if not values:
-        return
-    column = getattr(model, owner)
-    have = {(getattr(row, owner), row.key): row for row in session.query(model).filter(
-        column.in_({o for o, _ in values}), model.key.in_({k for _, k in values}))}
-    for (owner_id, key), value in values.items():
-        if (row := have.get((owner_id, key))) is None:
-            session.add(model(**{owner: owner_id}, key=key, value_json=json.dumps(value)))
-        else:
-            row.value_json = json.dumps(value)
 
 
 def _children(con: sa.Connection, ids: Any, model: Any, order: str) -> dict[int, list[Any]]:
@@ -529,8 +518,7 @@ def _write_rows(session: Any, models: Any, to_stored: Any, user_attrs: Sequence[
     """``write_trials``' statements, inside its session; with ``ending`` (trial id, state, values) that trial
     ends too, as ``set_trial_state_values`` ends it.
 
-    On SQLite and PostgreSQL the rows are upserts (one statement a table, on the unique keys Optuna's
-    tables have); elsewhere the rows there are read and updated, the rest added.
+    The rows go in with ``_set_rows``: one statement a table on SQLite and PostgreSQL.
     """
     from optuna.exceptions import UpdateFinishedTrialError
 
@@ -551,52 +539,37 @@ def _write_rows(session: Any, models: Any, to_stored: Any, user_attrs: Sequence[
     if ending is not None:
         to_value = models.TrialValueModel.value_to_stored_repr
         objectives = {(ending[0], i): to_value(v) for i, v in enumerate(ending[2] or [])}
+    _set_rows(session, models.TrialIntermediateValueModel, "step", ("intermediate_value", "intermediate_value_type"),
+              steps)
+    _set_rows(session, models.TrialUserAttributeModel, "key", ("value_json",), {k: (v,) for k, v in attrs.items()})
+    _set_rows(session, models.TrialValueModel, "objective", ("value", "value_type"), objectives)
+    if ending is not None:
+        session.execute(sa.update(trials.__table__).where(trials.__table__.c.trial_id == ending[0])
+                        .values(state=ending[1], datetime_complete=datetime.now()))
+
+
+def _set_rows(session: Any, model: Any, key: str, columns: tuple[str, ...],
+              rows: dict[tuple[int, Any], tuple[Any, ...]], owner: str = "trial_id") -> None:
+    """Set ``(owner id, key) -> column values`` in ``model``'s table (unique on owner and key): on SQLite and
+    PostgreSQL one upsert; elsewhere the rows there are read (one query) and updated, the rest added."""
+    if not rows:
+        return
     dialect = session.get_bind().dialect.name
     if dialect in UPSERTS:
-        _upsert_rows(session, dialect, models.TrialIntermediateValueModel, "step",
-                     ("intermediate_value", "intermediate_value_type"), steps)
-        _upsert_rows(session, dialect, models.TrialUserAttributeModel, "key", ("value_json",),
-                     {k: (v,) for k, v in attrs.items()})
-        _upsert_rows(session, dialect, models.TrialValueModel, "objective", ("value", "value_type"), objectives)
-        if ending is not None:
-            session.execute(sa.update(trials.__table__).where(trials.__table__.c.trial_id == ending[0])
-                            .values(state=ending[1], datetime_complete=datetime.now()))
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        stmt = insert(model.__table__).values([{owner: o, key: k, **dict(zip(columns, values, strict=True))}
+                                               for (o, k), values in rows.items()])
+        session.execute(stmt.on_conflict_do_update(index_elements=[owner, key],
+                                                   set_={c: stmt.excluded[c] for c in columns}))
         return
-    _update_rows(session, models.TrialIntermediateValueModel, "step",
-                 ("intermediate_value", "intermediate_value_type"), steps)
-    _update_rows(session, models.TrialUserAttributeModel, "key", ("value_json",), {k: (v,) for k, v in attrs.items()})
-    _update_rows(session, models.TrialValueModel, "objective", ("value", "value_type"), objectives)
-    if ending is not None:
-        trial = session.get(trials, ending[0])
-        trial.state, trial.datetime_complete = ending[1], datetime.now()
-
-
-def _upsert_rows(session: Any, dialect: str, model: Any, key: str, columns: tuple[str, ...],
-                 rows: dict[tuple[int, Any], tuple[Any, ...]]) -> None:
-    """Insert ``(trial id, key) -> column values`` into ``model``'s table, updating the rows there (one statement)."""
-    if not rows:
-        return
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    table = model.__table__
-    insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
-    stmt = insert(table).values([{"trial_id": t, key: k, **dict(zip(columns, values, strict=True))}
-                                 for (t, k), values in rows.items()])
-    session.execute(stmt.on_conflict_do_update(index_elements=["trial_id", key],
-                                               set_={c: stmt.excluded[c] for c in columns}))
-
-
-def _update_rows(session: Any, model: Any, key: str, columns: tuple[str, ...],
-                 rows: dict[tuple[int, Any], tuple[Any, ...]]) -> None:
-    """``_upsert_rows`` for any database: the rows there are read (one query) and updated, the rest added."""
-    if not rows:
-        return
-    column = getattr(model, key)
-    have = {(row.trial_id, getattr(row, key)): row for row in session.query(model).filter(
-        model.trial_id.in_({t for t, _ in rows}), column.in_({k for _, k in rows}))}
-    for (trial_id, k), values in rows.items():
-        if (row := have.get((trial_id, k))) is None:
-            row = model(trial_id=trial_id, **{key: k})
+    owners, keys = getattr(model, owner), getattr(model, key)
+    have = {(getattr(row, owner), getattr(row, key)): row for row in session.query(model).filter(
+        owners.in_({o for o, _ in rows}), keys.in_({k for _, k in rows}))}
+    for (owner_id, k), values in rows.items():
+        if (row := have.get((owner_id, k))) is None:
+            row = model(**{owner: owner_id, key: k})
             session.add(row)
         for name, value in zip(columns, values, strict=True):
             setattr(row, name, value)

@@ -194,9 +194,12 @@ def test_a_new_trial_is_not_read_back_and_later_reads_see_the_database(storage_u
         assert storage.get_trial(waiting._trial_id).user_attrs == {"k": 2}
 
 
+@pytest.mark.parametrize("upserts", [True, False])
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
 def test_parameters_and_attributes_set_together_are_one_commit_and_stored_as_optuna_stores_them(
-        storage_url: str) -> None:
+        storage_url: str, upserts: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not upserts:
+        monkeypatch.setattr(tuner.storage, "UPSERTS", ())
     storage = open_storage(storage_url)
     study = optuna.create_study(study_name="p", storage=storage, sampler=optuna.samplers.RandomSampler(seed=3))
 
