@@ -33,9 +33,10 @@ DEFAULT_URL = "sqlite:///regtune.db"
 SQLITE_BUSY_TIMEOUT_S = 60
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # what starts a URL (sqlite:, postgresql+psycopg:)
 
-_lock = threading.Lock()
 UPSERTS = ("sqlite", "postgresql")
 """The databases whose rows regtune writes as upserts (``INSERT ... ON CONFLICT``); others: read, then written."""
+
+_lock = threading.Lock()
 _cache: dict[str, TrialStorage] = {}
 
 
@@ -82,12 +83,16 @@ class TrialStorage(optuna.storages.RDBStorage):
     Optuna builds them (``tests/tuner/test_storage.py`` compares the two on SQLite and
     PostgreSQL).
 
-    Two scopes save a trial's start most of its round trips, each per thread: inside
-    ``fresh_trials`` a trial this thread has just created is not read back (``optuna.Trial``
-    reads the trial it is made for, which then holds nothing but its number and start),
-    and inside ``together`` the parameters a sampler sets (and what it notes in the trial's
-    system attributes), or a study's attributes, are written in one transaction as the
-    scope ends; Optuna commits each on its own. Every write is Optuna's own code.
+    A trial's own writes take fewer round trips than Optuna's (each a commit and a few
+    statements; on PostgreSQL every statement is a round trip), with Optuna's checks and
+    in its representation: a new trial is made in two statements; inside ``fresh_trials``
+    a trial this thread has just created is not read back (``optuna.Trial`` reads the trial
+    it is made for, which then holds nothing but its number and start); inside ``together``
+    the parameters a sampler sets (and what it notes in the trial's system attributes), or a
+    study's attributes, are written in one transaction as the scope ends; ``finish_trial``
+    ends a trial with its last rows. Template trials (``enqueue_trial``, ``add_trial``) and
+    every other write are Optuna's own. On PostgreSQL reads run without a transaction and
+    read a trial's rows in one ``UNION ALL``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -477,9 +482,10 @@ def write_trials(storage: optuna.storages.BaseStorage, *, user_attrs: Sequence[t
     epoch). Optuna has no public call for this: on an ``RDBStorage`` (also behind
     the cache Optuna wraps it in) the rows are written through Optuna's own table
     models, in the representation its ``set_trial_user_attr`` and
-    ``set_trial_intermediate_value`` store: one query reads the trials' states,
-    one each the rows that already exist, and the rest are inserted together. Any
-    other storage, or an Optuna whose models moved, gets the calls one by one.
+    ``set_trial_intermediate_value`` store: one query reads the trials' states, and
+    the rows of each table go in as one upsert (``_set_rows``; on a database other
+    than SQLite and PostgreSQL the rows there are read and updated, the rest added).
+    Any other storage, or an Optuna whose models moved, gets the calls one by one.
 
     Args:
         user_attrs: (trial id, key, JSON-serializable value) triples.

@@ -22,8 +22,9 @@ def tell(study: optuna.Study, trial: optuna.Trial | int, values: Sequence[float]
     Optuna's ``tell`` reads the trial to check it, and reads it once more to return it.
     Here the first read is returned, with what was told: its state, its values (a pruned
     trial's last report, as Optuna stores it) and its completion time as this process saw
-    it (the stored one is taken a moment later, in the same call). Checks, the sampler's
-    ``after_trial`` and the write are Optuna's own, in its order. An Optuna without these
+    it (the stored one is taken a moment later, in the same call). The checks and the
+    sampler's ``after_trial`` are Optuna's own, in its order; the write is ``finish_trial``
+    (``set_trial_state_values`` on a storage other than regtune's). An Optuna without these
     internals gets its own ``tell``.
 
     With ``unwritten`` (a trial whose recorder held back its last reports and attributes) the
