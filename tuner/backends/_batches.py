@@ -203,7 +203,8 @@ def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: 
 def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage: str,
                   on_told: Callable[[int, optuna.Trial, TrialOutcome], None],
                   should_stop: Callable[[], bool] | None = None, ask: Callable[[], Asked | None] | None = None,
-                  size: int | None = None, room: Callable[[], int] | None = None, hold: bool = False) -> None:
+                  size: int | None = None, room: Callable[[], int] | None = None, hold: bool = False,
+                  ask_for: Callable[[int], Sequence[Asked]] | None = None) -> None:
     """Train ``first`` as one batched model, each trial recorded as ``run_trial`` records it; never raises.
 
     Whichever backend runs the batch (a thread here, a Ray worker) tells the study: ``on_told`` gets each
@@ -218,6 +219,8 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
         size: the most members the batch holds (``len(first)`` when None); ``room()``, when given, how many
             it may hold now (places beyond it stay empty until it grows).
         hold: as ``run_trial``'s: a member's last rows go in the outcome, for ``StageRun.finish`` to write.
+        ask_for: instead of ``ask``, the trials to take the free places, given their number, all at once
+            (a Ray worker asks its driver once per epoch boundary); at most that many.
     """
     vmapped = spec.model.kind in VMAPPED_KINDS
     board = None if vmapped or not first else EpochBoard(first[0][0].study)
@@ -253,7 +256,7 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
     def refill(free: int) -> list[tuple[Knobs, EpochCallback | None]]:
         if room is not None:  # the batch keeps (size - free) members past this boundary
             free = min(free, room() - ((size or len(first)) - free))
-        new: list[Asked] = []
+        new: list[Asked] = list(ask_for(free))[:free] if ask_for is not None and free > 0 else []
         while ask is not None and len(new) < free and (one := ask()) is not None:
             new.append(one)
         return join(new)

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from tuner import JobSpec, RegtuneError, parse_spec, run_job
 from tuner.backends.ray import worker_storage_url
+from tuner.backends.ray._searcher import StageSearcher
 
 
 def ray_spec(tiny: Tiny, *, epochs: int, parallelism: int, stages: list[dict[str, Any]], batch: int = 1) -> JobSpec:
@@ -100,3 +101,30 @@ def test_worker_storage_url_makes_sqlite_paths_absolute(monkeypatch: pytest.Monk
 def test_worker_storage_url_rejects_in_memory_sqlite(url: str) -> None:
     with pytest.raises(RegtuneError, match="in-memory SQLite"):
         worker_storage_url(url)
+
+
+@pytest.mark.ray
+def test_a_batch_is_refilled_from_the_driver_and_records_what_the_thread_backend_records(
+        ray_cluster: None, tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Members that end are replaced by trials the driver asks for, at the same epoch boundaries as the thread
+    backend's batch asks: the same trials, states, reports and attributes, pruning included."""
+    refills: list[int] = []
+    answer = StageSearcher._refill
+
+    def counted(self: StageSearcher, trial_id: str, result: dict[str, Any]) -> None:
+        before = self.handed.get(trial_id, 0)
+        answer(self, trial_id, result)
+        refills.append(self.handed.get(trial_id, 0) - before)
+
+    monkeypatch.setattr(StageSearcher, "_refill", counted)
+    stages = [{"name": "l2", "params": ["l2"], "trials": 7}]
+    urls = {b: f"sqlite:///{tmp_path}/{b}.db" for b in ("ray", "optuna")}
+    for backend, url in urls.items():
+        run_job(parse_spec(tiny(training={"epochs": 6}, report={"top_k": 1, "seeds": 1}, search={
+            "backend": backend, "pruner": "median", "parallelism": 1, "stages": stages, "batch": 3})), storage=url)
+    ray_trials, thread_trials = (trials_of(urls[b], "tiny/l2") for b in ("ray", "optuna"))
+    assert sum(refills) > 0  # places were refilled within a Tune trial
+    assert [(t.number, t.state, t.params, t.intermediate_values) for t in ray_trials] == [
+        (t.number, t.state, t.params, t.intermediate_values) for t in thread_trials]
+    assert [t.user_attrs["epochs"] for t in ray_trials] == [t.user_attrs["epochs"] for t in thread_trials]
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ray_trials) == 7

@@ -30,12 +30,12 @@ from ray.tune.experiment import Trial as TuneTrial
 from sqlalchemy.engine import make_url
 
 from tuner.backends._batches import torch_threads, trials_per_batch
-from tuner.backends.ray._searcher import StageSearcher, TrialRegistry
+from tuner.backends.ray._searcher import Mailbox, StageSearcher, TrialRegistry
 from tuner.backends.ray._trainable import train_trial
 from tuner.devices import resolve_device
 from tuner.errors import RegtuneError
 from tuner.search import StageRun
-from tuner.train import Dataset
+from tuner.train import VMAPPED_KINDS, Dataset
 
 __all__ = ["ensure_ray", "run_ray", "worker_storage_url"]
 
@@ -68,10 +68,13 @@ def run_ray(run: StageRun, data: Dataset, storage_url: str) -> None:
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
     per_batch = trials_per_batch(run.spec, data, run.target)
-    searcher = StageSearcher(run, per_batch)
+    # a batch of mlp or linear members is refilled from the driver as they end (one through vmap is not)
+    mailbox = (Mailbox.remote()  # type: ignore[attr-defined]
+               if per_batch > 1 and run.spec.model.kind not in VMAPPED_KINDS else None)
+    searcher = StageSearcher(run, per_batch, mailbox)
     trainable = tune.with_parameters(
         train_trial, spec=run.spec.model_dump(mode="json"), study_name=run.study.study_name,
-        storage_url=url, data=data,
+        storage_url=url, data=data, mailbox=mailbox,
     )
     share: dict[str, float] = {"cpu": _cpus_per_trial(parallelism, torch_threads(run.spec, data))}
     if resolve_device(run.spec.training.device).type == "cuda":  # trials running side by side share the GPU
@@ -90,6 +93,8 @@ def run_ray(run: StageRun, data: Dataset, storage_url: str) -> None:
             tuner.fit()
         finally:
             searcher.interrupt_unfinished()
+            if mailbox is not None:
+                ray.kill(mailbox)
     if searcher.stopper.fired:
         run.cancelled = True
 

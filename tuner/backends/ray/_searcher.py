@@ -4,6 +4,7 @@ to a Tune trial) and records how each ended, and a stopper that ends the Tune ru
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -13,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import ray
 from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.search import Searcher
 
+from tuner.backends._batches import batch_room
 from tuner.backends.ray._trainable import member_outcome
 from tuner.search import StageRun, TrialOutcome, fail_trial
 
-__all__ = ["INTERRUPTED", "STOP_POLL_S", "StageSearcher", "TrialRegistry"]
+__all__ = ["INTERRUPTED", "STOP_POLL_S", "Mailbox", "StageSearcher", "TrialRegistry"]
 
 log = logging.getLogger(__name__)
 
@@ -32,35 +35,61 @@ INTERRUPTED = "stopped before it finished: the job was cancelled"
 
 class StageSearcher(Searcher):
     """Hands Tune the stage's trials (``run.ask``), up to ``per_batch`` to a Tune trial, and tells the study how
-    each ended (``run.finish``) as soon as its result comes back."""
+    each ended (``run.finish``) as soon as its result comes back.
 
-    def __init__(self, run: StageRun, per_batch: int = 1) -> None:
+    A batch is refilled as its members end, as the thread backend refills one, with the places it grows by
+    early in a stage (``batch_room``): its worker asks with a result (``want``: the free places, ``live``:
+    the members training on, ``request``: its number), and the searcher answers through ``mailbox``
+    (always, with no member when there is none), so the sampler still runs here, in the driver.
+    """
+
+    def __init__(self, run: StageRun, per_batch: int = 1, mailbox: Any = None) -> None:
         super().__init__()
         self.run = run
         self.per_batch = per_batch
+        self.mailbox = mailbox  # a ``Mailbox`` actor: refills for batches (None: batches are not refilled)
+        self.room = batch_room(run, per_batch) if mailbox is not None else (lambda: per_batch)
         self.stopper = _CancelStopper(run)
         self.asked: dict[str, dict[int, optuna.Trial]] = {}  # per Tune trial, its members not yet told
+        self.handed: dict[str, int] = {}  # per Tune trial, how many members it was given: the next one's index
         self.tune_trials: dict[str, TuneTrial] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         # (Ray annotates ``Optional[Dict]``, yet documents returning ``Searcher.FINISHED``, a str.)
         members: list[tuple[optuna.Trial, dict[str, float]]] = []
-        while len(members) < self.per_batch and (one := self.run.ask()) is not None:
+        while len(members) < min(self.per_batch, self.room()) and (one := self.run.ask()) is not None:
             members.append(one)
         if not members:
             # Trials still running may fail or be pruned, and the budget then needs more: ask again later.
             return Searcher.FINISHED if self.run.cancelled or self.run.in_flight == 0 else None
         self.asked[trial_id] = {index: trial for index, (trial, _) in enumerate(members)}
-        return {"stage": self.run.stage.name,
-                "members": [{"trial_id": t._trial_id, "number": t.number, "params": c} for t, c in members]}
+        self.handed[trial_id] = len(members)
+        return {"stage": self.run.stage.name, "size": self.per_batch if self.mailbox is not None else len(members),
+                "members": _described(members)}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if "want" in result:
+            self._refill(trial_id, result)
+            return
         self._tell(trial_id, result)
+
+    def _refill(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Answer a batch's request for members: as many as it has free places and the stage has room for."""
+        members: list[tuple[optuna.Trial, dict[str, float]]] = []
+        if trial_id in self.asked:  # (a Tune trial already ended asks nothing more)
+            wanted = min(int(result["want"]), max(0, self.room() - int(result["live"])))
+            while len(members) < wanted and (one := self.run.ask()) is not None:
+                members.append(one)
+            start = self.handed[trial_id]
+            self.asked[trial_id].update({start + i: trial for i, (trial, _) in enumerate(members)})
+            self.handed[trial_id] = start + len(members)
+        self.mailbox.put.remote(trial_id, int(result["request"]), _described(members))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
         self._tell(trial_id, result)  # the last result, when Tune stopped the trial before passing it on
         untold = self.asked.pop(trial_id, {})
+        self.handed.pop(trial_id, None)
         tune_trial = self.tune_trials.pop(trial_id, None)
         for trial in untold.values():
             with self._recording(trial):
@@ -116,7 +145,41 @@ class StageSearcher(Searcher):
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its config (the searcher with it) for its own resume, which regtune does not use;
         # the stage, its study and its lock stay in the driver.
-        return {**self.__dict__, "run": None, "stopper": None, "asked": {}, "tune_trials": {}}
+        return {**self.__dict__, "run": None, "stopper": None, "asked": {}, "tune_trials": {}, "room": None,
+                "mailbox": None}
+
+
+def _described(members: list[tuple[optuna.Trial, dict[str, float]]]) -> list[dict[str, Any]]:
+    """Members as a worker rebuilds them: each Optuna trial's id and number, and its configuration."""
+    return [{"trial_id": t._trial_id, "number": t.number, "params": c} for t, c in members]
+
+
+@ray.remote(num_cpus=0)
+class Mailbox:
+    """The driver's answers to batches asking for members (``StageSearcher._refill``), kept until the asking
+    worker takes them; an async actor, so a worker waits for its answer without holding the others up."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self.arrived: dict[tuple[str, int], asyncio.Event] = {}
+
+    def _event(self, key: tuple[str, int]) -> asyncio.Event:
+        return self.arrived.setdefault(key, asyncio.Event())
+
+    async def put(self, trial_id: str, request: int, members: list[dict[str, Any]]) -> None:
+        self.answers[trial_id, request] = members
+        self._event((trial_id, request)).set()
+
+    async def take(self, trial_id: str, request: int, timeout: float) -> list[dict[str, Any]] | None:
+        """The answer to request ``request`` of Tune trial ``trial_id``, or None when none came in ``timeout``."""
+        key = (trial_id, request)
+        try:
+            await asyncio.wait_for(self._event(key).wait(), timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self.arrived.pop(key, None)
+        return self.answers.pop(key)
 
 
 def _error_of(tune_trial: TuneTrial | None) -> str:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import optuna
+import ray
 import torch
 from optuna.trial import TrialState
 from ray import tune
@@ -30,19 +31,24 @@ __all__ = ["member_outcome", "train_trial"]
 HEARTBEAT_S = 0.5
 """How often a Tune trial gives Tune a result it can stop it at: per-epoch results would each wait on the driver."""
 
+REFILL_WAIT_S = 60.0
+"""How long a batch waits for the driver's answer to its request for members."""
+
 REPORTED = ("train_loss", "val_loss", "gap", "epochs")
 """The metrics in a member's outcome result, beside its outcome."""
 
 
 def train_trial(config: dict[str, Any], *, spec: dict[str, Any], study_name: str, storage_url: str,
-                data: Dataset) -> None:
+                data: Dataset, mailbox: Any = None) -> None:
     """The Tune trainable: train the Optuna trials ``config["members"]`` and report how each ended.
 
     Args:
-        config: what the driver's searcher suggested: ``stage`` and ``members``, each with its
-            ``trial_id``, ``number`` and ``params``.
+        config: what the driver's searcher suggested: ``stage``, ``size`` (the most members the batch
+            holds) and ``members``, each with its ``trial_id``, ``number`` and ``params``.
         spec: the job spec as JSON (``JobSpec.model_dump(mode="json")``).
         storage_url: the Optuna storage, as a worker process can open it.
+        mailbox: where the driver answers a batch's requests for members (``Mailbox``); None: the batch
+            is not refilled.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     job = parse_spec(spec)
@@ -50,14 +56,38 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], study_name: str
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, ready=True),
                               pruner=make_pruner(job.search.pruner))
     members: list[dict[str, Any]] = config["members"]
-    if len(members) == 1:
+    size = int(config.get("size", len(members)))
+    if size == 1:
         [member] = members
         trial = optuna.Trial(study, member["trial_id"])
         _report(0, trial, run_trial(trial, member["params"], spec=job, data=data, stage=config["stage"],
                                     should_stop=_Heartbeat()))
         return
     asked: list[Asked] = [(optuna.Trial(study, m["trial_id"]), m["params"]) for m in members]
-    train_members(asked, spec=job, data=data, stage=config["stage"], on_told=_report, should_stop=_Heartbeat())
+    refills = None if mailbox is None else _Refills(study, mailbox, size)
+    train_members(asked, spec=job, data=data, stage=config["stage"], on_told=_report, should_stop=_Heartbeat(),
+                  size=size, ask_for=refills)
+
+
+class _Refills:
+    """A batch's free places, filled by the driver: a result asks for them (``want``), the driver's answer is
+    taken from the mailbox. Without an answer in ``REFILL_WAIT_S`` the batch shrinks (what the driver asked
+    for it then fails as interrupted when the Tune trial ends)."""
+
+    def __init__(self, study: optuna.Study, mailbox: Any, size: int) -> None:
+        self.study, self.mailbox, self.size = study, mailbox, size
+        self.trial_id = tune.get_context().get_trial_id()
+        self.requests = 0
+        self.refused = 0  # the free places of the last request answered with none: not asked again until more
+
+    def __call__(self, free: int) -> list[Asked]:
+        if free <= self.refused:
+            return []
+        self.requests += 1
+        tune.report({"want": free, "live": self.size - free, "request": self.requests})
+        members = ray.get(self.mailbox.take.remote(self.trial_id, self.requests, REFILL_WAIT_S)) or []
+        self.refused = 0 if members else free
+        return [(optuna.Trial(self.study, m["trial_id"]), m["params"]) for m in members]
 
 
 class _Heartbeat:
