@@ -7,7 +7,9 @@ tells the study how each one ended (``_searcher``). A Ray worker rebuilds the
 trials from the shared storage and trains them as the thread backend does
 (``run_trial``, or ``train_members`` for a batch), so their user attributes and
 intermediate values are written exactly as with the Optuna backend; it reports
-each member's outcome to Tune as it ends (``_trainable``).
+each member's outcome to Tune as it ends (``_trainable``). A batch asks the
+driver for the trials that take its free places (``StageSearcher._refill``,
+answered through a ``Mailbox`` actor).
 
 The storage must be one the workers can open: a SQLite file on one machine
 (its path made absolute, since Tune runs each trial in a directory of its own),
