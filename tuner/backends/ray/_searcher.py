@@ -76,14 +76,16 @@ class StageSearcher(Searcher):
     def _refill(self, trial_id: str, result: dict[str, Any]) -> None:
         """Answer a batch's request for members: as many as it has free places and the stage has room for."""
         members: list[tuple[optuna.Trial, dict[str, float]]] = []
-        if trial_id in self.asked:  # (a Tune trial already ended asks nothing more)
-            wanted = min(int(result["want"]), max(0, self.room() - int(result["live"])))
-            while len(members) < wanted and (one := self.run.ask()) is not None:
-                members.append(one)
-            start = self.handed[trial_id]
-            self.asked[trial_id].update({start + i: trial for i, (trial, _) in enumerate(members)})
-            self.handed[trial_id] = start + len(members)
-        self.mailbox.put.remote(trial_id, int(result["request"]), _described(members))
+        try:
+            if trial_id in self.asked:  # (a Tune trial already ended asks nothing more)
+                wanted = min(int(result["want"]), max(0, self.room() - int(result["live"])))
+                while len(members) < wanted and (one := self.run.ask()) is not None:
+                    members.append(one)
+                start = self.handed[trial_id]
+                self.asked[trial_id].update({start + i: trial for i, (trial, _) in enumerate(members)})
+                self.handed[trial_id] = start + len(members)
+        finally:  # the worker waits for an answer: it always gets one
+            self.mailbox.put.remote(trial_id, int(result["request"]), _described(members))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
