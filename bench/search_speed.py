@@ -228,8 +228,13 @@ def ray_vs_optuna(args: argparse.Namespace, folder: Path, optuna_backend: dict[s
     ensure_ray()
     print(f"ray start (ray.init, a local cluster): {time.perf_counter() - started:.1f} s, not counted below",
           flush=True)
-    r = regtune_run(args.trials, args.epochs, args.batch, args.parallelism, args.pruner,
-                    f"sqlite:///{folder}/ray.db", backend="ray")
+    try:
+        r = regtune_run(args.trials, args.epochs, args.batch, args.parallelism, args.pruner,
+                        f"sqlite:///{folder}/ray.db", backend="ray")
+    finally:
+        import ray
+
+        ray.shutdown()  # its daemons would share the cores with the runs after it
     torch.set_num_threads(threads)
     print(_row(f"ray batch {args.batch}, par {args.parallelism}", r, plain), flush=True)
     rate, base = r["trials"] / r["search_s"], optuna_backend["trials"] / optuna_backend["search_s"]
