@@ -14,6 +14,14 @@ import tuner.storage
 from tuner.storage import finish_trial, new_trial, open_storage, together, write_trials
 
 
+@pytest.fixture(params=["upserted", "read-then-written"])
+def rows_written(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Rows written as upserts (SQLite, PostgreSQL), then as on a database without ``INSERT ... ON CONFLICT``."""
+    if request.param == "read-then-written":
+        monkeypatch.setattr(tuner.storage, "UPSERTS", ())
+    return str(request.param)
+
+
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
 def test_write_trials_stores_every_value_in_one_commit(storage_url: str) -> None:
     storage = open_storage(storage_url)
@@ -58,12 +66,9 @@ def test_a_failed_batch_writes_nothing(storage_url: str) -> None:
     assert optuna.load_study(study_name="f", storage=storage_url).trials[0].intermediate_values == {}
 
 
-@pytest.mark.parametrize("upserts", [True, False])  # False: as on a database without INSERT ... ON CONFLICT
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
 def test_write_trials_updates_what_is_there_and_stores_what_optuna_stores(
-        storage_url: str, upserts: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not upserts:
-        monkeypatch.setattr(tuner.storage, "UPSERTS", ())
+        storage_url: str, rows_written: str) -> None:
     storage = open_storage(storage_url)
     study = optuna.create_study(study_name="u", storage=storage)
     ours, optunas = study.ask(), study.ask()
@@ -194,12 +199,9 @@ def test_a_new_trial_is_not_read_back_and_later_reads_see_the_database(storage_u
         assert storage.get_trial(waiting._trial_id).user_attrs == {"k": 2}
 
 
-@pytest.mark.parametrize("upserts", [True, False])
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
 def test_parameters_and_attributes_set_together_are_one_commit_and_stored_as_optuna_stores_them(
-        storage_url: str, upserts: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not upserts:
-        monkeypatch.setattr(tuner.storage, "UPSERTS", ())
+        storage_url: str, rows_written: str) -> None:
     storage = open_storage(storage_url)
     study = optuna.create_study(study_name="p", storage=storage, sampler=optuna.samplers.RandomSampler(seed=3))
 
@@ -235,12 +237,9 @@ def test_parameters_and_attributes_set_together_are_one_commit_and_stored_as_opt
     assert "z" not in storage.get_trial(finished._trial_id).params
 
 
-@pytest.mark.parametrize("upserts", [True, False])
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
 def test_a_trial_ends_with_its_last_rows_in_one_commit_and_is_stored_as_optuna_stores_it(
-        storage_url: str, upserts: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not upserts:
-        monkeypatch.setattr(tuner.storage, "UPSERTS", ())
+        storage_url: str, rows_written: str) -> None:
     storage = open_storage(storage_url)
     study = optuna.create_study(study_name="e", storage=storage)
     ours, optunas, other = study.ask(), study.ask(), study.ask()

@@ -23,6 +23,31 @@ CASES: list[tuple[TrialState, list[float] | None, list[float]]] = [  # state, va
 ]
 
 
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ids of the trials ``TrialStorage.get_trial`` reads from now on."""
+    reads: list[int] = []
+    read = TrialStorage.get_trial
+
+    def counted(self: TrialStorage, trial_id: int) -> Any:
+        reads.append(trial_id)
+        return read(self, trial_id)
+
+    monkeypatch.setattr(TrialStorage, "get_trial", counted)
+    return reads
+
+
+class _Watching(optuna.samplers.RandomSampler):
+    """A sampler that keeps what ``after_trial`` is told: (trial, state, values)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[optuna.trial.FrozenTrial, TrialState, list[float] | None]] = []
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
+                    values: list[float] | None) -> None:
+        self.seen.append((trial, state, values))
+
+
 @pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(("state", "values", "reports"), CASES)
 def test_tell_stores_what_optunas_tell_stores_and_reads_the_trial_once(
@@ -35,14 +60,7 @@ def test_tell_stores_what_optunas_tell_stores_and_reads_the_trial_once(
         trial.suggest_float("l2", 1e-6, 1e-2, log=True)
         for step, value in enumerate(reports):
             trial.report(value, step)
-    reads: list[int] = []
-    read = TrialStorage.get_trial
-
-    def counted(self: TrialStorage, trial_id: int) -> Any:
-        reads.append(trial_id)
-        return read(self, trial_id)
-
-    monkeypatch.setattr(TrialStorage, "get_trial", counted)
+    reads = _count_reads(monkeypatch)
     told = tell(study, ours, values, state)
     assert reads == [ours._trial_id]
     want = study.tell(theirs, values, state=state)
@@ -74,48 +92,29 @@ def test_tell_refuses_what_optuna_refuses() -> None:
 
 
 def test_tell_lets_the_sampler_see_the_trial_end() -> None:
-    seen: list[tuple[int, TrialState, list[float] | None]] = []
-
-    class Watching(optuna.samplers.RandomSampler):
-        def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
-                        values: list[float] | None) -> None:
-            seen.append((trial.number, state, values))
-
-    study = optuna.create_study(sampler=Watching())
+    sampler = _Watching()
+    study = optuna.create_study(sampler=sampler)
     trial = study.ask()
     trial.report(0.7, 0)
     tell(study, trial, None, TrialState.PRUNED)
-    assert seen == [(0, TrialState.PRUNED, [0.7])]
+    assert [(t.number, state, values) for t, state, values in sampler.seen] == [(0, TrialState.PRUNED, [0.7])]
 
 
 @pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
 def test_a_trial_whose_rows_were_held_back_is_told_without_a_read_and_written_with_its_end(
         storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[optuna.trial.FrozenTrial] = []
-
-    class Watching(optuna.samplers.RandomSampler):
-        def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
-                        values: list[float] | None) -> None:
-            seen.append(trial)
-
+    sampler = _Watching()
     storage = open_storage(storage_url)
-    study = optuna.create_study(study_name="h", storage=storage, sampler=Watching())
+    study = optuna.create_study(study_name="h", storage=storage, sampler=sampler)
     trial = study.ask()
     trial.suggest_float("l2", 1e-6, 1e-2, log=True)
     known = copy.deepcopy(trial._cached_frozen_trial)
     known.intermediate_values = {0: 0.5, 1: 0.4}
     held = Unwritten(known, [(trial._trial_id, "epochs", 2)], [(trial._trial_id, 0, 0.5), (trial._trial_id, 1, 0.4)])
-    reads: list[int] = []
-    read = TrialStorage.get_trial
-
-    def counted(self: TrialStorage, trial_id: int) -> Any:
-        reads.append(trial_id)
-        return read(self, trial_id)
-
-    monkeypatch.setattr(TrialStorage, "get_trial", counted)
+    reads = _count_reads(monkeypatch)
     told = tell(study, trial, None, TrialState.PRUNED, held)
-    assert reads == [] and seen == [known]
-    stored = read(storage, trial._trial_id)
+    assert reads == [] and [t for t, _, _ in sampler.seen] == [known]
+    stored = storage.get_trial(trial._trial_id)
     assert (stored.state, stored.values, stored.user_attrs, stored.intermediate_values) == (
         TrialState.PRUNED, [0.4], {"epochs": 2}, {0: 0.5, 1: 0.4})  # a pruned trial's value: its last report
     assert (told.state, told.values, told.params) == (TrialState.PRUNED, [0.4], stored.params)
