@@ -144,18 +144,12 @@ class TrialStorage(optuna.storages.RDBStorage):
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        trials, params = models.TrialModel, models.TrialParamModel
+        params = models.TrialParamModel
         new: list[dict[str, Any]] = []
         system: dict[tuple[int, Any], tuple[Any, ...]] = {}
         study: dict[tuple[int, Any], tuple[Any, ...]] = {}
         with _create_scoped_session(self.scoped_session) as session, session.no_autoflush:  # refused: raises
-            ids = {w[1] for w in queued if w[0] != "study"}
-            found = {row.trial_id: row for row in session.query(trials.trial_id, trials.study_id, trials.state)
-                     .filter(trials.trial_id.in_(ids))} if ids else {}
-            for trial_id in ids:
-                if trial_id not in found:
-                    raise KeyError(models.NOT_FOUND_MSG)
-                self.check_trial_is_updatable(trial_id, found[trial_id].state)
+            found = _running_trials(session, [w[1] for w in queued if w[0] != "study"])
             for kind, owner, *rest in queued:
                 if kind == "param":
                     name, value, distribution, previous = rest
@@ -188,7 +182,7 @@ class TrialStorage(optuna.storages.RDBStorage):
 
         assert state.is_finished()
         with _create_scoped_session(self.scoped_session) as session:
-            _write_rows(session, models, models.TrialIntermediateValueModel.intermediate_value_to_stored_repr,
+            _write_rows(session, models.TrialIntermediateValueModel.intermediate_value_to_stored_repr,
                         user_attrs, intermediate, ending=(trial_id, state, values))
 
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
@@ -209,12 +203,10 @@ class TrialStorage(optuna.storages.RDBStorage):
         is inserted with its number, the count of the study's trials before it."""
         from optuna.storages._rdb import models
 
-        trials, studies = models.TrialModel.__table__, models.StudyModel.__table__
+        trials = models.TrialModel.__table__
         start = datetime.now()
         with self.engine.begin() as con:
-            if con.execute(sa.select(studies.c.study_id).where(studies.c.study_id == study_id)
-                           .with_for_update()).first() is None:
-                raise KeyError(models.NOT_FOUND_MSG)
+            _require_study(con, study_id, lock=True)
             before = sa.select(sa.func.count()).select_from(trials).where(trials.c.study_id == study_id)
             row = con.execute(sa.insert(trials).values(
                 study_id=study_id, number=before.scalar_subquery(), state=TrialState.RUNNING, datetime_start=start,
@@ -267,10 +259,8 @@ class TrialStorage(optuna.storages.RDBStorage):
                 con.rollback()
                 found = [t for t in _read_trials(con, base)
                          if t._trial_id in included or t._trial_id > trial_id_greater_than]
-            studies = models.StudyModel.__table__  # no trials: is there a study at all?
-            if not found and con.execute(sa.select(studies.c.study_id).where(studies.c.study_id == study_id)
-                                         ).first() is None:
-                raise KeyError(models.NOT_FOUND_MSG)
+            if not found:  # no trials: is there a study at all?
+                _require_study(con, study_id)
             return found
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
@@ -285,6 +275,17 @@ class TrialStorage(optuna.storages.RDBStorage):
         if not found:
             raise KeyError(models.NOT_FOUND_MSG)
         return found[0]
+
+
+def _require_study(con: sa.Connection, study_id: int, *, lock: bool = False) -> None:
+    """Raise KeyError (Optuna's message) when there is no study ``study_id``; ``lock``: lock its row, as Optuna
+    does to number a new trial."""
+    from optuna.storages._rdb import models
+
+    studies = models.StudyModel.__table__
+    query = sa.select(studies.c.study_id).where(studies.c.study_id == study_id)
+    if con.execute(query.with_for_update() if lock else query).first() is None:
+        raise KeyError(models.NOT_FOUND_MSG)
 
 
 def _param_distribution(session: Any, study_id: int, name: str) -> BaseDistribution | None:
@@ -512,13 +513,38 @@ def write_trials(storage: optuna.storages.BaseStorage, *, user_attrs: Sequence[t
         return
     with _create_scoped_session(session_factory) as session:
         try:
-            _write_rows(session, models, to_stored, user_attrs, intermediate)
+            _write_rows(session, to_stored, user_attrs, intermediate)
         except BaseException:
             session.rollback()  # a refused write (a finished trial) leaves none of the batch behind
             raise
 
 
-def _write_rows(session: Any, models: Any, to_stored: Any, user_attrs: Sequence[tuple[int, str, Any]],
+def _running_trials(session: Any, ids: Sequence[int], *, lock: bool = False) -> dict[int, Any]:
+    """The trials ``ids`` (their id, study and state), every one of them running: checked before anything is
+    written. ``lock``: their rows are locked until the transaction ends.
+
+    Raises:
+        KeyError: no trial has one of the ids.
+        optuna.exceptions.UpdateFinishedTrialError: one of them has finished.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages._rdb import models
+
+    trials = models.TrialModel
+    if not ids:
+        return {}
+    query = session.query(trials.trial_id, trials.study_id, trials.state).filter(trials.trial_id.in_(set(ids)))
+    found = {row.trial_id: row for row in (query.with_for_update() if lock else query)}
+    for trial_id in dict.fromkeys(ids):
+        if trial_id not in found:
+            raise KeyError(f"No trial with trial id {trial_id} exists.")
+        if found[trial_id].state.is_finished():
+            raise UpdateFinishedTrialError(f"trial {trial_id} has already finished ({found[trial_id].state.name}) "
+                                           "and can not be updated")
+    return found
+
+
+def _write_rows(session: Any, to_stored: Any, user_attrs: Sequence[tuple[int, str, Any]],
                 intermediate: Sequence[tuple[int, int, float]],
                 ending: tuple[int, TrialState, Sequence[float] | None] | None = None) -> None:
     """``write_trials``' statements, inside its session; with ``ending`` (trial id, state, values) that trial
@@ -526,19 +552,11 @@ def _write_rows(session: Any, models: Any, to_stored: Any, user_attrs: Sequence[
 
     The rows go in with ``_set_rows``: one statement a table on SQLite and PostgreSQL.
     """
-    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages._rdb import models
 
     trials = models.TrialModel
-    ids = list(dict.fromkeys([t for t, _, _ in intermediate] + [t for t, _, _ in user_attrs]
-                             + ([ending[0]] if ending else [])))
-    found = session.query(trials.trial_id, trials.state).filter(trials.trial_id.in_(ids))
-    states = dict((found.with_for_update() if ending else found).all())  # as Optuna, the ending trial is locked
-    for trial_id in ids:  # checked before anything is written
-        if trial_id not in states:
-            raise KeyError(f"No trial with trial id {trial_id} exists.")
-        if states[trial_id].is_finished():
-            raise UpdateFinishedTrialError(f"trial {trial_id} has already finished ({states[trial_id].name}) "
-                                           "and can not be updated")
+    _running_trials(session, [t for t, _, _ in intermediate] + [t for t, _, _ in user_attrs]
+                    + ([ending[0]] if ending else []), lock=ending is not None)  # as Optuna, the ending one locked
     steps = {(t, step): to_stored(value) for t, step, value in intermediate}  # of a row written twice, the last
     attrs = {(t, key): json.dumps(value) for t, key, value in user_attrs}
     objectives: dict[tuple[int, int], tuple[Any, Any]] = {}
