@@ -13,7 +13,6 @@ trains on, so the pruner and the sampler see it as early as they would alone.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -164,9 +163,7 @@ def run_batches(run: StageRun, data: Dataset, per_batch: int, interrupted: threa
     """
     room = batch_room(run, per_batch)
     while True:
-        asked: list[Asked] = []
-        while len(asked) < room() and (one := run.ask()) is not None:
-            asked.append(one)
+        asked = run.ask_up_to(room())
         if not asked:
             return
         if not _train_batch(run, data, asked, interrupted, per_batch, room):
@@ -192,8 +189,8 @@ def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: 
             run.abort(f"recording trial {trial.number} failed: {exc!r}")
             ok = False
 
-    def ask() -> Asked | None:
-        return run.ask() if ok else None
+    def ask(free: int) -> list[Asked]:
+        return run.ask_up_to(free) if ok else []
 
     train_members(first, spec=run.spec, data=data, stage=run.stage.name, on_told=finish, hold=True,
                   should_stop=run.should_stop, ask=ask, size=size, room=room)
@@ -202,9 +199,8 @@ def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: 
 
 def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage: str,
                   on_told: Callable[[int, optuna.Trial, TrialOutcome], None],
-                  should_stop: Callable[[], bool] | None = None, ask: Callable[[], Asked | None] | None = None,
-                  size: int | None = None, room: Callable[[], int] | None = None, hold: bool = False,
-                  ask_for: Callable[[int], Sequence[Asked]] | None = None) -> None:
+                  should_stop: Callable[[], bool] | None = None, ask: Callable[[int], Sequence[Asked]] | None = None,
+                  size: int | None = None, room: Callable[[], int] | None = None, hold: bool = False) -> None:
     """Train ``first`` as one batched model, each trial recorded as ``run_trial`` records it; never raises.
 
     Whichever backend runs the batch (a thread here, a Ray worker) tells the study: ``on_told`` gets each
@@ -214,13 +210,12 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
     Args:
         on_told: called with (index in the order members joined, trial, outcome); it must not raise.
         should_stop: True stops every member at its next poll, recorded FAIL (``interrupted``).
-        ask: the next trial to take a place a member left (None when there is none); without it the
-            batch shrinks as members end. A module or cnn (through ``vmap``) is never refilled.
+        ask: the trials to take the places members left, given how many are free (at most that many;
+            a Ray worker asks its driver once per epoch boundary); without it the batch shrinks as members
+            end. A module or cnn (through ``vmap``) is never refilled.
         size: the most members the batch holds (``len(first)`` when None); ``room()``, when given, how many
             it may hold now (places beyond it stay empty until it grows).
         hold: as ``run_trial``'s: a member's last rows go in the outcome, for ``StageRun.finish`` to write.
-        ask_for: instead of ``ask``, the trials to take the free places, given their number, all at once
-            (a Ray worker asks its driver once per epoch boundary); at most that many.
     """
     vmapped = spec.model.kind in VMAPPED_KINDS
     board = None if vmapped or not first else EpochBoard(first[0][0].study)
@@ -236,9 +231,8 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
             outcome = recorders[index].conclude(ended)
         except Exception as exc:  # a bug in one trial must not leave it RUNNING
             log.error("trial %d of stage %s crashed", trial.number, stage, exc_info=exc)
-            if board is not None:  # its queued reports go in before it is told: a finished trial takes none
-                with contextlib.suppress(Exception):
-                    board.close(trial, {})
+            if board is not None:
+                board.close_crashed(trial)
             outcome = fail_trial(trial.storage, trial._trial_id, repr(exc))
         told[index] = True
         on_told(index, trial, outcome)
@@ -256,10 +250,7 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
     def refill(free: int) -> list[tuple[Knobs, EpochCallback | None]]:
         if room is not None:  # the batch keeps (size - free) members past this boundary
             free = min(free, room() - ((size or len(first)) - free))
-        new: list[Asked] = list(ask_for(free))[:free] if ask_for is not None and free > 0 else []
-        while ask is not None and len(new) < free and (one := ask()) is not None:
-            new.append(one)
-        return join(new)
+        return join(list(ask(free))[:free] if ask is not None and free > 0 else [])
 
     try:
         members = join(first)

@@ -20,6 +20,7 @@ without a pruner (``none``) the reports are written together and nothing is aske
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -110,6 +111,12 @@ class EpochBoard:
         """
         user_attrs, intermediate = self.take(trial, attrs)
         write_trials(self.study._storage, intermediate=intermediate, user_attrs=user_attrs)
+
+    def close_crashed(self, trial: optuna.Trial) -> None:
+        """A trial that crashed is about to be failed: write what is queued first (a finished trial takes no
+        more writes), if the storage still takes it; the failure is recorded either way."""
+        with contextlib.suppress(Exception):
+            self.close(trial, {})
 
     def take(self, trial: optuna.Trial, attrs: dict[str, Any]
              ) -> tuple[list[tuple[int, str, Any]], list[tuple[int, int, float]]]:

@@ -141,6 +141,13 @@ class StageRun:
         self.attempts += 1
         return True
 
+    def ask_up_to(self, n: int) -> list[tuple[optuna.Trial, dict[str, float]]]:
+        """Up to ``n`` new trials and their configurations: ``ask`` until it answers None."""
+        asked: list[tuple[optuna.Trial, dict[str, float]]] = []
+        while len(asked) < n and (one := self.ask()) is not None:
+            asked.append(one)
+        return asked
+
     def ask(self) -> tuple[optuna.Trial, dict[str, float]] | None:
         """A new trial and its full configuration, or None when the budget is spent or a stop was asked."""
         with self._lock:

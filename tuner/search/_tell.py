@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.search._trial import Unwritten
-from tuner.storage import finish_trial
+from tuner.storage import finish_trial, write_trials
 
 __all__ = ["tell"]
 
@@ -40,7 +40,7 @@ def tell(study: optuna.Study, trial: optuna.Trial | int, values: Sequence[float]
         from optuna.study._tell import _check_state_and_values, _check_values_are_feasible, _get_frozen_trial
     except ImportError:  # pragma: no cover - an Optuna that moved them
         if unwritten is not None:
-            unwritten.write(study._storage)
+            write_trials(study._storage, user_attrs=unwritten.user_attrs, intermediate=unwritten.intermediate)
         return study.tell(trial, values, state=state)
     study._thread_local.cached_all_trials = None  # as Optuna: the thread's cached view is stale now
     frozen = unwritten.trial if unwritten is not None else _get_frozen_trial(study, trial)

@@ -7,7 +7,6 @@ outcome. A failed trial is failed in one place, ``fail_trial``, whoever finds it
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 from collections.abc import Callable
@@ -32,16 +31,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Unwritten:
-    """What a trial that ended still has to write: written with its end, in the transaction that tells the
-    study (``StageRun.finish``), or by ``write`` where another process tells it (a Ray worker's trials)."""
+    """What a trial that ended still has to write, with its end, in the transaction that tells the study
+    (``StageRun.finish``)."""
 
     trial: FrozenTrial  # the trial as its recorder knows it, reports and attributes included: the sampler's view
     user_attrs: list[tuple[int, str, Any]]  # ``write_trials``' rows, the batch's other queued rows among them
     intermediate: list[tuple[int, int, float]]
-
-    def write(self, storage: optuna.storages.BaseStorage) -> None:
-        """Write the rows now, before the trial is told how it ended (a finished trial takes none)."""
-        write_trials(storage, user_attrs=self.user_attrs, intermediate=self.intermediate)
 
 
 @dataclass(frozen=True)
@@ -232,9 +227,7 @@ def run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, d
                           prunable=prunable, board=board, hold=hold)
     except Exception as exc:
         log.exception("trial %d of stage %s crashed", trial.number, stage)
-        if board.batches:  # its queued reports go in before it is failed: a finished trial takes none
-            with contextlib.suppress(Exception):
-                board.close(trial, {})
+        board.close_crashed(trial)
         return fail_trial(trial.storage, trial._trial_id, repr(exc))
 
 

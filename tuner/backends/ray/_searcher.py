@@ -56,9 +56,7 @@ class StageSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         # (Ray annotates ``Optional[Dict]``, yet documents returning ``Searcher.FINISHED``, a str.)
-        members: list[tuple[optuna.Trial, dict[str, float]]] = []
-        while len(members) < min(self.per_batch, self.room()) and (one := self.run.ask()) is not None:
-            members.append(one)
+        members = self.run.ask_up_to(min(self.per_batch, self.room()))
         if not members:
             # Trials still running may fail or be pruned, and the budget then needs more: ask again later.
             return Searcher.FINISHED if self.run.cancelled or self.run.in_flight == 0 else None
@@ -78,9 +76,7 @@ class StageSearcher(Searcher):
         members: list[tuple[optuna.Trial, dict[str, float]]] = []
         try:
             if trial_id in self.asked:  # (a Tune trial already ended asks nothing more)
-                wanted = min(int(result["want"]), max(0, self.room() - int(result["live"])))
-                while len(members) < wanted and (one := self.run.ask()) is not None:
-                    members.append(one)
+                members = self.run.ask_up_to(min(int(result["want"]), max(0, self.room() - int(result["live"]))))
                 start = self.handed[trial_id]
                 self.asked[trial_id].update({start + i: trial for i, (trial, _) in enumerate(members)})
                 self.handed[trial_id] = start + len(members)

@@ -66,7 +66,7 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], study_name: str
     asked: list[Asked] = [(optuna.Trial(study, m["trial_id"]), m["params"]) for m in members]
     refills = None if mailbox is None else _Refills(study, mailbox, size)
     train_members(asked, spec=job, data=data, stage=config["stage"], on_told=_report, should_stop=_Heartbeat(),
-                  size=size, ask_for=refills)
+                  size=size, ask=refills)
 
 
 class _Refills:
