@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.backends import executor_for, torch_threads
 from tuner.devices import resolve_device
-from tuner.errors import SpecError
+from tuner.errors import RegtuneError, SpecError
 from tuner.limits import Limits, check_limits, check_work, estimate_work
 from tuner.report import Report, build_report, render_html, render_markdown, stage_progress
 from tuner.search import (
@@ -109,12 +109,35 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
     executor = executor_for(spec.search.backend)
     device = str(resolve_device(spec.training.device))
     outcomes: list[StageOutcome] = []
+    stages = _stage_runs(spec, rdb, prefix, outcomes, device=device, progress=progress, should_stop=should_stop,
+                         trial_attrs=trial_attrs or {}, path=partial(run_path, data=search_data, storage_url=storage))
+    executor(stages, search_data, storage)
+    for run in stages:  # closes the stage the backend ran last, if it left it open (raising what that raises)
+        raise RegtuneError(f"the {spec.search.backend!r} backend ended before stage {run.stage.name!r} ran")
+    report = build_report(spec, data, outcomes, should_stop=should_stop,
+                          model_dir=model_dir if model_dir is not None else out_dir)
+    report.device = device
+    if out_dir is not None:
+        write_report(report, out_dir, [t for o in outcomes for t in o.study.get_trials(deepcopy=False)])
+    return report
+
+
+def _stage_runs(spec: JobSpec, rdb: optuna.storages.BaseStorage, prefix: str, outcomes: list[StageOutcome], *,
+                device: str, progress: Progress | None, should_stop: Callable[[], bool] | None,
+                trial_attrs: dict[str, Any], path: Callable[[StageRun], None]) -> Iterator[StageRun]:
+    """The job's stages in order, each opened as the one before it is closed: what the backend runs.
+
+    Yields each stage that needs trials from the backend. A stage whose budget is met already (a
+    resumed job) and the L1 path (run here, by ``path``) are not yielded. Taking the next stage closes
+    the one before (``close_stage``, which raises ``Cancelled`` or ``RegtuneError``); its outcome is
+    appended to ``outcomes``, and the values it fixes hold for the stages after it.
+    """
     fixed: dict[str, float] = {}
     fixed_by: dict[str, str] = {}
     for index, stage in enumerate(spec.stages):
         name = study_name(prefix, stage.name)
         study = open_stage(spec, index, storage=rdb, study_name=name, earlier=outcomes, fixed=fixed,
-                              fixed_by=fixed_by, job=prefix)
+                           fixed_by=fixed_by, job=prefix)
         study.set_user_attr("device", device)  # each study records the device that ran it
         if (n := fail_interrupted(study, rdb)):
             log.warning("%s: %d trial(s) left running by an earlier process marked failed", name, n)
@@ -122,10 +145,13 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         if progress:
             progress.stage_started(stage.name, name, stage.trials, done)
         run = StageRun(spec=spec, stage=stage, study=study, fixed=dict(fixed), target=stage.trials, done=done,
-                       should_stop=should_stop, trial_attrs=dict(trial_attrs or {}),
+                       should_stop=should_stop, trial_attrs=dict(trial_attrs),
                        on_trial=partial(progress.trial_finished, stage.name) if progress else None)
         if done < stage.trials:
-            (run_path if stage.path else executor)(run, search_data, storage)
+            if stage.path:
+                path(run)
+            else:
+                yield run
         outcome = close_stage(run, outcomes, name)
         for key, value in outcome.fixed.items():
             fixed[key] = value
@@ -133,12 +159,6 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
         outcomes.append(outcome)
         if progress:
             progress.stage_finished(outcome)
-    report = build_report(spec, data, outcomes, should_stop=should_stop,
-                          model_dir=model_dir if model_dir is not None else out_dir)
-    report.device = device
-    if out_dir is not None:
-        write_report(report, out_dir, [t for o in outcomes for t in o.study.get_trials(deepcopy=False)])
-    return report
 
 
 def write_report(report: Report, out_dir: Path, trials: list[FrozenTrial]) -> None:

@@ -103,11 +103,13 @@ PRUNERS: Registry[Callable[[], BasePruner]] = Registry("pruner", {
     "hyperband": "tuner.search._samplers:hyperband_pruner",
 })
 
-StageExecutor = Callable[["StageRun", "Dataset", str], None]
-"""Runs a stage's trials, given the stage run, the search data and the storage URL."""
+StageExecutor = Callable[[Iterator["StageRun"], "Dataset", str], None]
+"""Runs a job's stages in order, given the stages (an iterator of stage runs), the search data and the storage
+URL. It takes the next stage from the iterator only once every trial of the one before is told: taking it
+closes that stage (and raises what closing it raises, ``Cancelled`` or ``RegtuneError``)."""
 
 BACKENDS: Registry[StageExecutor] = Registry("backend", {
-    "optuna": "tuner.backends._threads:run_threads",
+    "optuna": "tuner.backends._threads:run_stages",
     "ray": "tuner.backends.ray:run_ray",  # Ray is heavy: imported only when a job asks for it
 })
 

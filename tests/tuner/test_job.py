@@ -6,7 +6,7 @@ What every backend must do (budgets, resume, cancel, NaN trials) is ``backends/t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tuner import Cancelled, SpecError, parse_spec, run_job
+from tuner import Cancelled, RegtuneError, SpecError, parse_spec, run_job
+from tuner.backends._threads import run_threads
 from tuner.report import RunSummary, diagnose
+from tuner.search import StageRun
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -112,6 +114,26 @@ def test_a_task_only_the_data_tells_is_checked_once_the_data_is_read(tiny: Tiny,
         "search.space.label_smoothing": f"label smoothing needs a classification task, but {why}",
         "search.objective": f"val_error needs a classification task, but {why}; use val_loss"}
     assert optuna.get_all_study_names(sqlite_url) == []  # refused before any stage started
+
+
+def test_a_backend_gets_each_stage_once_the_one_before_is_closed_and_must_run_them_all(
+        tiny: Tiny, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stages reach the backend one by one: the next is opened (its study made, warm-started from the
+    last one's best) only when the backend asks for it. A backend that returns early fails the job."""
+    seen: list[tuple[str, list[str]]] = []
+
+    def first_only(stages: Iterator[StageRun], data: Any, storage: str) -> None:
+        run = next(stages)
+        seen.append((run.stage.name, optuna.get_all_study_names(sqlite_url)))
+        run_threads(run, data, storage)
+
+    monkeypatch.setattr("tuner.job.executor_for", lambda name: first_only)
+    spec = parse_spec(tiny())
+    with pytest.raises(RegtuneError, match="ended before stage 'l2' ran"):
+        run_job(spec, storage=sqlite_url)
+    assert seen == [("baseline", ["tiny/baseline"])]
+    assert [t.state for t in _trials(sqlite_url, "tiny/baseline")] == [TrialState.COMPLETE]
+    assert optuna.get_all_study_names(sqlite_url) == ["tiny/baseline", "tiny/l2"]  # opened only to say so
 
 
 def test_a_cancelled_job_keeps_its_trials_and_resumes_to_the_exact_budget(tiny: Tiny, sqlite_url: str) -> None:

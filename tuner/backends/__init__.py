@@ -1,8 +1,11 @@
 """Backends by name: where a stage's trials run. Threads and Ray are peers behind one signature.
 
-A backend is a ``StageExecutor``: it takes the ``StageRun`` (which hands out the
-budgeted trials and takes back their outcomes), the search data and the storage
-URL, and returns when the stage has no trial left to hand out. The registry
+A backend is a ``StageExecutor``: it takes the job's stages, an iterator of ``StageRun``
+(each hands out its budgeted trials and takes back their outcomes), the search data
+and the storage URL, and returns when the iterator has no stage left. It takes the
+next stage only once every trial of the one before is told: the thread backend runs
+each stage on threads of its own, the Ray backend runs all of them in one Tune run,
+whose workers then live from stage to stage. The registry
 (``tuner.registry.BACKENDS``) names each backend's executor, so a heavy backend
 (Ray) is imported only when a job asks for it.
 """

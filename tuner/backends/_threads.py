@@ -7,19 +7,26 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from functools import partial
 
 from tuner.backends._batches import note_batching, run_batches, said_interrupted, trials_per_batch
 from tuner.search import StageRun, run_trial
 from tuner.train import Dataset
 
-__all__ = ["run_threads"]
+__all__ = ["run_stages", "run_threads"]
 
 log = logging.getLogger(__name__)
 
 
+def run_stages(stages: Iterator[StageRun], data: Dataset, storage_url: str) -> None:
+    """The Optuna backend's executor: each stage in turn, on threads of its own (``run_threads``)."""
+    for run in stages:
+        run_threads(run, data, storage_url)
+
+
 def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
-    """The Optuna backend: ``parallelism`` threads, each asking for a trial and training it.
+    """One stage on the Optuna backend: ``parallelism`` threads, each asking for a trial and training it.
 
     Ctrl-C in the calling thread stops the running trials at their next epoch boundary, records them
     FAIL (``interrupted``) and raises ``KeyboardInterrupt`` once every thread has ended.

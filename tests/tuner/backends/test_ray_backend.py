@@ -13,9 +13,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 from _backends import RECORDED, Tiny, epochs_lasting, most_at_once, trials_of
 from optuna.trial import TrialState
+from ray import tune
+from ray.tune import ResultGrid
 
 from tuner import JobSpec, RegtuneError, parse_spec, run_job
 from tuner.backends.ray import worker_storage_url
@@ -117,7 +120,7 @@ def test_a_batch_is_refilled_from_the_driver_and_records_what_the_thread_backend
         refills.append(self.handed.get(trial_id, 0) - before)
 
     monkeypatch.setattr(StageSearcher, "_refill", counted)
-    stages = [{"name": "l2", "params": ["l2"], "trials": 7}]
+    stages = [{"name": "baseline", "params": [], "trials": 1}, {"name": "l2", "params": ["l2"], "trials": 7}]
     urls = {b: f"sqlite:///{tmp_path}/{b}.db" for b in ("ray", "optuna")}
     for backend, url in urls.items():
         run_job(parse_spec(tiny(training={"epochs": 6}, report={"top_k": 1, "seeds": 1}, search={
@@ -128,3 +131,32 @@ def test_a_batch_is_refilled_from_the_driver_and_records_what_the_thread_backend
         (t.number, t.state, t.params, t.intermediate_values) for t in thread_trials]
     assert [t.user_attrs["epochs"] for t in ray_trials] == [t.user_attrs["epochs"] for t in thread_trials]
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ray_trials) == 7
+    ray_study, thread_study = (optuna.load_study(study_name="tiny/l2", storage=urls[b]) for b in ("ray", "optuna"))
+    assert {k: ray_study.user_attrs[k] for k in ("batched", "batch_size")} == {"batched": True, "batch_size": 3}
+    assert {k: thread_study.user_attrs[k] for k in ("batched", "batch_size")} == {"batched": True, "batch_size": 3}
+
+
+@pytest.mark.ray
+def test_a_job_runs_its_stages_in_one_tune_run_on_the_same_worker(ray_cluster: None, tiny: Tiny, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """One Tune run for the job, not one per stage: with parallelism 1, every trial of every stage, one at a
+    time or batched, runs in the one worker process Tune started first (a stage pays no start-up of its own)."""
+    grids: list[ResultGrid] = []
+    fit = tune.Tuner.fit
+
+    def kept(self: tune.Tuner) -> ResultGrid:
+        grids.append(fit(self))
+        return grids[-1]
+
+    monkeypatch.setattr(tune.Tuner, "fit", kept)
+    stages = [{"name": "baseline", "params": [], "trials": 1}, {"name": "l2", "params": ["l2"], "trials": 2},
+              {"name": "dropout", "params": ["dropout"], "trials": 3}]
+    url = f"sqlite:///{tmp_path}/x.db"
+    run_job(ray_spec(tiny, epochs=2, parallelism=1, stages=stages, batch=2), storage=url)
+
+    [grid] = grids
+    assert [(r.metrics or {}).get("pid") for r in grid] == [grid[0].metrics["pid"]] * len(grid)
+    assert sorted((r.config["stage"], len(r.config["members"])) for r in grid) == [
+        ("baseline", 1), ("dropout", 2), ("l2", 2)]
+    for stage in stages:
+        assert [t.state for t in trials_of(url, f"tiny/{stage['name']}")] == [TrialState.COMPLETE] * stage["trials"]

@@ -1,8 +1,8 @@
-"""The Ray Tune backend: the trials of a stage run as Ray Tune trials, each carrying one Optuna trial or,
-with ``search.batch``, a batch of K trained as one batched model.
+"""The Ray Tune backend: the trials of a job's stages run as Ray Tune trials, all in one Tune run, each
+carrying one Optuna trial or, with ``search.batch``, a batch of K trained as one batched model.
 
 The driver keeps the Optuna side, as the Optuna backend does: a Tune searcher
-asks the ``StageRun`` for every trial (the sampler suggests in the driver) and
+asks the current stage's ``StageRun`` for every trial (the sampler suggests in the driver) and
 tells the study how each one ended (``_searcher``). A Ray worker rebuilds the
 trials from the shared storage and trains them as the thread backend does
 (``run_trial``, or ``train_members`` for a batch), so their user attributes and
@@ -19,11 +19,13 @@ trials live in Optuna's storage only.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import ray
@@ -31,7 +33,7 @@ from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from sqlalchemy.engine import make_url
 
-from tuner.backends._batches import torch_threads, trials_per_batch
+from tuner.backends._batches import torch_threads
 from tuner.backends.ray._searcher import Mailbox, StageSearcher, TrialRegistry
 from tuner.backends.ray._trainable import train_trial
 from tuner.devices import resolve_device
@@ -50,36 +52,43 @@ _TUNE_ENV = {
 """Settings Tune reads only from the environment (a value already set there wins)."""
 
 
-def run_ray(run: StageRun, data: Dataset, storage_url: str) -> None:
-    """The Ray backend: run the stage's trials on Ray Tune, at most ``parallelism`` at once.
+def run_ray(stages: Iterator[StageRun], data: Dataset, storage_url: str) -> None:
+    """The Ray backend: run the job's stages in one Ray Tune run, at most ``parallelism`` trials at once.
+
+    One Tune run for the whole job, not one per stage: a Tune run takes about a second to start, and
+    a worker's first trial imports torch and regtune (another second or more); within one run, Tune
+    hands the next stage's first trial to the worker the last stage's trial ran on.
 
     Args:
-        run: the stage; its ``ask``/``finish`` hand out and take back the trials.
+        stages: the job's stages; the searcher takes the next once the current one has no trial left to
+            hand out or running.
         data: the search data (no test split), shipped once to the object store.
         storage_url: the Optuna storage the workers open to record their trials.
 
     Raises:
         RegtuneError: the storage is one Ray workers cannot reach (an in-memory SQLite database).
+        Exception: what closing a stage raised (``Cancelled``, ``RegtuneError``), once the run has ended.
     """
     url = worker_storage_url(storage_url)
-    parallelism = run.spec.search.parallelism
+    run = next(stages, None)
+    if run is None:
+        return
+    spec = run.spec
+    parallelism = spec.search.parallelism
     ensure_ray()
     if url.startswith("sqlite") and len(ray.nodes()) > 1:
         log.warning("the Ray cluster has %d nodes but the storage is a SQLite file, which only workers on "
                     "this machine can open; use PostgreSQL", len(ray.nodes()))
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
-    per_batch = trials_per_batch(run.spec, data, run.target)
     # a batch of mlp or linear members is refilled from the driver as they end (one through vmap is not)
     mailbox = (Mailbox.remote()  # type: ignore[attr-defined]
-               if per_batch > 1 and run.spec.model.kind not in VMAPPED_KINDS else None)
-    searcher = StageSearcher(run, per_batch, mailbox)
-    trainable = tune.with_parameters(
-        train_trial, spec=run.spec.model_dump(mode="json"), study_name=run.study.study_name,
-        storage_url=url, data=data, mailbox=mailbox,
-    )
-    share: dict[str, float] = {"cpu": _cpus_per_trial(parallelism, torch_threads(run.spec, data))}
-    if resolve_device(run.spec.training.device).type == "cuda":  # trials running side by side share the GPU
+               if spec.search.batch != 1 and spec.model.kind not in VMAPPED_KINDS else None)
+    searcher = StageSearcher(itertools.chain([run], stages), data, mailbox)
+    trainable = tune.with_parameters(train_trial, spec=spec.model_dump(mode="json"), storage_url=url, data=data,
+                                     mailbox=mailbox)
+    share: dict[str, float] = {"cpu": _cpus_per_trial(parallelism, torch_threads(spec, data))}
+    if resolve_device(spec.training.device).type == "cuda":  # trials running side by side share the GPU
         share["gpu"] = 1.0 / parallelism
     trainable = tune.with_resources(trainable, share)
     with tempfile.TemporaryDirectory(prefix="regtune-ray-", ignore_cleanup_errors=True) as results:
@@ -88,7 +97,7 @@ def run_ray(run: StageRun, data: Dataset, storage_url: str) -> None:
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=parallelism,
                                         reuse_actors=True, trial_name_creator=_trial_name,
                                         trial_dirname_creator=_trial_name),
-            run_config=tune.RunConfig(name="stage", storage_path=results, stop=searcher.stopper, verbose=0,
+            run_config=tune.RunConfig(name="job", storage_path=results, stop=searcher.stopper, verbose=0,
                                       callbacks=[TrialRegistry(searcher)]),
         )
         try:
@@ -97,8 +106,7 @@ def run_ray(run: StageRun, data: Dataset, storage_url: str) -> None:
             searcher.interrupt_unfinished()
             if mailbox is not None:
                 ray.kill(mailbox)
-    if searcher.stopper.fired:
-        run.cancelled = True
+    searcher.end()
 
 
 _init_lock = threading.Lock()

@@ -1,5 +1,6 @@
-"""The Tune side of a stage, in the driver: a searcher that hands out the stage's trials (a batch of them
-to a Tune trial) and records how each ended, and a stopper that ends the Tune run when the job is cancelled.
+"""The Tune side of a job, in the driver: a searcher that hands out its stages' trials (a batch of them to a
+Tune trial), one stage after the other, and records how each ended, and a stopper that ends the Tune run
+when the job is cancelled.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.search import Searcher
 
-from tuner.backends._batches import batch_room
+from tuner.backends._batches import batch_room, note_batching, trials_per_batch
 from tuner.backends.ray._trainable import member_outcome
 from tuner.search import StageRun, TrialOutcome, fail_trial
+from tuner.train import Dataset
 
 __all__ = ["INTERRUPTED", "STOP_POLL_S", "Mailbox", "StageSearcher", "TrialRegistry"]
 
@@ -34,8 +36,12 @@ INTERRUPTED = "stopped before it finished: the job was cancelled"
 
 
 class StageSearcher(Searcher):
-    """Hands Tune the stage's trials (``run.ask``), up to ``per_batch`` to a Tune trial, and tells the study how
-    each ended (``run.finish``) as soon as its result comes back.
+    """Hands Tune the trials of the job's stages, one stage after the other (``run.ask``), up to ``per_batch``
+    to a Tune trial, and tells the study how each ended (``run.finish``) as soon as its result comes back.
+
+    It takes the next stage from ``stages`` once the current one has no trial left to hand out and none
+    running. Taking it closes the current one; what closing raises (``Cancelled``, ``RegtuneError``)
+    ends the Tune run, and ``end`` raises it once the run is over.
 
     A batch is refilled as its members end, as the thread backend refills one, with the places it grows by
     early in a stage (``batch_room``): its worker asks with a result (``want``: the free places, ``live``:
@@ -43,27 +49,65 @@ class StageSearcher(Searcher):
     (always, with no member when there is none), so the sampler still runs here, in the driver.
     """
 
-    def __init__(self, run: StageRun, per_batch: int = 1, mailbox: Any = None) -> None:
+    def __init__(self, stages: Iterator[StageRun], data: Dataset, mailbox: Any = None) -> None:
         super().__init__()
-        self.run = run
-        self.per_batch = per_batch
+        self.stages = stages
+        self.data = data
         self.mailbox = mailbox  # a ``Mailbox`` actor: refills for batches (None: batches are not refilled)
-        self.room = batch_room(run, per_batch) if mailbox is not None else (lambda: per_batch)
-        self.stopper = _CancelStopper(run)
+        self.run: StageRun | None = None  # the stage handing out trials
+        self.over = False  # no stage is left, or taking the next one raised (``error``)
+        self.error: Exception | None = None
+        self.per_batch = 1
+        self.refilled = False  # whether the current stage's batches are refilled from here
+        self.room: Callable[[], int] = lambda: self.per_batch
+        self.stopper = _CancelStopper(self)
         self.asked: dict[str, dict[int, optuna.Trial]] = {}  # per Tune trial, its members not yet told
         self.handed: dict[str, int] = {}  # per Tune trial, how many members it was given: the next one's index
+        self.run_of: dict[str, StageRun] = {}  # per Tune trial, the stage of its members
         self.tune_trials: dict[str, TuneTrial] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         # (Ray annotates ``Optional[Dict]``, yet documents returning ``Searcher.FINISHED``, a str.)
-        members = self.run.ask_up_to(min(self.per_batch, self.room()))
-        if not members:
-            # Trials still running may fail or be pruned, and the budget then needs more: ask again later.
-            return Searcher.FINISHED if self.run.cancelled or self.run.in_flight == 0 else None
-        self.asked[trial_id] = {index: trial for index, (trial, _) in enumerate(members)}
-        self.handed[trial_id] = len(members)
-        return {"stage": self.run.stage.name, "size": self.per_batch if self.mailbox is not None else len(members),
-                "members": _described(members)}
+        while (run := self.run or self._next_stage()) is not None:
+            members = run.ask_up_to(min(self.per_batch, self.room()))
+            if members:
+                self.run_of[trial_id] = run
+                self.asked[trial_id] = {index: trial for index, (trial, _) in enumerate(members)}
+                self.handed[trial_id] = len(members)
+                return {"stage": run.stage.name, "study": run.study.study_name,
+                        "size": self.per_batch if self.refilled else len(members), "members": _described(members)}
+            if run.cancelled:
+                return Searcher.FINISHED
+            if run.in_flight > 0:  # trials still running may fail or be pruned, and the budget then needs more
+                return None  # ask again later
+            self.run = None  # nothing to hand out, nothing running: the next stage
+        return Searcher.FINISHED
+
+    def _next_stage(self) -> StageRun | None:
+        """Take the next stage, which closes the current one; None when there is none or closing raised."""
+        if self.over:
+            return None
+        try:
+            self.run = next(self.stages, None)
+        except Exception as exc:  # ``end`` raises it once Tune has stopped
+            self.error = exc
+            self.run = None
+        if self.run is None:
+            self.over = True
+            return None
+        self.per_batch = trials_per_batch(self.run.spec, self.data, self.run.target)
+        self.refilled = self.mailbox is not None and self.per_batch > 1
+        self.room = batch_room(self.run, self.per_batch) if self.refilled else (lambda: self.per_batch)
+        note_batching(self.run, self.data, self.per_batch)
+        return self.run
+
+    def end(self) -> None:
+        """After the Tune run: mark the stage it stopped in cancelled if a stop was asked, and raise what taking a
+        stage raised. The stage left open is closed by whoever takes the next stage from ``stages``."""
+        if self.stopper.fired and self.run is not None:
+            self.run.cancelled = True
+        if self.error is not None:
+            raise self.error
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if "want" in result:
@@ -75,8 +119,9 @@ class StageSearcher(Searcher):
         """Answer a batch's request for members: as many as it has free places and the stage has room for."""
         members: list[tuple[optuna.Trial, dict[str, float]]] = []
         try:
-            if trial_id in self.asked:  # (a Tune trial already ended asks nothing more)
-                members = self.run.ask_up_to(min(int(result["want"]), max(0, self.room() - int(result["live"]))))
+            run = self.run_of.get(trial_id)
+            if run is not None and run is self.run:  # (a Tune trial ended, or of a stage gone by, gets none)
+                members = run.ask_up_to(min(int(result["want"]), max(0, self.room() - int(result["live"]))))
                 start = self.handed[trial_id]
                 self.asked[trial_id].update({start + i: trial for i, (trial, _) in enumerate(members)})
                 self.handed[trial_id] = start + len(members)
@@ -89,14 +134,16 @@ class StageSearcher(Searcher):
         untold = self.asked.pop(trial_id, {})
         self.handed.pop(trial_id, None)
         tune_trial = self.tune_trials.pop(trial_id, None)
+        run = self.run_of.pop(trial_id, None)
         for trial in untold.values():
-            with self._recording(trial):
+            assert run is not None  # (a Tune trial given members has its stage)
+            with self._recording(run, trial):
                 if error:
                     outcome = fail_trial(trial.storage, trial._trial_id,
                                          f"the Ray worker running it failed: {_error_of(tune_trial)}")
                 else:
                     outcome = self._interrupted(trial)
-                self.run.finish(trial, outcome)
+                run.finish(trial, outcome)
 
     def _tell(self, trial_id: str, result: dict[str, Any] | None) -> None:
         """Tell the study how the member a result reports ended, once."""
@@ -105,16 +152,19 @@ class StageSearcher(Searcher):
         if told is None or told[0] not in untold:
             return
         trial = untold.pop(told[0])
-        with self._recording(trial):
-            self.run.finish(trial, told[1])
+        run = self.run_of[trial_id]
+        with self._recording(run, trial):
+            run.finish(trial, told[1])
 
     def interrupt_unfinished(self) -> None:
         """Trials Tune stopped without telling the searcher (it does so when stopping the whole run)."""
-        for untold in self.asked.values():
+        for trial_id, untold in self.asked.items():
+            run = self.run_of[trial_id]
             for trial in untold.values():
-                with self._recording(trial):
-                    self.run.finish(trial, self._interrupted(trial))
+                with self._recording(run, trial):
+                    run.finish(trial, self._interrupted(trial))
         self.asked.clear()
+        self.run_of.clear()
 
     def _interrupted(self, trial: optuna.Trial) -> TrialOutcome:
         cancelled = self.stopper.fired
@@ -122,13 +172,13 @@ class StageSearcher(Searcher):
         return fail_trial(trial.storage, trial._trial_id, reason, interrupted=True, cancelled=cancelled)
 
     @contextlib.contextmanager
-    def _recording(self, trial: optuna.Trial) -> Iterator[None]:
-        """A trial that cannot be recorded ends the stage with the reason, as with the Optuna backend."""
+    def _recording(self, run: StageRun, trial: optuna.Trial) -> Iterator[None]:
+        """A trial that cannot be recorded ends its stage with the reason, as with the Optuna backend."""
         try:
             yield
         except Exception as exc:
-            log.exception("could not record trial %d of stage %s", trial.number, self.run.stage.name)
-            self.run.abort(f"recording trial {trial.number} failed: {exc!r}")
+            log.exception("could not record trial %d of stage %s", trial.number, run.stage.name)
+            run.abort(f"recording trial {trial.number} failed: {exc!r}")
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
                               **spec: Any) -> bool:
@@ -143,8 +193,8 @@ class StageSearcher(Searcher):
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its config (the searcher with it) for its own resume, which regtune does not use;
         # the stage, its study and its lock stay in the driver.
-        return {**self.__dict__, "run": None, "stopper": None, "asked": {}, "tune_trials": {}, "room": None,
-                "mailbox": None}
+        return {**self.__dict__, "stages": None, "data": None, "run": None, "error": None, "stopper": None,
+                "asked": {}, "run_of": {}, "tune_trials": {}, "room": None, "mailbox": None}
 
 
 def _described(members: list[tuple[optuna.Trial, dict[str, float]]]) -> list[dict[str, Any]]:
@@ -205,10 +255,11 @@ class TrialRegistry(tune.Callback):
 
 
 class _CancelStopper(tune.Stopper):
-    """Stops the whole Tune run when the stage's ``should_stop`` answers True (polled every STOP_POLL_S)."""
+    """Stops the whole Tune run when the current stage's ``should_stop`` answers True (polled every
+    STOP_POLL_S)."""
 
-    def __init__(self, run: StageRun) -> None:
-        self.run = run
+    def __init__(self, searcher: StageSearcher) -> None:
+        self.searcher = searcher
         self.fired = False
         self._next_poll = 0.0
 
@@ -216,10 +267,11 @@ class _CancelStopper(tune.Stopper):
         return False
 
     def stop_all(self) -> bool:
-        if not self.fired and self.run.should_stop is not None and time.monotonic() >= self._next_poll:
+        run = self.searcher.run
+        if not self.fired and run is not None and run.should_stop is not None and time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + STOP_POLL_S
-            self.fired = bool(self.run.should_stop())
+            self.fired = bool(run.should_stop())
         return self.fired
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"run": None, "fired": self.fired, "_next_poll": 0.0}
+        return {"searcher": None, "fired": self.fired, "_next_poll": 0.0}

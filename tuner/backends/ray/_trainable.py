@@ -38,13 +38,13 @@ REPORTED = ("train_loss", "val_loss", "gap", "epochs")
 """The metrics in a member's outcome result, beside its outcome."""
 
 
-def train_trial(config: dict[str, Any], *, spec: dict[str, Any], study_name: str, storage_url: str,
-                data: Dataset, mailbox: Any = None) -> None:
+def train_trial(config: dict[str, Any], *, spec: dict[str, Any], storage_url: str, data: Dataset,
+                mailbox: Any = None) -> None:
     """The Tune trainable: train the Optuna trials ``config["members"]`` and report how each ended.
 
     Args:
-        config: what the driver's searcher suggested: ``stage``, ``size`` (the most members the batch
-            holds) and ``members``, each with its ``trial_id``, ``number`` and ``params``.
+        config: what the driver's searcher suggested: ``stage``, ``study`` (its study's name), ``size`` (the
+            most members the batch holds) and ``members``, each with its ``trial_id``, ``number`` and ``params``.
         spec: the job spec as JSON (``JobSpec.model_dump(mode="json")``).
         storage_url: the Optuna storage, as a worker process can open it.
         mailbox: where the driver answers a batch's requests for members (``Mailbox``); None: the batch
@@ -53,7 +53,7 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], study_name: str
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     job = parse_spec(spec)
     torch.set_num_threads(torch_threads(job, data))  # as the thread backend's workers: workers × threads = cores
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, ready=True),
+    study = optuna.load_study(study_name=config["study"], storage=open_storage(storage_url, ready=True),
                               pruner=make_pruner(job.search.pruner))
     members: list[dict[str, Any]] = config["members"]
     size = int(config.get("size", len(members)))
