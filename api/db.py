@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from tuner.storage import engine_kwargs, open_storage, prepare_sqlite
+from tuner.storage import engine_kwargs, open_storage, ping_idle_connections, prepare_sqlite
 
 __all__ = ["Database", "is_postgres", "migrate"]
 
@@ -47,6 +47,7 @@ class Database:
     def open(cls, url: str) -> Database:
         prepare_sqlite(url)
         engine = create_engine(url, **engine_kwargs(url))
+        ping_idle_connections(engine)
         return cls(url, engine, sessionmaker(engine, expire_on_commit=False))
 
     @contextlib.contextmanager

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,17 +23,20 @@ from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 
 from tuner.errors import SpecError
 
 __all__ = ["DEFAULT_URL", "TrialStorage", "engine_kwargs", "finish_trial", "new_trial", "open_storage",
-           "prepare_sqlite", "storage_url", "together", "write_trials"]
+           "ping_idle_connections", "prepare_sqlite", "storage_url", "together", "write_trials"]
 
 
 DEFAULT_URL = "sqlite:///regtune.db"
 SQLITE_BUSY_TIMEOUT_S = 60
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # what starts a URL (sqlite:, postgresql+psycopg:)
+
+PING_IDLE_S = 1.0
+"""A pooled connection idle this long is pinged before it is used again (``ping_idle_connections``)."""
 
 UPSERTS = ("sqlite", "postgresql")
 """The databases whose rows regtune writes as upserts (``INSERT ... ON CONFLICT``); others: read, then written."""
@@ -57,10 +62,41 @@ def prepare_sqlite(url: str) -> None:
 
 
 def engine_kwargs(url: str) -> dict[str, object]:
-    """Engine options shared by Optuna's storage and regtune's own tables."""
+    """Engine options shared by Optuna's storage and regtune's own tables (with ``ping_idle_connections``).
+
+    The pool hands out the connection checked in last (``pool_use_lifo``): the one in use stays in use,
+    and the others sit idle until needed, when they are pinged.
+    """
     if make_url(url).get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}}
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+    return {"pool_size": 5, "max_overflow": 10, "pool_use_lifo": True}
+
+
+def ping_idle_connections(engine: sa.Engine) -> None:
+    """Ping a pooled connection before the pool hands it out, if it sat idle ``PING_IDLE_S`` or longer; one that
+    does not answer is replaced by a new one. Nothing on SQLite, whose connections open a file.
+
+    A database restart or a dropped network leaves the pool's connections dead; a connection used less than
+    ``PING_IDLE_S`` ago was alive then. SQLAlchemy's ``pool_pre_ping`` pings at every checkout instead: on
+    PostgreSQL a round trip, about a tenth of what the storage costs a search (``bench/search_speed.py``).
+    """
+    if engine.dialect.name == "sqlite":
+        return
+
+    @event.listens_for(engine, "checkin")
+    def idle_since(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)  # none: a connection just opened
+        if since is None or time.monotonic() - since < PING_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool drops this connection and checks out another (a new one)
+            raise DisconnectionError(f"a pooled connection idle for {time.monotonic() - since:.0f} s did not "
+                                     f"answer: {exc}") from exc
 
 
 def storage_url(value: str) -> str:
@@ -306,29 +342,12 @@ def _children(con: sa.Connection, ids: Any, model: Any, order: str) -> dict[int,
     return by
 
 
-def _children_at_once(con: sa.Connection, ids: Any) -> list[dict[int, list[Any]]]:
-    """``_children`` of the five tables (params, values, user and system attributes, intermediate values) in
-    one ``UNION ALL``, each row with the column names its own table has."""
+def _children_at_once(con: sa.Connection, ids: list[int]) -> list[dict[int, list[Any]]]:
+    """``_children`` of the five tables (params, values, user and system attributes, intermediate values) for the
+    trials ``ids`` in one ``UNION ALL`` (``_children_union``), each row with the column names its own table has."""
     from optuna.storages._rdb import models
 
-    p, v, u, s, i = (m.__table__ for m in (models.TrialParamModel, models.TrialValueModel,
-                                          models.TrialUserAttributeModel, models.TrialSystemAttributeModel,
-                                          models.TrialIntermediateValueModel))
-    no_int, no_num, no_text = sa.cast(sa.null(), sa.Integer), sa.cast(sa.null(), sa.Float), sa.cast(sa.null(), sa.Text)
-
-    def part(kind: int, table: Any, row_id: Any, n: Any, name: Any, num: Any, text: Any, type_: Any) -> Any:
-        return sa.select(sa.literal_column(str(kind)).label("kind"), table.c.trial_id, row_id.label("row_id"),
-                         n.label("n"), name.label("name"), num.label("num"), text.label("text"),
-                         type_.label("type")).where(table.c.trial_id.in_(ids))
-
-    rows = con.execute(sa.union_all(
-        part(0, p, p.c.param_id, no_int, p.c.param_name, p.c.param_value, p.c.distribution_json, no_text),
-        part(1, v, v.c.trial_value_id, v.c.objective, no_text, v.c.value, no_text, sa.cast(v.c.value_type, sa.Text)),
-        part(2, u, u.c.trial_user_attribute_id, no_int, u.c.key, no_num, u.c.value_json, no_text),
-        part(3, s, s.c.trial_system_attribute_id, no_int, s.c.key, no_num, s.c.value_json, no_text),
-        part(4, i, i.c.trial_intermediate_value_id, i.c.step, no_text, i.c.intermediate_value, no_text,
-             sa.cast(i.c.intermediate_value_type, sa.Text)),
-    ).order_by("kind", "row_id")).all()
+    rows = con.execute(_children_union(), {"ids": ids}).all()
     value_type = models.TrialValueModel.TrialValueType
     step_type = models.TrialIntermediateValueModel.TrialIntermediateValueType
     build = [
@@ -344,6 +363,32 @@ def _children_at_once(con: sa.Connection, ids: Any) -> list[dict[int, list[Any]]
     return out
 
 
+@functools.cache
+def _children_union() -> Any:
+    """The statement ``_children_at_once`` runs, built once: the trials' ids are its parameter ``ids``."""
+    from optuna.storages._rdb import models
+
+    p, v, u, s, i = (m.__table__ for m in (models.TrialParamModel, models.TrialValueModel,
+                                          models.TrialUserAttributeModel, models.TrialSystemAttributeModel,
+                                          models.TrialIntermediateValueModel))
+    no_int, no_num, no_text = sa.cast(sa.null(), sa.Integer), sa.cast(sa.null(), sa.Float), sa.cast(sa.null(), sa.Text)
+    ids: Any = sa.bindparam("ids", expanding=True)
+
+    def part(kind: int, table: Any, row_id: Any, n: Any, name: Any, num: Any, text: Any, type_: Any) -> Any:
+        return sa.select(sa.literal_column(str(kind)).label("kind"), table.c.trial_id, row_id.label("row_id"),
+                         n.label("n"), name.label("name"), num.label("num"), text.label("text"),
+                         type_.label("type")).where(table.c.trial_id.in_(ids))
+
+    return sa.union_all(
+        part(0, p, p.c.param_id, no_int, p.c.param_name, p.c.param_value, p.c.distribution_json, no_text),
+        part(1, v, v.c.trial_value_id, v.c.objective, no_text, v.c.value, no_text, sa.cast(v.c.value_type, sa.Text)),
+        part(2, u, u.c.trial_user_attribute_id, no_int, u.c.key, no_num, u.c.value_json, no_text),
+        part(3, s, s.c.trial_system_attribute_id, no_int, s.c.key, no_num, s.c.value_json, no_text),
+        part(4, i, i.c.trial_intermediate_value_id, i.c.step, no_text, i.c.intermediate_value, no_text,
+             sa.cast(i.c.intermediate_value_type, sa.Text)),
+    ).order_by("kind", "row_id")
+
+
 def _read_trials(con: sa.Connection, where: list[Any]) -> list[FrozenTrial]:
     """The trials matching ``where`` (on the trials table), ordered by id, built as Optuna builds them."""
     from optuna.storages._rdb import models
@@ -353,8 +398,8 @@ def _read_trials(con: sa.Connection, where: list[Any]) -> list[FrozenTrial]:
     if not rows:
         return []  # and no child queries
     ids = sa.select(trials.c.trial_id).where(*where).scalar_subquery()
-    if con.dialect.name == "postgresql":  # each query is a round trip: one for all five
-        params, values, user, system, steps = _children_at_once(con, ids)
+    if con.dialect.name == "postgresql":  # each query is a round trip: one for all five, of the trials just read
+        params, values, user, system, steps = _children_at_once(con, [row.trial_id for row in rows])
     else:  # SQLite has no round trips, and would turn the floats into text with 15 digits
         params = _children(con, ids, models.TrialParamModel, "param_id")
         values = _children(con, ids, models.TrialValueModel, "trial_value_id")
@@ -425,7 +470,8 @@ def open_storage(url: str, *, ready: bool = False) -> TrialStorage:
                                    skip_table_creation=ready)
             if make_url(url).get_backend_name() == "sqlite":
                 event.listen(storage.engine, "connect", _sqlite_synchronous_normal)
-                storage.engine.dispose()  # connections opened before the listener reconnect with it
+            ping_idle_connections(storage.engine)
+            storage.engine.dispose()  # connections opened before the listeners reconnect with them
             _cache[url] = storage
         return _cache[url]
 
@@ -530,11 +576,11 @@ def _running_trials(session: Any, ids: Sequence[int], *, lock: bool = False) -> 
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.storages._rdb import models
 
-    trials = models.TrialModel
+    trials = models.TrialModel.__table__
     if not ids:
         return {}
-    query = session.query(trials.trial_id, trials.study_id, trials.state).filter(trials.trial_id.in_(set(ids)))
-    found = {row.trial_id: row for row in (query.with_for_update() if lock else query)}
+    query = sa.select(trials.c.trial_id, trials.c.study_id, trials.c.state).where(trials.c.trial_id.in_(set(ids)))
+    found = {row.trial_id: row for row in session.execute(query.with_for_update() if lock else query)}
     for trial_id in dict.fromkeys(ids):
         if trial_id not in found:
             raise KeyError(f"No trial with trial id {trial_id} exists.")
@@ -572,6 +618,16 @@ def _write_rows(session: Any, to_stored: Any, user_attrs: Sequence[tuple[int, st
                         .values(state=ending[1], datetime_complete=datetime.now()))
 
 
+@functools.cache
+def _upsert(dialect: str, table: sa.Table, owner: str, key: str, columns: tuple[str, ...]) -> Any:
+    """``INSERT ... ON CONFLICT (owner, key) DO UPDATE`` of ``columns``, built once and run with a row per
+    parameter set (one statement compiled once, not a multi-row VALUES compiled anew for every write)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    stmt = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+    return stmt.on_conflict_do_update(index_elements=[owner, key], set_={c: stmt.excluded[c] for c in columns})
+
+
 def _set_rows(session: Any, model: Any, key: str, columns: tuple[str, ...],
               rows: dict[tuple[int, Any], tuple[Any, ...]], owner: str = "trial_id") -> None:
     """Set ``(owner id, key) -> column values`` in ``model``'s table (unique on owner and key): on SQLite and
@@ -580,13 +636,9 @@ def _set_rows(session: Any, model: Any, key: str, columns: tuple[str, ...],
         return
     dialect = session.get_bind().dialect.name
     if dialect in UPSERTS:
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        stmt = insert(model.__table__).values([{owner: o, key: k, **dict(zip(columns, values, strict=True))}
-                                               for (o, k), values in rows.items()])
-        session.execute(stmt.on_conflict_do_update(index_elements=[owner, key],
-                                                   set_={c: stmt.excluded[c] for c in columns}))
+        session.execute(_upsert(dialect, model.__table__, owner, key, columns),
+                        [{owner: o, key: k, **dict(zip(columns, values, strict=True))}
+                         for (o, k), values in rows.items()])
         return
     owners, keys = getattr(model, owner), getattr(model, key)
     have = {(getattr(row, owner), getattr(row, key)): row for row in session.query(model).filter(

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy import event
 
 import tuner.storage
-from tuner.storage import finish_trial, new_trial, open_storage, together, write_trials
+from tuner.storage import (
+    engine_kwargs,
+    finish_trial,
+    new_trial,
+    open_storage,
+    ping_idle_connections,
+    together,
+    write_trials,
+)
 
 
 @pytest.fixture(params=["upserted", "read-then-written"])
@@ -278,3 +288,33 @@ def test_trials_made_at_once_by_many_threads_are_numbered_in_order_without_gaps(
     assert len(made) == len(set(made)) == 24
     with pytest.raises(KeyError):
         storage.create_new_trial(other._study_id + 100)
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_is_pinged_only_after_sitting_idle_and_a_dead_one_is_replaced(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection used less than ``PING_IDLE_S`` ago is handed out as it is; one idle longer is pinged first,
+    and one whose server process is gone (a restart, a dropped network) is replaced, unseen by the caller."""
+    monkeypatch.setattr(tuner.storage, "PING_IDLE_S", 0.3)
+    engine = sa.create_engine(postgres_url, **engine_kwargs(postgres_url))
+    ping_idle_connections(engine)
+    pinged: list[Any] = []
+    do_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda con: pinged.append(con) or do_ping(con))
+    server_pid = sa.text("SELECT pg_backend_pid()")
+    try:
+        with engine.connect() as con:
+            first = con.execute(server_pid).scalar()
+        with engine.connect() as con:
+            assert con.execute(server_pid).scalar() == first  # the same connection, not pinged
+        assert pinged == []
+        killer = sa.create_engine(postgres_url, poolclass=sa.NullPool)
+        with killer.connect() as con:
+            assert con.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar()
+        killer.dispose()
+        time.sleep(0.4)
+        with engine.connect() as con:
+            assert con.execute(server_pid).scalar() not in (first, None)
+        assert len(pinged) == 1
+    finally:
+        engine.dispose()
