@@ -34,7 +34,7 @@ from ray.tune.experiment import Trial as TuneTrial
 from sqlalchemy.engine import make_url
 
 from tuner.backends._batches import torch_threads
-from tuner.backends.ray._searcher import Mailbox, StageSearcher, TrialRegistry
+from tuner.backends.ray._searcher import StageSearcher, TrialRegistry
 from tuner.backends.ray._trainable import train_trial
 from tuner.devices import resolve_device
 from tuner.errors import RegtuneError
@@ -82,11 +82,9 @@ def run_ray(stages: Iterator[StageRun], data: Dataset, storage_url: str) -> None
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
     # a batch of mlp or linear members is refilled from the driver as they end (one through vmap is not)
-    mailbox = (Mailbox.remote()  # type: ignore[attr-defined]
-               if spec.search.batch != 1 and spec.model.kind not in VMAPPED_KINDS else None)
-    searcher = StageSearcher(itertools.chain([run], stages), data, mailbox)
-    trainable = tune.with_parameters(train_trial, spec=spec.model_dump(mode="json"), storage_url=url, data=data,
-                                     mailbox=mailbox)
+    searcher = StageSearcher(itertools.chain([run], stages), data,
+                             refillable=spec.search.batch != 1 and spec.model.kind not in VMAPPED_KINDS)
+    trainable = tune.with_parameters(train_trial, spec=spec.model_dump(mode="json"), storage_url=url, data=data)
     share: dict[str, float] = {"cpu": _cpus_per_trial(parallelism, torch_threads(spec, data))}
     if resolve_device(spec.training.device).type == "cuda":  # trials running side by side share the GPU
         share["gpu"] = 1.0 / parallelism
@@ -104,8 +102,7 @@ def run_ray(stages: Iterator[StageRun], data: Dataset, storage_url: str) -> None
             tuner.fit()
         finally:
             searcher.interrupt_unfinished()
-            if mailbox is not None:
-                ray.kill(mailbox)
+            searcher.close_mailbox()
     searcher.end()
 
 

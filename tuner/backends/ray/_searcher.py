@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,13 @@ class StageSearcher(Searcher):
     (always, with no member when there is none), so the sampler still runs here, in the driver.
     """
 
-    def __init__(self, stages: Iterator[StageRun], data: Dataset, mailbox: Any = None) -> None:
+    def __init__(self, stages: Iterator[StageRun], data: Dataset, *, refillable: bool = False) -> None:
         super().__init__()
         self.stages = stages
         self.data = data
-        self.mailbox = mailbox  # a ``Mailbox`` actor: refills for batches (None: batches are not refilled)
+        self.refillable = refillable  # whether batches are refilled from here (the model trains without vmap)
+        self.mailbox: Any = None  # the ``Mailbox`` actor, started with the first stage whose batches are refilled
+        self.mailbox_name = f"regtune-mailbox-{uuid.uuid4().hex}"  # where a worker finds it (``ray.get_actor``)
         self.run: StageRun | None = None  # the stage handing out trials
         self.over = False  # no stage is left, or taking the next one raised (``error``)
         self.error: Exception | None = None
@@ -75,7 +78,8 @@ class StageSearcher(Searcher):
                 self.asked[trial_id] = {index: trial for index, (trial, _) in enumerate(members)}
                 self.handed[trial_id] = len(members)
                 return {"stage": run.stage.name, "study": run.study.study_name,
-                        "size": self.per_batch if self.refilled else len(members), "members": _described(members)}
+                        "size": self.per_batch if self.refilled else len(members), "members": _described(members),
+                        "mailbox": self.mailbox_name if self.refilled else None}
             if run.cancelled:
                 return Searcher.FINISHED
             if run.in_flight > 0:  # trials still running may fail or be pruned, and the budget then needs more
@@ -96,10 +100,18 @@ class StageSearcher(Searcher):
             self.over = True
             return None
         self.per_batch = trials_per_batch(self.run.spec, self.data, self.run.target)
-        self.refilled = self.mailbox is not None and self.per_batch > 1
+        self.refilled = self.refillable and self.per_batch > 1
+        if self.refilled and self.mailbox is None:
+            self.mailbox = Mailbox.options(name=self.mailbox_name).remote()  # type: ignore[attr-defined]
         self.room = batch_room(self.run, self.per_batch) if self.refilled else (lambda: self.per_batch)
         note_batching(self.run, self.data, self.per_batch)
         return self.run
+
+    def close_mailbox(self) -> None:
+        """End the ``Mailbox`` actor, if a stage started one."""
+        if self.mailbox is not None:
+            ray.kill(self.mailbox)
+            self.mailbox = None
 
     def end(self) -> None:
         """After the Tune run: mark the stage it stopped in cancelled if a stop was asked, and raise what taking a

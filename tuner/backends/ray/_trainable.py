@@ -38,17 +38,16 @@ REPORTED = ("train_loss", "val_loss", "gap", "epochs")
 """The metrics in a member's outcome result, beside its outcome."""
 
 
-def train_trial(config: dict[str, Any], *, spec: dict[str, Any], storage_url: str, data: Dataset,
-                mailbox: Any = None) -> None:
+def train_trial(config: dict[str, Any], *, spec: dict[str, Any], storage_url: str, data: Dataset) -> None:
     """The Tune trainable: train the Optuna trials ``config["members"]`` and report how each ended.
 
     Args:
         config: what the driver's searcher suggested: ``stage``, ``study`` (its study's name), ``size`` (the
-            most members the batch holds) and ``members``, each with its ``trial_id``, ``number`` and ``params``.
+            most members the batch holds), ``members``, each with its ``trial_id``, ``number`` and ``params``,
+            and ``mailbox``: the name of the actor where the driver answers the batch's requests for members
+            (``Mailbox``; None: the batch is not refilled).
         spec: the job spec as JSON (``JobSpec.model_dump(mode="json")``).
         storage_url: the Optuna storage, as a worker process can open it.
-        mailbox: where the driver answers a batch's requests for members (``Mailbox``); None: the batch
-            is not refilled.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     job = parse_spec(spec)
@@ -64,7 +63,7 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], storage_url: st
                                     should_stop=_Heartbeat()))
         return
     asked: list[Asked] = [(optuna.Trial(study, m["trial_id"]), m["params"]) for m in members]
-    refills = None if mailbox is None else _Refills(study, mailbox, size)
+    refills = _Refills(study, ray.get_actor(config["mailbox"]), size) if config.get("mailbox") else None
     train_members(asked, spec=job, data=data, stage=config["stage"], on_told=_report, should_stop=_Heartbeat(),
                   size=size, ask=refills)
 
