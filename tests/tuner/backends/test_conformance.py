@@ -3,7 +3,8 @@
 Parametrized over the backend registry (``tuner.registry.BACKENDS``): a new backend is tested here
 for free, and is not done until it passes. Budgets are exact, a finished job run again adds no trial,
 a cancel fails the running trial as interrupted and the job resumes to the exact budget, a trial whose
-loss turns NaN fails with its reason while the stage still meets its budget, and every trial records
+loss turns NaN fails with its reason while the stage still meets its budget, a stage that cannot meet it
+fails the job and opens no later stage, and every trial records
 what DESIGN.md lists. The budget, NaN and cancel checks run again with ``search.batch: 2``: a batch's
 members are each told to the study, and none is left RUNNING, on every backend. Checks that belong to one
 backend (a Ray worker's crash) stay in its own file.
@@ -14,11 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 from _backends import RECORDED, Tiny, epochs_lasting, most_at_once, trials_of
 from optuna.trial import TrialState
 
-from tuner import Cancelled, JobSpec, parse_spec, run_job
+from tuner import Cancelled, JobSpec, RegtuneError, parse_spec, run_job
 from tuner.registry import BACKENDS
 
 MARKS = {"ray": [pytest.mark.ray]}  # a backend that starts a cluster
@@ -155,3 +157,26 @@ def test_nan_trials_fail_with_their_reason_and_the_stage_still_meets_its_budget(
     for t in failed:
         assert "loss" in t.user_attrs["fail_reason"] and "interrupted" not in t.user_attrs, _states(failed)
         assert t.user_attrs["stage"] == "l2" and "config" in t.user_attrs
+
+
+def test_a_stage_short_of_its_budget_fails_the_job_with_its_reason_and_no_later_stage_opens(
+        backend: str, tiny: Tiny, tmp_path: Path) -> None:
+    """Every trial of the l2 stage diverges: the job fails naming the stage and why, its trials are recorded
+    FAIL with their reason, and the dropout stage after it is never opened."""
+    url = f"sqlite:///{tmp_path}/x.db"
+    spec = parse_spec(tiny(
+        training={"optimizer": "sgd", "lr": 1.0},
+        search={"backend": backend, "sampler": "random",
+                "space": {"l2": {"low": 1e3, "high": 1e4, "log": True}},
+                "stages": [{"name": "l2", "params": ["l2"], "trials": 2},
+                           {"name": "dropout", "params": ["dropout"], "trials": 1}]},
+        report={"top_k": 1, "seeds": 1},
+    ))
+
+    with pytest.raises(RegtuneError, match=r"stage 'l2': only 0 of 2 trials finished .* last failure: .*loss"):
+        run_job(spec, storage=url)
+
+    trials = trials_of(url, "tiny/l2")
+    assert trials and all(t.state == TrialState.FAIL and "loss" in t.user_attrs["fail_reason"] for t in trials), \
+        _states(trials)
+    assert optuna.get_all_study_names(url) == ["tiny/baseline", "tiny/l2"]  # (a baseline comes first)
