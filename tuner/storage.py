@@ -365,19 +365,21 @@ def _children_at_once(con: sa.Connection, ids: list[int]) -> list[dict[int, list
 
 @functools.cache
 def _children_union() -> Any:
-    """The statement ``_children_at_once`` runs, built once: the trials' ids are its parameter ``ids``."""
+    """The statement ``_children_at_once`` runs on PostgreSQL, built once: the trials' ids are its parameter
+    ``ids``, an array (``= ANY``; an ``IN`` list would take a parameter per id and part, up to PostgreSQL's 65535)."""
     from optuna.storages._rdb import models
+    from sqlalchemy.dialects import postgresql
 
     p, v, u, s, i = (m.__table__ for m in (models.TrialParamModel, models.TrialValueModel,
                                           models.TrialUserAttributeModel, models.TrialSystemAttributeModel,
                                           models.TrialIntermediateValueModel))
     no_int, no_num, no_text = sa.cast(sa.null(), sa.Integer), sa.cast(sa.null(), sa.Float), sa.cast(sa.null(), sa.Text)
-    ids: Any = sa.bindparam("ids", expanding=True)
+    ids: Any = sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Integer)))  # one parameter however many
 
     def part(kind: int, table: Any, row_id: Any, n: Any, name: Any, num: Any, text: Any, type_: Any) -> Any:
         return sa.select(sa.literal_column(str(kind)).label("kind"), table.c.trial_id, row_id.label("row_id"),
                          n.label("n"), name.label("name"), num.label("num"), text.label("text"),
-                         type_.label("type")).where(table.c.trial_id.in_(ids))
+                         type_.label("type")).where(table.c.trial_id == ids)
 
     return sa.union_all(
         part(0, p, p.c.param_id, no_int, p.c.param_name, p.c.param_value, p.c.distribution_json, no_text),
