@@ -399,10 +399,10 @@ def _read_trials(con: sa.Connection, where: list[Any]) -> list[FrozenTrial]:
     rows = con.execute(sa.select(trials).where(*where).order_by(trials.c.trial_id)).all()
     if not rows:
         return []  # and no child queries
-    ids = sa.select(trials.c.trial_id).where(*where).scalar_subquery()
     if con.dialect.name == "postgresql":  # each query is a round trip: one for all five, of the trials just read
         params, values, user, system, steps = _children_at_once(con, [row.trial_id for row in rows])
     else:  # SQLite has no round trips, and would turn the floats into text with 15 digits
+        ids = sa.select(trials.c.trial_id).where(*where).scalar_subquery()
         params = _children(con, ids, models.TrialParamModel, "param_id")
         values = _children(con, ids, models.TrialValueModel, "trial_value_id")
         user = _children(con, ids, models.TrialUserAttributeModel, "trial_user_attribute_id")
