@@ -115,9 +115,9 @@ def test_a_batch_is_refilled_from_the_driver_and_records_what_the_thread_backend
     answer = StageSearcher._refill
 
     def counted(self: StageSearcher, trial_id: str, result: dict[str, Any]) -> None:
-        before = self.handed.get(trial_id, 0)
+        before = self.handed[trial_id].given if trial_id in self.handed else 0
         answer(self, trial_id, result)
-        refills.append(self.handed.get(trial_id, 0) - before)
+        refills.append(self.handed[trial_id].given - before if trial_id in self.handed else 0)
 
     monkeypatch.setattr(StageSearcher, "_refill", counted)
     stages = [{"name": "baseline", "params": [], "trials": 1}, {"name": "l2", "params": ["l2"], "trials": 7}]

@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,20 @@ STOP_POLL_S = 0.5
 """How often the driver asks ``should_stop`` while trials run (it may query a database)."""
 
 INTERRUPTED = "stopped before it finished: the job was cancelled"
+
+
+@dataclass
+class _Handed:
+    """What one Tune trial was given: its stage, its members not yet told (by the index each joined at), and
+    how many it was given in all (the next one's index)."""
+
+    run: StageRun
+    untold: dict[int, optuna.Trial]
+    given: int
+
+    def add(self, members: list[tuple[optuna.Trial, dict[str, float]]]) -> None:
+        self.untold.update({self.given + i: trial for i, (trial, _) in enumerate(members)})
+        self.given += len(members)
 
 
 class StageSearcher(Searcher):
@@ -64,9 +79,7 @@ class StageSearcher(Searcher):
         self.refilled = False  # whether the current stage's batches are refilled from here
         self.room: Callable[[], int] = lambda: self.per_batch
         self.stopper = _CancelStopper(self)
-        self.asked: dict[str, dict[int, optuna.Trial]] = {}  # per Tune trial, its members not yet told
-        self.handed: dict[str, int] = {}  # per Tune trial, how many members it was given: the next one's index
-        self.run_of: dict[str, StageRun] = {}  # per Tune trial, the stage of its members
+        self.handed: dict[str, _Handed] = {}  # per Tune trial still running, what it was given
         self.tune_trials: dict[str, TuneTrial] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
@@ -74,9 +87,8 @@ class StageSearcher(Searcher):
         while (run := self.run or self._next_stage()) is not None:
             members = run.ask_up_to(min(self.per_batch, self.room()))
             if members:
-                self.run_of[trial_id] = run
-                self.asked[trial_id] = {index: trial for index, (trial, _) in enumerate(members)}
-                self.handed[trial_id] = len(members)
+                self.handed[trial_id] = handed = _Handed(run, {}, 0)
+                handed.add(members)
                 return {"stage": run.stage.name, "study": run.study.study_name,
                         "size": self.per_batch if self.refilled else len(members), "members": _described(members),
                         "mailbox": self.mailbox_name if self.refilled else None}
@@ -131,52 +143,46 @@ class StageSearcher(Searcher):
         """Answer a batch's request for members: as many as it has free places and the stage has room for."""
         members: list[tuple[optuna.Trial, dict[str, float]]] = []
         try:
-            run = self.run_of.get(trial_id)
-            if run is not None and run is self.run:  # (a Tune trial ended, or of a stage gone by, gets none)
-                members = run.ask_up_to(min(int(result["want"]), max(0, self.room() - int(result["live"]))))
-                start = self.handed[trial_id]
-                self.asked[trial_id].update({start + i: trial for i, (trial, _) in enumerate(members)})
-                self.handed[trial_id] = start + len(members)
+            handed = self.handed.get(trial_id)
+            if handed is not None and handed.run is self.run:  # (a Tune trial ended, or of a stage gone by: none)
+                members = handed.run.ask_up_to(min(int(result["want"]), max(0, self.room() - int(result["live"]))))
+                handed.add(members)
         finally:  # the worker waits for an answer: it always gets one
             self.mailbox.put.remote(trial_id, int(result["request"]), _described(members))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
         self._tell(trial_id, result)  # the last result, when Tune stopped the trial before passing it on
-        untold = self.asked.pop(trial_id, {})
-        self.handed.pop(trial_id, None)
+        handed = self.handed.pop(trial_id, None)
         tune_trial = self.tune_trials.pop(trial_id, None)
-        run = self.run_of.pop(trial_id, None)
-        for trial in untold.values():
-            assert run is not None  # (a Tune trial given members has its stage)
-            with self._recording(run, trial):
+        if handed is None:
+            return
+        for trial in handed.untold.values():
+            with self._recording(handed.run, trial):
                 if error:
                     outcome = fail_trial(trial.storage, trial._trial_id,
                                          f"the Ray worker running it failed: {_error_of(tune_trial)}")
                 else:
                     outcome = self._interrupted(trial)
-                run.finish(trial, outcome)
+                handed.run.finish(trial, outcome)
 
     def _tell(self, trial_id: str, result: dict[str, Any] | None) -> None:
         """Tell the study how the member a result reports ended, once."""
         told = member_outcome(result)
-        untold = self.asked.get(trial_id, {})
-        if told is None or told[0] not in untold:
+        handed = self.handed.get(trial_id)
+        if told is None or handed is None or told[0] not in handed.untold:
             return
-        trial = untold.pop(told[0])
-        run = self.run_of[trial_id]
-        with self._recording(run, trial):
-            run.finish(trial, told[1])
+        trial = handed.untold.pop(told[0])
+        with self._recording(handed.run, trial):
+            handed.run.finish(trial, told[1])
 
     def interrupt_unfinished(self) -> None:
         """Trials Tune stopped without telling the searcher (it does so when stopping the whole run)."""
-        for trial_id, untold in self.asked.items():
-            run = self.run_of[trial_id]
-            for trial in untold.values():
-                with self._recording(run, trial):
-                    run.finish(trial, self._interrupted(trial))
-        self.asked.clear()
-        self.run_of.clear()
+        for handed in self.handed.values():
+            for trial in handed.untold.values():
+                with self._recording(handed.run, trial):
+                    handed.run.finish(trial, self._interrupted(trial))
+        self.handed.clear()
 
     def _interrupted(self, trial: optuna.Trial) -> TrialOutcome:
         cancelled = self.stopper.fired
@@ -206,7 +212,7 @@ class StageSearcher(Searcher):
         # Tune pickles its config (the searcher with it) for its own resume, which regtune does not use;
         # the stage, its study and its lock stay in the driver.
         return {**self.__dict__, "stages": None, "data": None, "run": None, "error": None, "stopper": None,
-                "asked": {}, "run_of": {}, "tune_trials": {}, "room": None, "mailbox": None}
+                "handed": {}, "tune_trials": {}, "room": None, "mailbox": None}
 
 
 def _described(members: list[tuple[optuna.Trial, dict[str, float]]]) -> list[dict[str, Any]]:
