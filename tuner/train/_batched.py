@@ -145,6 +145,7 @@ class _Stack:
 
     def __init__(self, base: MLP, spec: TrainingSpec, task: str) -> None:
         self.act = base.act
+        self.relu = type(base.act) is torch.nn.ReLU
         self.n_hidden = len(base.hidden)
         self.spec, self.task = spec, task
         with torch.no_grad():  # one member's start: every member's, since they share the seed
@@ -207,18 +208,19 @@ class _Stack:
         uniforms are (rows, width) or (K, rows, width) likewise.
         """
         h = x
+        in_place = self.relu and not torch.is_grad_enabled()  # evaluating: no graph keeps the pre-activations
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             site = self.keep[j] if j <= self.n_hidden else None
             if j == 0 and site is not None and uniforms and uniforms[0] is not None:
                 h = h * torch.where(uniforms[0] >= site[0], site[1], 0.0)  # (K, rows, in): masks differ
-            if h.dim() == 2:  # the input every member shares: one GEMM over all members' columns
+            if h.dim() == 2:  # the input every member shares: one GEMM over all members' columns, bias included
                 k, d_in, d_out = w.shape
                 flat = w.transpose(0, 1).reshape(d_in, k * d_out)
-                h = (h @ flat).view(-1, k, d_out).transpose(0, 1) + b
+                h = torch.addmm(b.reshape(1, k * d_out), h, flat).view(-1, k, d_out).transpose(0, 1)
             else:
                 h = torch.baddbmm(b, h, w)
             if j < self.n_hidden:
-                h = self.act(h)
+                h = h.relu_() if in_place else self.act(h)
                 site = self.keep[j + 1]
                 if site is not None and uniforms and (u := uniforms[j + 1]) is not None:
                     h = h * torch.where(u >= site[0], site[1], 0.0)
@@ -262,49 +264,65 @@ class _Stack:
         if self.decay is not None:
             for w in self.weights:
                 w.mul_(self.decay)
-        if self.adam:  # torch's single-tensor Adam, one bias correction per member
-            beta1, beta2 = 0.9, 0.999  # torch's defaults, which the lone loop uses
-            correction1 = (1.0 - beta1 ** self.steps).float()
-            correction2_sqrt = (1.0 - beta2 ** self.steps).sqrt().float()
-            step_size = spec.lr / correction1
-            for p, m, v in zip(self.params, *self.moments, strict=True):
-                g = p.grad
-                assert g is not None
-                m.lerp_(g, 1.0 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-                p.sub_(step_size * m / (v.sqrt() / correction2_sqrt).add_(1e-8))
-        else:
-            for p, buf in zip(self.params, self.moments[0], strict=True):
-                g = p.grad
-                assert g is not None
-                if spec.momentum:
-                    buf.mul_(spec.momentum).add_(g)  # from zero: torch's first step, buf = g, exactly
-                    g = buf
-                p.add_(g, alpha=-spec.lr)
-        if self.l1 is not None:
-            self._prox_l1(self.l1)
-
-    def _prox_l1(self, l1: torch.Tensor) -> None:
-        """Soft-threshold the weights by each member's λ₁ times its own step size (``prox_l1_``'s rule)."""
         if self.adam:
-            correction2 = (1.0 - 0.999 ** self.steps).float()
-            for w, v in zip(self.weights, self.moments[1][:self.n_layers], strict=True):
-                threshold = self.spec.lr / (v / correction2).sqrt_().add_(1e-8) * l1
-                w.sub_(torch.clamp(w, min=-threshold, max=threshold))
-        else:
-            threshold = self.spec.lr * l1
+            self._adam()
+            return
+        for p, buf in zip(self.params, self.moments[0], strict=True):
+            g = p.grad
+            assert g is not None
+            if spec.momentum:
+                buf.mul_(spec.momentum).add_(g)  # from zero: torch's first step, buf = g, exactly
+                g = buf
+            p.add_(g, alpha=-spec.lr)
+        if self.l1 is not None:  # soft-threshold by each member's λ₁ times the step size (``prox_l1_``'s rule)
+            threshold = spec.lr * self.l1
             for w in self.weights:
                 w.sub_(torch.clamp(w, min=-threshold, max=threshold))
+
+    def _adam(self) -> None:
+        """Torch's single-tensor Adam, one bias correction per member, then L1's proximal step.
+
+        The same arithmetic in fewer passes over the stacked tensors: the step size goes into Adam's
+        denominator, and L1's threshold, λ₁ times Adam's per-weight step (``prox_l1_``'s rule), is
+        taken from that same denominator, √(v/(1−β₂ᵗ)) + ε, instead of being computed anew.
+        """
+        beta1, beta2 = 0.9, 0.999  # torch's defaults, which the lone loop uses
+        correction2_sqrt = (1.0 - beta2 ** self.steps).sqrt().float()
+        neg_step = (-self.spec.lr / (1.0 - beta1 ** self.steps)).float()
+        l1_steps = None if self.l1 is None else self.spec.lr * self.l1
+        for i, (p, m, v) in enumerate(zip(self.params, *self.moments, strict=True)):
+            g = p.grad
+            assert g is not None
+            m.lerp_(g, 1.0 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+            denom = v.sqrt().div_(correction2_sqrt).add_(1e-8)
+            threshold = torch.div(l1_steps, denom) if l1_steps is not None and i < self.n_layers else None
+            p.addcdiv_(m, denom.div_(neg_step))  # p − step·m/denom
+            if threshold is not None:
+                p.sub_(torch.clamp(p, min=-threshold, max=threshold))
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> list[_Measure]:
         """Plain loss and accuracy per member, in eval mode (no dropout, no smoothing, no penalty)."""
-        out = self.forward(split.X)
-        loss = self.losses(out, split.y).tolist()
-        if self.task != "classification":
-            return [(v, None) for v in loss]
-        acc = (out.argmax(-1) == split.y).float().mean(-1).tolist()
-        return list(zip(loss, acc, strict=True))
+        return self.evaluate_rows(split.X, [split.y])[0]
+
+    @torch.no_grad()
+    def evaluate_rows(self, X: torch.Tensor, ys: Sequence[torch.Tensor]) -> list[list[_Measure]]:
+        """``evaluate`` for consecutive splits at once: ``X`` holds their rows one after the other, ``ys``
+        their targets; one forward pass, each split's measures apart."""
+        out = self.forward(X)
+        measured: list[list[_Measure]] = []
+        start = 0
+        for y in ys:
+            part = out[:, start:start + len(y)]
+            start += len(y)
+            loss = self.losses(part, y).tolist()
+            if self.task != "classification":
+                measured.append([(v, None) for v in loss])
+                continue
+            acc = (part.argmax(-1) == y).float().mean(-1).tolist()
+            measured.append(list(zip(loss, acc, strict=True)))
+        return measured
 
     def member_state(self, pos: int) -> list[torch.Tensor]:
         return [p.detach()[pos].clone() for p in self.params]
@@ -373,6 +391,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
     stack = _Stack(base, spec, data.task)
     live: list[_Member] = []
     X, y, n = data.train.X, data.train.y, len(data.train)
+    measured_X, measured_y = torch.cat([X, data.val.X]), [y, data.val.y]  # measured together each epoch
     patience = spec.early_stopping.patience if spec.early_stopping else None
     min_delta = spec.early_stopping.min_delta if spec.early_stopping else 0.0
 
@@ -457,7 +476,8 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
             break
         for c in cohorts:
             c.epoch += 1
-        trs, vas = stack.evaluate(data.train), stack.evaluate(data.val)
+        trs, vas = stack.evaluate_rows(measured_X, measured_y)
+
         share = (time.perf_counter() - epoch_started) / len(live)
         ended: dict[int, MemberOutcome] = {}
         for pos, (m, tr, va) in enumerate(zip(live, trs, vas, strict=True)):
