@@ -212,7 +212,7 @@ class _Stack:
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             site = self.keep[j] if j <= self.n_hidden else None
             if j == 0 and site is not None and uniforms and uniforms[0] is not None:
-                h = h * torch.where(uniforms[0] >= site[0], site[1], 0.0)  # (K, rows, in): masks differ
+                h = h * _mask(uniforms[0], site)  # (K, rows, in): masks differ
             if h.dim() == 2:  # the input every member shares: one GEMM over all members' columns, bias included
                 k, d_in, d_out = w.shape
                 flat = w.transpose(0, 1).reshape(d_in, k * d_out)
@@ -223,7 +223,7 @@ class _Stack:
                 h = h.relu_() if in_place else self.act(h)
                 site = self.keep[j + 1]
                 if site is not None and uniforms and (u := uniforms[j + 1]) is not None:
-                    h = h * torch.where(u >= site[0], site[1], 0.0)
+                    h = h * _mask(u, site)
         return h
 
     def losses(self, out: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor | None = None) -> torch.Tensor:
@@ -326,6 +326,16 @@ class _Stack:
 
     def member_state(self, pos: int) -> list[torch.Tensor]:
         return [p.detach()[pos].clone() for p in self.params]
+
+
+def _mask(uniforms: torch.Tensor, site: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Each member's inverted-dropout mask from one site's uniforms: 1/(1-p) where u ≥ p, else 0.
+
+    A comparison made float and scaled in place: ``torch.where`` with the per-member scale broadcast
+    took about twice as long for the same numbers.
+    """
+    rate, scale = site
+    return (uniforms >= rate).to(scale.dtype).mul_(scale)
 
 
 def _lone_model(model_spec: ModelSpec, n_in: int, n_out: int, state: list[torch.Tensor]) -> MLP:
