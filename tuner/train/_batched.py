@@ -304,25 +304,12 @@ class _Stack:
     @torch.no_grad()
     def evaluate(self, split: Split) -> list[_Measure]:
         """Plain loss and accuracy per member, in eval mode (no dropout, no smoothing, no penalty)."""
-        return self.evaluate_rows(split.X, [split.y])[0]
-
-    @torch.no_grad()
-    def evaluate_rows(self, X: torch.Tensor, ys: Sequence[torch.Tensor]) -> list[list[_Measure]]:
-        """``evaluate`` for consecutive splits at once: ``X`` holds their rows one after the other, ``ys``
-        their targets; one forward pass, each split's measures apart."""
-        out = self.forward(X)
-        measured: list[list[_Measure]] = []
-        start = 0
-        for y in ys:
-            part = out[:, start:start + len(y)]
-            start += len(y)
-            loss = self.losses(part, y).tolist()
-            if self.task != "classification":
-                measured.append([(v, None) for v in loss])
-                continue
-            acc = (part.argmax(-1) == y).float().mean(-1).tolist()
-            measured.append(list(zip(loss, acc, strict=True)))
-        return measured
+        out = self.forward(split.X)
+        loss = self.losses(out, split.y).tolist()
+        if self.task != "classification":
+            return [(v, None) for v in loss]
+        acc = (out.argmax(-1) == split.y).float().mean(-1).tolist()
+        return list(zip(loss, acc, strict=True))
 
     def member_state(self, pos: int) -> list[torch.Tensor]:
         return [p.detach()[pos].clone() for p in self.params]
@@ -401,7 +388,6 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
     stack = _Stack(base, spec, data.task)
     live: list[_Member] = []
     X, y, n = data.train.X, data.train.y, len(data.train)
-    measured_X, measured_y = torch.cat([X, data.val.X]), [y, data.val.y]  # measured together each epoch
     patience = spec.early_stopping.patience if spec.early_stopping else None
     min_delta = spec.early_stopping.min_delta if spec.early_stopping else 0.0
 
@@ -486,7 +472,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
             break
         for c in cohorts:
             c.epoch += 1
-        trs, vas = stack.evaluate_rows(measured_X, measured_y)
+        trs, vas = stack.evaluate(data.train), stack.evaluate(data.val)
 
         share = (time.perf_counter() - epoch_started) / len(live)
         ended: dict[int, MemberOutcome] = {}
