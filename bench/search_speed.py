@@ -22,9 +22,10 @@ epochs with patience 5, batch 128, Adam 1e-3.
 Prints per run: trials/s over the search (and over the whole run, report included),
 the ratio to plain, the best validation loss, the chosen configuration's test loss,
 the epochs trained (and epochs/s: pruning and early stopping change the epochs per
-trial), and for regtune the share of the search's wall time spent in storage calls (Optuna's,
-and regtune's batched writes), on SQLite and, with ``--postgres``, on a throwaway PostgreSQL
-cluster started as the tests start theirs.
+trial), and for regtune the share of the search's wall time spent in the storage calls made
+during it (Optuna's, and regtune's batched writes; the seconds of every call of the run, the
+first stage's opening and the report's reads included, are printed beside it), on SQLite and,
+with ``--postgres``, on a throwaway PostgreSQL cluster started as the tests start theirs.
 Timings on a shared machine move with its load: the load average is printed, and
 ratios are only comparable within one invocation.
 """
@@ -144,14 +145,16 @@ _SCOPES = ("together", "fresh_trials")
 """``TrialStorage``'s scopes: they write nothing themselves (``_write_queued`` is timed)."""
 
 
-def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[], float]:
-    """Sum the seconds spent in ``storage`` (this instance) and in regtune's batched writes to it.
+def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[float, float], float]:
+    """Time the calls to ``storage`` (this instance) and to regtune's batched writes to it.
 
     Every public method, the private ones Optuna's trial cache calls instead (``_PRIVATE_CALLS``),
     and ``tuner.storage.write_trials`` (a trial's attributes or a batch's epoch reports in one
-    transaction) are timed; a call made inside another timed call counts once.
+    transaction) are timed; a call made inside another timed call counts once. The function returned
+    sums the seconds of the calls that started within a window (the search: not the data's loading
+    before it, nor the report's reads after it).
     """
-    spent = [0.0]
+    calls: list[tuple[float, float]] = []  # (start, seconds)
     depth = threading.local()
 
     def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -165,7 +168,7 @@ def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[], float]:
             finally:
                 depth.n -= 1
                 if outer:
-                    spent[0] += time.perf_counter() - t
+                    calls.append((t, time.perf_counter() - t))
         return wrapper
 
     for name in dir(type(storage)):
@@ -174,7 +177,7 @@ def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[], float]:
             setattr(storage, name, timed(getattr(storage, name)))
     for module in (tuner.search._trial, tuner.search._board):
         module.write_trials = timed(write_trials)  # type: ignore[attr-defined]
-    return lambda: spent[0]
+    return lambda start, end: sum(seconds for t, seconds in calls if start <= t <= end)
 
 
 def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: str,
@@ -202,7 +205,8 @@ def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: 
     return {"trials": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in done),
             "pruned": sum(t.state == TrialState.PRUNED for t in done),
             "epochs": sum(int(t.user_attrs.get("epochs", 0)) for t in done),
-            "search_s": search, "total_s": total, "storage_s": spent(),
+            "search_s": search, "total_s": total, "storage_s": spent(clock.start or started, clock.end),
+            "storage_all_s": spent(-math.inf, math.inf),
             "best_val": min(t.user_attrs["val_loss"] for t in scored),
             "test_loss": report.chosen.test_loss, "params": report.chosen.params}
 
@@ -213,7 +217,8 @@ def _row(name: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
     extra = f"  {r['epochs']} epochs ({r['epochs'] / r['search_s']:.2f}/s)"
     if "storage_s" in r:
         extra += (f", {r['pruned']} pruned, storage {100 * r['storage_s'] / r['search_s']:4.1f}% of search"
-                  + (" (the driver's calls only)" if name.startswith("ray") else ""))
+                  + (" (the driver's calls only)" if name.startswith("ray") else "")
+                  + f" ({r['storage_all_s']:.2f} s with the stages' opening and the report's reads)")
     return (f"{name:<28} {rate:7.3f} trials/s ({whole:6.3f} with report)  {ratio}  best val {r['best_val']:.4f}"
             f"  chosen test {r['test_loss']:.4f}{extra}")
 

@@ -177,30 +177,14 @@ class TrialStorage(optuna.storages.RDBStorage):
         trials are read in one query and the rows written a table at a time (``_set_rows``); of a key
         written twice the last value stays.
         """
-        from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        params = models.TrialParamModel
-        new: list[dict[str, Any]] = []
-        system: dict[tuple[int, Any], tuple[Any, ...]] = {}
-        study: dict[tuple[int, Any], tuple[Any, ...]] = {}
-        with _create_scoped_session(self.scoped_session) as session, session.no_autoflush:  # refused: raises
-            found = _running_trials(session, [w[1] for w in queued if w[0] != "study"])
-            for kind, owner, *rest in queued:
-                if kind == "param":
-                    name, value, distribution, previous = rest
-                    if previous is None:  # the study's first trial to set it since this process started
-                        previous = _param_distribution(session, found[owner].study_id, name)
-                    if previous is not None:
-                        distributions.check_distribution_compatibility(previous, distribution)
-                    new.append({"trial_id": owner, "param_name": name, "param_value": value,
-                                "distribution_json": distributions.distribution_to_json(distribution)})
-                else:
-                    (system if kind == "system" else study)[owner, rest[0]] = (json.dumps(rest[1]),)
-            if new:
-                session.execute(sa.insert(params.__table__).values(new))
-            _set_rows(session, models.TrialSystemAttributeModel, "key", ("value_json",), system)
-            _set_rows(session, models.StudyUserAttributeModel, "key", ("value_json",), study, owner="study_id")
+        if self.engine.dialect.name in UPSERTS:  # Core statements only: no ORM session to build and close
+            with self.engine.begin() as con:  # refused: raises, and nothing is written
+                _write_queued_rows(con, queued)
+            return
+        with _create_scoped_session(self.scoped_session) as session, session.no_autoflush:
+            _write_queued_rows(session, queued)
 
     def finish_trial(self, trial_id: int, state: TrialState, values: Sequence[float] | None, *,
                      user_attrs: Sequence[tuple[int, str, Any]] = (),
@@ -217,6 +201,11 @@ class TrialStorage(optuna.storages.RDBStorage):
         from optuna.storages._rdb.storage import _create_scoped_session
 
         assert state.is_finished()
+        if self.engine.dialect.name in UPSERTS:  # Core statements only: no ORM session to build and close
+            with self.engine.begin() as con:
+                _write_rows(con, models.TrialIntermediateValueModel.intermediate_value_to_stored_repr,
+                            user_attrs, intermediate, ending=(trial_id, state, values))
+            return
         with _create_scoped_session(self.scoped_session) as session:
             _write_rows(session, models.TrialIntermediateValueModel.intermediate_value_to_stored_repr,
                         user_attrs, intermediate, ending=(trial_id, state, values))
@@ -313,6 +302,32 @@ class TrialStorage(optuna.storages.RDBStorage):
         return found[0]
 
 
+def _write_queued_rows(session: Any, queued: list[tuple[Any, ...]]) -> None:
+    """``TrialStorage._write_queued``'s checks and statements, on a connection or an ORM session."""
+    from optuna.storages._rdb import models
+
+    params = models.TrialParamModel
+    new: list[dict[str, Any]] = []
+    system: dict[tuple[int, Any], tuple[Any, ...]] = {}
+    study: dict[tuple[int, Any], tuple[Any, ...]] = {}
+    found = _running_trials(session, [w[1] for w in queued if w[0] != "study"])
+    for kind, owner, *rest in queued:
+        if kind == "param":
+            name, value, distribution, previous = rest
+            if previous is None:  # the study's first trial to set it since this process started
+                previous = _param_distribution(session, found[owner].study_id, name)
+            if previous is not None:
+                distributions.check_distribution_compatibility(previous, distribution)
+            new.append({"trial_id": owner, "param_name": name, "param_value": value,
+                        "distribution_json": distributions.distribution_to_json(distribution)})
+        else:
+            (system if kind == "system" else study)[owner, rest[0]] = (json.dumps(rest[1]),)
+    if new:
+        session.execute(sa.insert(params.__table__), new)
+    _set_rows(session, models.TrialSystemAttributeModel, "key", ("value_json",), system)
+    _set_rows(session, models.StudyUserAttributeModel, "key", ("value_json",), study, owner="study_id")
+
+
 def _require_study(con: sa.Connection, study_id: int, *, lock: bool = False) -> None:
     """Raise KeyError (Optuna's message) when there is no study ``study_id``; ``lock``: lock its row, as Optuna
     does to number a new trial."""
@@ -328,8 +343,10 @@ def _param_distribution(session: Any, study_id: int, name: str) -> BaseDistribut
     """The distribution a trial of the study has stored for parameter ``name`` (Optuna's own lookup)."""
     from optuna.storages._rdb import models
 
-    row = (session.query(models.TrialParamModel).join(models.TrialModel)
-           .filter(models.TrialModel.study_id == study_id).filter(models.TrialParamModel.param_name == name).first())
+    params, trials = models.TrialParamModel.__table__, models.TrialModel.__table__
+    row = session.execute(sa.select(params.c.distribution_json)
+                          .join(trials, params.c.trial_id == trials.c.trial_id)
+                          .where(trials.c.study_id == study_id, params.c.param_name == name).limit(1)).first()
     return None if row is None else json_to_distribution(row.distribution_json)
 
 
@@ -559,6 +576,10 @@ def write_trials(storage: optuna.storages.BaseStorage, *, user_attrs: Sequence[t
         for trial_id, key, value in user_attrs:
             storage.set_trial_user_attr(trial_id, key, value)
         return
+    if rdb.engine.dialect.name in UPSERTS:  # Core statements only; a refused write rolls all of it back
+        with rdb.engine.begin() as con:
+            _write_rows(con, to_stored, user_attrs, intermediate)
+        return
     with _create_scoped_session(session_factory) as session:
         try:
             _write_rows(session, to_stored, user_attrs, intermediate)
@@ -603,8 +624,20 @@ def _write_rows(session: Any, to_stored: Any, user_attrs: Sequence[tuple[int, st
     from optuna.storages._rdb import models
 
     trials = models.TrialModel
-    _running_trials(session, [t for t, _, _ in intermediate] + [t for t, _, _ in user_attrs]
-                    + ([ending[0]] if ending else []), lock=ending is not None)  # as Optuna, the ending one locked
+    table = trials.__table__
+    ids = [t for t, _, _ in intermediate] + [t for t, _, _ in user_attrs]
+    if ending is not None and all(t == ending[0] for t in ids):
+        # the end first, on the condition that the trial runs: the check and the row lock in one statement
+        ended = session.execute(sa.update(table).where(table.c.trial_id == ending[0], table.c.state ==
+                                                       TrialState.RUNNING)
+                                .values(state=ending[1], datetime_complete=datetime.now()))
+        if ended.rowcount != 1:
+            _running_trials(session, [ending[0]])  # says why: no such trial, or it has finished
+            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {ending[0]} is not running")
+        done = True
+    else:
+        _running_trials(session, ids + ([ending[0]] if ending else []), lock=ending is not None)  # as Optuna
+        done = False
     steps = {(t, step): to_stored(value) for t, step, value in intermediate}  # of a row written twice, the last
     attrs = {(t, key): json.dumps(value) for t, key, value in user_attrs}
     objectives: dict[tuple[int, int], tuple[Any, Any]] = {}
@@ -615,8 +648,8 @@ def _write_rows(session: Any, to_stored: Any, user_attrs: Sequence[tuple[int, st
               steps)
     _set_rows(session, models.TrialUserAttributeModel, "key", ("value_json",), {k: (v,) for k, v in attrs.items()})
     _set_rows(session, models.TrialValueModel, "objective", ("value", "value_type"), objectives)
-    if ending is not None:
-        session.execute(sa.update(trials.__table__).where(trials.__table__.c.trial_id == ending[0])
+    if ending is not None and not done:
+        session.execute(sa.update(table).where(table.c.trial_id == ending[0])
                         .values(state=ending[1], datetime_complete=datetime.now()))
 
 
@@ -636,7 +669,7 @@ def _set_rows(session: Any, model: Any, key: str, columns: tuple[str, ...],
     PostgreSQL one upsert; elsewhere the rows there are read (one query) and updated, the rest added."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
+    dialect = (session if isinstance(session, sa.Connection) else session.get_bind()).dialect.name
     if dialect in UPSERTS:
         session.execute(_upsert(dialect, model.__table__, owner, key, columns),
                         [{owner: o, key: k, **dict(zip(columns, values, strict=True))}
