@@ -148,16 +148,22 @@ class TrialStorage(optuna.storages.RDBStorage):
     def together(self) -> Iterator[None]:
         """Inside, this thread's writes of trial parameters, trial system attributes and study user attributes
         are queued and made in one transaction as the scope ends (also when it ends with an error: what was
-        set is kept, as it would have been one by one). Nested scopes write with the outermost."""
+        set is kept, as it would have been one by one). Nested scopes write with the outermost.
+
+        Reads of a study's trials are answered once inside: a read asked again with the same arguments
+        (a sampler's search-space inference, then its sampling, in one ask) gets the trials the first
+        read returned, as if the other writers had written a moment later; this thread writes nothing
+        it could miss until the scope ends."""
         if getattr(self._local, "queued", None) is not None:
             yield
             return
         queued: list[tuple[Any, ...]] = []
         self._local.queued = queued
+        self._local.reads = {}
         try:
             yield
         finally:
-            self._local.queued = None
+            self._local.queued = self._local.reads = None
             if queued:
                 self._write_queued(queued)
 
@@ -263,7 +269,20 @@ class TrialStorage(optuna.storages.RDBStorage):
     def _get_trials(self, study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int],
                     trial_id_greater_than: int) -> list[FrozenTrial]:
         """The trials ``RDBStorage._get_trials`` returns: those of the study in ``states``, and of those only
-        the ones in ``included_trial_ids`` or after ``trial_id_greater_than`` (when it is above -1)."""
+        the ones in ``included_trial_ids`` or after ``trial_id_greater_than`` (when it is above -1); inside
+        ``together``, a read asked before with the same arguments is answered from that read."""
+        reads: dict[Any, list[FrozenTrial]] | None = getattr(self._local, "reads", None)
+        kept: Any = states  # a Container: in practice a tuple or a list of states
+        key = (study_id, None if kept is None else tuple(kept), frozenset(included_trial_ids), trial_id_greater_than)
+        if reads is not None and key in reads:
+            return list(reads[key])
+        found = self._read_study_trials(study_id, states, included_trial_ids, trial_id_greater_than)
+        if reads is not None:
+            reads[key] = found
+        return list(found)
+
+    def _read_study_trials(self, study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int],
+                           trial_id_greater_than: int) -> list[FrozenTrial]:
         from optuna.storages._rdb import models
 
         trials = models.TrialModel.__table__

@@ -210,6 +210,35 @@ def test_a_new_trial_is_not_read_back_and_later_reads_see_the_database(storage_u
 
 
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
+def test_a_read_asked_again_inside_together_is_answered_from_the_first(storage_url: str) -> None:
+    """A TPE ask reads the study's trials twice (its search space, then its sample) inside one ``together``."""
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name="r", storage=storage)
+    done = study.ask()
+    done.suggest_float("x", 0.0, 1.0)
+    study.tell(done, 0.5)
+    running = study.ask()
+
+    def read() -> list[optuna.trial.FrozenTrial]:
+        return storage._get_trials(study._study_id, None, {running._trial_id}, -1)
+
+    with _Statements(storage.engine) as outside:
+        first, second = read(), read()
+    with together(storage):
+        with _Statements(storage.engine) as inside:
+            third, fourth = read(), read()
+        with _Statements(storage.engine) as other:
+            elsewhere = storage._get_trials(study._study_id, (TrialState.COMPLETE,), set(), -1)
+    assert len(outside.sent) == 2 * len(inside.sent) > 0  # the repeated read sent nothing
+    assert other.sent  # other arguments: read from the database
+    assert _seen(first) == _seen(second) == _seen(third) == _seen(fourth)
+    assert [t.number for t in elsewhere] == [0]
+    storage.set_trial_user_attr(running._trial_id, "k", 1)
+    with together(storage):  # a new scope reads the database again
+        assert [t.user_attrs for t in read()] == [{}, {"k": 1}]
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
 def test_parameters_and_attributes_set_together_are_one_commit_and_stored_as_optuna_stores_them(
         storage_url: str, rows_written: str) -> None:
     storage = open_storage(storage_url)
