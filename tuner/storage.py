@@ -183,13 +183,7 @@ class TrialStorage(optuna.storages.RDBStorage):
         trials are read in one query and the rows written a table at a time (``_set_rows``); of a key
         written twice the last value stays.
         """
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        if self.engine.dialect.name in UPSERTS:  # Core statements only: no ORM session to build and close
-            with self.engine.begin() as con:  # refused: raises, and nothing is written
-                _write_queued_rows(con, queued)
-            return
-        with _create_scoped_session(self.scoped_session) as session, session.no_autoflush:
+        with _writing(self, no_autoflush=True) as session:  # refused: raises, and nothing is written
             _write_queued_rows(session, queued)
 
     def finish_trial(self, trial_id: int, state: TrialState, values: Sequence[float] | None, *,
@@ -204,15 +198,9 @@ class TrialStorage(optuna.storages.RDBStorage):
                 written then.
         """
         from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
 
         assert state.is_finished()
-        if self.engine.dialect.name in UPSERTS:  # Core statements only: no ORM session to build and close
-            with self.engine.begin() as con:
-                _write_rows(con, models.TrialIntermediateValueModel.intermediate_value_to_stored_repr,
-                            user_attrs, intermediate, ending=(trial_id, state, values))
-            return
-        with _create_scoped_session(self.scoped_session) as session:
+        with _writing(self) as session:
             _write_rows(session, models.TrialIntermediateValueModel.intermediate_value_to_stored_repr,
                         user_attrs, intermediate, ending=(trial_id, state, values))
 
@@ -586,25 +574,51 @@ def write_trials(storage: optuna.storages.BaseStorage, *, user_attrs: Sequence[t
     rdb: Any = _backend(storage)  # optuna's _CachedStorage writes through to its backend
     try:
         from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-        session_factory = rdb.scoped_session
         to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
     except (ImportError, AttributeError):
+        to_stored = None
+    if to_stored is None or not isinstance(rdb, optuna.storages.RDBStorage):
         for trial_id, step, value in intermediate:
             storage.set_trial_intermediate_value(trial_id, step, value)
         for trial_id, key, value in user_attrs:
             storage.set_trial_user_attr(trial_id, key, value)
         return
-    if rdb.engine.dialect.name in UPSERTS:  # Core statements only; a refused write rolls all of it back
-        with rdb.engine.begin() as con:
-            _write_rows(con, to_stored, user_attrs, intermediate)
+    with _writing(rdb) as session:  # a refused write (a finished trial) leaves none of the batch behind
+        _write_rows(session, to_stored, user_attrs, intermediate)
+
+
+@contextmanager
+def _writing(rdb: Any, *, no_autoflush: bool = False) -> Iterator[Any]:
+    """One transaction of writes to the ``RDBStorage`` ``rdb``, committed as it ends and rolled back (nothing
+    written) when it raises; database errors come out as from Optuna's ``_create_scoped_session``.
+
+    On SQLite and PostgreSQL (``UPSERTS``) a Core connection: regtune's statements there are Core only, and an
+    ORM session costs its building and closing on every write. Elsewhere Optuna's ORM session
+    (``no_autoflush``: inside ``Session.no_autoflush``).
+    """
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    if rdb.engine.dialect.name not in UPSERTS:
+        with _create_scoped_session(rdb.scoped_session) as session:
+            try:
+                if no_autoflush:
+                    with session.no_autoflush:
+                        yield session
+                else:
+                    yield session
+            except BaseException:
+                session.rollback()
+                raise
         return
-    with _create_scoped_session(session_factory) as session:
-        try:
-            _write_rows(session, to_stored, user_attrs, intermediate)
-        except BaseException:
-            session.rollback()  # a refused write (a finished trial) leaves none of the batch behind
-            raise
+    try:
+        with rdb.engine.begin() as con:
+            yield con
+    except sa.exc.IntegrityError:
+        raise
+    except sa.exc.SQLAlchemyError as exc:  # as Optuna's session scope raises it
+        raise optuna.exceptions.StorageInternalError(
+            "An exception is raised during the commit. This typically happens due to invalid data in the "
+            "commit, e.g. exceeding max length. ") from exc
 
 
 def _running_trials(session: Any, ids: Sequence[int], *, lock: bool = False) -> dict[int, Any]:
@@ -642,10 +656,11 @@ def _write_rows(session: Any, to_stored: Any, user_attrs: Sequence[tuple[int, st
     """
     from optuna.storages._rdb import models
 
-    trials = models.TrialModel
-    table = trials.__table__
+    table = models.TrialModel.__table__
     ids = [t for t, _, _ in intermediate] + [t for t, _, _ in user_attrs]
-    if ending is not None and all(t == ending[0] for t in ids):
+    if ending is None or any(t != ending[0] for t in ids):  # rows of other trials: all checked first
+        _running_trials(session, ids + ([ending[0]] if ending else []), lock=ending is not None)  # as Optuna
+    if ending is not None:
         # the end first, on the condition that the trial runs: the check and the row lock in one statement
         ended = session.execute(sa.update(table).where(table.c.trial_id == ending[0], table.c.state ==
                                                        TrialState.RUNNING)
@@ -653,10 +668,6 @@ def _write_rows(session: Any, to_stored: Any, user_attrs: Sequence[tuple[int, st
         if ended.rowcount != 1:
             _running_trials(session, [ending[0]])  # says why: no such trial, or it has finished
             raise optuna.exceptions.UpdateFinishedTrialError(f"trial {ending[0]} is not running")
-        done = True
-    else:
-        _running_trials(session, ids + ([ending[0]] if ending else []), lock=ending is not None)  # as Optuna
-        done = False
     steps = {(t, step): to_stored(value) for t, step, value in intermediate}  # of a row written twice, the last
     attrs = {(t, key): json.dumps(value) for t, key, value in user_attrs}
     objectives: dict[tuple[int, int], tuple[Any, Any]] = {}
@@ -667,9 +678,6 @@ def _write_rows(session: Any, to_stored: Any, user_attrs: Sequence[tuple[int, st
               steps)
     _set_rows(session, models.TrialUserAttributeModel, "key", ("value_json",), {k: (v,) for k, v in attrs.items()})
     _set_rows(session, models.TrialValueModel, "objective", ("value", "value_type"), objectives)
-    if ending is not None and not done:
-        session.execute(sa.update(table).where(table.c.trial_id == ending[0])
-                        .values(state=ending[1], datetime_complete=datetime.now()))
 
 
 @functools.cache
