@@ -36,7 +36,7 @@ from tuner.knobs import Knobs
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
-from tuner.train._models import MLP, build_model, dropout_generators
+from tuner.train._models import MLP, build_model, dropout_generators, dropout_uniforms
 from tuner.train._regularizers import features_kept_mask, sparsity
 
 __all__ = ["MemberOutcome", "auto_batch", "close_epoch", "n_weights", "train_batched"]
@@ -430,7 +430,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
             if stack.keep[s] is None:
                 drawn.append(None)
                 continue
-            per = [torch.rand((rows, width), generator=c.sites[s]) for c in cohorts]
+            per = [dropout_uniforms((rows, width), c.sites[s]) for c in cohorts]
             drawn.append(per[0] if which is None else torch.stack(per)[which])
         return drawn
 
