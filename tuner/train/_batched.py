@@ -2,8 +2,8 @@
 
 The knobs regtune searches (λ₁, λ₂, dropout, label smoothing) change the loss,
 the masks and the update, never the shapes, so K trials of one model can share
-every kernel: weights stacked as (K, in, out), one GEMM for the input batch all
-members share, ``baddbmm`` after it. Each member trains exactly as it would
+every kernel: weights stacked as (K, in, out), one ``baddbmm`` per layer for all
+members (the input batch they share broadcast to each). Each member trains exactly as it would
 alone in ``tuner.train.train`` with the same seed: the same init and batch
 order (one generator, as the lone loop draws it), the same dropout masks (the
 lone loop draws each site's masks from its own stream, so one draw per site
@@ -213,12 +213,9 @@ class _Stack:
             site = self.keep[j] if j <= self.n_hidden else None
             if j == 0 and site is not None and uniforms and uniforms[0] is not None:
                 h = h * _mask(uniforms[0], site)  # (K, rows, in): masks differ
-            if h.dim() == 2:  # the input every member shares: one GEMM over all members' columns, bias included
-                k, d_in, d_out = w.shape
-                flat = w.transpose(0, 1).reshape(d_in, k * d_out)
-                h = torch.addmm(b.reshape(1, k * d_out), h, flat).view(-1, k, d_out).transpose(0, 1)
-            else:
-                h = torch.baddbmm(b, h, w)
+            if h.dim() == 2:  # the input every member shares
+                h = h.expand(w.shape[0], -1, -1)
+            h = torch.baddbmm(b, h, w)
             if j < self.n_hidden:
                 h = h.relu_() if in_place else self.act(h)
                 site = self.keep[j + 1]
@@ -303,8 +300,14 @@ class _Stack:
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> list[_Measure]:
-        """Plain loss and accuracy per member, in eval mode (no dropout, no smoothing, no penalty)."""
-        out = self.forward(split.X)
+        """Plain loss and accuracy per member, in eval mode (no dropout, no smoothing, no penalty).
+
+        The rows go through in chunks whose activations stay small (``EVAL_FLOATS``): a whole split's
+        for K members is tens of MB, which the allocator maps and unmaps anew on every call (page
+        faults, memory traffic); in chunks it took 0.7x the time on digits at K = 10.
+        """
+        rows = max(1, EVAL_FLOATS // (len(self.knobs) * max(p.shape[-1] for p in self.weights)))
+        out = torch.cat([self.forward(split.X[i:i + rows]) for i in range(0, len(split), rows)], dim=1)
         loss = self.losses(out, split.y).tolist()
         if self.task != "classification":
             return [(v, None) for v in loss]
@@ -313,6 +316,10 @@ class _Stack:
 
     def member_state(self, pos: int) -> list[torch.Tensor]:
         return [p.detach()[pos].clone() for p in self.params]
+
+
+EVAL_FLOATS = 2**19
+"""Activation floats per chunk of rows when evaluating (2 MiB: a core's cache, not the whole split's)."""
 
 
 def _mask(uniforms: torch.Tensor, site: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
