@@ -36,6 +36,7 @@ from tuner.knobs import Knobs
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
+from tuner.train._memory import keep_freed_memory
 from tuner.train._models import MLP, build_model, dropout_generators, dropout_uniforms
 from tuner.train._regularizers import features_kept_mask, sparsity
 
@@ -399,6 +400,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         raise ValueError("batched training needs batch_norm: false (batch statistics are per model)")
     if not knobs:
         raise ValueError("train_batched needs at least one member")
+    keep_freed_memory()
     size = max(size or 0, len(knobs))
     members: list[_Member] = []
     outcomes: list[MemberOutcome | None] = []

@@ -44,6 +44,7 @@ from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._batched import MemberOutcome, close_epoch
 from tuner.train._data import Dataset, Split
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
+from tuner.train._memory import keep_freed_memory
 from tuner.train._module import PluginModel, build_any, decay_weights, dropout_modules, has_batch_norm
 from tuner.train._regularizers import prox_l1_, sparsity
 
@@ -278,6 +279,7 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         raise ValueError("train_vmapped needs at least one member")
     if (why := vmap_blocker(model_spec, data)) is not None:
         raise ValueError(f"this model cannot train batched: {why}")
+    keep_freed_memory()
     callbacks = list(on_epoch) if on_epoch is not None else [None] * len(knobs)
     live = [_Member(i, k, cb) for i, (k, cb) in enumerate(zip(knobs, callbacks, strict=True))]
     outcomes: list[MemberOutcome | None] = [None] * len(live)
