@@ -307,11 +307,13 @@ class _Stack:
                            eps=1e-8, amsgrad=False, maximize=False)
         if self.l1 is None:
             return
+        # λ₁·lr / (√v / c₂ + ε) = λ₁·lr·c₂ / (√v + ε·c₂): six passes over each weight tensor, two of them in place
         correction2_sqrt = (1.0 - beta2 ** self.steps).sqrt().float()
-        l1_steps = lr * self.l1
+        l1_steps, eps = lr * self.l1 * correction2_sqrt, 1e-8 * correction2_sqrt
         for w, v in zip(self.weights, self.moments[1][:self.n_layers], strict=True):
-            threshold = torch.div(l1_steps, v.sqrt().div_(correction2_sqrt).add_(1e-8))
-            w.sub_(torch.clamp(w, min=-threshold, max=threshold))
+            denom = v.sqrt().add_(eps)
+            shrunk = w.abs().addcdiv_(l1_steps.expand_as(w), denom, value=-1.0).clamp_min_(0.0)
+            torch.copysign(shrunk, w, out=w)  # sign(w)·max(|w| − threshold, 0)
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> list[_Measure]:
