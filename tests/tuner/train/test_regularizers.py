@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from tuner import parse_spec
 from tuner.knobs import Knobs
 from tuner.train import MLP, evaluate, l2_penalty, load_dataset, prox_l1_, sparsity, train
-from tuner.train._models import inverted_dropout
+from tuner.train._models import dropout_uniforms, inverted_dropout
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -88,6 +88,19 @@ def test_inverted_dropout_keeps_the_expectation() -> None:
     out = inverted_dropout(x, 0.4, torch.Generator().manual_seed(0))
     assert abs(float((out == 0).float().mean()) - 0.4) < 0.01
     assert abs(float(out.mean()) - 1.0) < 0.01
+
+
+def test_dropout_uniforms_cover_the_16_bit_grid_evenly_and_repeat_with_the_generator() -> None:
+    u = dropout_uniforms((500, 400), torch.Generator().manual_seed(3))
+    assert u.shape == (500, 400) and u.dtype == torch.float32
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    grid = u * 2**16
+    assert torch.equal(grid, grid.round())  # steps of 2^-16: u >= p keeps a unit with probability 1 - p, to 1.5e-5
+    counts = torch.histc(u, bins=10, min=0.0, max=1.0) / u.numel()
+    assert float((counts - 0.1).abs().max()) < 0.005
+    assert torch.equal(u, dropout_uniforms((500, 400), torch.Generator().manual_seed(3)))
+    odd = dropout_uniforms((3, 7), torch.Generator().manual_seed(3))  # 21 values: the last draw is partly used
+    assert torch.equal(odd.flatten(), u.flatten()[:21])
 
 
 def test_label_smoothing_changes_only_the_training_loss(tiny: Tiny) -> None:
