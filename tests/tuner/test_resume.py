@@ -139,7 +139,8 @@ def test_exit_status_tells_a_failed_run_from_an_invalid_spec(tiny: Tiny, tmp_pat
 
 
 def test_ctrl_c_mid_trial_exits_130_and_fails_the_trial_as_interrupted(tiny: Tiny, tmp_path: Path) -> None:
-    path = _write(tmp_path, tiny(name="ctrlc", training={"epochs": 30}))
+    # the gate holds ``train``, the lone loop
+    path = _write(tmp_path, tiny(name="ctrlc", training={"epochs": 30}, search={"batch": 1}))
     storage = f"sqlite:///{tmp_path}/runs.db"
     gate = EpochGate(tmp_path / "gate", trial=2, epoch=1)  # the first l2 trial waits after its first epoch
     log = tmp_path / "stderr.log"

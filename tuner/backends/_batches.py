@@ -39,7 +39,7 @@ from tuner.train import (
     vmap_blocker,
 )
 
-__all__ = ["Asked", "available_cores", "note_batching", "run_batches", "said_interrupted",
+__all__ = ["Asked", "available_cores", "batched_alone", "note_batching", "run_batches", "said_interrupted",
            "torch_threads", "train_members", "trials_per_batch", "worker_cores"]
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,17 @@ def trials_per_batch(spec: JobSpec, data: Dataset, stage_trials: int) -> int:
     if vmapped and vmap_blocker(spec.model, data) is not None:
         return 1
     return int(spec.search.batch)
+
+
+def batched_alone(spec: JobSpec, data: Dataset) -> bool:
+    """Whether a stage whose trials train one at a time (K = 1) still trains them through the batched
+    trainer, a batch of one: ``search.batch: auto`` on a model ``auto`` batches (mlp and linear; K > 1 for
+    a larger stage). Its members train as the lone loop's would (to float tolerance) with regtune's own
+    optimizer, not ``torch.optim``, whose first step imports ``torch._dynamo`` (about a second in a fresh
+    process, such as a Ray worker's), and refill its place with the stage's next trial. ``search.batch: 1``
+    keeps the lone loop.
+    """
+    return spec.search.batch == "auto" and trials_per_batch(spec, data, 2**20) > 1
 
 
 def note_batching(run: StageRun, data: Dataset, per_batch: int) -> None:
@@ -193,14 +204,15 @@ def _train_batch(run: StageRun, data: Dataset, first: list[Asked], interrupted: 
         return run.ask_up_to(free) if ok else []
 
     train_members(first, spec=run.spec, data=data, stage=run.stage.name, on_told=finish, hold=True,
-                  should_stop=run.should_stop, ask=ask, size=size, room=room)
+                  should_stop=run.should_stop, ask=ask, size=size, room=room, prunable=run.prunable)
     return ok
 
 
 def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage: str,
                   on_told: Callable[[int, optuna.Trial, TrialOutcome], None],
                   should_stop: Callable[[], bool] | None = None, ask: Callable[[int], Sequence[Asked]] | None = None,
-                  size: int | None = None, room: Callable[[], int] | None = None, hold: bool = False) -> None:
+                  size: int | None = None, room: Callable[[], int] | None = None, hold: bool = False,
+                  prunable: bool = True) -> None:
     """Train ``first`` as one batched model, each trial recorded as ``run_trial`` records it; never raises.
 
     Whichever backend runs the batch (a thread here, a Ray worker) tells the study: ``on_told`` gets each
@@ -216,6 +228,7 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
         size: the most members the batch holds (``len(first)`` when None); ``room()``, when given, how many
             it may hold now (places beyond it stay empty until it grows).
         hold: as ``run_trial``'s: a member's last rows go in the outcome, for ``StageRun.finish`` to write.
+        prunable: as ``run_trial``'s: False where the pruner cannot prune any trial of the stage (it is not asked).
     """
     vmapped = spec.model.kind in VMAPPED_KINDS
     board = None if vmapped or not first else EpochBoard(first[0][0].study)
@@ -244,7 +257,7 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
         told.extend([False] * len(new))
         for t, c in new:
             recorders.append(TrialRecorder(t, c, spec=spec, data=data, stage=stage, should_stop=should_stop,
-                                           board=board, hold=hold))
+                                           board=board, hold=hold, prunable=prunable))
         return [(r.knobs, r.on_epoch) for r in recorders[start:]]
 
     def refill(free: int) -> list[tuple[Knobs, EpochCallback | None]]:

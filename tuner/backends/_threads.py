@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from functools import partial
 from types import FrameType
 
-from tuner.backends._batches import note_batching, run_batches, said_interrupted, trials_per_batch
+from tuner.backends._batches import batched_alone, note_batching, run_batches, said_interrupted, trials_per_batch
 from tuner.search import StageRun, run_trial
 from tuner.train import Dataset
 
@@ -69,7 +69,8 @@ def run_threads(run: StageRun, data: Dataset, storage_url: str) -> None:
 
     per_batch = trials_per_batch(run.spec, data, run.target)
     note_batching(run, data, per_batch)
-    work = partial(run_batches, run, data, per_batch, interrupted) if per_batch > 1 else worker
+    batched = per_batch > 1 or batched_alone(run.spec, data)
+    work = partial(run_batches, run, data, per_batch, interrupted) if batched else worker
     asked_to_stop = run.should_stop
     run.should_stop = lambda: interrupted.is_set() or (asked_to_stop is not None and asked_to_stop())
     ended = [threading.Event() for _ in range(run.spec.search.parallelism)]

@@ -34,7 +34,8 @@ def test_a_trial_taken_back_while_it_ran_ends_the_stage_with_its_reason(tiny: Ti
         raise RuntimeError("the trial crashed")
 
     monkeypatch.setattr("tuner.search._trial._run_trial", taken_back)  # inside run_trial's crash guard
-    spec = parse_spec(tiny(search={"stages": [{"name": "baseline", "params": [], "trials": 1}]}))
+    spec = parse_spec(tiny(search={"batch": 1,  # the lone loop: ``auto`` trains even one trial batched
+                                   "stages": [{"name": "baseline", "params": [], "trials": 1}]}))
     with pytest.raises(RegtuneError) as info:
         run_job(spec, storage=url, prefix="taken")
     message = str(info.value)
@@ -116,7 +117,8 @@ def test_ctrl_c_in_a_stage_calls_the_handler_installed_before_it(tiny: Tiny, tmp
     monkeypatch.setattr(_trial, "train", signalled)
     previous = signal.signal(signal.SIGINT, runners)
     try:
-        spec = parse_spec(tiny(search={"stages": [{"name": "baseline", "params": [], "trials": 1}]}))
+        spec = parse_spec(tiny(search={"batch": 1,  # the lone loop, whose ``train`` this test holds
+                                       "stages": [{"name": "baseline", "params": [], "trials": 1}]}))
         with pytest.raises(Cancelled):
             run_job(spec, storage=f"sqlite:///{tmp_path}/sig.db", prefix="sig", should_stop=stop.is_set)
         assert signal.getsignal(signal.SIGINT) is runners

@@ -20,7 +20,7 @@ import torch
 from optuna.trial import TrialState
 from ray import tune
 
-from tuner.backends._batches import Asked, torch_threads, train_members
+from tuner.backends._batches import Asked, batched_alone, torch_threads, train_members
 from tuner.search import TrialOutcome, make_pruner, run_trial
 from tuner.spec import parse_spec
 from tuner.storage import open_storage
@@ -56,7 +56,7 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], storage_url: st
                               pruner=make_pruner(job.search.pruner))
     members: list[dict[str, Any]] = config["members"]
     size = int(config.get("size", len(members)))
-    if size == 1:
+    if size == 1 and not batched_alone(job, data):
         [member] = members
         trial = optuna.Trial(study, member["trial_id"])
         _report(0, trial, run_trial(trial, member["params"], spec=job, data=data, stage=config["stage"],
