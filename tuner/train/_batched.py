@@ -276,7 +276,7 @@ class _Stack:
         if self.l1 is not None:  # soft-threshold by each member's λ₁ times the step size (``prox_l1_``'s rule)
             threshold = spec.lr * self.l1
             for w in self.weights:
-                w.sub_(torch.clamp(w, min=-threshold, max=threshold))
+                _soft_threshold_(w, threshold)
 
     def _adam(self) -> None:
         """Torch's Adam, one bias correction per member, then L1's proximal step.
@@ -311,9 +311,7 @@ class _Stack:
         correction2_sqrt = (1.0 - beta2 ** self.steps).sqrt().float()
         l1_steps, eps = lr * self.l1 * correction2_sqrt, 1e-8 * correction2_sqrt
         for w, v in zip(self.weights, self.moments[1][:self.n_layers], strict=True):
-            denom = v.sqrt().add_(eps)
-            shrunk = w.abs().addcdiv_(l1_steps.expand_as(w), denom, value=-1.0).clamp_min_(0.0)
-            torch.copysign(shrunk, w, out=w)  # sign(w)·max(|w| − threshold, 0)
+            _soft_threshold_(w, l1_steps, v.sqrt().add_(eps))
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> list[_Measure]:
@@ -333,6 +331,21 @@ class _Stack:
 
     def member_state(self, pos: int) -> list[torch.Tensor]:
         return [p.detach()[pos].clone() for p in self.params]
+
+
+def _soft_threshold_(w: torch.Tensor, threshold: torch.Tensor, denom: torch.Tensor | None = None) -> None:
+    """L1's proximal step in place: w ← sign(w)·max(|w| − t, 0), with t = ``threshold`` (per member, broadcast),
+    or ``threshold / denom`` (per weight: Adam's step), divided in the same pass as the subtraction.
+
+    |w| − t, clamped and given w's sign, is w − clamp(w, −t, t) to the bit (up to the sign of a zero), without
+    the three-operand ``clamp`` and its negated copy of t.
+    """
+    shrunk = w.abs()
+    if denom is None:
+        shrunk.sub_(threshold)
+    else:
+        shrunk.addcdiv_(threshold.expand_as(w), denom, value=-1.0)
+    torch.copysign(shrunk.clamp_min_(0.0), w, out=w)
 
 
 EVAL_FLOATS = 2**19
