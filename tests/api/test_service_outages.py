@@ -88,7 +88,10 @@ def test_a_postgres_restart_while_jobs_run_and_wait(postgres_server: PostgresSer
     # the running job: given back (attempt not counted) or, its lease run out meanwhile, taken back once
     assert rows[0].attempts in (1, 2) and [r.attempts for r in rows[1:]] == [1, 1]
     assert [w.poll() for w in workers] == [None, None]  # the same runners, still there
-    assert "giving it back to the queue" in log.read_text() and "the database answers again" in late.read_text()
+    assert "giving it back to the queue" in log.read_text()  # logged as the job broke, before "still unavailable"
+    # the second runner says so at its next try, after its backoff: the first may have ended every job before it
+    wait_for(lambda: "the database answers again" in late.read_text(), 120, every=0.2,
+             what="the second runner to find the database again")
     text = log.read_text() + late.read_text()
     for row in rows:
         states = {stage: [t.state for t in optuna.load_study(study_name=study_name(row.study_prefix, stage),
