@@ -160,3 +160,25 @@ def test_a_job_runs_its_stages_in_one_tune_run_on_the_same_worker(ray_cluster: N
         ("baseline", 1), ("dropout", 2), ("l2", 2)]
     for stage in stages:
         assert [t.state for t in trials_of(url, f"tiny/{stage['name']}")] == [TrialState.COMPLETE] * stage["trials"]
+
+
+def test_the_mailbox_actor_class_unpickles_without_importing_regtune(tmp_path: Path) -> None:
+    """The ``Mailbox`` actor's worker process unpickles its class with what a Ray worker has: pickled by
+    reference, it imported the ``tuner`` package (torch with it) beside the training batches."""
+    import subprocess
+    import sys
+
+    import ray.cloudpickle
+
+    from tuner.backends.ray._mailbox import pickled_by_value
+
+    (tmp_path / "mailbox.pkl").write_bytes(ray.cloudpickle.dumps(pickled_by_value()))  # as ``start_mailbox``'s
+    script = ("import sys, pickle\n"
+              "sys.modules['tuner'] = None  # importing regtune fails from here on\n"
+              f"cls = pickle.loads(open({str(tmp_path / 'mailbox.pkl')!r}, 'rb').read())\n"
+              "box = cls()\n"
+              "assert 'torch' not in sys.modules and 'optuna' not in sys.modules, sorted(sys.modules)\n"
+              "print(type(box).__name__, box.answers, callable(box.put), callable(box.take))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["Mailbox", "{}", "True", "True"]

@@ -19,6 +19,7 @@ trials live in Optuna's storage only.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -33,7 +34,7 @@ from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from sqlalchemy.engine import make_url
 
-from tuner.backends._batches import torch_threads
+from tuner.backends._batches import torch_threads, trials_per_batch
 from tuner.backends.ray._searcher import StageSearcher, TrialRegistry
 from tuner.backends.ray._trainable import train_trial
 from tuner.devices import resolve_device
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 _TUNE_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",  # the new output engine prints the experiment's header even with verbose=0
     "TUNE_DISABLE_SIGINT_HANDLER": "1",  # Ctrl+C raises KeyboardInterrupt, as with the Optuna backend
+    # Tune's CSV, JSON and TensorBoard loggers would write every result (each member's outcome, each request
+    # for members, each heartbeat) to the run's directory, which is thrown away: the trials live in Optuna's
+    # storage. They ran in the driver's loop, between a worker's result and Tune's answer to it.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 """Settings Tune reads only from the environment (a value already set there wins)."""
 
@@ -82,8 +87,9 @@ def run_ray(stages: Iterator[StageRun], data: Dataset, storage_url: str) -> None
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
     # a batch of mlp or linear members is refilled from the driver as they end (one through vmap is not)
-    searcher = StageSearcher(itertools.chain([run], stages), data,
-                             refillable=spec.search.batch != 1 and spec.model.kind not in VMAPPED_KINDS)
+    refillable = spec.model.kind not in VMAPPED_KINDS and any(
+        trials_per_batch(spec, data, stage.trials) > 1 for stage in spec.stages)
+    searcher = StageSearcher(itertools.chain([run], stages), data, refillable=refillable)
     trainable = tune.with_parameters(train_trial, spec=spec.model_dump(mode="json"), storage_url=url, data=data)
     share: dict[str, float] = {"cpu": _cpus_per_trial(parallelism, torch_threads(spec, data))}
     if resolve_device(spec.training.device).type == "cuda":  # trials running side by side share the GPU
@@ -99,11 +105,30 @@ def run_ray(stages: Iterator[StageRun], data: Dataset, storage_url: str) -> None
                                       callbacks=[TrialRegistry(searcher)]),
         )
         try:
-            tuner.fit()
+            with _no_missing_results_warning():
+                tuner.fit()
         finally:
             searcher.interrupt_unfinished()
             searcher.close_mailbox()
     searcher.end()
+
+
+class _MissingResults(logging.Filter):
+    """Drops Tune's warning that a trial's ``result.json`` and ``progress.csv`` are missing: regtune turns
+    Tune's result loggers off (``_TUNE_ENV``), so no trial has them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to fetch metrics for")
+
+
+@contextlib.contextmanager
+def _no_missing_results_warning() -> Iterator[None]:
+    tune_log, dropped = logging.getLogger("ray.tune.analysis.experiment_analysis"), _MissingResults()
+    tune_log.addFilter(dropped)
+    try:
+        yield
+    finally:
+        tune_log.removeFilter(dropped)
 
 
 _init_lock = threading.Lock()

@@ -5,7 +5,6 @@ when the job is cancelled.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -23,11 +22,12 @@ from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.search import Searcher
 
 from tuner.backends._batches import batch_room, note_batching, trials_per_batch
+from tuner.backends.ray._mailbox import start_mailbox
 from tuner.backends.ray._trainable import member_outcome
 from tuner.search import StageRun, TrialOutcome, fail_trial
 from tuner.train import Dataset
 
-__all__ = ["INTERRUPTED", "STOP_POLL_S", "Mailbox", "StageSearcher", "TrialRegistry"]
+__all__ = ["INTERRUPTED", "STOP_POLL_S", "StageSearcher", "TrialRegistry"]
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,10 @@ class StageSearcher(Searcher):
         super().__init__()
         self.stages = stages
         self.data = data
-        self.refillable = refillable  # whether batches are refilled from here (the model trains without vmap)
-        self.mailbox: Any = None  # the ``Mailbox`` actor, started with the first stage whose batches are refilled
+        self.refillable = refillable  # whether batches are refilled from here (some stage batches, without vmap)
         self.mailbox_name = f"regtune-mailbox-{uuid.uuid4().hex}"  # where a worker finds it (``ray.get_actor``)
+        # the ``Mailbox`` actor, started now: its worker is ready by the time the first batch asks
+        self.mailbox: Any = start_mailbox(self.mailbox_name) if refillable else None
         self.run: StageRun | None = None  # the stage handing out trials
         self.over = False  # no stage is left, or taking the next one raised (``error``)
         self.error: Exception | None = None
@@ -113,14 +114,12 @@ class StageSearcher(Searcher):
             return None
         self.per_batch = trials_per_batch(self.run.spec, self.data, self.run.target)
         self.refilled = self.refillable and self.per_batch > 1
-        if self.refilled and self.mailbox is None:
-            self.mailbox = Mailbox.options(name=self.mailbox_name).remote()  # type: ignore[attr-defined]
         self.room = batch_room(self.run, self.per_batch) if self.refilled else (lambda: self.per_batch)
         note_batching(self.run, self.data, self.per_batch)
         return self.run
 
     def close_mailbox(self) -> None:
-        """End the ``Mailbox`` actor, if a stage started one."""
+        """End the ``Mailbox`` actor, if there is one."""
         if self.mailbox is not None:
             ray.kill(self.mailbox)
             self.mailbox = None
@@ -218,34 +217,6 @@ class StageSearcher(Searcher):
 def _described(members: list[tuple[optuna.Trial, dict[str, float]]]) -> list[dict[str, Any]]:
     """Members as a worker rebuilds them: each Optuna trial's id and number, and its configuration."""
     return [{"trial_id": t._trial_id, "number": t.number, "params": c} for t, c in members]
-
-
-@ray.remote(num_cpus=0)
-class Mailbox:
-    """The driver's answers to batches asking for members (``StageSearcher._refill``), kept until the asking
-    worker takes them; an async actor, so a worker waits for its answer without holding the others up."""
-
-    def __init__(self) -> None:
-        self.answers: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        self.arrived: dict[tuple[str, int], asyncio.Event] = {}
-
-    def _event(self, key: tuple[str, int]) -> asyncio.Event:
-        return self.arrived.setdefault(key, asyncio.Event())
-
-    async def put(self, trial_id: str, request: int, members: list[dict[str, Any]]) -> None:
-        self.answers[trial_id, request] = members
-        self._event((trial_id, request)).set()
-
-    async def take(self, trial_id: str, request: int, timeout: float) -> list[dict[str, Any]] | None:
-        """The answer to request ``request`` of Tune trial ``trial_id``, or None when none came in ``timeout``."""
-        key = (trial_id, request)
-        try:
-            await asyncio.wait_for(self._event(key).wait(), timeout)
-        except TimeoutError:
-            return None
-        finally:
-            self.arrived.pop(key, None)
-        return self.answers.pop(key)
 
 
 def _error_of(tune_trial: TuneTrial | None) -> str:
