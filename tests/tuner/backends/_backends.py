@@ -1,8 +1,11 @@
-"""Helpers of the backend tests: a stage's trials, how many ran at once, epochs that last a while."""
+"""Helpers of the backend tests: a stage's trials, how many ran at once, epochs that last a while, the
+processes of a local Ray cluster."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,3 +44,20 @@ def epochs_lasting(tiny: Tiny, seconds: float, tmp_path: Path) -> int:
     [trial] = trials_of(url, "timing/baseline")
     per_epoch = trial.user_attrs["seconds"] / trial.user_attrs["epochs"]
     return max(150, math.ceil(seconds / per_epoch))
+
+
+def descendants() -> list[tuple[int, str]]:
+    """(pid, process title) of every process below this one, as a local Ray cluster's processes are."""
+    parents: dict[int, int] = {}
+    titles: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int(entry.name)
+            parents[pid] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            titles[pid] = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    found: list[int] = []
+    frontier = [os.getpid()]
+    while frontier:
+        frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found += frontier
+    return [(pid, titles.get(pid, "")) for pid in found]

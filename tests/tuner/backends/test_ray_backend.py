@@ -7,7 +7,6 @@ What every backend must do (budgets, resume, cancel, failed trials, the attribut
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import optuna
 import pytest
-from _backends import RECORDED, Tiny, epochs_lasting, most_at_once, trials_of
+from _backends import RECORDED, Tiny, descendants, epochs_lasting, most_at_once, trials_of
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune import ResultGrid
@@ -30,23 +29,6 @@ def ray_spec(tiny: Tiny, *, epochs: int, parallelism: int, stages: list[dict[str
                            search={"backend": "ray", "pruner": "median", "parallelism": parallelism,
                                    "stages": stages, "batch": batch},
                            report={"top_k": 1, "seeds": 1}))
-
-
-def descendants() -> list[tuple[int, str]]:
-    """(pid, process title) of every process below this one, as a local Ray cluster's processes are."""
-    parents: dict[int, int] = {}
-    titles: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pid = int(entry.name)
-            parents[pid] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            titles[pid] = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-    found: list[int] = []
-    frontier = [os.getpid()]
-    while frontier:
-        frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
-        found += frontier
-    return [(pid, titles.get(pid, "")) for pid in found]
 
 
 @pytest.mark.ray

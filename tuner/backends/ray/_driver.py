@@ -105,7 +105,7 @@ def run_ray(stages: Iterator[StageRun], data: Dataset, storage_url: str) -> None
                                       callbacks=[TrialRegistry(searcher)]),
         )
         try:
-            with _no_missing_results_warning():
+            with _no_missing_results_warning(), _trainables_on_started_workers():
                 tuner.fit()
         finally:
             searcher.interrupt_unfinished()
@@ -131,6 +131,44 @@ def _no_missing_results_warning() -> Iterator[None]:
         tune_log.removeFilter(dropped)
 
 
+@contextlib.contextmanager
+def _trainables_on_started_workers() -> Iterator[None]:
+    """Tune's trainable actors without the runtime environment Tune gives them by default.
+
+    Tune starts each trainable actor with ``runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}}``
+    (a PyTorch Lightning setting; ``ray.tune.execution.class_cache``), and an actor with a runtime
+    environment of its own gets a worker process started for it: measured on bench/search_speed.py's
+    job, its first trial began 3 s after the Tune run, the process's start and its imports of torch
+    and regtune included. Without it the actor takes one of the workers a local cluster started
+    with it, which have imported regtune already (``ensure_ray``'s ``preload_python_modules``). An
+    environment variable that Tune passes on from the driver's (AWS keys, Ray Train's settings) still
+    gives the actor its own worker, as before.
+    """
+    try:
+        from ray.tune.execution import class_cache
+        defaults: dict[str, str] = class_cache.DEFAULT_ENV_VARS
+    except (ImportError, AttributeError):  # another Ray: its defaults stay
+        yield
+        return
+    kept = dict(defaults)
+    defaults.pop("PL_DISABLE_FORK", None)
+    try:
+        yield
+    finally:
+        defaults.clear()
+        defaults.update(kept)
+
+
+WORKER_MODULES = [train_trial.__module__]
+"""What the workers of a local cluster import as they start (``preload_python_modules``): the trainable,
+torch and regtune with it, so that a trial does not wait for them (about 1.4 s of imports)."""
+
+WARM_WORKERS = 2
+"""The idle workers a local cluster keeps (``num_workers_soft_limit``), started with it: one for the first
+Tune trial, one for the ``Mailbox``. Ray would otherwise start one per core, and each holds about 250 MB
+of its own once torch is imported."""
+
+
 _init_lock = threading.Lock()
 
 
@@ -151,8 +189,11 @@ def ensure_ray() -> None:
         if address is None or address == "local":
             # workers at the driver's priority: Ray starts them at niceness 15, where any other process on the
             # machine (the API, the database, another job) starves the trials (a loaded run crawled 10x slower)
+            # its workers start with regtune imported (``WORKER_MODULES``), and ``WARM_WORKERS`` wait for the
+            # first trials (``_trainables_on_started_workers``)
             ray.init(address="local", num_cpus=_cores(), include_dashboard=False, logging_level=logging.WARNING,
-                     _system_config={"worker_niceness": 0})
+                     _system_config={"worker_niceness": 0, "preload_python_modules": WORKER_MODULES,
+                                     "num_workers_soft_limit": WARM_WORKERS})
         else:
             try:
                 ray.init(address=address, logging_level=logging.WARNING)

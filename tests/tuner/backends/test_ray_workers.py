@@ -1,0 +1,77 @@
+"""The workers of the local Ray cluster regtune starts: started with regtune imported, and the first trial of a
+job runs on one of them instead of a worker started for it (about 3 s later, measured on the bench's job).
+
+A module of its own: it needs a fresh cluster, which the other Ray tests' module fixture does not give.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _backends import Tiny, descendants, trials_of
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune import ResultGrid
+
+from tuner import parse_spec, run_job
+from tuner.backends.ray._driver import WARM_WORKERS
+
+
+def idle_workers() -> dict[int, bool]:
+    """The cluster's idle workers, and whether each has imported torch (libtorch mapped)."""
+    found = {}
+    for pid, title in descendants():
+        if title.startswith("ray::IDLE"):
+            try:
+                found[pid] = "libtorch_cpu" in Path(f"/proc/{pid}/maps").read_text()
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.ray
+def test_a_fresh_local_clusters_first_trial_runs_on_a_worker_that_started_with_regtune_imported(
+        tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from tuner.backends.ray import ensure_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if ray.is_initialized():  # another module's cluster, still up in this process
+        ray.shutdown()
+    ensure_ray()
+    try:
+        deadline, last = time.monotonic() + 120, None
+        while time.monotonic() < deadline:  # the workers start, then import regtune: until all have, twice in a row
+            idle = idle_workers()
+            if idle and all(idle.values()) and idle == last:
+                break
+            last = idle
+            time.sleep(1.0)
+        assert idle and all(idle.values()), f"the fresh cluster's idle workers (pid: torch imported): {idle}"
+        assert len(idle) <= WARM_WORKERS
+        warm = list(idle)
+
+        grids: list[ResultGrid] = []
+        fit = tune.Tuner.fit
+
+        def kept(self: tune.Tuner) -> Any:
+            grids.append(fit(self))
+            return grids[-1]
+
+        monkeypatch.setattr(tune.Tuner, "fit", kept)
+        url = f"sqlite:///{tmp_path}/x.db"
+        spec = parse_spec(tiny(training={"epochs": 2},
+                               search={"backend": "ray", "parallelism": 1, "batch": 1,
+                                       "stages": [{"name": "baseline", "params": [], "trials": 1}]},
+                               report={"top_k": 1, "seeds": 1}))
+        run_job(spec, storage=url)
+
+        [grid] = grids
+        assert [t.state for t in trials_of(url, "tiny/baseline")] == [TrialState.COMPLETE]
+        assert grid[0].metrics["pid"] in warm  # Tune's actor took a started worker, not one started for it
+    finally:
+        ray.shutdown()
