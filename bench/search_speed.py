@@ -1,7 +1,7 @@
 """How many trials per second does a search run? The script a practitioner would write against regtune.
 
     python bench/search_speed.py [--trials 40] [--epochs 30] [--batch auto] [--parallelism 1]
-                                 [--pruner median] [--also-unbatched] [--postgres] [--ray]
+                                 [--pruner median] [--also-unbatched] [--postgres] [--ray] [--seeds 1]
 
 One invocation, one split of digits (regtune's own 70/15/15), one budget: N TPE trials
 over λ₁, λ₂, dropout and label smoothing for an MLP 64-256-256-10, at most ``--epochs``
@@ -28,6 +28,11 @@ first stage's opening and the report's reads included, are printed beside it), o
 with ``--postgres``, on a throwaway PostgreSQL cluster started as the tests start theirs.
 Timings on a shared machine move with its load: the load average is printed, and
 ratios are only comparable within one invocation.
+
+One search's chosen test loss is one draw: with ``--seeds N`` everything runs for seeds 0 to N-1
+(each its own split of digits, the plain script's ``torch.manual_seed`` and TPE seed, regtune's
+job seed), and the end prints each measure's mean and standard deviation over them, and the
+difference of the chosen test losses seed by seed.
 """
 
 from __future__ import annotations
@@ -68,9 +73,14 @@ SPACE = {  # regtune's spec and the plain script's suggest calls draw from the s
 PATIENCE, BATCH_SIZE, LR, SEED = 5, 128, 1e-3, 0
 
 
-def plain_script(data: Dataset, trials: int, epochs: int) -> dict[str, Any]:
-    """The hand-written search: a DataLoader loop per trial, in-memory Optuna, the best model kept."""
+def plain_script(data: Dataset, trials: int, epochs: int, seed: int = SEED) -> dict[str, Any]:
+    """The hand-written search: a DataLoader loop per trial, in-memory Optuna, the best model kept.
+
+    ``torch.manual_seed(seed)`` once at the start, as such a script seeds: each trial's initial weights,
+    dropout masks and batch order then come from where the one generator has got to.
+    """
     assert data.test is not None
+    torch.manual_seed(seed)
     loader = DataLoader(TensorDataset(data.train.X, data.train.y), batch_size=BATCH_SIZE, shuffle=True)
     models: dict[int, nn.Module] = {}
     epochs_run = [0]
@@ -108,7 +118,7 @@ def plain_script(data: Dataset, trials: int, epochs: int) -> dict[str, Any]:
         models[trial.number] = model
         return best
 
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=SEED))
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
     started = time.perf_counter()
     study.optimize(objective, n_trials=trials)
     seconds = time.perf_counter() - started
@@ -181,10 +191,10 @@ def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[float, floa
 
 
 def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: str,
-                url: str, backend: str = "optuna") -> dict[str, Any]:
+                url: str, backend: str = "optuna", seed: int = SEED) -> dict[str, Any]:
     """``run_job`` on the same data and budget: a baseline trial plus ``trials - 1`` joint trials."""
     spec = parse_spec({
-        "name": f"speed-{backend}-b{batch}-p{parallelism}", "seed": SEED,
+        "name": f"speed-{backend}-b{batch}-p{parallelism}", "seed": seed,
         "dataset": {"source": "sklearn", "name": "digits", "split": {"val": 0.15, "test": 0.15}},
         "model": {"kind": "mlp", "hidden": [256, 256]},
         "training": {"epochs": epochs, "batch_size": BATCH_SIZE, "optimizer": "adam", "lr": LR,
@@ -224,7 +234,7 @@ def _row(name: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
 
 
 def ray_vs_optuna(args: argparse.Namespace, folder: Path, optuna_backend: dict[str, Any], plain: dict[str, Any],
-                  threads: int) -> None:
+                  threads: int, seed: int) -> float:
     """The same job on the Ray backend; its start-up apart, its trials/s as a ratio to the Optuna backend's."""
     os.environ.pop("RAY_ADDRESS", None)  # a local cluster, as the Optuna backend runs on this machine alone
     from tuner.backends.ray import ensure_ray  # Ray is heavy: imported only when asked for
@@ -235,7 +245,7 @@ def ray_vs_optuna(args: argparse.Namespace, folder: Path, optuna_backend: dict[s
           flush=True)
     try:
         r = regtune_run(args.trials, args.epochs, args.batch, args.parallelism, args.pruner,
-                        f"sqlite:///{folder}/ray.db", backend="ray")
+                        f"sqlite:///{folder}/ray.db", backend="ray", seed=seed)
     finally:
         import ray
 
@@ -244,6 +254,7 @@ def ray_vs_optuna(args: argparse.Namespace, folder: Path, optuna_backend: dict[s
     print(_row(f"ray batch {args.batch}, par {args.parallelism}", r, plain), flush=True)
     rate, base = r["trials"] / r["search_s"], optuna_backend["trials"] / optuna_backend["search_s"]
     print(f"ray / optuna backend: {rate / base:.2f}x trials/s over the search (the issue asks >= 0.80)", flush=True)
+    return rate / base
 
 
 def main() -> None:
@@ -257,37 +268,74 @@ def main() -> None:
     p.add_argument("--postgres", action="store_true",
                    help="also run regtune's batched job on PostgreSQL (a throwaway cluster, as the tests start one)")
     p.add_argument("--ray", action="store_true", help="also run the same job on the Ray backend (a local cluster)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="run everything for seeds 0 .. N-1 (the split, the plain script's torch seed and sampler, "
+                        "regtune's job seed) and summarize: one search's chosen test loss is one draw")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = load_dataset(parse_spec({"name": "d", "seed": SEED, "dataset": {"source": "sklearn", "name": "digits"},
-                                    "search": {"space": {"l2": SPACE["l2"]}}}).dataset, SEED)
     threads = torch.get_num_threads()
-    print(f"digits ({len(data.train)} train / {len(data.val)} val / {len(data.test or [])} test), MLP 64-256-256-10, "
-          f"{args.trials} trials, <= {args.epochs} epochs, patience {PATIENCE}; {os.cpu_count()} cores; "
-          f"load average {os.getloadavg()[0]:.1f} at start")
-    plain = plain_script(data, args.trials, args.epochs)
+    rows: list[dict[str, Any]] = []
+    for seed in range(SEED, SEED + args.seeds):
+        rows.append(one_seed(args, seed, threads))
+    if args.seeds > 1:
+        summarize(rows)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (other processes share these cores)")
+
+
+def one_seed(args: argparse.Namespace, seed: int, threads: int) -> dict[str, Any]:
+    """Every run for one seed, printed as it ends; the plain script's, regtune's and (asked for) Ray's results."""
+    data = load_dataset(parse_spec({"name": "d", "seed": seed, "dataset": {"source": "sklearn", "name": "digits"},
+                                    "search": {"space": {"l2": SPACE["l2"]}}}).dataset, seed)
+    print(f"seed {seed}: digits ({len(data.train)} train / {len(data.val)} val / {len(data.test or [])} test), "
+          f"MLP 64-256-256-10, {args.trials} trials, <= {args.epochs} epochs, patience {PATIENCE}; "
+          f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
+    plain = plain_script(data, args.trials, args.epochs, seed)
     torch.set_num_threads(threads)  # run_job sets its own; each run starts from the default
     print(_row(f"plain script ({threads} threads)", plain, None), flush=True)
+    result: dict[str, Any] = {"seed": seed, "plain": plain}
     runs = [(args.batch, args.parallelism)] + ([("1", args.parallelism)] if args.also_unbatched else [])
     with tempfile.TemporaryDirectory() as folder:
-        optuna_backend: dict[str, Any] | None = None
         for batch, parallelism in runs:
             url = f"sqlite:///{folder}/b{batch}-p{parallelism}.db"
-            r = regtune_run(args.trials, args.epochs, batch, parallelism, args.pruner, url)
-            optuna_backend = optuna_backend or r
+            r = regtune_run(args.trials, args.epochs, batch, parallelism, args.pruner, url, seed=seed)
+            result.setdefault("regtune", r)
             torch.set_num_threads(threads)
             print(_row(f"regtune batch {batch}, par {parallelism}", r, plain), flush=True)
-        if args.ray and optuna_backend is not None:
-            ray_vs_optuna(args, Path(folder), optuna_backend, plain, threads)
+        if args.ray:
+            result["ray_ratio"] = ray_vs_optuna(args, Path(folder), result["regtune"], plain, threads, seed)
     if args.postgres:
         bindir = find_bindir()
         if bindir is None:
             raise SystemExit("--postgres: PostgreSQL is not installed (apt-get install postgresql)")
         with running_server(bindir) as pg, pg.database() as url:
-            r = regtune_run(args.trials, args.epochs, args.batch, args.parallelism, args.pruner, url)
+            r = regtune_run(args.trials, args.epochs, args.batch, args.parallelism, args.pruner, url, seed=seed)
             torch.set_num_threads(threads)
             print(_row(f"regtune batch {args.batch}, postgres", r, plain), flush=True)
-    print(f"load average {os.getloadavg()[0]:.1f} at the end (other processes share these cores)")
+    return result
+
+
+def summarize(rows: list[dict[str, Any]]) -> None:
+    """Over the seeds: each measure's mean and standard deviation, and the chosen test losses side by side."""
+    def stat(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        return f"{mean:.4f} ± {sd:.4f}"
+
+    def rate(r: dict[str, Any]) -> float:
+        return float(r["trials"] / r["search_s"])
+
+    plain, regtune = [r["plain"] for r in rows], [r["regtune"] for r in rows]
+    print(f"over {len(rows)} seeds (mean ± sd):")
+    print(f"  trials/s: plain {stat([rate(r) for r in plain])}, regtune {stat([rate(r) for r in regtune])}, "
+          f"ratio {stat([rate(r) / rate(p) for r, p in zip(regtune, plain, strict=True)])}")
+    print(f"  best val: plain {stat([r['best_val'] for r in plain])}, regtune {stat([r['best_val'] for r in regtune])}")
+    print(f"  chosen test: plain {stat([r['test_loss'] for r in plain])}, "
+          f"regtune {stat([r['test_loss'] for r in regtune])}; regtune's minus plain's per seed "
+          f"{stat([r['test_loss'] - p['test_loss'] for r, p in zip(regtune, plain, strict=True)])}, "
+          f"no worse in {sum(r['test_loss'] <= p['test_loss'] for r, p in zip(regtune, plain, strict=True))} of "
+          f"{len(rows)}")
+    if all("ray_ratio" in r for r in rows):
+        print(f"  ray / optuna backend: {stat([r['ray_ratio'] for r in rows])}")
 
 
 if __name__ == "__main__":
