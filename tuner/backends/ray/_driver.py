@@ -142,7 +142,8 @@ def _trainables_on_started_workers() -> Iterator[None]:
     and regtune included. Without it the actor takes one of the workers a local cluster started
     with it, which have imported regtune already (``ensure_ray``'s ``preload_python_modules``). An
     environment variable that Tune passes on from the driver's (AWS keys, Ray Train's settings) still
-    gives the actor its own worker, as before.
+    gives the actor its own worker, as before. (Two jobs fitting at once in one process may leave the
+    variable off when both have ended: regtune's trainables never read it.)
     """
     try:
         from ray.tune.execution import class_cache
