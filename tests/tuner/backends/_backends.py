@@ -8,11 +8,15 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+import pytest
 
-from tuner import open_storage, parse_spec, run_job
+from tuner import JobSpec, open_storage, parse_spec, run_job
+
+if TYPE_CHECKING:
+    from ray.tune import ResultGrid
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -61,3 +65,26 @@ def descendants() -> list[tuple[int, str]]:
         frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
         found += frontier
     return [(pid, titles.get(pid, "")) for pid in found]
+
+
+def ray_spec(tiny: Tiny, *, epochs: int, parallelism: int, stages: list[dict[str, Any]], batch: int = 1) -> JobSpec:
+    """The tiny spec on the Ray backend, with the median pruner and these stages."""
+    return parse_spec(tiny(training={"epochs": epochs},
+                           search={"backend": "ray", "pruner": "median", "parallelism": parallelism,
+                                   "stages": stages, "batch": batch},
+                           report={"top_k": 1, "seeds": 1}))
+
+
+def tune_results(monkeypatch: pytest.MonkeyPatch) -> list[ResultGrid]:
+    """The result grid of every Tune run made from here on (``Tuner.fit``'s), in order."""
+    from ray import tune
+
+    grids: list[ResultGrid] = []
+    fit = tune.Tuner.fit
+
+    def kept(self: tune.Tuner) -> ResultGrid:
+        grids.append(fit(self))
+        return grids[-1]
+
+    monkeypatch.setattr(tune.Tuner, "fit", kept)
+    return grids

@@ -14,21 +14,12 @@ from typing import Any
 
 import optuna
 import pytest
-from _backends import RECORDED, Tiny, descendants, epochs_lasting, most_at_once, trials_of
+from _backends import RECORDED, Tiny, descendants, epochs_lasting, most_at_once, ray_spec, trials_of, tune_results
 from optuna.trial import TrialState
-from ray import tune
-from ray.tune import ResultGrid
 
-from tuner import JobSpec, RegtuneError, parse_spec, run_job
+from tuner import RegtuneError, parse_spec, run_job
 from tuner.backends.ray import worker_storage_url
 from tuner.backends.ray._searcher import StageSearcher
-
-
-def ray_spec(tiny: Tiny, *, epochs: int, parallelism: int, stages: list[dict[str, Any]], batch: int = 1) -> JobSpec:
-    return parse_spec(tiny(training={"epochs": epochs},
-                           search={"backend": "ray", "pruner": "median", "parallelism": parallelism,
-                                   "stages": stages, "batch": batch},
-                           report={"top_k": 1, "seeds": 1}))
 
 
 @pytest.mark.ray
@@ -123,14 +114,7 @@ def test_a_job_runs_its_stages_in_one_tune_run_on_the_same_worker(ray_cluster: N
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """One Tune run for the job, not one per stage: with parallelism 1, every trial of every stage, one at a
     time or batched, runs in the one worker process Tune started first (a stage pays no start-up of its own)."""
-    grids: list[ResultGrid] = []
-    fit = tune.Tuner.fit
-
-    def kept(self: tune.Tuner) -> ResultGrid:
-        grids.append(fit(self))
-        return grids[-1]
-
-    monkeypatch.setattr(tune.Tuner, "fit", kept)
+    grids = tune_results(monkeypatch)
     stages = [{"name": "baseline", "params": [], "trials": 1}, {"name": "l2", "params": ["l2"], "trials": 2},
               {"name": "dropout", "params": ["dropout"], "trials": 3}]
     url = f"sqlite:///{tmp_path}/x.db"

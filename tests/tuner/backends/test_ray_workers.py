@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from _backends import Tiny, descendants, trials_of
+from _backends import Tiny, descendants, ray_spec, trials_of, tune_results
 from optuna.trial import TrialState
-from ray import tune
-from ray.tune import ResultGrid
 
-from tuner import parse_spec, run_job
+from tuner import run_job
 from tuner.backends.ray._driver import WARM_WORKERS
 
 
@@ -55,20 +52,10 @@ def test_a_fresh_local_clusters_first_trial_runs_on_a_worker_that_started_with_r
         assert len(idle) <= WARM_WORKERS
         warm = list(idle)
 
-        grids: list[ResultGrid] = []
-        fit = tune.Tuner.fit
-
-        def kept(self: tune.Tuner) -> Any:
-            grids.append(fit(self))
-            return grids[-1]
-
-        monkeypatch.setattr(tune.Tuner, "fit", kept)
+        grids = tune_results(monkeypatch)
         url = f"sqlite:///{tmp_path}/x.db"
-        spec = parse_spec(tiny(training={"epochs": 2},
-                               search={"backend": "ray", "parallelism": 1, "batch": 1,
-                                       "stages": [{"name": "baseline", "params": [], "trials": 1}]},
-                               report={"top_k": 1, "seeds": 1}))
-        run_job(spec, storage=url)
+        run_job(ray_spec(tiny, epochs=2, parallelism=1, stages=[{"name": "baseline", "params": [], "trials": 1}]),
+                storage=url)
 
         [grid] = grids
         assert [t.state for t in trials_of(url, "tiny/baseline")] == [TrialState.COMPLETE]
