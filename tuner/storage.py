@@ -9,7 +9,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 
+from tuner._pg_rows import create_trial_pipelined, write_at_once, write_queued_at_once
 from tuner.errors import SpecError
 
 __all__ = ["DEFAULT_URL", "TrialStorage", "engine_kwargs", "finish_trial", "new_trial", "open_storage",
@@ -183,6 +184,14 @@ class TrialStorage(optuna.storages.RDBStorage):
         trials are read in one query and the rows written a table at a time (``_set_rows``); of a key
         written twice the last value stays.
         """
+        if _one_statement(self) and all(w[0] != "param" or w[5] is not None for w in queued):
+            new, system, study = _queued_rows(queued, _no_lookup)  # no distribution to look up: one statement
+            with _as_optuna_raises(), _autocommit(self) as con:
+                written = write_queued_at_once(con, new, system, study)
+                if not written.ok:  # says why: no such trial, or one has finished
+                    _running_trials(con, written.others)
+                    raise optuna.exceptions.UpdateFinishedTrialError("a trial written has finished meanwhile")
+            return
         with _writing(self, no_autoflush=True) as session:  # refused: raises, and nothing is written
             _write_queued_rows(session, queued)
 
@@ -200,9 +209,12 @@ class TrialStorage(optuna.storages.RDBStorage):
         from optuna.storages._rdb import models
 
         assert state.is_finished()
+        to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+        if _one_statement(self):
+            _write_at_once(self, to_stored, user_attrs, intermediate, ending=(trial_id, state, values))
+            return
         with _writing(self) as session:
-            _write_rows(session, models.TrialIntermediateValueModel.intermediate_value_to_stored_repr,
-                        user_attrs, intermediate, ending=(trial_id, state, values))
+            _write_rows(session, to_stored, user_attrs, intermediate, ending=(trial_id, state, values))
 
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         if template_trial is not None:
@@ -219,20 +231,24 @@ class TrialStorage(optuna.storages.RDBStorage):
     def _create_running_trial(self, study_id: int) -> FrozenTrial:
         """Optuna's ``_create_new_trial`` without a template, in two statements instead of four: the study's
         row is locked, as Optuna locks it (its trials are numbered in the order they are made), and the trial
-        is inserted with its number, the count of the study's trials before it."""
+        is inserted with its number, the count of the study's trials before it. On PostgreSQL with psycopg 3
+        both go in one round trip (``create_trial_pipelined``)."""
         from optuna.storages._rdb import models
 
         trials = models.TrialModel.__table__
         start = datetime.now()
+        if self.engine.dialect.name == "postgresql":  # in one round trip where the driver can
+            with self.engine.connect() as con:
+                made = create_trial_pipelined(con, study_id, start)
+            if made is not None:
+                return _running_trial(*made, start)
         with self.engine.begin() as con:
             _require_study(con, study_id, lock=True)
             before = sa.select(sa.func.count()).select_from(trials).where(trials.c.study_id == study_id)
             row = con.execute(sa.insert(trials).values(
                 study_id=study_id, number=before.scalar_subquery(), state=TrialState.RUNNING, datetime_start=start,
             ).returning(trials.c.trial_id, trials.c.number)).one()
-        return FrozenTrial(number=row.number, state=TrialState.RUNNING, value=None, values=None,
-                           datetime_start=start, datetime_complete=None, params={}, distributions={}, user_attrs={},
-                           system_attrs={}, intermediate_values={}, trial_id=row.trial_id)
+        return _running_trial(row.trial_id, row.number, start)
 
     def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                          distribution: BaseDistribution, previous_distribution: BaseDistribution | None) -> None:
@@ -309,30 +325,55 @@ class TrialStorage(optuna.storages.RDBStorage):
         return found[0]
 
 
+def _running_trial(trial_id: int, number: int, start: datetime) -> FrozenTrial:
+    """A trial just made: running since ``start``, holding nothing yet."""
+    return FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None, datetime_start=start,
+                       datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+                       intermediate_values={}, trial_id=trial_id)
+
+
 def _write_queued_rows(session: Any, queued: list[tuple[Any, ...]]) -> None:
     """``TrialStorage._write_queued``'s checks and statements, on a connection or an ORM session."""
     from optuna.storages._rdb import models
 
-    params = models.TrialParamModel
+    found = _running_trials(session, [w[1] for w in queued if w[0] != "study"])
+    new, system, study = _queued_rows(
+        queued, lambda trial_id, name: _param_distribution(session, found[trial_id].study_id, name))
+    if new:
+        session.execute(sa.insert(models.TrialParamModel.__table__), new)
+    _set_rows(session, models.TrialSystemAttributeModel, "key", ("value_json",), system)
+    _set_rows(session, models.StudyUserAttributeModel, "key", ("value_json",), study, owner="study_id")
+
+
+def _queued_rows(queued: list[tuple[Any, ...]], stored: Callable[[int, str], BaseDistribution | None]
+                 ) -> tuple[list[dict[str, Any]], dict[tuple[int, Any], tuple[Any, ...]],
+                            dict[tuple[int, Any], tuple[Any, ...]]]:
+    """``together``'s queue as rows: the parameters' (each checked against the distribution its study has
+    for its name, which ``stored(trial id, name)`` looks up when the queue does not carry it), and the
+    trials' system and the studies' user attributes by (owner id, key), the last value of a key kept.
+
+    Raises:
+        ValueError: a parameter's distribution is not compatible with the study's.
+    """
     new: list[dict[str, Any]] = []
     system: dict[tuple[int, Any], tuple[Any, ...]] = {}
     study: dict[tuple[int, Any], tuple[Any, ...]] = {}
-    found = _running_trials(session, [w[1] for w in queued if w[0] != "study"])
     for kind, owner, *rest in queued:
         if kind == "param":
             name, value, distribution, previous = rest
             if previous is None:  # the study's first trial to set it since this process started
-                previous = _param_distribution(session, found[owner].study_id, name)
+                previous = stored(owner, name)
             if previous is not None:
                 distributions.check_distribution_compatibility(previous, distribution)
             new.append({"trial_id": owner, "param_name": name, "param_value": value,
                         "distribution_json": distributions.distribution_to_json(distribution)})
         else:
             (system if kind == "system" else study)[owner, rest[0]] = (json.dumps(rest[1]),)
-    if new:
-        session.execute(sa.insert(params.__table__), new)
-    _set_rows(session, models.TrialSystemAttributeModel, "key", ("value_json",), system)
-    _set_rows(session, models.StudyUserAttributeModel, "key", ("value_json",), study, owner="study_id")
+    return new, system, study
+
+
+def _no_lookup(trial_id: int, name: str) -> BaseDistribution | None:
+    raise AssertionError("every queued parameter carries the distribution it is checked against")
 
 
 def _require_study(con: sa.Connection, study_id: int, *, lock: bool = False) -> None:
@@ -583,8 +624,28 @@ def write_trials(storage: optuna.storages.BaseStorage, *, user_attrs: Sequence[t
         for trial_id, key, value in user_attrs:
             storage.set_trial_user_attr(trial_id, key, value)
         return
+    if _one_statement(rdb):
+        _write_at_once(rdb, to_stored, user_attrs, intermediate)
+        return
     with _writing(rdb) as session:  # a refused write (a finished trial) leaves none of the batch behind
         _write_rows(session, to_stored, user_attrs, intermediate)
+
+
+def _one_statement(rdb: Any) -> bool:
+    """Whether ``rdb``'s trial rows are written in one statement (``tuner._pg_rows``): on PostgreSQL."""
+    return bool(rdb.engine.dialect.name == "postgresql" and "postgresql" in UPSERTS)
+
+
+def _write_at_once(rdb: Any, to_stored: Any, user_attrs: Sequence[tuple[int, str, Any]],
+                   intermediate: Sequence[tuple[int, int, float]],
+                   ending: tuple[int, TrialState, Sequence[float] | None] | None = None) -> None:
+    """``_write_rows`` on PostgreSQL: one statement, outside a transaction (atomic on its own), with the same
+    checks; when one fails, nothing is written and the error is the one ``_write_rows`` raises."""
+    with _as_optuna_raises(), _autocommit(rdb) as con:
+        written = write_at_once(con, to_stored, user_attrs, intermediate, ending)
+        if not written.ok:  # says why: no such trial, or one has finished
+            _running_trials(con, written.others + ([ending[0]] if ending else []))
+            raise optuna.exceptions.UpdateFinishedTrialError("a trial written has finished meanwhile")
 
 
 @contextmanager
@@ -610,12 +671,25 @@ def _writing(rdb: Any, *, no_autoflush: bool = False) -> Iterator[Any]:
                 session.rollback()
                 raise
         return
+    with _as_optuna_raises(), rdb.engine.begin() as con:
+        yield con
+
+
+@contextmanager
+def _autocommit(rdb: Any) -> Iterator[sa.Connection]:
+    """A connection of ``rdb``'s engine outside a transaction: each statement is committed as it ends."""
+    with rdb.engine.connect() as con:
+        yield con.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@contextmanager
+def _as_optuna_raises() -> Iterator[None]:
+    """Database errors inside come out as Optuna's ``_create_scoped_session`` raises them."""
     try:
-        with rdb.engine.begin() as con:
-            yield con
+        yield
     except sa.exc.IntegrityError:
         raise
-    except sa.exc.SQLAlchemyError as exc:  # as Optuna's session scope raises it
+    except sa.exc.SQLAlchemyError as exc:
         raise optuna.exceptions.StorageInternalError(
             "An exception is raised during the commit. This typically happens due to invalid data in the "
             "commit, e.g. exceeding max length. ") from exc

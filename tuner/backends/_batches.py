@@ -25,6 +25,7 @@ from tuner.devices import resolve_device
 from tuner.knobs import Knobs
 from tuner.search import EpochBoard, StageRun, TrialOutcome, TrialRecorder, fail_trial, pruner_startup
 from tuner.spec import JobSpec
+from tuner.storage import together
 from tuner.train import (
     VMAPPED_KINDS,
     Dataset,
@@ -117,9 +118,11 @@ def note_batching(run: StageRun, data: Dataset, per_batch: int) -> None:
     if why is not None:
         attrs["batched_reason"] = why
         log.warning("stage %s: its trials train one at a time, not batched: %s", run.stage.name, why)
-    for key, value in attrs.items():
-        if run.study.user_attrs.get(key) != value:
-            run.study.set_user_attr(key, value)
+    have = run.study.user_attrs  # one read, not one per key
+    with together(run.study._storage):  # and one write
+        for key, value in attrs.items():
+            if have.get(key) != value:
+                run.study.set_user_attr(key, value)
 
 
 def torch_threads(spec: JobSpec, data: Dataset) -> int:
