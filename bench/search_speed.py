@@ -24,7 +24,8 @@ the ratio to plain, the best validation loss, the chosen configuration's test lo
 the epochs trained (and epochs/s: pruning and early stopping change the epochs per
 trial), and for regtune the share of the search's wall time spent in the storage calls made
 during it (Optuna's, and regtune's batched writes; the seconds of every call of the run, the
-first stage's opening and the report's reads included, are printed beside it), on SQLite and,
+first stage's opening and the report's reads included, are printed beside it; the garbage
+collector's pauses that fell inside those calls are not storage, and are printed apart), on SQLite and,
 with ``--postgres``, on a throwaway PostgreSQL cluster started as the tests start theirs.
 Timings on a shared machine move with its load: the load average is printed, and
 ratios are only comparable within one invocation.
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import gc
 import math
 import os
 import tempfile
@@ -155,30 +157,41 @@ _SCOPES = ("together", "fresh_trials")
 """``TrialStorage``'s scopes: they write nothing themselves (``_write_queued`` is timed)."""
 
 
-def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[float, float], float]:
+def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[float, float], tuple[float, float]]:
     """Time the calls to ``storage`` (this instance) and to regtune's batched writes to it.
 
     Every public method, the private ones Optuna's trial cache calls instead (``_PRIVATE_CALLS``),
     and ``tuner.storage.write_trials`` (a trial's attributes or a batch's epoch reports in one
     transaction) are timed; a call made inside another timed call counts once. The function returned
     sums the seconds of the calls that started within a window (the search: not the data's loading
-    before it, nor the report's reads after it).
+    before it, nor the report's reads after it), and apart from them the seconds Python's garbage
+    collector ran inside those calls: a collection runs in whatever code allocates when it is due, and
+    a full one walks the whole process's objects (torch's, Ray's, the plain script's; 0.2 s here), so
+    the one that happened to start inside a storage call doubled the share of a search.
     """
-    calls: list[tuple[float, float]] = []  # (start, seconds)
-    depth = threading.local()
+    calls: list[tuple[float, float, float]] = []  # (start, seconds, seconds of garbage collection inside)
+    local = threading.local()
+
+    def collecting(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            local.gc_started = time.perf_counter()
+        elif getattr(local, "n", 0) and getattr(local, "gc_started", None) is not None:
+            local.gc = getattr(local, "gc", 0.0) + time.perf_counter() - local.gc_started
 
     def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            outer = getattr(depth, "n", 0) == 0
-            depth.n = getattr(depth, "n", 0) + 1
+            outer = getattr(local, "n", 0) == 0
+            local.n = getattr(local, "n", 0) + 1
+            if outer:
+                local.gc = 0.0
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                depth.n -= 1
+                local.n -= 1
                 if outer:
-                    calls.append((t, time.perf_counter() - t))
+                    calls.append((t, time.perf_counter() - t, local.gc))
         return wrapper
 
     for name in dir(type(storage)):
@@ -187,7 +200,13 @@ def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[float, floa
             setattr(storage, name, timed(getattr(storage, name)))
     for module in (tuner.search._trial, tuner.search._board):
         module.write_trials = timed(write_trials)  # type: ignore[attr-defined]
-    return lambda start, end: sum(seconds for t, seconds in calls if start <= t <= end)
+    gc.callbacks[:] = [c for c in gc.callbacks if getattr(c, "__name__", "") != "collecting"]  # an earlier run's
+    gc.callbacks.append(collecting)
+
+    def spent(start: float, end: float) -> tuple[float, float]:
+        inside = [(seconds, collected) for t, seconds, collected in calls if start <= t <= end]
+        return sum(s - c for s, c in inside), sum(c for _, c in inside)
+    return spent
 
 
 def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: str,
@@ -209,14 +228,15 @@ def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: 
     started = time.perf_counter()
     report = run_job(spec, storage=url, progress=clock)
     total = time.perf_counter() - started
+    storage, collected = spent(clock.start or started, clock.end)
     search = clock.end - (clock.start or started)
     done = [t for s in report.stages for t in optuna.load_study(study_name=s.study_name, storage=url).trials]
     scored = [t for t in done if t.state == TrialState.COMPLETE]
     return {"trials": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in done),
             "pruned": sum(t.state == TrialState.PRUNED for t in done),
             "epochs": sum(int(t.user_attrs.get("epochs", 0)) for t in done),
-            "search_s": search, "total_s": total, "storage_s": spent(clock.start or started, clock.end),
-            "storage_all_s": spent(-math.inf, math.inf),
+            "search_s": search, "total_s": total, "storage_s": storage, "storage_gc_s": collected,
+            "storage_all_s": sum(spent(-math.inf, math.inf)),
             "best_val": min(t.user_attrs["val_loss"] for t in scored),
             "test_loss": report.chosen.test_loss, "params": report.chosen.params}
 
@@ -227,6 +247,8 @@ def _row(name: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
     extra = f"  {r['epochs']} epochs ({r['epochs'] / r['search_s']:.2f}/s)"
     if "storage_s" in r:
         extra += (f", {r['pruned']} pruned, storage {100 * r['storage_s'] / r['search_s']:4.1f}% of search"
+                  + (f" (+{r['storage_gc_s']:.2f} s of garbage collection inside its calls)"
+                     if r["storage_gc_s"] >= 0.005 else "")
                   + (" (the driver's calls only)" if name.startswith("ray") else "")
                   + f" ({r['storage_all_s']:.2f} s with the stages' opening and the report's reads)")
     return (f"{name:<28} {rate:7.3f} trials/s ({whole:6.3f} with report)  {ratio}  best val {r['best_val']:.4f}"
