@@ -10,9 +10,9 @@ parameters, its end) took 1.4, 1.7 and 3.2 ms on the bench's PostgreSQL: half of
   ``INSERT ... ON CONFLICT`` per table, the inserts (and the end) are data-modifying CTEs of one statement,
   and the rows arrive as arrays (``unnest``), so a statement is the same for any number of rows and is
   compiled once. One statement run outside a transaction is atomic on its own: all of it is written, or
-  none. The checks are Optuna's: every trial written must be running (and when one ends, the others' rows
-  are locked as ``set_trial_state_values`` locks them), checked inside the statement; when one fails, the
-  statement writes nothing and says so (``Written``), and the caller raises.
+  none. The checks are Optuna's, inside the statement: every trial written must be running (and when one
+  ends, its row and the others' are locked by one ``SELECT ... FOR UPDATE``, as in ``finish_trial``'s
+  transaction); when one fails, the statement writes nothing and says so (``Written``), and the caller raises.
 - ``create_trial_pipelined``: a new trial's two statements and their transaction in one psycopg pipeline.
 """
 
@@ -31,16 +31,11 @@ __all__ = ["Written", "create_trial_pipelined", "write_at_once", "write_queued_a
 
 
 class Written(NamedTuple):
-    """What the statement found: whether the trial that ends ran (and so ended), and how many of the other
-    trials written were running. Nothing was written unless every one of them was."""
+    """What a statement did: ``ok``, it wrote everything (every trial it checked was running, and the one
+    that ends ended); else it wrote nothing. ``checked``: the trials whose state it checked."""
 
-    ended: bool
-    running: int
-    others: list[int]
-
-    @property
-    def ok(self) -> bool:
-        return self.running == len(self.others) and self.ended
+    ok: bool
+    checked: list[int]
 
 
 def write_at_once(con: sa.Connection, to_stored: Any, user_attrs: Sequence[tuple[int, str, Any]],
@@ -56,8 +51,10 @@ def write_at_once(con: sa.Connection, to_stored: Any, user_attrs: Sequence[tuple
     attrs = {(t, key): json.dumps(value) for t, key, value in user_attrs}
     objectives = {(ending[0], i): to_value(v) for i, v in enumerate(ending[2] or [])} if ending else {}
     others = sorted(({t for t, _ in steps} | {t for t, _ in attrs}) - ({ending[0]} if ending else set()))
+    # the trial that ends is locked with the others in one SELECT, as the transaction way locks them (one order)
+    checked = sorted({*others, ending[0]}) if ending else others
     params: dict[str, Any] = {
-        "others": others, "n_others": len(others), "running": TrialState.RUNNING,
+        "checked": checked, "n_checked": len(checked), "running": TrialState.RUNNING,
         "steps_trial_id": [t for t, _ in steps], "steps_step": [s for _, s in steps],
         "steps_intermediate_value": _floats(v for v, _ in steps.values()),
         "steps_intermediate_value_type": [kind.name for _, kind in steps.values()],
@@ -70,7 +67,7 @@ def write_at_once(con: sa.Connection, to_stored: Any, user_attrs: Sequence[tuple
     if ending is not None:
         params.update(ending=ending[0], new_state=ending[1], completed_at=datetime.now())
     row = con.execute(_statement(ending is not None), params).one()
-    return Written(ended=ending is None or row.ended == 1, running=row.running, others=others)
+    return Written(ok=row.running == len(checked) and (ending is None or row.ended == 1), checked=checked)
 
 
 def write_queued_at_once(con: sa.Connection, params: list[dict[str, Any]],
@@ -80,9 +77,9 @@ def write_queued_at_once(con: sa.Connection, params: list[dict[str, Any]],
     ``params``, rows of Optuna's parameter table (each a new row); ``system``, (trial id, key) -> (JSON,) of
     trial system attributes; ``study``, (study id, key) -> (JSON,) of study user attributes. Written only if
     every trial named is running."""
-    others = sorted({p["trial_id"] for p in params} | {t for t, _ in system})
+    checked = sorted({p["trial_id"] for p in params} | {t for t, _ in system})
     row = con.execute(_queued_statement(), {
-        "others": others, "n_others": len(others), "running": TrialState.RUNNING,
+        "checked": checked, "n_checked": len(checked), "running": TrialState.RUNNING,
         **{f"params_{c}": [p[c] for p in params] for c in ("trial_id", "param_name", "distribution_json")},
         "params_param_value": _floats(p["param_value"] for p in params),
         "system_trial_id": [t for t, _ in system], "system_key": [k for _, k in system],
@@ -90,7 +87,7 @@ def write_queued_at_once(con: sa.Connection, params: list[dict[str, Any]],
         "study_study_id": [t for t, _ in study], "study_key": [k for _, k in study],
         "study_value_json": [v for v, in study.values()],
     }).one()
-    return Written(ended=True, running=row.running, others=others)
+    return Written(ok=row.running == len(checked), checked=checked)
 
 
 def create_trial_pipelined(con: sa.Connection, study_id: int, start: datetime) -> tuple[int, int] | None:
@@ -140,26 +137,26 @@ def _queued_statement() -> Any:
 
 
 def _live(*, lock: bool) -> tuple[Any, Any]:
-    """How many of the trials ``others`` (a parameter) are running (locked when ``lock``), and whether all are
-    (compared with the parameter ``n_others``)."""
+    """How many of the trials ``checked`` (a parameter) are running (locked when ``lock``), and whether all are
+    (compared with the parameter ``n_checked``)."""
     from optuna.storages._rdb import models
     from sqlalchemy.dialects import postgresql
 
     trials = models.TrialModel.__table__
     live = sa.select(trials.c.trial_id).where(
-        trials.c.trial_id == sa.any_(sa.bindparam("others", type_=postgresql.ARRAY(sa.Integer))),
+        trials.c.trial_id == sa.any_(sa.bindparam("checked", type_=postgresql.ARRAY(sa.Integer))),
         trials.c.state == sa.bindparam("running", type_=trials.c.state.type))
     n_live = sa.select(sa.func.count()).select_from((live.with_for_update() if lock else live).cte("live"))
-    return n_live.scalar_subquery(), n_live.scalar_subquery() == sa.bindparam("n_others", type_=sa.Integer)
+    return n_live.scalar_subquery(), n_live.scalar_subquery() == sa.bindparam("n_checked", type_=sa.Integer)
 
 
 @functools.cache
 def _statement(ends: bool) -> Any:
     """The statement, built once for writes that end a trial (``ends``) and once for those that do not.
 
-    ``live`` selects the other trials written that are running (locking them when one ends); ``ended``
-    ends the trial if it is running and every other one is; each table's rows are inserted only if all
-    held (``gate``). The statement returns how many trials ended and how many others were running.
+    ``live`` selects the trials written that are running (with the one that ends, all locked when one ends);
+    ``ended`` ends the trial if every one of them is running; each table's rows are inserted only if all
+    are (``gate``). The statement returns how many trials ended and how many were running.
     """
     from optuna.storages._rdb import models
 

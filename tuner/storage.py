@@ -189,7 +189,7 @@ class TrialStorage(optuna.storages.RDBStorage):
             with _as_optuna_raises(), _autocommit(self) as con:
                 written = write_queued_at_once(con, new, system, study)
                 if not written.ok:  # says why: no such trial, or one has finished
-                    _running_trials(con, written.others)
+                    _running_trials(con, written.checked)
                     raise optuna.exceptions.UpdateFinishedTrialError("a trial written has finished meanwhile")
             return
         with _writing(self, no_autoflush=True) as session:  # refused: raises, and nothing is written
@@ -644,7 +644,7 @@ def _write_at_once(rdb: Any, to_stored: Any, user_attrs: Sequence[tuple[int, str
     with _as_optuna_raises(), _autocommit(rdb) as con:
         written = write_at_once(con, to_stored, user_attrs, intermediate, ending)
         if not written.ok:  # says why: no such trial, or one has finished
-            _running_trials(con, written.others + ([ending[0]] if ending else []))
+            _running_trials(con, written.checked)
             raise optuna.exceptions.UpdateFinishedTrialError("a trial written has finished meanwhile")
 
 
