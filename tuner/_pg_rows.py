@@ -118,7 +118,10 @@ def create_trial_pipelined(con: sa.Connection, study_id: int, start: datetime) -
             raw.commit()
             row = made.fetchone()
     except psycopg.Error:  # no such study (the insert's foreign key), a lock timeout: nothing was written
-        raw.rollback()
+        try:
+            raw.rollback()
+        except psycopg.Error:  # the connection itself failed: the pool drops it, the caller's way gets another
+            con.invalidate()
         return None
     return None if row is None else (int(row[0]), int(row[1]))
 
