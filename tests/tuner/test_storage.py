@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy as sa
+from _postgres import PostgresServer
 from optuna.trial import TrialState
 from sqlalchemy import event
 
@@ -357,3 +359,18 @@ def test_a_pooled_connection_is_pinged_only_after_sitting_idle_and_a_dead_one_is
         assert len(pinged) == 1
     finally:
         engine.dispose()
+
+
+def test_a_trial_made_on_a_connection_the_server_dropped_is_made_on_another(
+        postgres_server: PostgresServer, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: a trial is made in one pipelined round trip; on a pooled connection the server dropped (a
+    restart), that fails, the connection leaves the pool, and the trial is made on a new one, numbered next."""
+    monkeypatch.setattr(tuner.storage, "PING_IDLE_S", math.inf)  # the pool hands out the dead connection
+    storage = open_storage(postgres_url)
+    study = optuna.create_study(study_name="dropped", storage=storage)
+    study.ask()
+    postgres_server.stop()
+    postgres_server.start()
+    made = [storage.create_new_trial(study._study_id) for _ in range(2)]
+    assert [storage.get_trial(t).number for t in made] == [1, 2]
+    assert [t.number for t in storage.get_all_trials(study._study_id)] == [0, 1, 2]
