@@ -25,7 +25,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 
-from tuner._pg_rows import create_trial_pipelined, write_at_once, write_queued_at_once
+from tuner._pg_rows import Written, create_trial_pipelined, write_at_once, write_queued_at_once
 from tuner.errors import SpecError
 
 __all__ = ["DEFAULT_URL", "TrialStorage", "engine_kwargs", "finish_trial", "new_trial", "open_storage",
@@ -187,10 +187,7 @@ class TrialStorage(optuna.storages.RDBStorage):
         if _one_statement(self) and all(w[0] != "param" or w[5] is not None for w in queued):
             new, system, study = _queued_rows(queued, _no_lookup)  # no distribution to look up: one statement
             with _as_optuna_raises(), _autocommit(self) as con:
-                written = write_queued_at_once(con, new, system, study)
-                if not written.ok:  # says why: no such trial, or one has finished
-                    _running_trials(con, written.checked)
-                    raise optuna.exceptions.UpdateFinishedTrialError("a trial written has finished meanwhile")
+                _raise_unless_written(con, write_queued_at_once(con, new, system, study))
             return
         with _writing(self, no_autoflush=True) as session:  # refused: raises, and nothing is written
             _write_queued_rows(session, queued)
@@ -642,10 +639,16 @@ def _write_at_once(rdb: Any, to_stored: Any, user_attrs: Sequence[tuple[int, str
     """``_write_rows`` on PostgreSQL: one statement, outside a transaction (atomic on its own), with the same
     checks; when one fails, nothing is written and the error is the one ``_write_rows`` raises."""
     with _as_optuna_raises(), _autocommit(rdb) as con:
-        written = write_at_once(con, to_stored, user_attrs, intermediate, ending)
-        if not written.ok:  # says why: no such trial, or one has finished
-            _running_trials(con, written.checked)
-            raise optuna.exceptions.UpdateFinishedTrialError("a trial written has finished meanwhile")
+        _raise_unless_written(con, write_at_once(con, to_stored, user_attrs, intermediate, ending))
+
+
+def _raise_unless_written(con: sa.Connection, written: Written) -> None:
+    """After a one-statement write (``tuner._pg_rows``) that wrote nothing, the error Optuna's writes raise: the
+    trials it checked are read again to say why (no such trial, or one has finished)."""
+    if written.ok:
+        return
+    _running_trials(con, written.checked)
+    raise optuna.exceptions.UpdateFinishedTrialError("a trial written has finished meanwhile")
 
 
 @contextmanager
