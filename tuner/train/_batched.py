@@ -2,7 +2,7 @@
 
 The knobs regtune searches (λ₁, λ₂, dropout, label smoothing) change the loss,
 the masks and the update, never the shapes, so K trials of one model can share
-every kernel: weights stacked as (K, in, out), one ``baddbmm`` per layer for all
+every kernel: weights stacked as (K, out, in), one ``baddbmm`` per layer for all
 members (the input batch they share broadcast to each). Each member trains exactly as it would
 alone in ``tuner.train.train`` with the same seed: the same init and batch
 order (one generator, as the lone loop draws it), the same dropout masks (the
@@ -151,7 +151,7 @@ class _Stack:
         self.n_hidden = len(base.hidden)
         self.spec, self.task = spec, task
         with torch.no_grad():  # one member's start: every member's, since they share the seed
-            self.init = [lin.weight.detach().T.unsqueeze(0).clone() for lin in base.linears] + [
+            self.init = [lin.weight.detach().unsqueeze(0).clone() for lin in base.linears] + [
                 lin.bias.detach().view(1, 1, -1).clone() for lin in base.linears]
         self.n_layers = len(base.linears)
         self.params: list[torch.Tensor] = [p[:0].clone().requires_grad_() for p in self.init]
@@ -160,6 +160,7 @@ class _Stack:
                                                   for _ in range(2 if self.adam else 1)]
         self.steps = torch.zeros(0, 1, 1, dtype=torch.float64)
         self.knobs: list[Knobs] = []
+        self._runs: _Runs | None = None  # Adam's runs of members, made at the first step after a resize
 
     @property
     def weights(self) -> list[torch.Tensor]:
@@ -177,6 +178,7 @@ class _Stack:
             self.moments = [[torch.cat([m[idx], torch.zeros_like(i).expand(add, -1, -1)])
                              for m, i in zip(ms, self.init, strict=True)] for ms in self.moments]
             self.steps = torch.cat([self.steps[idx], torch.zeros(add, 1, 1, dtype=torch.float64)])
+        self._runs = None
 
     def resize(self, keep: list[int], joining: list[Knobs]) -> None:
         """Keep the members at positions ``keep`` and add one fresh member per entry of ``joining``."""
@@ -199,9 +201,10 @@ class _Stack:
                           if any(k.label_smoothing > 0 for k in knobs) else None)
         rates = [[k.input_dropout for k in knobs]] + [[k.dropout[i] if i < len(k.dropout) else 0.0 for k in knobs]
                                                        for i in range(self.n_hidden)]
-        # per site: where a uniform u keeps a unit, scale it by 1/(1-p); None where no member drops there
+        # per site: a uniform u keeps a unit where u > p⁻ (the float below p: u ≥ p), scaled by 1/(1-p); None
+        # where no member drops there. A rate of 0 keeps every unit: -1 stands for its p⁻.
         self.keep: list[tuple[torch.Tensor, torch.Tensor] | None] = [
-            (col(p), 1.0 / (1.0 - col(p))) if any(v > 0 for v in p) else None for p in rates]
+            (_below(col(p)), 1.0 / (1.0 - col(p))) if any(v > 0 for v in p) else None for p in rates]
 
     def forward(self, x: torch.Tensor, uniforms: Sequence[torch.Tensor | None] = ()) -> torch.Tensor:
         """The members' outputs (K, rows, out) for the input ``x``; ``uniforms`` per dropout site.
@@ -217,7 +220,7 @@ class _Stack:
                 h = h * _mask(uniforms[0], site)  # (K, rows, in): masks differ
             if h.dim() == 2:  # the input every member shares
                 h = h.expand(w.shape[0], -1, -1)
-            h = torch.baddbmm(b, h, w)
+            h = _Dense.apply(h, w, b) if torch.is_grad_enabled() else torch.baddbmm(b, h, w.transpose(1, 2))
             if j < self.n_hidden:
                 h = h.relu_() if in_place else self.act(h)
                 site = self.keep[j + 1]
@@ -287,24 +290,17 @@ class _Stack:
         per-weight step, lr / (√(v/(1−β₂ᵗ)) + ε) (``prox_l1_``'s rule).
         """
         beta1, beta2, lr = 0.9, 0.999, self.spec.lr  # torch's defaults, which the lone loop uses
-        steps = self.steps.flatten().tolist()
-        runs: list[tuple[int, int, torch.Tensor]] = []  # (first member, end, that run's step count)
-        for pos, t in enumerate(steps):
-            if runs and steps[runs[-1][0]] == t:
-                runs[-1] = (runs[-1][0], pos + 1, runs[-1][2])
-            else:
-                runs.append((pos, pos + 1, torch.tensor(t, dtype=torch.float32)))
-        params, grads, ms, vs, counts = [], [], [], [], []
-        for p, m, v in zip(self.params, *self.moments, strict=True):
+        if self._runs is None:
+            self._runs = _Runs.of(self.steps, self.params, self.moments)
+        else:  # the members' counts went up by one (``_update``): so do their runs'
+            torch._foreach_add_(self._runs.counts, 1.0)
+        runs = self._runs
+        grads = []
+        for p in self.params:
             assert p.grad is not None
-            for a, b, t in runs:
-                params.append(p[a:b])
-                grads.append(p.grad[a:b])
-                ms.append(m[a:b])
-                vs.append(v[a:b])
-                counts.append(t)
-        torch._fused_adam_(params, grads, ms, vs, [], counts, lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0,
-                           eps=1e-8, amsgrad=False, maximize=False)
+            grads.extend(p.grad.split(runs.sizes))
+        torch._fused_adam_(runs.params, grads, runs.m, runs.v, [], runs.steps, lr=lr, beta1=beta1, beta2=beta2,
+                           weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
         if self.l1 is None:
             return
         # λ₁·lr / (√v / c₂ + ε) = λ₁·lr·c₂ / (√v + ε·c₂): six passes over each weight tensor, two of them in place
@@ -321,7 +317,7 @@ class _Stack:
         for K members is tens of MB, which the allocator maps and unmaps anew on every call (page
         faults, memory traffic); in chunks it took 0.7x the time on digits at K = 10.
         """
-        rows = max(1, EVAL_FLOATS // (len(self.knobs) * max(p.shape[-1] for p in self.weights)))
+        rows = max(1, EVAL_FLOATS // (len(self.knobs) * max(p.shape[1] for p in self.weights)))
         out = torch.cat([self.forward(split.X[i:i + rows]) for i in range(0, len(split), rows)], dim=1)
         loss = self.losses(out, split.y).tolist()
         if self.task != "classification":
@@ -331,6 +327,66 @@ class _Stack:
 
     def member_state(self, pos: int) -> list[torch.Tensor]:
         return [p.detach()[pos].clone() for p in self.params]
+
+
+@dataclass
+class _Runs:
+    """Adam's view of the members: runs that share a step count (a cohort), each tensor split by them.
+
+    Made once per resize (``of``), not at every step: splitting six tensors four ways per cohort, and a
+    step-count tensor per run, was about 150 small torch calls a step with five cohorts.
+    """
+
+    sizes: list[int]  # members per run, in member order
+    counts: list[torch.Tensor]  # each run's step count (float32, as torch's Adam keeps it)
+    steps: list[torch.Tensor]  # per split tensor, its run's count
+    params: list[torch.Tensor]
+    m: list[torch.Tensor]
+    v: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, steps: torch.Tensor, params: list[torch.Tensor], moments: list[list[torch.Tensor]]) -> _Runs:
+        sizes: list[int] = []
+        values: list[float] = []
+        for t in steps.flatten().tolist():
+            if values and values[-1] == t:
+                sizes[-1] += 1
+            else:
+                sizes.append(1)
+                values.append(t)
+        counts = [torch.tensor(t, dtype=torch.float32) for t in values]
+
+        def split(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [part for t in tensors for part in t.detach().split(sizes)]
+        return cls(sizes, counts, counts * len(params), split(params), split(moments[0]), split(moments[1]))
+
+
+class _Dense(torch.autograd.Function):
+    """One layer for every member, h·Wᵀ + b, with weights stored (K, out, in) as ``nn.Linear`` stores them.
+
+    Autograd's own backward of ``baddbmm`` forms the weight gradient as hᵀ·g, (K, in, out): on the
+    output layer (out = 10 on digits) that product has ten columns, and MKL took 272 µs for it at
+    K = 10 where gᵀ·h, (K, out, in), took 58 (``/work/scratch/layouts.py``; the layer in all: 582
+    against 237 µs a step). Here the weight gradient is gᵀ·h for every layer, in the weights' own
+    layout; on the square layers either form costs the same.
+    """
+
+    @staticmethod
+    def forward(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(b, h, w.transpose(1, 2))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        h, w, _ = inputs
+        ctx.save_for_backward(h, w)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        h, w = ctx.saved_tensors
+        dh = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
+        dw = torch.bmm(g.transpose(1, 2), h) if ctx.needs_input_grad[1] else None
+        db = g.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
+        return dh, dw, db
 
 
 def _soft_threshold_(w: torch.Tensor, threshold: torch.Tensor, denom: torch.Tensor | None = None) -> None:
@@ -352,14 +408,22 @@ EVAL_FLOATS = 2**19
 """Activation floats per chunk of rows when evaluating (2 MiB: a core's cache, not the whole split's)."""
 
 
+def _below(rate: torch.Tensor) -> torch.Tensor:
+    """Each rate's p⁻, the largest float below it, so that u ≥ p exactly when u − p⁻ > 0; -1 for a rate of 0."""
+    return torch.where(rate > 0, torch.nextafter(rate, torch.tensor(-1.0)), -1.0)
+
+
 def _mask(uniforms: torch.Tensor, site: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Each member's inverted-dropout mask from one site's uniforms: 1/(1-p) where u ≥ p, else 0.
 
-    A comparison made float and scaled in place: ``torch.where`` with the per-member scale broadcast
-    took about twice as long for the same numbers.
+    In float arithmetic: sign(u − p⁻) is 1 where u > p⁻, that is u ≥ p, and -1 or 0 elsewhere (a float
+    difference is 0 only between equal floats), then clamped at 0 and scaled; the same masks as
+    ``(u >= p).float() * scale``, bit for bit. Torch's comparisons write bools a byte at a time: at
+    K = 10 (10 x 128 x 256 units) the comparison, its cast and the scaling took 283 µs, these four
+    passes 56 (``/work/scratch/maskb.py``).
     """
-    rate, scale = site
-    return (uniforms >= rate).to(scale.dtype).mul_(scale)
+    below, scale = site
+    return torch.sub(uniforms, below).sign_().clamp_min_(0.0).mul_(scale)
 
 
 def _lone_model(model_spec: ModelSpec, n_in: int, n_out: int, state: list[torch.Tensor]) -> MLP:
@@ -368,7 +432,7 @@ def _lone_model(model_spec: ModelSpec, n_in: int, n_out: int, state: list[torch.
     n = len(model.linears)
     with torch.no_grad():
         for lin, w, b in zip(model.linears, state[:n], state[n:], strict=True):
-            lin.weight.copy_(w.T)
+            lin.weight.copy_(w)
             lin.bias.copy_(b.view(-1))
     model.eval()
     return model
@@ -461,18 +525,29 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
             curve_train=m.curve_t, curve_val=m.curve_v, model=model,
         )
 
-    def sites_draw(cohorts: list[_Cohort], which: torch.Tensor | None, rows: int) -> list[torch.Tensor | None]:
-        """Each dropout site's uniforms for one batch of ``rows``: drawn per cohort, spread to its members."""
+    def sites_draw(cohorts: list[_Cohort], counts: list[int] | None, rows: int) -> list[torch.Tensor | None]:
+        """Each dropout site's uniforms for one batch of ``rows``: drawn per cohort, spread to its ``counts``
+        members (a cohort's members sit together: they joined together, and resizing keeps the order)."""
         drawn: list[torch.Tensor | None] = []
         for s, width in enumerate(widths):
             if stack.keep[s] is None:
                 drawn.append(None)
                 continue
             per = [dropout_uniforms((rows, width), c.sites[s]) for c in cohorts]
-            drawn.append(per[0] if which is None else torch.stack(per)[which])
+            drawn.append(per[0] if counts is None else
+                         torch.cat([u.expand(k, -1, -1) for u, k in zip(per, counts, strict=True)]))
         return drawn
 
-    resize({}, list(zip(knobs, on_epoch if on_epoch is not None else [None] * size, strict=True)))
+    def spread(cohorts: list[_Cohort]) -> tuple[torch.Tensor | None, list[int] | None]:
+        """Each live member's cohort (its position in ``cohorts``) and each cohort's live members; None
+        for one cohort, whose members all see the same rows and masks."""
+        if len(cohorts) == 1:
+            return None, None
+        which = [cohorts.index(m.cohort) for m in live]
+        assert which == sorted(which), "a cohort's members sit together"
+        return torch.tensor(which), [which.count(c) for c in range(len(cohorts))]
+
+    resize({}, list(zip(knobs, on_epoch if on_epoch is not None else [None] * len(knobs), strict=True)))
     next_poll = time.monotonic() + STOP_POLL_S
     while live:
         epoch_started = time.perf_counter()
@@ -480,7 +555,8 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         for c in cohorts:
             c.order = torch.randperm(n, generator=c.gen)
         # one cohort: every member sees the same rows; several: each member its cohort's rows
-        which = None if len(cohorts) == 1 else torch.tensor([cohorts.index(m.cohort) for m in live])
+        which, counts = spread(cohorts)
+        orders = None if which is None else torch.stack([c.order for c in cohorts if c.order is not None])
         stopped = False
         for start in range(0, n, spec.batch_size):
             if should_stop is not None and time.monotonic() >= next_poll:
@@ -490,10 +566,16 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                     stopped = True
                     break
                 next_poll = time.monotonic() + STOP_POLL_S
-            rows = [c.order[start:start + spec.batch_size] for c in cohorts if c.order is not None]
-            xb, yb = (X[rows[0]], y[rows[0]]) if which is None else (X[torch.stack(rows)][which],
-                                                                      y[torch.stack(rows)][which])
-            losses = stack.train_losses(stack.forward(xb, sites_draw(cohorts, which, len(rows[0]))), yb)
+            if orders is None:
+                assert cohorts[0].order is not None
+                each = cohorts[0].order[start:start + spec.batch_size]
+                xb, yb = X.index_select(0, each), y.index_select(0, each)
+            else:  # each member's rows: (members, rows)
+                assert which is not None
+                each = orders[:, start:start + spec.batch_size].index_select(0, which)
+                flat = each.flatten()
+                xb, yb = X.index_select(0, flat).view(*each.shape, -1), y.index_select(0, flat).view(each.shape)
+            losses = stack.train_losses(stack.forward(xb, sites_draw(cohorts, counts, each.shape[-1])), yb)
             finite = torch.isfinite(losses)
             if bool(finite.all()):
                 stack.step(losses.sum())
@@ -505,7 +587,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
             resize(bad, [])  # type: ignore[arg-type]
             if not live:
                 break
-            which = None if which is None else torch.tensor([cohorts.index(m.cohort) for m in live])
+            which, counts = (None, None) if which is None else spread(cohorts)
         if stopped or not live:
             break
         for c in cohorts:
