@@ -37,7 +37,7 @@ from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
 from tuner.train._memory import keep_freed_memory
-from tuner.train._models import MLP, build_model, dropout_generators, dropout_uniforms
+from tuner.train._models import MLP, build_model, dropout_bits, dropout_generators
 from tuner.train._regularizers import features_kept_mask, sparsity
 
 __all__ = ["MemberOutcome", "auto_batch", "close_epoch", "n_weights", "train_batched"]
@@ -201,17 +201,17 @@ class _Stack:
                           if any(k.label_smoothing > 0 for k in knobs) else None)
         rates = [[k.input_dropout for k in knobs]] + [[k.dropout[i] if i < len(k.dropout) else 0.0 for k in knobs]
                                                        for i in range(self.n_hidden)]
-        # per site: a uniform u keeps a unit where u > p⁻ (the float below p: u ≥ p), scaled by 1/(1-p); None
-        # where no member drops there. A rate of 0 keeps every unit: -1 stands for its p⁻.
+        # per site: the bits b of a uniform (``dropout_bits``) keep a unit where b > τ (``_cut``), scaled by
+        # 1/(1-p); None where no member drops there
         self.keep: list[tuple[torch.Tensor, torch.Tensor] | None] = [
-            (_below(col(p)), 1.0 / (1.0 - col(p))) if any(v > 0 for v in p) else None for p in rates]
+            (_cut(col(p)), 1.0 / (1.0 - col(p))) if any(v > 0 for v in p) else None for p in rates]
 
-    def forward(self, x: torch.Tensor, uniforms: Sequence[torch.Tensor | None] = ()) -> torch.Tensor:
-        """The members' outputs (K, out, rows), outputs before rows, for the input ``x``; ``uniforms`` per
-        dropout site.
+    def forward(self, x: torch.Tensor, bits: Sequence[torch.Tensor | None] = ()) -> torch.Tensor:
+        """The members' outputs (K, out, rows), outputs before rows, for the input ``x``; ``bits`` per
+        dropout site (``dropout_bits``).
 
         ``x`` is (rows, in) when every member sees the same rows, else (K, rows, in); a site's
-        uniforms are (rows, width) or (K, rows, width) likewise. The outputs come out transposed
+        bits are (rows, width) or (K, rows, width) likewise. The outputs come out transposed
         (``_LastDense``) because a softmax over a last dimension of 10 classes is slow: 100 µs for
         (10, 128, 10), 6 µs over the middle dimension of (10, 10, 128).
         """
@@ -219,8 +219,8 @@ class _Stack:
         in_place = self.relu and not torch.is_grad_enabled()  # evaluating: no graph keeps the pre-activations
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             site = self.keep[j] if j <= self.n_hidden else None
-            if j == 0 and site is not None and uniforms and uniforms[0] is not None:
-                h = h * _mask(uniforms[0], site)  # (K, rows, in): masks differ
+            if j == 0 and site is not None and bits and bits[0] is not None:
+                h = h * _mask(bits[0], site)  # (K, rows, in): masks differ
             if h.dim() == 2:  # the input every member shares
                 h = h.expand(w.shape[0], -1, -1)
             if j == self.n_hidden:  # the output layer
@@ -230,7 +230,7 @@ class _Stack:
             if j < self.n_hidden:
                 h = h.relu_() if in_place else self.act(h)
                 site = self.keep[j + 1]
-                if site is not None and uniforms and (u := uniforms[j + 1]) is not None:
+                if site is not None and bits and (u := bits[j + 1]) is not None:
                     h = h * _mask(u, site)
         return h
 
@@ -440,22 +440,24 @@ EVAL_FLOATS = 2**19
 """Activation floats per chunk of rows when evaluating (2 MiB: a core's cache, not the whole split's)."""
 
 
-def _below(rate: torch.Tensor) -> torch.Tensor:
-    """Each rate's p⁻, the largest float below it, so that u ≥ p exactly when u − p⁻ > 0; -1 for a rate of 0."""
-    return torch.where(rate > 0, torch.nextafter(rate, torch.tensor(-1.0)), -1.0)
+def _cut(rate: torch.Tensor) -> torch.Tensor:
+    """Each rate's τ = ⌈p·2¹⁶⌉ − 32768.5: a uniform u = (b + 32768)·2⁻¹⁶ is ≥ p (the lone loop keeps the
+    unit) exactly when its bits b, an integer, exceed τ, a half-integer. Worked in float64 from the rate's
+    float32, as the lone loop compares it; every τ, from -32768.5 (p = 0) up, is exact in float32."""
+    return (torch.ceil(rate.double() * 2.0**16) - 32768.5).float()
 
 
-def _mask(uniforms: torch.Tensor, site: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Each member's inverted-dropout mask from one site's uniforms: 1/(1-p) where u ≥ p, else 0.
+def _mask(bits: torch.Tensor, site: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Each member's inverted-dropout mask from one site's bits (``dropout_bits``): 1/(1-p) where the lone
+    loop's u ≥ p, else 0.
 
-    In float arithmetic: sign(u − p⁻) is 1 where u > p⁻, that is u ≥ p, and -1 or 0 elsewhere (a float
-    difference is 0 only between equal floats), then clamped at 0 and scaled; the same masks as
-    ``(u >= p).float() * scale``, bit for bit. Torch's comparisons write bools a byte at a time: at
-    K = 10 (10 x 128 x 256 units) the comparison, its cast and the scaling took 283 µs, these four
-    passes 56 (``/work/scratch/maskb.py``).
+    In float arithmetic: b − τ is never 0 (an integer less a half-integer), its sign is 1 where the unit is
+    kept and -1 where it is dropped; clamped at 0 and scaled, the masks are ``(u >= p).float() * scale``,
+    bit for bit. Torch's comparisons write bools a byte at a time: at K = 10 (10 x 128 x 256 units) the
+    comparison, its cast and the scaling took 283 µs, these four passes 56 (``/work/scratch/maskb.py``).
     """
-    below, scale = site
-    return torch.sub(uniforms, below).sign_().clamp_min_(0.0).mul_(scale)
+    cut, scale = site
+    return torch.sub(bits, cut).sign_().clamp_min_(0.0).mul_(scale)
 
 
 def _lone_model(model_spec: ModelSpec, n_in: int, n_out: int, state: list[torch.Tensor]) -> MLP:
@@ -558,14 +560,14 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         )
 
     def sites_draw(cohorts: list[_Cohort], counts: list[int] | None, rows: int) -> list[torch.Tensor | None]:
-        """Each dropout site's uniforms for one batch of ``rows``: drawn per cohort, spread to its ``counts``
+        """Each dropout site's bits for one batch of ``rows``: drawn per cohort, spread to its ``counts``
         members (a cohort's members sit together: they joined together, and resizing keeps the order)."""
         drawn: list[torch.Tensor | None] = []
         for s, width in enumerate(widths):
             if stack.keep[s] is None:
                 drawn.append(None)
                 continue
-            per = [dropout_uniforms((rows, width), c.sites[s]) for c in cohorts]
+            per = [dropout_bits((rows, width), c.sites[s]) for c in cohorts]
             drawn.append(per[0] if counts is None else
                          torch.cat([u.expand(k, -1, -1) for u, k in zip(per, counts, strict=True)]))
         return drawn

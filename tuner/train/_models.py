@@ -17,7 +17,7 @@ from torch import nn
 from tuner.registry import ACTIVATIONS, MODEL_KINDS
 from tuner.spec import ModelSpec
 
-__all__ = ["MLP", "build_model", "dropout_generators", "dropout_uniforms", "inverted_dropout"]
+__all__ = ["MLP", "build_model", "dropout_bits", "dropout_generators", "dropout_uniforms", "inverted_dropout"]
 
 
 def inverted_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -37,9 +37,18 @@ def dropout_uniforms(shape: Sequence[int], generator: torch.Generator | None,
     float; a mask only asks u ≥ p, and 16 bits move a keep rate by at most 1.5e-5. Half the time
     of ``torch.rand`` for a 128 × 256 site. ``train_batched`` draws its members' masks here too.
     """
+    return dropout_bits(shape, generator, device).add_(32768.0).mul_(2.0**-16)
+
+
+def dropout_bits(shape: Sequence[int], generator: torch.Generator | None,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """The 16-bit integers b behind ``dropout_uniforms`` (u = (b + 32768)·2⁻¹⁶), as floats in [-32768, 32767].
+
+    u ≥ p exactly when b ≥ ⌈p·2¹⁶⌉ − 32768: a comparison with these needs no scaling of its own.
+    """
     n = math.prod(shape)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None, generator=generator)
-    return bits.view(torch.int16)[:n].view(tuple(shape)).float().add_(32768.0).mul_(2.0**-16)
+    return bits.view(torch.int16)[:n].view(tuple(shape)).float()
 
 
 def dropout_generators(seed: int, n_hidden: int) -> list[torch.Generator]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 from _same import TOL, assert_same
 from optuna.trial import TrialState
 
@@ -17,6 +18,8 @@ from tuner.knobs import Knobs
 from tuner.search import StageRun, run_trial
 from tuner.spec import ModelSpec
 from tuner.train import auto_batch, load_dataset, train, train_batched
+from tuner.train._batched import _cut, _mask
+from tuner.train._models import dropout_bits, inverted_dropout
 
 Tiny = Callable[..., dict[str, Any]]
 
@@ -199,3 +202,26 @@ def test_adam_counts_each_members_own_steps() -> None:
     outcomes = train_batched(data, spec.model, spec.training, [Knobs()], spec.seed, [first_stops], refill=refill)
     assert isinstance(outcomes[0], optuna.TrialPruned)
     assert_same(train(data, spec.model, spec.training, Knobs(l2=1e-2), spec.seed), outcomes[1])
+
+
+def test_dropout_masks_keep_the_units_the_lone_loop_keeps_bit_for_bit() -> None:
+    """Every 16-bit draw against rates on, just above and just below the grid of uniforms (and 0, and near 1):
+    the batched masks keep exactly the units ``inverted_dropout`` keeps, and scale them by 1/(1-p)."""
+    grid = 2.0**-16
+    rates = [0.0, 0.5, 0.3, 1e-7, 0.25 + grid, 0.25 + grid + 2**-30, 0.25 + grid - 2**-30, 0.6, 1 - grid,
+             1 - 2**-17, 0.99999]
+    bits = torch.arange(-32768, 32768, dtype=torch.float32).view(256, 256)  # every draw there is
+    col = torch.tensor(rates, dtype=torch.float32).view(-1, 1, 1)
+    scale = 1.0 / (1.0 - col)
+    masks = _mask(bits, (_cut(col), scale))
+    uniforms = (bits + 32768.0) * grid
+    assert torch.equal(masks, (uniforms >= col).float() * scale)
+    ones = torch.ones(256, 256)
+    for p, mask in zip(rates, masks, strict=True):
+        # the lone loop compares its uniforms with the rate as a Python float: in float32, as the masks do
+        assert torch.equal(mask != 0, uniforms >= p), p
+        alone = inverted_dropout(ones, p, torch.Generator().manual_seed(5))  # and draws the same bits
+        drawn = dropout_bits((256, 256), torch.Generator().manual_seed(5))
+        batched = _mask(drawn, (_cut(torch.tensor([[[p]]], dtype=torch.float32)), torch.ones(1, 1, 1)))[0]
+        assert torch.equal(alone != 0, batched != 0), p
+    assert masks[0].eq(1.0).all() and not masks[-1].any()  # p = 0 keeps every unit; 0.99999 here none
