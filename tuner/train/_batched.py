@@ -194,7 +194,8 @@ class _Stack:
         knobs = self.knobs
         self.l1 = col([k.l1 for k in knobs]) if any(k.l1 > 0 for k in knobs) else None
         l2 = [k.l2 for k in knobs]
-        self.l2 = col(l2) if any(l2) and self.spec.optimizer != "adamw" else None
+        # 2λ₂, the penalty's gradient per unit weight (Adam and SGD; AdamW decays instead)
+        self.l2_grad = 2.0 * col(l2) if any(l2) and self.spec.optimizer != "adamw" else None
         # AdamW's decoupled decay, w ← w·(1 − lr·2λ₂), one factor per member as torch applies it per group
         self.decay = (1.0 - self.spec.lr * 2.0 * col(l2)) if any(l2) and self.spec.optimizer == "adamw" else None
         self.smoothing = (torch.tensor([k.label_smoothing for k in knobs]).view(-1, 1)
@@ -265,10 +266,10 @@ class _Stack:
         spec = self.spec
         grads = [p.grad for p in self.params]
         assert all(g is not None for g in grads)
-        if self.l2 is not None:  # d(λ₂·Σw²)/dw, added as the lone loop's autograd adds it
+        if self.l2_grad is not None:  # d(λ₂·Σw²)/dw, added as the lone loop's autograd adds it
             for w in self.weights:
                 assert w.grad is not None
-                w.grad.addcmul_(w, 2.0 * self.l2)
+                w.grad.addcmul_(w, self.l2_grad)
         self.steps += 1
         if self.decay is not None:
             for w in self.weights:
@@ -329,7 +330,8 @@ class _Stack:
         loss = self.losses(out, split.y).tolist()
         if self.task != "classification":
             return [(v, None) for v in loss]
-        acc = (out.argmax(1) == split.y).float().mean(-1).tolist()
+        # max's indices, the first of equal maxima as argmax's: argmax over a middle dimension took 16x as long
+        acc = (out.max(1).indices == split.y).float().mean(-1).tolist()
         return list(zip(loss, acc, strict=True))
 
     def member_state(self, pos: int) -> list[torch.Tensor]:
