@@ -303,10 +303,10 @@ class _Stack:
         else:  # the members' counts went up by one (``_update``): so do their runs'
             torch._foreach_add_(self._runs.counts, 1.0)
         runs = self._runs
-        grads = []
+        grads: list[torch.Tensor] = []
         for p in self.params:
             assert p.grad is not None
-            grads.extend(p.grad.split(runs.sizes))
+            grads.extend(p.grad.split_with_sizes(runs.sizes))  # the method, without Tensor.split's Python wrapper
         torch._fused_adam_(runs.params, grads, runs.m, runs.v, [], runs.steps, lr=lr, beta1=beta1, beta2=beta2,
                            weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
         if self.l1 is None:
@@ -366,28 +366,25 @@ class _Runs:
         counts = [torch.tensor(t, dtype=torch.float32) for t in values]
 
         def split(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-            return [part for t in tensors for part in t.detach().split(sizes)]
+            return [part for t in tensors for part in t.detach().split_with_sizes(sizes)]
         return cls(sizes, counts, counts * len(params), split(params), split(moments[0]), split(moments[1]))
 
 
 class _Dense(torch.autograd.Function):
-    """One layer for every member, h·Wᵀ + b, with weights stored (K, out, in) as ``nn.Linear`` stores them.
+    """A hidden layer for every member, h·Wᵀ + b, with weights stored (K, out, in) as ``nn.Linear`` stores them.
 
-    Autograd's own backward of ``baddbmm`` forms the weight gradient as hᵀ·g, (K, in, out): on the
-    output layer (out = 10 on digits) that product has ten columns, and MKL took 272 µs for it at
-    K = 10 where gᵀ·h, (K, out, in), took 58 (``/work/scratch/layouts.py``; the layer in all: 582
-    against 237 µs a step). Here the weight gradient is gᵀ·h for every layer, in the weights' own
-    layout; on the square layers either form costs the same.
+    The weight gradient is gᵀ·h, in the weights' own layout; autograd's backward of ``baddbmm`` would form
+    hᵀ·g, (K, in, out), and hand back its transpose. The layout matters on a narrow layer: on the output
+    layer (10 outputs on digits) MKL took 272 µs at K = 10 for hᵀ·g and 58 for gᵀ·h, the layer's products
+    582 against 237 µs a step (``bench/kernels.py``); on the square layers either costs the same.
     """
 
     @staticmethod
-    def forward(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(b, h, w.transpose(1, 2))
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        h, w, _ = inputs
+    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # forward with ctx, not setup_context: with one, each apply binds its arguments through
+        # inspect.signature (30 µs, three times a step)
         ctx.save_for_backward(h, w)
+        return torch.baddbmm(b, h, w.transpose(1, 2))
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -402,17 +399,15 @@ class _LastDense(torch.autograd.Function):
     """The output layer, as ``_Dense`` but transposed: (W·hᵀ + bᵀ), outputs (K, out, rows).
 
     With 10 outputs, this product took half the time of ``_Dense``'s (64 against 129 µs at K = 10,
-    128 rows), and the softmax after it a sixteenth (``/work/scratch/outT.py``).
+    128 rows), and the softmax after it a sixteenth (``bench/kernels.py``).
     """
 
     @staticmethod
-    def forward(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(b.transpose(1, 2), w, h.transpose(1, 2))
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        h, w, _ = inputs
+    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # forward with ctx, not setup_context: with one, each apply binds its arguments through
+        # inspect.signature (30 µs, three times a step)
         ctx.save_for_backward(h, w)
+        return torch.baddbmm(b.transpose(1, 2), w, h.transpose(1, 2))
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -456,7 +451,7 @@ def _mask(bits: torch.Tensor, site: tuple[torch.Tensor, torch.Tensor]) -> torch.
     In float arithmetic: b − τ is never 0 (an integer less a half-integer), its sign is 1 where the unit is
     kept and -1 where it is dropped; clamped at 0 and scaled, the masks are ``(u >= p).float() * scale``,
     bit for bit. Torch's comparisons write bools a byte at a time: at K = 10 (10 x 128 x 256 units) the
-    comparison, its cast and the scaling took 283 µs, these four passes 56 (``/work/scratch/maskb.py``).
+    comparison, its cast and the scaling took 283 µs, these four passes 56 (``bench/kernels.py``).
     """
     cut, scale = site
     return torch.sub(bits, cut).sign_().clamp_min_(0.0).mul_(scale)
@@ -571,7 +566,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                 continue
             per = [dropout_bits((rows, width), c.sites[s]) for c in cohorts]
             drawn.append(per[0] if counts is None else
-                         torch.cat([u.expand(k, -1, -1) for u, k in zip(per, counts, strict=True)]))
+                         torch.cat([b.expand(k, -1, -1) for b, k in zip(per, counts, strict=True)]))
         return drawn
 
     def spread(cohorts: list[_Cohort]) -> tuple[torch.Tensor | None, list[int] | None]:

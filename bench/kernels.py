@@ -1,0 +1,101 @@
+"""The kernel choices of batched training, timed against the forms they replaced, in one process.
+
+    python bench/kernels.py [--k 10] [--rows 128] [--threads 2] [--repeats 300]
+
+For the bench job's shapes (digits, MLP 64-256-256-10, batch 128, K members), each line prints the
+median microseconds of the form ``tuner/train/_batched.py`` uses and of the one it replaced, and their
+ratio (old / new):
+
+- the output layer's products with weights stored (K, out, in) and its weight gradient as gᵀ·h,
+  against (K, in, out) and autograd's hᵀ·g; and its outputs computed transposed, (K, out, rows);
+- the softmax and the accuracy's argmax over the classes as a middle dimension (``_LastDense``'s
+  outputs) against a last dimension of 10;
+- a dropout mask made in float arithmetic from the draws' bits (``_mask``) against a comparison, its
+  cast to float and the scaling; and a cohort's draws spread to its members by ``cat`` of expanded
+  views against ``stack`` and advanced indexing.
+
+Each pair computes the same numbers (checked before timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from tuner.train._batched import _cut, _mask
+from tuner.train._memory import keep_freed_memory
+
+
+def _median_us(fn: Callable[[], object], repeats: int) -> float:
+    for _ in range(20):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e6
+
+
+def _pair(what: str, old: Callable[[], torch.Tensor], new: Callable[[], torch.Tensor], repeats: int,
+          same: Callable[[torch.Tensor, torch.Tensor], bool] = torch.equal) -> None:
+    assert same(old(), new()), f"{what}: the two forms differ"
+    t_old, t_new = _median_us(old, repeats), _median_us(new, repeats)
+    print(f"  {what:<58} {t_new:8.1f} us  (was {t_old:8.1f})  {t_old / t_new:5.2f}x")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--k", type=int, default=10, help="members in the batch")
+    p.add_argument("--rows", type=int, default=128, help="rows per training batch")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=300)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as batched training runs
+    k, rows, n = args.k, args.rows, args.repeats
+    gen = torch.Generator().manual_seed(0)
+    print(f"K = {k}, {rows} rows, {args.threads} thread(s), median of {n}")
+
+    h = torch.randn(k, rows, 256, generator=gen)
+    w_in_out = torch.randn(k, 256, 10, generator=gen)
+    w = w_in_out.transpose(1, 2).contiguous()  # (K, out, in)
+    b = torch.randn(k, 1, 10, generator=gen)
+    g = torch.randn(k, rows, 10, generator=gen)
+    close = lambda a, c: torch.allclose(a, c, atol=1e-4)  # noqa: E731 -- a sum's order differs
+    print("output layer, 256 -> 10")
+    _pair("forward, outputs (K, out, rows)", lambda: torch.baddbmm(b, h, w_in_out),
+          lambda: torch.baddbmm(b.transpose(1, 2), w, h.transpose(1, 2)).transpose(1, 2), n, close)
+    _pair("weight gradient gT.h (K, out, in)", lambda: torch.bmm(h.transpose(1, 2), g).transpose(1, 2),
+          lambda: torch.bmm(g.transpose(1, 2), h), n, close)
+
+    out = torch.randn(k, 10, 1257, generator=gen)  # a split's outputs, classes in the middle
+    last = out.transpose(1, 2).contiguous()
+    print("loss and accuracy over 10 classes")
+    _pair("log_softmax of a batch, classes in the middle", lambda: last[:, :rows].log_softmax(-1),
+          lambda: out[:, :, :rows].log_softmax(1).transpose(1, 2), n, close)
+    _pair("argmax of a split (max's indices), classes in the middle", lambda: last.argmax(-1),
+          lambda: out.max(1).indices, n)
+
+    print("dropout, a 256-wide site")
+    bits = torch.empty(rows * 256 // 4, dtype=torch.int64).random_(-2**63, None, generator=gen)
+    b16 = bits.view(torch.int16).view(rows, 256).float()
+    uniforms = (b16 + 32768.0) * 2.0**-16
+    rate = torch.linspace(0.05, 0.6, k).view(-1, 1, 1)
+    scale = 1.0 / (1.0 - rate)
+    cut = _cut(rate)
+    _pair("mask: float arithmetic on the bits", lambda: (uniforms >= rate).to(torch.float32).mul_(scale),
+          lambda: _mask(b16, (cut, scale)), n)
+    cohorts = [b16 + c for c in range(5)]
+    counts = [k // 5 + (c < k % 5) for c in range(5)]
+    which = torch.repeat_interleave(torch.arange(5), torch.tensor(counts))
+    _pair("5 cohorts' draws spread to members: cat of expands", lambda: torch.stack(cohorts)[which],
+          lambda: torch.cat([c.expand(m, -1, -1) for c, m in zip(cohorts, counts, strict=True)]), n)
+
+
+if __name__ == "__main__":
+    main()
