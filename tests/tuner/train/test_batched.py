@@ -225,3 +225,19 @@ def test_dropout_masks_keep_the_units_the_lone_loop_keeps_bit_for_bit() -> None:
         batched = _mask(drawn, (_cut(torch.tensor([[[p]]], dtype=torch.float32)), torch.ones(1, 1, 1)))[0]
         assert torch.equal(alone != 0, batched != 0), p
     assert masks[0].eq(1.0).all() and not masks[-1].any()  # p = 0 keeps every unit; 0.99999 here none
+
+
+def test_a_batch_with_room_beyond_its_first_members_fills_it_without_callbacks() -> None:
+    """``size`` above the first members' number, and no ``on_epoch``: the free places are refilled at once."""
+    spec, data = _setup("linear", "breast_cancer", "adam", patience=None)
+    waiting = [Knobs(l2=1e-3), Knobs(l1=1e-3)]
+    first = Knobs()
+
+    def refill(free: int) -> list[tuple[Knobs, None]]:
+        joining, waiting[:] = waiting[:free], waiting[free:]
+        return [(k, None) for k in joining]
+
+    outcomes = train_batched(data, spec.model, spec.training, [first], spec.seed, refill=refill, size=3)
+    assert not waiting and len(outcomes) == 3
+    for k, member in zip([first, Knobs(l2=1e-3), Knobs(l1=1e-3)], outcomes, strict=True):
+        assert_same(train(data, spec.model, spec.training, k, spec.seed), member)
