@@ -241,3 +241,24 @@ def test_a_batch_with_room_beyond_its_first_members_fills_it_without_callbacks()
     assert not waiting and len(outcomes) == 3
     for k, member in zip([first, Knobs(l2=1e-3), Knobs(l1=1e-3)], outcomes, strict=True):
         assert_same(train(data, spec.model, spec.training, k, spec.seed), member)
+
+
+def test_a_member_that_diverges_in_a_later_cohort_fails_alone_while_both_cohorts_train_on() -> None:
+    """A NaN mid-epoch with two cohorts in the batch: the members left keep their own rows and masks."""
+    spec, data = _setup("mlp", "breast_cancer", "sgd", patience=None)
+    first = [Knobs(dropout=(0.1, 0.0)), Knobs(l2=1e-3, dropout=(0.3, 0.1))]
+    later = [Knobs(l2=1e6, dropout=(0.2, 0.0)), Knobs(l1=1e-3, dropout=(0.0, 0.2))]  # the first diverges
+    waiting = list(later)
+
+    def refill(free: int) -> list[tuple[Knobs, None]]:
+        joining, waiting[:] = waiting[:free], waiting[free:]
+        return [(k, None) for k in joining]
+
+    with pytest.raises(TrialFailed) as alone_failure:
+        train(data, spec.model, spec.training, later[0], spec.seed)
+    outcomes = train_batched(data, spec.model, spec.training, first, spec.seed, refill=refill, size=4)
+    assert not waiting and len(outcomes) == 4
+    assert isinstance(outcomes[2], TrialFailed)
+    assert str(outcomes[2]).split(" in epoch ")[1] == str(alone_failure.value).split(" in epoch ")[1]
+    for k, member in zip([*first, later[1]], [outcomes[0], outcomes[1], outcomes[3]], strict=True):
+        assert_same(train(data, spec.model, spec.training, k, spec.seed), member)
