@@ -217,23 +217,20 @@ class _Stack:
         (10, 128, 10), 6 µs over the middle dimension of (10, 10, 128).
         """
         h = x
-        in_place = self.relu and not torch.is_grad_enabled()  # evaluating: no graph keeps the pre-activations
+        grad = torch.is_grad_enabled()
+        in_place = self.relu and not grad  # evaluating: no graph keeps the pre-activations
+        if (site := self.keep[0]) is not None and bits and bits[0] is not None:
+            h = h * _mask(bits[0], site)  # (K, rows, in): masks differ
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            site = self.keep[j] if j <= self.n_hidden else None
-            if j == 0 and site is not None and bits and bits[0] is not None:
-                h = h * _mask(bits[0], site)  # (K, rows, in): masks differ
             if h.dim() == 2:  # the input every member shares
                 h = h.expand(w.shape[0], -1, -1)
             if j == self.n_hidden:  # the output layer
-                return (_LastDense.apply(h, w, b) if torch.is_grad_enabled()
-                        else torch.baddbmm(b.transpose(1, 2), w, h.transpose(1, 2)))
-            h = _Dense.apply(h, w, b) if torch.is_grad_enabled() else torch.baddbmm(b, h, w.transpose(1, 2))
-            if j < self.n_hidden:
-                h = h.relu_() if in_place else self.act(h)
-                site = self.keep[j + 1]
-                if site is not None and bits and (u := bits[j + 1]) is not None:
-                    h = h * _mask(u, site)
-        return h
+                return _LastDense.apply(h, w, b) if grad else _LastDense.product(h, w, b)
+            h = _Dense.apply(h, w, b) if grad else _Dense.product(h, w, b)
+            h = h.relu_() if in_place else self.act(h)
+            if (site := self.keep[j + 1]) is not None and bits and (u := bits[j + 1]) is not None:
+                h = h * _mask(u, site)
+        raise AssertionError("an MLP's last layer is its output layer")
 
     def losses(self, out: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor | None = None) -> torch.Tensor:
         """Each member's mean loss (K,) from its outputs (K, out, rows): cross-entropy with its own smoothing,
@@ -380,11 +377,16 @@ class _Dense(torch.autograd.Function):
     """
 
     @staticmethod
+    def product(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The layer's outputs (K, rows, out), as ``forward`` computes them (evaluation calls it without a graph)."""
+        return torch.baddbmm(b, h, w.transpose(1, 2))
+
+    @staticmethod
     def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # forward with ctx, not setup_context: with one, each apply binds its arguments through
         # inspect.signature (30 µs, three times a step)
         ctx.save_for_backward(h, w)
-        return torch.baddbmm(b, h, w.transpose(1, 2))
+        return _Dense.product(h, w, b)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -403,11 +405,14 @@ class _LastDense(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        # forward with ctx, not setup_context: with one, each apply binds its arguments through
-        # inspect.signature (30 µs, three times a step)
-        ctx.save_for_backward(h, w)
+    def product(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The layer's outputs (K, out, rows), as ``forward`` computes them (evaluation calls it without a graph)."""
         return torch.baddbmm(b.transpose(1, 2), w, h.transpose(1, 2))
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(h, w)  # with ctx, as ``_Dense.forward``
+        return _LastDense.product(h, w, b)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:

@@ -35,7 +35,8 @@ def dropout_uniforms(shape: Sequence[int], generator: torch.Generator | None,
 
     ``torch.rand`` spends one draw of the generator (a Mersenne Twister, which runs on one core) per
     float; a mask only asks u ≥ p, and 16 bits move a keep rate by at most 1.5e-5. Half the time
-    of ``torch.rand`` for a 128 × 256 site. ``train_batched`` draws its members' masks here too.
+    of ``torch.rand`` for a 128 × 256 site. ``train_batched`` draws its members' masks from the same
+    bits (``dropout_bits``), without this scaling.
     """
     return dropout_bits(shape, generator, device).add_(32768.0).mul_(2.0**-16)
 
