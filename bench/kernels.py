@@ -11,8 +11,8 @@ ratio (old / new):
 - the softmax and the accuracy's argmax over the classes as a middle dimension (``_LastDense``'s
   outputs) against a last dimension of 10;
 - a dropout mask made in float arithmetic from the draws' bits (``_mask``) against a comparison, its
-  cast to float and the scaling; and a cohort's draws spread to its members by ``cat`` of expanded
-  views against ``stack`` and advanced indexing.
+  cast to float and the scaling; and five cohorts' masks, each written into its members' rows, against
+  their draws spread to the members first (``cat`` of expanded views), then masked.
 
 Each pair computes the same numbers (checked before timing).
 """
@@ -89,12 +89,13 @@ def main() -> None:
     scale = 1.0 / (1.0 - rate)
     cut = _cut(rate)
     _pair("mask: float arithmetic on the bits", lambda: (uniforms >= rate).to(torch.float32).mul_(scale),
-          lambda: _mask(b16, (cut, scale)), n)
+          lambda: _mask([b16], (cut, scale)), n)
     cohorts = [b16 + c for c in range(5)]
     counts = [k // 5 + (c < k % 5) for c in range(5)]
-    which = torch.repeat_interleave(torch.arange(5), torch.tensor(counts))
-    _pair("5 cohorts' draws spread to members: cat of expands", lambda: torch.stack(cohorts)[which],
-          lambda: torch.cat([c.expand(m, -1, -1) for c, m in zip(cohorts, counts, strict=True)]), n)
+    _pair("5 cohorts' masks, each into its members' rows",
+          lambda: _mask([torch.cat([c.expand(m, -1, -1) for c, m in zip(cohorts, counts, strict=True)])],
+                        (cut, scale)),
+          lambda: _mask(cohorts, (cut, scale), counts), n)
 
 
 if __name__ == "__main__":

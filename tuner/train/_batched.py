@@ -37,7 +37,7 @@ from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
 from tuner.train._memory import keep_freed_memory
-from tuner.train._models import MLP, build_model, dropout_bits, dropout_generators
+from tuner.train._models import MLP, build_model, dropout_generators
 from tuner.train._regularizers import features_kept_mask, sparsity
 
 __all__ = ["MemberOutcome", "auto_batch", "close_epoch", "n_weights", "train_batched"]
@@ -50,17 +50,65 @@ _Measure = tuple[float, float | None]  # (plain loss, accuracy or None)
 
 @dataclass(eq=False)  # compared and hashed by identity: each cohort is its own
 class _Cohort:
-    """Members that joined the batch together: they share an epoch count, a batch order and dropout streams.
+    """Members that joined the batch together: they share an epoch count, a batch order and dropout bits.
 
     A lone run draws its init, then each epoch's batch order, from one generator seeded with the
     job's seed, and each dropout site's masks from a stream of its own; every trial of a job shares
     that seed, so one cohort's draws serve all its members exactly as each would draw them alone.
+    Its dropout bits are its epoch's in ``_SiteBits``, which every cohort shares.
     """
 
     gen: torch.Generator
-    sites: list[torch.Generator]
     epoch: int = 0  # epochs finished
     order: torch.Tensor | None = None  # this epoch's batch order
+
+
+class _SiteBits:
+    """One dropout site's bits (``dropout_bits``), epoch by epoch, as every member draws them alone.
+
+    A lone run draws a site's masks from a stream of its own (``dropout_generators``), seeded by the
+    job's seed: a member's e-th epoch has the same bits whichever cohort it joined with. The first
+    cohort to reach an epoch draws the epoch's bits in one call (``random_`` fills in order: the same
+    as batch by batch), and the cohorts that reach it later take them from here: at K = 10 in a search,
+    six or seven cohorts each drew their own, about 6 % of the search. Epochs are kept up to
+    ``BITS_KEPT_BYTES`` for all sites together; past that, an epoch is drawn again from the stream's
+    state at its start, which is kept for every epoch.
+    """
+
+    def __init__(self, gen: torch.Generator, width: int, rows: list[int], room: list[int]) -> None:
+        self.width, self.rows, self.room = width, rows, room  # room: bytes left to keep, shared by the sites
+        self.states = [gen.get_state()]  # states[e]: the stream at the start of epoch e (0-based)
+        self.kept: dict[int, list[torch.Tensor]] = {}
+
+    def epoch(self, e: int) -> list[torch.Tensor]:
+        """Each batch's bits (rows, width) in epoch ``e`` (0-based)."""
+        if e in self.kept:
+            return self.kept[e]
+        while len(self.states) <= e:  # the stream's state at e's start: draw the epochs before it
+            self._draw(len(self.states) - 1)
+        return self._draw(e)
+
+    def _draw(self, e: int) -> list[torch.Tensor]:
+        gen = torch.Generator()
+        gen.set_state(self.states[e])
+        draws = [(r * self.width + 3) // 4 for r in self.rows]  # 64-bit draws per batch, as ``dropout_bits``
+        bits = torch.empty(sum(draws), dtype=torch.int64).random_(-2**63, None, generator=gen)
+        flat = bits.view(torch.int16).float()
+        out, start = [], 0
+        for r, d in zip(self.rows, draws, strict=True):
+            out.append(flat[4 * start:4 * start + r * self.width].view(r, self.width))
+            start += d
+        if len(self.states) == e + 1:
+            self.states.append(gen.get_state())
+        if flat.nbytes <= self.room[0]:
+            self.room[0] -= flat.nbytes
+            self.kept[e] = out
+        return out
+
+
+BITS_KEPT_BYTES = 2**28
+"""Dropout bits ``train_batched`` keeps for the cohorts that reach an epoch later (``_SiteBits``): on digits
+with two 256-unit sites, 2.6 MB an epoch."""
 
 
 @dataclass
@@ -207,20 +255,21 @@ class _Stack:
         self.keep: list[tuple[torch.Tensor, torch.Tensor] | None] = [
             (_cut(col(p)), 1.0 / (1.0 - col(p))) if any(v > 0 for v in p) else None for p in rates]
 
-    def forward(self, x: torch.Tensor, bits: Sequence[torch.Tensor | None] = ()) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bits: Sequence[list[torch.Tensor] | None] = (),
+                counts: list[int] | None = None) -> torch.Tensor:
         """The members' outputs (K, out, rows), outputs before rows, for the input ``x``; ``bits`` per
-        dropout site (``dropout_bits``).
+        dropout site (``dropout_bits``), one (rows, width) per cohort, whose members ``counts`` says
+        (None: one cohort).
 
-        ``x`` is (rows, in) when every member sees the same rows, else (K, rows, in); a site's
-        bits are (rows, width) or (K, rows, width) likewise. The outputs come out transposed
-        (``_LastDense``) because a softmax over a last dimension of 10 classes is slow: 100 µs for
-        (10, 128, 10), 6 µs over the middle dimension of (10, 10, 128).
+        ``x`` is (rows, in) when every member sees the same rows, else (K, rows, in). The outputs come
+        out transposed (``_LastDense``) because a softmax over a last dimension of 10 classes is slow:
+        100 µs for (10, 128, 10), 6 µs over the middle dimension of (10, 10, 128).
         """
         h = x
         grad = torch.is_grad_enabled()
         in_place = self.relu and not grad  # evaluating: no graph keeps the pre-activations
         if (site := self.keep[0]) is not None and bits and bits[0] is not None:
-            h = h * _mask(bits[0], site)  # (K, rows, in): masks differ
+            h = h * _mask(bits[0], site, counts)  # (K, rows, in): masks differ
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             if h.dim() == 2:  # the input every member shares
                 h = h.expand(w.shape[0], -1, -1)
@@ -229,7 +278,7 @@ class _Stack:
             h = _Dense.apply(h, w, b) if grad else _Dense.product(h, w, b)
             h = h.relu_() if in_place else self.act(h)
             if (site := self.keep[j + 1]) is not None and bits and (u := bits[j + 1]) is not None:
-                h = h * _mask(u, site)
+                h = h * _mask(u, site, counts)
         raise AssertionError("an MLP's last layer is its output layer")
 
     def losses(self, out: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor | None = None) -> torch.Tensor:
@@ -449,9 +498,14 @@ def _cut(rate: torch.Tensor) -> torch.Tensor:
     return (torch.ceil(rate.double() * 2.0**16) - 32768.5).float()
 
 
-def _mask(bits: torch.Tensor, site: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def _mask(bits: Sequence[torch.Tensor], site: tuple[torch.Tensor, torch.Tensor],
+          counts: Sequence[int] | None = None) -> torch.Tensor:
     """Each member's inverted-dropout mask from one site's bits (``dropout_bits``): 1/(1-p) where the lone
     loop's u ≥ p, else 0.
+
+    ``bits``: one (rows, width) per cohort; ``counts``: each cohort's members, in order (None: one cohort,
+    whose bits every member shares). Each cohort's b − τ is written into its members' rows of the masks,
+    without spreading its bits to them first.
 
     In float arithmetic: b − τ is never 0 (an integer less a half-integer), its sign is 1 where the unit is
     kept and -1 where it is dropped; clamped at 0 and scaled, the masks are ``(u >= p).float() * scale``,
@@ -459,7 +513,15 @@ def _mask(bits: torch.Tensor, site: tuple[torch.Tensor, torch.Tensor]) -> torch.
     comparison, its cast and the scaling took 283 µs, these four passes 56 (``bench/kernels.py``).
     """
     cut, scale = site
-    return torch.sub(bits, cut).sign_().clamp_min_(0.0).mul_(scale)
+    if counts is None:
+        masks = torch.sub(bits[0], cut)
+    else:
+        masks = torch.empty(cut.shape[0], *bits[0].shape)
+        start = 0
+        for b, k in zip(bits, counts, strict=True):
+            torch.sub(b, cut[start:start + k], out=masks[start:start + k])
+            start += k
+    return masks.sign_().clamp_min_(0.0).mul_(scale)
 
 
 def _lone_model(model_spec: ModelSpec, n_in: int, n_out: int, state: list[torch.Tensor]) -> MLP:
@@ -539,7 +601,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         keep = [p for p in range(len(live)) if p not in ended]
         live = [live[p] for p in keep]
         if joining:
-            cohort = _Cohort(torch.Generator(), dropout_generators(seed, len(base.hidden)))
+            cohort = _Cohort(torch.Generator())
             cohort.gen.set_state(after_init)
             for k, cb in joining:
                 member = _Member(len(members), k, cb, cohort)
@@ -561,18 +623,11 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
             curve_train=m.curve_t, curve_val=m.curve_v, model=model,
         )
 
-    def sites_draw(cohorts: list[_Cohort], counts: list[int] | None, rows: int) -> list[torch.Tensor | None]:
-        """Each dropout site's bits for one batch of ``rows``: drawn per cohort, spread to its ``counts``
-        members (a cohort's members sit together: they joined together, and resizing keeps the order)."""
-        drawn: list[torch.Tensor | None] = []
-        for s, width in enumerate(widths):
-            if stack.keep[s] is None:
-                drawn.append(None)
-                continue
-            per = [dropout_bits((rows, width), c.sites[s]) for c in cohorts]
-            drawn.append(per[0] if counts is None else
-                         torch.cat([b.expand(k, -1, -1) for b, k in zip(per, counts, strict=True)]))
-        return drawn
+    def sites_bits(cohorts: list[_Cohort], batch: int) -> list[list[torch.Tensor] | None]:
+        """Each dropout site's bits for the ``batch``-th batch of each cohort's epoch (None: no member drops
+        there). A cohort's members sit together: they joined together, and resizing keeps the order."""
+        return [None if stack.keep[s] is None else [bits.epoch(c.epoch)[batch] for c in cohorts]
+                for s, bits in enumerate(site_bits)]
 
     def spread(cohorts: list[_Cohort]) -> tuple[torch.Tensor | None, list[int] | None]:
         """Each live member's cohort (its position in ``cohorts``) and each cohort's live members; None
@@ -583,6 +638,10 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         assert which == sorted(which), "a cohort's members sit together"
         return torch.tensor(which), [which.count(c) for c in range(len(cohorts))]
 
+    rows = [min(spec.batch_size, n - start) for start in range(0, n, spec.batch_size)]
+    room = [BITS_KEPT_BYTES]
+    site_bits = [_SiteBits(g, width, rows, room)
+                 for g, width in zip(dropout_generators(seed, len(base.hidden)), widths, strict=True)]
     resize({}, list(zip(knobs, on_epoch if on_epoch is not None else [None] * len(knobs), strict=True)))
     next_poll = time.monotonic() + STOP_POLL_S
     while live:
@@ -594,7 +653,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         which, counts = spread(cohorts)
         orders = None if which is None else torch.stack([c.order for c in cohorts if c.order is not None])
         stopped = False
-        for start in range(0, n, spec.batch_size):
+        for batch, start in enumerate(range(0, n, spec.batch_size)):
             if should_stop is not None and time.monotonic() >= next_poll:
                 if should_stop():
                     resize({pos: Cancelled(f"cancelled during epoch {m.cohort.epoch + 1}")
@@ -611,7 +670,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                 each = orders[:, start:start + spec.batch_size].index_select(0, which)
                 flat = each.flatten()
                 xb, yb = X.index_select(0, flat).view(*each.shape, -1), y.index_select(0, flat).view(each.shape)
-            losses = stack.train_losses(stack.forward(xb, sites_draw(cohorts, counts, each.shape[-1])), yb)
+            losses = stack.train_losses(stack.forward(xb, sites_bits(cohorts, batch), counts), yb)
             finite = torch.isfinite(losses)
             if bool(finite.all()):
                 stack.step(losses.sum())

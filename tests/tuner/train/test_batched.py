@@ -18,7 +18,7 @@ from tuner.knobs import Knobs
 from tuner.search import StageRun, run_trial
 from tuner.spec import ModelSpec
 from tuner.train import auto_batch, load_dataset, train, train_batched
-from tuner.train._batched import _cut, _mask
+from tuner.train._batched import BITS_KEPT_BYTES, _cut, _mask, _SiteBits
 from tuner.train._models import dropout_bits, inverted_dropout
 
 Tiny = Callable[..., dict[str, Any]]
@@ -213,7 +213,7 @@ def test_dropout_masks_keep_the_units_the_lone_loop_keeps_bit_for_bit() -> None:
     bits = torch.arange(-32768, 32768, dtype=torch.float32).view(256, 256)  # every draw there is
     col = torch.tensor(rates, dtype=torch.float32).view(-1, 1, 1)
     scale = 1.0 / (1.0 - col)
-    masks = _mask(bits, (_cut(col), scale))
+    masks = _mask([bits], (_cut(col), scale))
     uniforms = (bits + 32768.0) * grid
     assert torch.equal(masks, (uniforms >= col).float() * scale)
     ones = torch.ones(256, 256)
@@ -222,9 +222,31 @@ def test_dropout_masks_keep_the_units_the_lone_loop_keeps_bit_for_bit() -> None:
         assert torch.equal(mask != 0, uniforms >= p), p
         alone = inverted_dropout(ones, p, torch.Generator().manual_seed(5))  # and draws the same bits
         drawn = dropout_bits((256, 256), torch.Generator().manual_seed(5))
-        batched = _mask(drawn, (_cut(torch.tensor([[[p]]], dtype=torch.float32)), torch.ones(1, 1, 1)))[0]
+        batched = _mask([drawn], (_cut(torch.tensor([[[p]]], dtype=torch.float32)), torch.ones(1, 1, 1)))[0]
         assert torch.equal(alone != 0, batched != 0), p
     assert masks[0].eq(1.0).all() and not masks[-1].any()  # p = 0 keeps every unit; 0.99999 here none
+    # cohorts with bits of their own: each member's mask is its cohort's, as with that cohort alone
+    own = [bits, bits.flip(0), bits.roll(7, 1)]
+    counts = [4, 0, 7]  # a cohort left without members (a NaN) takes no rows
+    spread = _mask(own, (_cut(col), scale), counts)
+    start = 0
+    for b, k in zip(own, counts, strict=True):
+        assert torch.equal(spread[start:start + k], _mask([b], (_cut(col[start:start + k]), scale[start:start + k])))
+        start += k
+
+
+@pytest.mark.parametrize("kept", [BITS_KEPT_BYTES, 0])
+def test_an_epochs_dropout_bits_are_the_batches_draws_in_order_kept_or_drawn_again(kept: int) -> None:
+    """``_SiteBits`` draws an epoch at once: each batch's bits are those ``dropout_bits`` draws batch by batch
+    from the site's stream, in every epoch, asked in any order, whether kept or drawn again from the
+    epoch's start."""
+    rows, width = [128, 128, 37], 33  # a last short batch, and batches of an odd number of units
+    bits = _SiteBits(torch.Generator().manual_seed(11), width, rows, [kept])
+    stream = torch.Generator().manual_seed(11)
+    alone = [[dropout_bits((r, width), stream) for r in rows] for _ in range(4)]
+    for e in (2, 0, 3, 2, 1, 0):
+        assert all(torch.equal(a, b) for a, b in zip(alone[e], bits.epoch(e), strict=True)), e
+    assert len(bits.kept) == (4 if kept else 0)
 
 
 def test_a_batch_with_room_beyond_its_first_members_fills_it_without_callbacks() -> None:
