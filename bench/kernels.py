@@ -12,9 +12,11 @@ ratio (old / new):
   outputs) against a last dimension of 10;
 - a dropout mask made in float arithmetic from the draws' bits (``_mask``) against a comparison, its
   cast to float and the scaling; and five cohorts' masks, each written into its members' rows, against
-  their draws spread to the members first (``cat`` of expanded views), then masked.
+  their draws spread to the members first (``cat`` of expanded views), then masked;
+- the optimizer step of K members with L1 and L2 (``_Stack._update``, Adam): the compiled kernel
+  (``tuner/train/_kernels.py``), one pass over each tensor, against torch's operations.
 
-Each pair computes the same numbers (checked before timing).
+Each pair computes the same numbers (checked before timing; the optimizer step's to float tolerance).
 """
 
 from __future__ import annotations
@@ -23,11 +25,17 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from itertools import chain
 
 import torch
 
-from tuner.train._batched import _cut, _mask
+import tuner.train._batched as _batched
+from tuner import parse_spec
+from tuner.knobs import Knobs
+from tuner.train._batched import _cut, _mask, _Stack
+from tuner.train._kernels import adam_l1_step
 from tuner.train._memory import keep_freed_memory
+from tuner.train._models import build_model
 
 
 def _median_us(fn: Callable[[], object], repeats: int) -> float:
@@ -96,6 +104,57 @@ def main() -> None:
           lambda: _mask([torch.cat([c.expand(m, -1, -1) for c, m in zip(cohorts, counts, strict=True)])],
                         (cut, scale)),
           lambda: _mask(cohorts, (cut, scale), counts), n)
+
+    print("optimizer step, Adam with L1 and L2, MLP 64-256-256-10")
+    _optimizer_pair(k, n)
+
+
+def _optimizer_pair(k: int, repeats: int) -> None:
+    """``_Stack._update`` with the compiled kernel and with torch's operations, from the same state."""
+    if adam_l1_step() is None:
+        print("  no compiled kernel here (see tuner/train/_kernels.py): nothing to compare")
+        return
+    spec = parse_spec({"name": "k", "dataset": {"source": "sklearn", "name": "digits"},
+                       "model": {"kind": "mlp", "hidden": [256, 256]}, "training": {"optimizer": "adam"},
+                       "search": {"space": {"l2": {"low": 1e-6, "high": 1e-2, "log": True}}}})
+    gen = torch.Generator().manual_seed(1)
+    base = build_model(spec.model, 64, 10, gen)
+    stacks = []
+    for _ in range(2):
+        stack = _Stack(base, spec.training, "classification")
+        stack.resize([], [Knobs(l1=10.0 ** -(2 + i % 4), l2=10.0 ** -(3 + i % 3)) for i in range(k)])
+        with torch.no_grad():
+            for p, m, v in zip(stack.params, *stack.moments, strict=True):
+                p.add_(torch.randn(p.shape, generator=gen) * 0.01)
+                m.copy_(torch.randn(p.shape, generator=gen) * 1e-3)
+                v.copy_(torch.rand(p.shape, generator=gen) * 1e-6)
+                p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+        stack.steps += 40
+        stacks.append(stack)
+    with torch.no_grad():  # the same state in both
+        for a, b in zip(chain(stacks[0].params, *stacks[0].moments), chain(stacks[1].params, *stacks[1].moments),
+                        strict=True):
+            b.copy_(a)
+        for a, b in zip(stacks[0].params, stacks[1].params, strict=True):
+            assert a.grad is not None
+            b.grad = a.grad.clone()
+
+    def step(stack: _Stack, fused: bool) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            with torch.no_grad():
+                if fused:
+                    stack._update()
+                else:
+                    _batched.adam_l1_step, kept = (lambda: None), _batched.adam_l1_step
+                    try:
+                        stack._update()
+                    finally:
+                        _batched.adam_l1_step = kept
+            return torch.cat([p.detach().flatten() for p in stack.params])
+        return run
+
+    _pair("one step, the fused kernel", step(stacks[0], False), step(stacks[1], True), repeats,
+          lambda a, c: torch.allclose(a, c, atol=1e-6) and torch.equal(a == 0, c == 0))
 
 
 if __name__ == "__main__":

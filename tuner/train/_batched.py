@@ -35,6 +35,7 @@ from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
+from tuner.train._kernels import adam_l1_step
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
 from tuner.train._memory import keep_freed_memory
 from tuner.train._models import MLP, build_model, dropout_generators
@@ -190,7 +191,9 @@ class _Stack:
     steps (a member that joins later starts at step 0), which one ``torch.optim.Adam`` over the
     stacked tensors cannot. Its arithmetic is torch's (Adam's fused kernel, run per cohort; AdamW's
     decay and SGD with momentum as the single-tensor code does them), so each member's weights
-    follow its lone run to float tolerance.
+    follow its lone run to float tolerance. Adam, with λ₂'s gradient and L1's proximal step, takes
+    one pass over each tensor where the compiled kernel (``_kernels``) can be had: the same formulas
+    in 676 µs a step at K = 10 on the bench job, against 1,049 for torch's operations (``bench/kernels.py``).
     """
 
     def __init__(self, base: MLP, spec: TrainingSpec, task: str) -> None:
@@ -312,6 +315,13 @@ class _Stack:
         spec = self.spec
         grads = [p.grad for p in self.params]
         assert all(g is not None for g in grads)
+        if self.adam and self.decay is None and (fused := adam_l1_step()) is not None and all(
+                g is not None and g.is_contiguous() and g.dtype == torch.float32 and g.device.type == "cpu"
+                for g in grads):  # the kernel reads CPU float32 memory, member after member
+            self.steps += 1
+            self._adam_fused(fused)
+            self._runs = None  # ``_adam``'s counts were not kept up: it rebuilds them from ``steps`` if it runs
+            return
         if self.l2_grad is not None:  # d(λ₂·Σw²)/dw, added as the lone loop's autograd adds it
             for w in self.weights:
                 assert w.grad is not None
@@ -362,6 +372,21 @@ class _Stack:
         l1_steps, eps = lr * self.l1 * correction2_sqrt, 1e-8 * correction2_sqrt
         for w, v in zip(self.weights, self.moments[1][:self.n_layers], strict=True):
             _soft_threshold_(w, l1_steps, v.sqrt().add_(eps))
+
+    def _adam_fused(self, fused: Any) -> None:
+        """``_adam``, with λ₂'s gradient before it and L1's proximal step after, in one pass over each tensor:
+        the compiled kernel (``_kernels``), member by member with its own step count."""
+        beta1, beta2, lr = 0.9, 0.999, self.spec.lr  # as ``_adam``
+        steps = self.steps.view(-1)
+        k = steps.numel()
+        for i, (p, m, v) in enumerate(zip(self.params, self.moments[0], self.moments[1], strict=True)):
+            g = p.grad
+            assert g is not None and p.is_contiguous() and m.is_contiguous() and v.is_contiguous()
+            weight = i < self.n_layers  # biases: no penalty
+            l2 = self.l2_grad.data_ptr() if weight and self.l2_grad is not None else None
+            l1 = self.l1.data_ptr() if weight and self.l1 is not None else None
+            fused(p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), p[0].numel(), 0, k, steps.data_ptr(),
+                  l2, l1, lr, beta1, beta2, 1e-8)
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> list[_Measure]:
