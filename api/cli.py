@@ -7,6 +7,7 @@ only by the commands that need them.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -40,7 +41,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         storage = storage_url(args.storage or os.environ.get("REGTUNE_DATABASE_URL") or DEFAULT_URL)
         out = Path(args.out) if args.out else Path("runs") / spec.name
         progress = BarProgress(quiet=args.quiet)
-        report = run_job(spec, storage=storage, out_dir=out, progress=progress, fresh=args.fresh)
+        gc.collect()  # the libraries imported so far (torch, optuna, ...) are kept out of the run's full
+        gc.freeze()  # collections: in a bench-sized run, 1.0 -> 0.75 s of them
+        try:
+            report = run_job(spec, storage=storage, out_dir=out, progress=progress, fresh=args.fresh)
+        finally:
+            gc.unfreeze()  # collectable again where ``main`` is called in a longer process (tests)
     except SpecError as exc:
         print(f"regtune: {exc}", file=sys.stderr)
         return EXIT_INVALID
