@@ -13,8 +13,10 @@ ratio (old / new):
 - a dropout mask made in float arithmetic from the draws' bits (``_mask``) against a comparison, its
   cast to float and the scaling; and five cohorts' masks, each written into its members' rows, against
   their draws spread to the members first (``cat`` of expanded views), then masked;
-- the optimizer step of K members with L1 and L2 (``_Stack._update``, Adam): the compiled kernel
-  (``tuner/train/_kernels.py``), one pass over each tensor, against torch's operations.
+- a hidden layer's ReLU and dropout masks, and their gradient: the compiled kernels
+  (``tuner/train/_kernels.py``, one pass each) against torch's operations;
+- the optimizer step of K members with L1 and L2 (``_Stack._update``, Adam): the compiled kernel,
+  one pass over each tensor, against torch's operations.
 
 Each pair computes the same numbers (checked before timing; the optimizer step's to float tolerance).
 """
@@ -32,8 +34,8 @@ import torch
 import tuner.train._batched as _batched
 from tuner import parse_spec
 from tuner.knobs import Knobs
-from tuner.train._batched import _cut, _mask, _Stack
-from tuner.train._kernels import adam_l1_step
+from tuner.train._batched import _cut, _mask, _SiteDrop, _Stack
+from tuner.train._kernels import adam_l1_step, kernels
 from tuner.train._memory import keep_freed_memory
 from tuner.train._models import build_model
 
@@ -104,6 +106,22 @@ def main() -> None:
           lambda: _mask([torch.cat([c.expand(m, -1, -1) for c, m in zip(cohorts, counts, strict=True)])],
                         (cut, scale)),
           lambda: _mask(cohorts, (cut, scale), counts), n)
+
+    fns = kernels()
+    if fns is not None:
+        z = torch.randn(k, rows, 256, generator=gen)
+        drop = _SiteDrop(fns, cohorts, counts, (cut, scale))
+        masks = _mask(cohorts, (cut, scale), counts)
+
+        def fused() -> torch.Tensor:
+            out = z.clone()  # the layer's fresh product in training: here a copy, which this form pays
+            drop.relu_dropout_(out)
+            return out
+        _pair("ReLU and 5 cohorts' masks on a product (the kernel, in place)",
+              lambda: torch.relu(z) * _mask(cohorts, (cut, scale), counts), fused, n)
+        out, g = fused(), torch.randn(k, rows, 256, generator=gen)
+        _pair("their gradient (the kernel)",
+              lambda: torch.ops.aten.threshold_backward(g * masks, torch.relu(z), 0.0), lambda: drop.grad(g, out), n)
 
     print("optimizer step, Adam with L1 and L2, MLP 64-256-256-10")
     _optimizer_pair(k, n)

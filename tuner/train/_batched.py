@@ -21,6 +21,7 @@ the start as its lone run would draw them, and its own optimizer step count.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +36,7 @@ from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
-from tuner.train._kernels import adam_l1_step
+from tuner.train._kernels import Kernels, adam_l1_step, kernels
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
 from tuner.train._memory import keep_freed_memory
 from tuner.train._models import MLP, build_model, dropout_generators
@@ -278,9 +279,13 @@ class _Stack:
                 h = h.expand(w.shape[0], -1, -1)
             if j == self.n_hidden:  # the output layer
                 return _LastDense.apply(h, w, b) if grad else _LastDense.product(h, w, b)
+            site, u = self.keep[j + 1], bits[j + 1] if bits else None
+            if grad and self.relu and site is not None and u is not None and (fns := kernels()) is not None:
+                h = _ReluDropDense.apply(h, w, b, _SiteDrop(fns, u, counts, site))  # one pass each way
+                continue
             h = _Dense.apply(h, w, b) if grad else _Dense.product(h, w, b)
             h = h.relu_() if in_place else self.act(h)
-            if (site := self.keep[j + 1]) is not None and bits and (u := bits[j + 1]) is not None:
+            if site is not None and u is not None:
                 h = h * _mask(u, site, counts)
         raise AssertionError("an MLP's last layer is its output layer")
 
@@ -469,6 +474,62 @@ class _Dense(torch.autograd.Function):
         dw = torch.bmm(g.transpose(1, 2), h) if ctx.needs_input_grad[1] else None
         db = g.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
         return dh, dw, db
+
+
+class _SiteDrop:
+    """One hidden site's dropout for the compiled kernels (``_kernels.c``): each cohort's bits, each
+    member's cohort, and the members' τ and scale (``_mask``'s)."""
+
+    def __init__(self, fns: Kernels, bits: list[torch.Tensor], counts: list[int] | None,
+                 site: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.fns, self.bits = fns, bits  # the bits are read through their pointers: kept alive here
+        self.cut, self.scale = site
+        members = self.cut.shape[0]
+        which = [0] * members if counts is None else [c for c, k in enumerate(counts) for _ in range(k)]
+        assert len(which) == members and all(b.is_contiguous() for b in bits)
+        self.cohort = (ctypes.c_int64 * members)(*which)
+        self.pointers = (ctypes.c_void_p * len(bits))(*[b.data_ptr() for b in bits])
+
+    def relu_dropout_(self, z: torch.Tensor) -> None:
+        """ReLU then the members' masks, in place on the layer's product ``z`` (K, rows, width)."""
+        assert z.is_contiguous() and z.dtype == torch.float32 and z[0].numel() == self.bits[0].numel()
+        self.fns.relu_dropout(z.data_ptr(), z[0].numel(), z.shape[0], self.pointers, self.cohort,
+                              self.cut.data_ptr(), self.scale.data_ptr())
+
+    def grad(self, g: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The gradient at the product from the gradient ``g`` at the outputs ``out``."""
+        g = g.contiguous()
+        gz = torch.empty_like(out)
+        self.fns.relu_dropout_grad(g.data_ptr(), out.data_ptr(), gz.data_ptr(), out[0].numel(), out.shape[0],
+                                   self.scale.data_ptr())
+        return gz
+
+
+class _ReluDropDense(torch.autograd.Function):
+    """A hidden ReLU layer with dropout in training: ``_Dense``'s product, then ReLU and the members'
+    masks in place on it in one pass (``_SiteDrop``), one autograd node.
+
+    The outputs are ``_Dense``, ReLU and ``h * _mask(...)``'s bit for bit, without a mask tensor: the
+    gradient reaches the product where an output is positive (active and kept), scaled by 1/(1-p),
+    and nowhere else, where the three nodes' is g·0 or 0.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, drop: _SiteDrop) -> torch.Tensor:
+        out = _Dense.product(h, w, b)
+        drop.relu_dropout_(out)
+        ctx.save_for_backward(h, w, out)  # with ctx, as ``_Dense.forward``
+        ctx.drop = drop
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        h, w, out = ctx.saved_tensors
+        gz = ctx.drop.grad(g, out)
+        dh = torch.bmm(gz, w) if ctx.needs_input_grad[0] else None
+        dw = torch.bmm(gz.transpose(1, 2), h) if ctx.needs_input_grad[1] else None
+        db = gz.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
+        return dh, dw, db, None
 
 
 class _LastDense(torch.autograd.Function):

@@ -1,14 +1,18 @@
-"""The fused optimizer step of batched training, compiled from C on first use (``_fused_step.c``).
+"""Batched training's compiled kernels (``_kernels.c``), built from C on first use.
 
-Batched Adam with L1 and L2 took torch about fourteen passes over the weights a step: the L2 term,
-the fused Adam kernel, then six operations for L1's proximal step, each over K members' stacked
-weights (3.4 MB at K = 10 on digits' MLP 64-256-256-10, more than a core's cache). The C kernel
-does it in one pass (``bench/kernels.py`` times both). It is built with the machine's C compiler
-(``$CC``, else ``cc``) the first time a process needs it and kept, per source and CPU, in
+- ``adam_l1_step``: Adam with L2's gradient and L1's proximal step. Torch took about fourteen passes
+  over K members' stacked weights a step (the L2 term, the fused Adam kernel, six operations for the
+  proximal step; 3.4 MB at K = 10 on digits' MLP 64-256-256-10, more than a core's cache); this, one.
+- ``relu_dropout`` and ``relu_dropout_grad``: a hidden layer's ReLU and dropout mask in place on its
+  product, and their gradient, one pass each. Torch took six passes forward (the ReLU, the mask from
+  the bits in four, the product with it) and two backward.
+
+``bench/kernels.py`` times each against torch's operations. The library is built with the machine's
+C compiler (``$CC``, else ``cc``) the first time a process needs it and kept, per source and CPU, in
 ``$REGTUNE_CACHE_DIR`` (default ``~/.cache/regtune``); later processes load the kept library.
 
-Without a compiler, or with ``REGTUNE_KERNELS=0``, ``adam_l1_step`` is None and batched training
-takes torch's path: the same numbers to float tolerance, more slowly. The log says which.
+Without a compiler, or with ``REGTUNE_KERNELS=0``, ``kernels()`` is None and batched training takes
+torch's operations: the same numbers (to float tolerance for Adam's), more slowly. The log says which.
 """
 
 from __future__ import annotations
@@ -23,20 +27,28 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["FLAGS", "adam_l1_step", "kernel_library"]
+__all__ = ["FLAGS", "Kernels", "adam_l1_step", "kernels"]
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("_fused_step.c")
+SOURCE = Path(__file__).with_name("_kernels.c")
 
 FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC"]
 """How the kernel is compiled: vectorized (sqrtf without errno), no FMA contraction (each operation rounds
 as torch's do), plus ``-march=native`` on x86-64 and arm64 Linux, where the CPU's flags key the kept library."""
 
 _lock = threading.Lock()
-_loaded: list[Any] = []  # [the library or None], once per process
+_loaded: list[Kernels | None] = []  # once per process
+
+
+class Kernels(NamedTuple):
+    """The library's functions, their argument types set (see ``_kernels.c``)."""
+
+    adam_l1_step: Any
+    relu_dropout: Any
+    relu_dropout_grad: Any
 
 
 def _cpu_key() -> tuple[str, list[str]]:
@@ -69,7 +81,7 @@ def _build(compiler: str, folder: Path) -> Path:
     cpu, native = _cpu_key()
     flags = FLAGS + native
     key = hashlib.sha256(source + cpu.encode() + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
-    target = folder / f"fused_step-{key}.so"
+    target = folder / f"kernels-{key}.so"
     if target.exists():
         return target
     folder.mkdir(parents=True, exist_ok=True)
@@ -81,36 +93,39 @@ def _build(compiler: str, folder: Path) -> Path:
     return target
 
 
-def kernel_library() -> Any | None:
-    """The compiled kernel library (a ``ctypes.CDLL``), or None where it cannot be had; once per process."""
+def kernels() -> Kernels | None:
+    """The compiled kernels, or None where they cannot be had (use torch's operations); once per process."""
     with _lock:
         if _loaded:
             return _loaded[0]
-        library = None
+        loaded = None
         compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
         if os.environ.get("REGTUNE_KERNELS", "1") == "0":
-            log.info("batched training's fused optimizer step is off (REGTUNE_KERNELS=0): torch's operations")
+            log.info("batched training's compiled kernels are off (REGTUNE_KERNELS=0): torch's operations")
         elif compiler is None:
-            log.info("no C compiler ($CC, cc or gcc): batched training steps with torch's operations")
+            log.info("no C compiler ($CC, cc or gcc): batched training runs torch's operations")
         else:
             try:
                 path = _build(compiler, _cache_dir())
                 library = ctypes.CDLL(str(path))
-                fn = library.adam_l1_step
-                fn.restype = None
-                fn.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 3
-                               + [ctypes.c_double] * 4)
-                log.debug("batched training's fused optimizer step: %s", path)
-            except (OSError, subprocess.SubprocessError) as exc:
+                loaded = Kernels(library.adam_l1_step, library.relu_dropout, library.relu_dropout_grad)
+                ptr, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+                loaded.adam_l1_step.argtypes = [ptr] * 4 + [i64] * 3 + [ptr] * 3 + [f64] * 4
+                loaded.relu_dropout.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr]
+                loaded.relu_dropout_grad.argtypes = [ptr, ptr, ptr, i64, i64, ptr]
+                for fn in loaded:
+                    fn.restype = None
+                log.debug("batched training's compiled kernels: %s", path)
+            except (OSError, AttributeError, subprocess.SubprocessError) as exc:
                 detail = getattr(exc, "stderr", b"") or b""
-                log.warning("could not build batched training's fused optimizer step (%s%s): torch's operations "
+                log.warning("could not build batched training's compiled kernels (%s%s): torch's operations "
                             "instead, slower", exc, ": " + detail.decode(errors="replace")[:500] if detail else "")
-                library = None
-        _loaded.append(library)
-        return library
+                loaded = None
+        _loaded.append(loaded)
+        return loaded
 
 
 def adam_l1_step() -> Any | None:
-    """The C function ``adam_l1_step`` (see ``_fused_step.c``), or None: use torch's operations."""
-    library = kernel_library()
-    return None if library is None else library.adam_l1_step
+    """The C function ``adam_l1_step`` (see ``_kernels.c``), or None: use torch's operations."""
+    found = kernels()
+    return None if found is None else found.adam_l1_step

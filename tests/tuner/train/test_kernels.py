@@ -50,12 +50,35 @@ def test_with_torchs_operations_each_member_still_trains_as_alone(optimizer: str
         assert_same(train(data, spec.model, spec.training, knobs, spec.seed), member)
 
 
+def test_relu_and_dropout_in_the_kernel_give_torchs_numbers_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the hidden layers' ReLU and masks in the kernel (``_SiteDrop``) or in torch's operations, every
+    member's curves are the same floats: cohorts that joined at different epochs, rates of 0 among them."""
+    found = kernels.kernels()
+    if found is None:
+        pytest.skip("no compiled kernels on this machine")
+    spec, data = _job("adam")
+    late = [Knobs(dropout=(0.5, 0.0), l1=1e-3), Knobs(dropout=(0.1, 0.4), l2=1e-2)]
+
+    def run(fns: kernels.Kernels | None) -> list[Any]:
+        monkeypatch.setattr(batched_module, "kernels", lambda: fns)
+        waiting = list(late)
+
+        def refill(free: int) -> list[tuple[Knobs, None]]:
+            return [(waiting.pop(0), None)] if waiting else []
+        return train_batched(data, spec.model, spec.training, MEMBERS, spec.seed, refill=refill, size=5)
+
+    fused, plain = run(found), run(None)
+    assert len(fused) == len(MEMBERS) + len(late)
+    for a, b in zip(fused, plain, strict=True):
+        assert (a.curve_train, a.curve_val, a.epochs) == (b.curve_train, b.curve_val, b.epochs)
+
+
 def test_the_kernel_is_built_once_then_loaded_from_where_it_is_kept(fresh: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     if kernels.shutil.which("cc") is None and kernels.shutil.which("gcc") is None:
         pytest.skip("no C compiler on this machine")
     assert kernels.adam_l1_step() is not None
-    kept = list(fresh.glob("fused_step-*.so"))
+    kept = list(fresh.glob("kernels-*.so"))
     assert len(kept) == 1 and not list(fresh.glob("tmp*")), "the library alone is kept, built aside"
 
     def no_compiling(*args: Any, **kwargs: Any) -> None:
@@ -64,7 +87,7 @@ def test_the_kernel_is_built_once_then_loaded_from_where_it_is_kept(fresh: Path,
     monkeypatch.setattr(kernels, "_loaded", [])  # another process, the same machine
     monkeypatch.setattr(kernels.subprocess, "run", no_compiling)
     assert kernels.adam_l1_step() is not None
-    assert list(fresh.glob("fused_step-*.so")) == kept
+    assert list(fresh.glob("kernels-*.so")) == kept
 
 
 def test_a_compiler_that_fails_leaves_torchs_operations_and_says_why(fresh: Path, monkeypatch: pytest.MonkeyPatch,
@@ -76,7 +99,7 @@ def test_a_compiler_that_fails_leaves_torchs_operations_and_says_why(fresh: Path
     with caplog.at_level(logging.WARNING, logger=kernels.__name__):
         assert kernels.adam_l1_step() is None
     assert "could not build" in caplog.text and "no input files" in caplog.text
-    assert not list(fresh.glob("fused_step-*.so")) and not list(fresh.glob("tmp*"))
+    assert not list(fresh.glob("kernels-*.so")) and not list(fresh.glob("tmp*"))
     assert kernels.adam_l1_step() is None  # decided once per process
 
 

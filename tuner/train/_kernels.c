@@ -1,4 +1,6 @@
-/* regtune's fused optimizer step for batched training (tuner/train/_kernels.py builds and loads it).
+/* The compiled kernels of batched training (tuner/train/_kernels.py builds and loads them).
+
+   adam_l1_step: the fused optimizer step.
 
    One Adam step per member of a stacked tensor, in one pass over its values: L2's gradient 2·λ₂·w
    added to the gradient, Adam's update as torch's fused kernel computes it (its bias corrections
@@ -50,5 +52,36 @@ void adam_l1_step(float *restrict p, const float *restrict g, float *restrict m,
                 vk[i] = vi;
             }
         }
+    }
+}
+
+/* ReLU then inverted dropout, in place on a hidden layer's product z: K members of n values each,
+   member k's out = max(z, 0)·scale[k] where its unit is kept (its bits > cut[k]), else max(z, 0)·0.
+   bits: one array of n per cohort (its members share the draws), cohort[k] member k's (_batched._mask's
+   masks, bit for bit, applied as torch's relu then h·mask apply them: a NaN stays a NaN). */
+void relu_dropout(float *restrict z, int64_t n, int64_t K, const float *const *bits, const int64_t *cohort,
+                  const float *cut, const float *scale)
+{
+    for (int64_t k = 0; k < K; k++) {
+        float *restrict zk = z + k * n;
+        const float *restrict b = bits[cohort[k]];
+        const float c = cut[k], s = scale[k];
+        for (int64_t i = 0; i < n; i++) {
+            const float r = zk[i] < 0.0f ? 0.0f : zk[i];
+            zk[i] = b[i] > c ? r * s : r * 0.0f;
+        }
+    }
+}
+
+/* relu_dropout's gradient: g·scale[k] where the output is positive (the unit active and kept), else 0. */
+void relu_dropout_grad(const float *restrict g, const float *restrict out, float *restrict gz, int64_t n,
+                       int64_t K, const float *scale)
+{
+    for (int64_t k = 0; k < K; k++) {
+        const float s = scale[k];
+        const float *restrict gk = g + k * n, *restrict ok = out + k * n;
+        float *restrict dk = gz + k * n;
+        for (int64_t i = 0; i < n; i++)
+            dk[i] = ok[i] > 0.0f ? gk[i] * s : 0.0f;
     }
 }
