@@ -177,10 +177,10 @@ class TrialRecorder:
                 assert ended.model is not None
                 attrs["val_loss_se"] = loss_standard_error(ended.model, self.data.val, self.data.task)
             unwritten = self._end(attrs)
+            values = objective_values(ended.metrics(), self.objectives)
             if self.board is not None:
-                self.board.completed()
-            return TrialOutcome(TrialState.COMPLETE, values=objective_values(ended.metrics(), self.objectives),
-                                result=ended, unwritten=unwritten)
+                self.board.completed(self.trial, self.reported, values[0])
+            return TrialOutcome(TrialState.COMPLETE, values=values, result=ended, unwritten=unwritten)
         if isinstance(ended, optuna.TrialPruned):
             return TrialOutcome(TrialState.PRUNED, unwritten=self._end(_partial_attrs(curve_t, curve_v)))
         if isinstance(ended, TrialFailed):
