@@ -14,6 +14,7 @@ parameters, its end) took 1.4, 1.7 and 3.2 ms on the bench's PostgreSQL: half of
   ends, its row and the others' are locked by one ``SELECT ... FOR UPDATE``, as in ``finish_trial``'s
   transaction); when one fails, the statement writes nothing and says so (``Written``), and the caller raises.
 - ``create_trial_pipelined``: a new trial's two statements and their transaction in one psycopg pipeline.
+- ``read_trials_pipelined``: a read of a study's trials and their rows, two statements in one pipeline.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-__all__ = ["Written", "create_trial_pipelined", "write_at_once", "write_queued_at_once"]
+__all__ = ["TrialRow", "Written", "create_trial_pipelined", "read_trials_pipelined", "write_at_once",
+           "write_queued_at_once"]
 
 
 class Written(NamedTuple):
@@ -124,6 +126,96 @@ def create_trial_pipelined(con: sa.Connection, study_id: int, start: datetime) -
             con.invalidate()
         return None
     return None if row is None else (int(row[0]), int(row[1]))
+
+
+class TrialRow(NamedTuple):
+    """A row of Optuna's trials table, as ``read_trials_pipelined`` reads it."""
+
+    trial_id: int
+    number: int
+    state: TrialState
+    datetime_start: datetime | None
+    datetime_complete: datetime | None
+
+
+def read_trials_pipelined(con: sa.Connection, study_id: int, states: Sequence[TrialState] | None,
+                          included: Sequence[int], after: int) -> tuple[list[TrialRow], list[tuple[Any, ...]]] | None:
+    """The study's trials in ``states`` (all when None) whose id is in ``included`` or above ``after`` (no such
+    condition when ``after`` is -1), and their rows in the five child tables, in one round trip.
+
+    Two statements, the trials' and ``_children_sql``'s (the same trials as a subquery, so neither waits for
+    the other's answer), go in one psycopg pipeline, in one REPEATABLE READ transaction: both read the same
+    snapshot. The child rows are (kind, trial id, row id, n, name, num, text, type), as
+    ``tuner.storage._children_at_once`` reads them. None when the driver is not psycopg 3, or the connection
+    is in autocommit, or the read failed (the caller reads the other way, which says why).
+    """
+    raw: Any = con.connection.dbapi_connection
+    if not hasattr(raw, "pipeline") or raw.autocommit:
+        return None
+    import psycopg
+
+    where = _trials_where(states is not None, bool(included), after > -1)
+    params = {"study": study_id, "states": [s.name for s in states or ()], "ids": list(included), "after": after}
+    try:
+        with raw.pipeline(), raw.cursor() as trials, raw.cursor() as children, raw.cursor() as snapshot:
+            snapshot.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            trials.execute(_trials_sql(where), params)
+            children.execute(_children_sql(where), params)
+            raw.commit()
+            rows = trials.fetchall()
+            kids = children.fetchall()
+    except psycopg.Error:
+        try:
+            raw.rollback()
+        except psycopg.Error:  # the connection itself failed: the pool drops it
+            con.invalidate()
+        return None
+    return [TrialRow(r[0], r[1], TrialState[r[2]], r[3], r[4]) for r in rows], kids
+
+
+@functools.cache
+def _trials_where(states: bool, included: bool, after: bool) -> str:
+    """The condition on the trials table for ``read_trials_pipelined``'s parameters, by which are given."""
+    where = ["study_id = %(study)s"]
+    if states:
+        where.append("state::text = ANY(%(states)s)")
+    if included and after:
+        where.append("(trial_id = ANY(%(ids)s) OR trial_id > %(after)s)")
+    elif after:
+        where.append("trial_id > %(after)s")
+    elif included:
+        where.append("trial_id = ANY(%(ids)s)")
+    return " AND ".join(where)
+
+
+@functools.cache
+def _trials_sql(where: str) -> str:
+    from optuna.storages._rdb import models
+
+    return (f"SELECT trial_id, number, state::text, datetime_start, datetime_complete "
+            f"FROM {models.TrialModel.__tablename__} WHERE {where} ORDER BY trial_id")
+
+
+@functools.cache
+def _children_sql(where: str) -> str:
+    """The five child tables' rows of the trials ``where`` selects, in one ``UNION ALL``, by kind then row id."""
+    from optuna.storages._rdb import models
+
+    def part(kind: int, model: Any, row_id: str, n: str, name: str, num: str, text: str, type_: str) -> str:
+        return (f"SELECT {kind}, trial_id, {row_id}, {n}, {name}, {num}, {text}, {type_} "
+                f"FROM {model.__tablename__} WHERE trial_id IN (SELECT trial_id FROM t)")
+
+    return f"WITH t AS (SELECT trial_id FROM {models.TrialModel.__tablename__} WHERE {where}) " + " UNION ALL ".join([
+        part(0, models.TrialParamModel, "param_id", "NULL::integer", "param_name::text", "param_value",
+             "distribution_json::text", "NULL::text"),
+        part(1, models.TrialValueModel, "trial_value_id", "objective", "NULL", "value", "NULL", "value_type::text"),
+        part(2, models.TrialUserAttributeModel, "trial_user_attribute_id", "NULL", "key", "NULL", "value_json",
+             "NULL"),
+        part(3, models.TrialSystemAttributeModel, "trial_system_attribute_id", "NULL", "key", "NULL", "value_json",
+             "NULL"),
+        part(4, models.TrialIntermediateValueModel, "trial_intermediate_value_id", "step", "NULL",
+             "intermediate_value", "NULL", "intermediate_value_type::text"),
+    ]) + " ORDER BY 1, 3"
 
 
 @functools.cache

@@ -25,7 +25,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 
-from tuner._pg_rows import Written, create_trial_pipelined, write_at_once, write_queued_at_once
+from tuner._pg_rows import Written, create_trial_pipelined, read_trials_pipelined, write_at_once, write_queued_at_once
 from tuner.errors import SpecError
 
 __all__ = ["DEFAULT_URL", "TrialStorage", "engine_kwargs", "finish_trial", "new_trial", "open_storage",
@@ -288,6 +288,15 @@ class TrialStorage(optuna.storages.RDBStorage):
 
         trials = models.TrialModel.__table__
         included = {i for i in included_trial_ids if i <= trial_id_greater_than}
+        if self.engine.dialect.name == "postgresql":  # one round trip where the driver can
+            kept = None if states is None else list(states)  # type: ignore[call-overload]
+            with self.engine.connect() as con:
+                read = read_trials_pipelined(con, study_id, kept, sorted(included), trial_id_greater_than)
+                if read is not None:
+                    found = _built(read[0], _children_by_kind(read[1])) if read[0] else []
+                    if not found:
+                        _require_study(con, study_id)
+                    return found
         base = [trials.c.study_id == study_id]
         if states is not None:
             base.append(trials.c.state.in_(list(states)))  # type: ignore[call-overload]
@@ -407,21 +416,26 @@ def _children(con: sa.Connection, ids: Any, model: Any, order: str) -> dict[int,
 def _children_at_once(con: sa.Connection, ids: list[int]) -> list[dict[int, list[Any]]]:
     """``_children`` of the five tables (params, values, user and system attributes, intermediate values) for the
     trials ``ids`` in one ``UNION ALL`` (``_children_union``), each row with the column names its own table has."""
+
+    return _children_by_kind(con.execute(_children_union(), {"ids": ids}).all())
+
+
+def _children_by_kind(rows: Sequence[Sequence[Any]]) -> list[dict[int, list[Any]]]:
+    """The union's rows, (kind, trial id, row id, n, name, num, text, type), as ``_children`` gives each table's."""
     from optuna.storages._rdb import models
 
-    rows = con.execute(_children_union(), {"ids": ids}).all()
     value_type = models.TrialValueModel.TrialValueType
     step_type = models.TrialIntermediateValueModel.TrialIntermediateValueType
     build = [
-        lambda r: SimpleNamespace(param_name=r.name, param_value=r.num, distribution_json=r.text),
-        lambda r: SimpleNamespace(objective=r.n, value=r.num, value_type=value_type[r.type]),
-        lambda r: SimpleNamespace(key=r.name, value_json=r.text),
-        lambda r: SimpleNamespace(key=r.name, value_json=r.text),
-        lambda r: SimpleNamespace(step=r.n, intermediate_value=r.num, intermediate_value_type=step_type[r.type]),
+        lambda r: SimpleNamespace(param_name=r[4], param_value=r[5], distribution_json=r[6]),
+        lambda r: SimpleNamespace(objective=r[3], value=r[5], value_type=value_type[r[7]]),
+        lambda r: SimpleNamespace(key=r[4], value_json=r[6]),
+        lambda r: SimpleNamespace(key=r[4], value_json=r[6]),
+        lambda r: SimpleNamespace(step=r[3], intermediate_value=r[5], intermediate_value_type=step_type[r[7]]),
     ]
     out: list[dict[int, list[Any]]] = [{} for _ in build]
     for row in rows:
-        out[row.kind].setdefault(row.trial_id, []).append(build[row.kind](row))
+        out[row[0]].setdefault(row[1], []).append(build[row[0]](row))
     return out
 
 
@@ -462,14 +476,23 @@ def _read_trials(con: sa.Connection, where: list[Any]) -> list[FrozenTrial]:
     if not rows:
         return []  # and no child queries
     if con.dialect.name == "postgresql":  # each query is a round trip: one for all five, of the trials just read
-        params, values, user, system, steps = _children_at_once(con, [row.trial_id for row in rows])
+        children = _children_at_once(con, [row.trial_id for row in rows])
     else:  # SQLite has no round trips, and would turn the floats into text with 15 digits
         ids = sa.select(trials.c.trial_id).where(*where).scalar_subquery()
-        params = _children(con, ids, models.TrialParamModel, "param_id")
-        values = _children(con, ids, models.TrialValueModel, "trial_value_id")
-        user = _children(con, ids, models.TrialUserAttributeModel, "trial_user_attribute_id")
-        system = _children(con, ids, models.TrialSystemAttributeModel, "trial_system_attribute_id")
-        steps = _children(con, ids, models.TrialIntermediateValueModel, "trial_intermediate_value_id")
+        children = [_children(con, ids, models.TrialParamModel, "param_id"),
+                    _children(con, ids, models.TrialValueModel, "trial_value_id"),
+                    _children(con, ids, models.TrialUserAttributeModel, "trial_user_attribute_id"),
+                    _children(con, ids, models.TrialSystemAttributeModel, "trial_system_attribute_id"),
+                    _children(con, ids, models.TrialIntermediateValueModel, "trial_intermediate_value_id")]
+    return _built(rows, children)
+
+
+def _built(rows: Sequence[Any], children: list[dict[int, list[Any]]]) -> list[FrozenTrial]:
+    """Trials from their rows (with ``trial_id``, ``number``, ``state``, ``datetime_start``, ``datetime_complete``)
+    and their five tables' rows by trial (``_children``), built as Optuna builds them."""
+    from optuna.storages._rdb import models
+
+    params, values, user, system, steps = children
     to_value = models.TrialValueModel.stored_repr_to_value
     to_step = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
     dists: dict[str, BaseDistribution] = {}

@@ -14,6 +14,7 @@ from _postgres import PostgresServer
 from optuna.trial import TrialState
 from sqlalchemy import event
 
+import tuner._pg_rows
 import tuner.storage
 from tuner.storage import (
     engine_kwargs,
@@ -24,6 +25,8 @@ from tuner.storage import (
     together,
     write_trials,
 )
+
+_read_trials_pipelined = tuner._pg_rows.read_trials_pipelined
 
 
 @pytest.fixture(params=["upserted", "read-then-written"])
@@ -176,16 +179,26 @@ class _Statements:
 
     def reads(self, table: str) -> int:
         """How many statements selected from ``table``."""
-        return sum(s.lstrip().upper().startswith("SELECT") and f"FROM {table}" in s for s in self.sent)
+        return sum(s.lstrip().upper().startswith(("SELECT", "WITH")) and f"FROM {table}" in s for s in self.sent)
+
+    def _pipelined(self, con: Any, study_id: int, states: Any, included: Any, after: int) -> Any:
+        """``read_trials_pipelined``, which sends its statements on the driver's connection: they are noted too."""
+        read = _read_trials_pipelined(con, study_id, states, included, after)
+        if read is not None:
+            where = tuner._pg_rows._trials_where(states is not None, bool(included), after > -1)
+            self.sent += [tuner._pg_rows._trials_sql(where), tuner._pg_rows._children_sql(where)]
+        return read
 
     def __enter__(self) -> _Statements:
         event.listen(self.engine, "before_cursor_execute", self._statement)
         event.listen(self.engine, "commit", self._commit)
+        tuner.storage.read_trials_pipelined = self._pipelined
         return self
 
     def __exit__(self, *_: object) -> None:
         event.remove(self.engine, "before_cursor_execute", self._statement)
         event.remove(self.engine, "commit", self._commit)
+        tuner.storage.read_trials_pipelined = _read_trials_pipelined
 
 
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
