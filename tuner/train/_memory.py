@@ -4,12 +4,13 @@ A batched step allocates and frees tensors of a few MB (K members' activations, 
 Adam's temporaries). glibc's malloc serves blocks that large from fresh ``mmap`` calls, or
 trims them off the heap when freed, so a step often takes their pages anew from the kernel.
 Measured on a batch like bench/search_speed.py's (digits, MLP 64-256-256-10, K = 10, 40
-trials refilled as they end, 2 cores; /work/scratch/ab4.py): 610,000 to 800,000 page faults
-and 1.5 to 2.0 s of system time in glibc's settings, 105,000 and 0.5 s with freed memory
-kept. Time per member-epoch moved less than this machine's noise between processes; in one
-process, alternating these settings with 128 KiB ones, a batch took 12.0-16.3 against
-13.4-20.6 ms per member-epoch. A plain one-model loop, whose tensors are small, makes no
-more faults in glibc's settings (30 ms an epoch either way).
+trials refilled as they end, 2 cores): 610,000 to 800,000 page faults and 1.5 to 2.0 s of
+system time in glibc's settings, 105,000 and 0.5 s with freed memory kept
+(tests/tuner/train/test_memory.py counts a smaller batch's). Time per member-epoch moved
+less than this machine's noise between processes; in one process, alternating these
+settings with 128 KiB ones, a batch took 12.0-16.3 against 13.4-20.6 ms per member-epoch.
+A plain one-model loop, whose tensors are small, makes no more faults in glibc's settings
+(30 ms an epoch either way).
 """
 
 from __future__ import annotations
