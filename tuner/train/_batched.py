@@ -194,7 +194,7 @@ class _Stack:
     decay and SGD with momentum as the single-tensor code does them), so each member's weights
     follow its lone run to float tolerance. Adam, with λ₂'s gradient and L1's proximal step, takes
     one pass over each tensor where the compiled kernel (``_kernels``) can be had: the same formulas
-    in 676 µs a step at K = 10 on the bench job, against 1,049 for torch's operations (``bench/kernels.py``).
+    in 0.60-0.68 ms a step at K = 10 on the bench job, against 1.04 for torch's operations (``bench/kernels.py``).
     """
 
     def __init__(self, base: MLP, spec: TrainingSpec, task: str) -> None:

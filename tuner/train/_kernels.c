@@ -37,8 +37,8 @@ void adam_l1_step(float *restrict p, const float *restrict g, float *restrict m,
                 const float vi = b2 * vk[i] + w2 * gi * gi;
                 const float d = sqrtf(vi) / c + e;
                 const float w = pk[i] - step_size * mi / d;
-                const float shrunk = fabsf(w) - t / d;
-                pk[i] = copysignf(shrunk > 0.0f ? shrunk : 0.0f, w);
+                const float shrunk = fabsf(w) - t / d;  /* a NaN stays a NaN, as torch's clamp keeps it */
+                pk[i] = copysignf(shrunk > 0.0f || shrunk != shrunk ? shrunk : 0.0f, w);
                 mk[i] = mi;
                 vk[i] = vi;
             }

@@ -73,6 +73,30 @@ def test_relu_and_dropout_in_the_kernel_give_torchs_numbers_bit_for_bit(monkeypa
         assert (a.curve_train, a.curve_val, a.epochs) == (b.curve_train, b.curve_val, b.epochs)
 
 
+def test_a_weight_that_became_nan_stays_nan_through_the_fused_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """L1's proximal step keeps a NaN a NaN, as torch's clamp does: the member then fails on its loss, as alone,
+    instead of training on from a weight set to 0."""
+    found = kernels.kernels()
+    if found is None:
+        pytest.skip("no compiled kernels on this machine")
+    spec, _ = _job("adam")
+    after = []
+    for fns in (found, None):
+        monkeypatch.setattr(batched_module, "adam_l1_step", lambda fns=fns: None if fns is None else fns.adam_l1_step)
+        base = batched_module.build_model(spec.model, 4, 2, batched_module.torch.Generator().manual_seed(0))
+        stack = batched_module._Stack(base, spec.training, "classification")
+        stack.resize([], [Knobs(l1=1e-2, l2=1e-3), Knobs(l1=1e-3)])
+        with batched_module.torch.no_grad():
+            for p in stack.params:
+                p.grad = batched_module.torch.full_like(p, 1e-3)
+            stack.params[0].grad[1, 0, 0] = float("nan")  # member 1's first weight gets a NaN gradient
+            stack._update()
+        after.append(stack.params[0].detach().clone())
+    fused, plain = after
+    assert fused[1, 0, 0].isnan() and plain[1, 0, 0].isnan()
+    assert fused[0].isfinite().all() and batched_module.torch.allclose(fused[0], plain[0], atol=1e-7)
+
+
 def test_the_kernel_is_built_once_then_loaded_from_where_it_is_kept(fresh: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     if kernels.shutil.which("cc") is None and kernels.shutil.which("gcc") is None:
