@@ -128,8 +128,9 @@ class TrialStorage(optuna.storages.RDBStorage):
     the parameters a sampler sets (and what it notes in the trial's system attributes), or a
     study's attributes, are written in one transaction as the scope ends; ``finish_trial``
     ends a trial with its last rows. Template trials (``enqueue_trial``, ``add_trial``) and
-    every other write are Optuna's own. On PostgreSQL reads run without a transaction and
-    read a trial's rows in one ``UNION ALL``.
+    every other write are Optuna's own. On PostgreSQL a read of a study's trials is one round
+    trip: the trials' statement and their rows' (one ``UNION ALL``) in one psycopg pipeline and
+    one snapshot (``read_trials_pipelined``).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -416,7 +417,6 @@ def _children(con: sa.Connection, ids: Any, model: Any, order: str) -> dict[int,
 def _children_at_once(con: sa.Connection, ids: list[int]) -> list[dict[int, list[Any]]]:
     """``_children`` of the five tables (params, values, user and system attributes, intermediate values) for the
     trials ``ids`` in one ``UNION ALL`` (``_children_union``), each row with the column names its own table has."""
-
     return _children_by_kind(con.execute(_children_union(), {"ids": ids}).all())
 
 
