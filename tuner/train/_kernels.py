@@ -65,10 +65,16 @@ def _cpu_key() -> tuple[str, list[str]]:
 
 
 def _cache_dir() -> Path:
-    configured = os.environ.get("REGTUNE_CACHE_DIR")
-    if configured:
+    """``$REGTUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/regtune``, else ``~/.cache/regtune``; without a home (a
+    container's user with no passwd entry), a folder in the temporary directory."""
+    if configured := os.environ.get("REGTUNE_CACHE_DIR"):
         return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "regtune"
+    if xdg := os.environ.get("XDG_CACHE_HOME"):
+        return Path(xdg) / "regtune"
+    try:
+        return Path.home() / ".cache" / "regtune"
+    except RuntimeError:  # Path.home() found neither $HOME nor the user's passwd entry
+        return Path(tempfile.gettempdir()) / "regtune-cache"
 
 
 def _build(compiler: str, folder: Path) -> Path:

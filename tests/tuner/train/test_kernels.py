@@ -127,6 +127,25 @@ def test_a_compiler_that_fails_leaves_torchs_operations_and_says_why(fresh: Path
     assert kernels.adam_l1_step() is None  # decided once per process
 
 
+def test_without_a_home_the_kernels_are_kept_in_the_temporary_directory(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    """A container's user with no passwd entry has no home: the kernels are built and kept in the temporary
+    directory instead of training failing."""
+    if kernels.shutil.which("cc") is None and kernels.shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine")
+    monkeypatch.setattr(kernels, "_loaded", [])
+    for name in ("REGTUNE_CACHE_DIR", "XDG_CACHE_HOME", "REGTUNE_KERNELS"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(kernels.Path, "home", staticmethod(no_home))
+    monkeypatch.setattr(kernels.tempfile, "gettempdir", lambda: str(tmp_path))
+    assert kernels.adam_l1_step() is not None
+    assert len(list((tmp_path / "regtune-cache").glob("kernels-*.so"))) == 1
+
+
 def test_kernels_off_means_torchs_operations(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REGTUNE_KERNELS", "0")
     assert kernels.adam_l1_step() is None
