@@ -39,7 +39,7 @@ from tuner.train._data import Dataset, Split
 from tuner.train._kernels import Kernels, adam_l1_step, kernels
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
 from tuner.train._memory import keep_freed_memory
-from tuner.train._models import MLP, build_model, dropout_generators
+from tuner.train._models import MLP, build_model, dropout_bits, dropout_generators
 from tuner.train._regularizers import features_kept_mask, sparsity
 
 __all__ = ["MemberOutcome", "auto_batch", "close_epoch", "n_weights", "train_batched"]
@@ -70,9 +70,9 @@ class _SiteBits:
 
     A lone run draws a site's masks from a stream of its own (``dropout_generators``), seeded by the
     job's seed: a member's e-th epoch has the same bits whichever cohort it joined with. The first
-    cohort to reach an epoch draws the epoch's bits in one call (``random_`` fills in order: the same
-    as batch by batch), and the cohorts that reach it later take them from here: at K = 10 in a search,
-    six or seven cohorts each drew their own, about 6 % of the search. Epochs are kept up to
+    cohort to reach an epoch draws the epoch's bits, and the cohorts that reach it later take them
+    from here: at K = 10 in a search, six or seven cohorts each drew their own, about 6 % of the
+    search. Epochs are kept up to
     ``BITS_KEPT_BYTES`` for all sites together; past that, an epoch is drawn again from the stream's
     state at its start, which is kept for every epoch.
     """
@@ -93,20 +93,18 @@ class _SiteBits:
     def _draw(self, e: int) -> list[torch.Tensor]:
         gen = torch.Generator()
         gen.set_state(self.states[e])
-        draws = [(r * self.width + 3) // 4 for r in self.rows]  # 64-bit draws per batch, as ``dropout_bits``
-        bits = torch.empty(sum(draws), dtype=torch.int64).random_(-2**63, None, generator=gen)
-        flat = bits.view(torch.int16).float()
-        out, start = [], 0
-        for r, d in zip(self.rows, draws, strict=True):
-            out.append(flat[4 * start:4 * start + r * self.width].view(r, self.width))
-            start += d
+        out = [dropout_bits((r, self.width), gen) for r in self.rows]
         if len(self.states) == e + 1:
             self.states.append(gen.get_state())
-        if flat.nbytes <= self.room[0]:
-            self.room[0] -= flat.nbytes
+        size = sum(b.nbytes for b in out)
+        if size <= self.room[0]:
+            self.room[0] -= size
             self.kept[e] = out
         return out
 
+
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+"""Adam's betas and ε: torch's defaults, which the lone loop's ``torch.optim.Adam`` uses."""
 
 BITS_KEPT_BYTES = 2**28
 """Dropout bits ``train_batched`` keeps for the cohorts that reach an epoch later (``_SiteBits``): on digits
@@ -358,7 +356,7 @@ class _Stack:
         pass over each tensor instead of eight (4x faster at K = 10). L1's threshold is λ₁ times Adam's
         per-weight step, lr / (√(v/(1−β₂ᵗ)) + ε) (``prox_l1_``'s rule).
         """
-        beta1, beta2, lr = 0.9, 0.999, self.spec.lr  # torch's defaults, which the lone loop uses
+        (beta1, beta2), lr = ADAM_BETAS, self.spec.lr
         if self._runs is None:
             self._runs = _Runs.of(self.steps, self.params, self.moments)
         else:  # the members' counts went up by one (``_update``): so do their runs'
@@ -369,19 +367,19 @@ class _Stack:
             assert p.grad is not None
             grads.extend(p.grad.split_with_sizes(runs.sizes))  # the method, without Tensor.split's Python wrapper
         torch._fused_adam_(runs.params, grads, runs.m, runs.v, [], runs.steps, lr=lr, beta1=beta1, beta2=beta2,
-                           weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+                           weight_decay=0.0, eps=ADAM_EPS, amsgrad=False, maximize=False)
         if self.l1 is None:
             return
         # λ₁·lr / (√v / c₂ + ε) = λ₁·lr·c₂ / (√v + ε·c₂): six passes over each weight tensor, two of them in place
         correction2_sqrt = (1.0 - beta2 ** self.steps).sqrt().float()
-        l1_steps, eps = lr * self.l1 * correction2_sqrt, 1e-8 * correction2_sqrt
+        l1_steps, eps = lr * self.l1 * correction2_sqrt, ADAM_EPS * correction2_sqrt
         for w, v in zip(self.weights, self.moments[1][:self.n_layers], strict=True):
             _soft_threshold_(w, l1_steps, v.sqrt().add_(eps))
 
     def _adam_fused(self, fused: Any) -> None:
         """``_adam``, with λ₂'s gradient before it and L1's proximal step after, in one pass over each tensor:
         the compiled kernel (``_kernels``), member by member with its own step count."""
-        beta1, beta2, lr = 0.9, 0.999, self.spec.lr  # as ``_adam``
+        lr = self.spec.lr
         steps = self.steps.view(-1)
         k = steps.numel()
         for i, (p, m, v) in enumerate(zip(self.params, self.moments[0], self.moments[1], strict=True)):
@@ -390,8 +388,8 @@ class _Stack:
             weight = i < self.n_layers  # biases: no penalty
             l2 = self.l2_grad.data_ptr() if weight and self.l2_grad is not None else None
             l1 = self.l1.data_ptr() if weight and self.l1 is not None else None
-            fused(p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), p[0].numel(), 0, k, steps.data_ptr(),
-                  l2, l1, lr, beta1, beta2, 1e-8)
+            fused(p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), p[0].numel(), k, steps.data_ptr(),
+                  l2, l1, lr, *ADAM_BETAS, ADAM_EPS)
 
     @torch.no_grad()
     def evaluate(self, split: Split) -> list[_Measure]:
@@ -470,9 +468,15 @@ class _Dense(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         h, w = ctx.saved_tensors
-        dh = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
-        dw = torch.bmm(g.transpose(1, 2), h) if ctx.needs_input_grad[1] else None
-        db = g.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
+        return _Dense.grads(ctx.needs_input_grad, g, h, w)
+
+    @staticmethod
+    def grads(needed: Sequence[bool], g: torch.Tensor, h: torch.Tensor, w: torch.Tensor
+              ) -> tuple[torch.Tensor | None, ...]:
+        """The gradients of h, W and b (each where ``needed``) from the gradient ``g`` at the product."""
+        dh = torch.bmm(g, w) if needed[0] else None
+        dw = torch.bmm(g.transpose(1, 2), h) if needed[1] else None
+        db = g.sum(1, keepdim=True) if needed[2] else None
         return dh, dw, db
 
 
@@ -525,11 +529,7 @@ class _ReluDropDense(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         h, w, out = ctx.saved_tensors
-        gz = ctx.drop.grad(g, out)
-        dh = torch.bmm(gz, w) if ctx.needs_input_grad[0] else None
-        dw = torch.bmm(gz.transpose(1, 2), h) if ctx.needs_input_grad[1] else None
-        db = gz.sum(1, keepdim=True) if ctx.needs_input_grad[2] else None
-        return dh, dw, db, None
+        return *_Dense.grads(ctx.needs_input_grad, ctx.drop.grad(g, out), h, w), None
 
 
 class _LastDense(torch.autograd.Function):

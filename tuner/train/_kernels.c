@@ -15,16 +15,16 @@
 #include <math.h>
 #include <stdint.h>
 
-/* Members k0..k1-1 of one stacked tensor of n values per member, laid out member after member.
+/* The K members of one stacked tensor of n values per member, laid out member after member.
    steps: each member's step count (this step's included); l2g: each member's 2·λ₂ (NULL: no L2);
    l1: each member's λ₁ (NULL: no L1). */
 void adam_l1_step(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
-                  int64_t n, int64_t k0, int64_t k1, const double *steps, const float *l2g, const float *l1,
+                  int64_t n, int64_t K, const double *steps, const float *l2g, const float *l1,
                   double lr, double beta1, double beta2, double eps)
 {
     const float b2 = (float)beta2, w1 = (float)(1.0 - beta1), w2 = (float)(1.0 - beta2);
     const float e = (float)eps;
-    for (int64_t k = k0; k < k1; k++) {
+    for (int64_t k = 0; k < K; k++) {
         float *restrict pk = p + k * n, *restrict mk = m + k * n, *restrict vk = v + k * n;
         const float *restrict gk = g + k * n;
         const double bias1 = 1.0 - pow(beta1, steps[k]), bias2_sqrt = sqrt(1.0 - pow(beta2, steps[k]));

@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("_kernels.c")
 
 FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC"]
-"""How the kernel is compiled: vectorized (sqrtf without errno), no FMA contraction (each operation rounds
-as torch's do), plus ``-march=native`` on x86-64 and arm64 Linux, where the CPU's flags key the kept library."""
+"""How the kernels are compiled: vectorized (sqrtf without errno), no FMA contraction (each operation rounds
+as torch's do), plus ``-march=native`` where ``/proc/cpuinfo`` lists the CPU's flags, which then key the kept
+library."""
 
 _lock = threading.Lock()
 _loaded: list[Kernels | None] = []  # once per process
@@ -116,7 +117,7 @@ def kernels() -> Kernels | None:
                 library = ctypes.CDLL(str(path))
                 loaded = Kernels(library.adam_l1_step, library.relu_dropout, library.relu_dropout_grad)
                 ptr, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-                loaded.adam_l1_step.argtypes = [ptr] * 4 + [i64] * 3 + [ptr] * 3 + [f64] * 4
+                loaded.adam_l1_step.argtypes = [ptr] * 4 + [i64] * 2 + [ptr] * 3 + [f64] * 4
                 loaded.relu_dropout.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr]
                 loaded.relu_dropout_grad.argtypes = [ptr, ptr, ptr, i64, i64, ptr]
                 for fn in loaded:

@@ -237,9 +237,8 @@ def test_dropout_masks_keep_the_units_the_lone_loop_keeps_bit_for_bit() -> None:
 
 @pytest.mark.parametrize("kept", [BITS_KEPT_BYTES, 0])
 def test_an_epochs_dropout_bits_are_the_batches_draws_in_order_kept_or_drawn_again(kept: int) -> None:
-    """``_SiteBits`` draws an epoch at once: each batch's bits are those ``dropout_bits`` draws batch by batch
-    from the site's stream, in every epoch, asked in any order, whether kept or drawn again from the
-    epoch's start."""
+    """``_SiteBits``' batches are those ``dropout_bits`` draws batch by batch from the site's stream, in every
+    epoch, asked in any order, whether kept or drawn again from the epoch's start."""
     rows, width = [128, 128, 37], 33  # a last short batch, and batches of an odd number of units
     bits = _SiteBits(torch.Generator().manual_seed(11), width, rows, [kept])
     stream = torch.Generator().manual_seed(11)
