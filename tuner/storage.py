@@ -14,22 +14,24 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 import sqlalchemy as sa
 from optuna import distributions
 from optuna.distributions import BaseDistribution, json_to_distribution
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 
-from tuner._pg_rows import Written, create_trial_pipelined, read_trials_pipelined, write_at_once, write_queued_at_once
+from tuner._pg_rows import Written, create_trial_pipelined, read_trials_at_once, write_at_once, write_queued_at_once
 from tuner.errors import SpecError
 
-__all__ = ["DEFAULT_URL", "TrialStorage", "engine_kwargs", "finish_trial", "new_trial", "open_storage",
-           "ping_idle_connections", "prepare_sqlite", "storage_url", "together", "write_trials"]
+__all__ = ["DEFAULT_URL", "TrialStorage", "TrialsRead", "engine_kwargs", "finish_trial", "new_trial",
+           "new_trial_reading", "open_storage", "ping_idle_connections", "prepare_sqlite", "storage_url", "together",
+           "write_trials"]
 
 
 DEFAULT_URL = "sqlite:///regtune.db"
@@ -128,9 +130,8 @@ class TrialStorage(optuna.storages.RDBStorage):
     the parameters a sampler sets (and what it notes in the trial's system attributes), or a
     study's attributes, are written in one transaction as the scope ends; ``finish_trial``
     ends a trial with its last rows. Template trials (``enqueue_trial``, ``add_trial``) and
-    every other write are Optuna's own. On PostgreSQL a read of a study's trials is one round
-    trip: the trials' statement and their rows' (one ``UNION ALL``) in one psycopg pipeline and
-    one snapshot (``read_trials_pipelined``).
+    every other write are Optuna's own. On PostgreSQL a read of a study's trials is one
+    statement, one round trip: the trials and their rows in one ``UNION ALL`` (``read_trials_at_once``).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -138,30 +139,41 @@ class TrialStorage(optuna.storages.RDBStorage):
         self._local = threading.local()
 
     @contextmanager
-    def fresh_trials(self) -> Iterator[None]:
-        """Inside, a trial this thread creates without a template is answered from what was written."""
-        self._local.fresh = {}
+    def fresh_trials(self, read_after: tuple[frozenset[int], int] | None = None) -> Iterator[list[TrialsRead]]:
+        """Inside, a trial this thread creates without a template is answered from what was written.
+
+        ``read_after`` (included ids, after): on PostgreSQL the study's trials that ``_get_trials(study, None,
+        *read_after)`` returns are read with the trial's creation, in its round trip, and put in the yielded
+        list as a ``TrialsRead`` (``together(read)`` answers that read from it); elsewhere nothing is read.
+        """
+        ahead: list[TrialsRead] = []
+        self._local.fresh, self._local.read_after, self._local.ahead = {}, read_after, ahead
         try:
-            yield
+            yield ahead
         finally:
-            self._local.fresh = None
+            self._local.fresh = self._local.read_after = self._local.ahead = None
 
     @contextmanager
-    def together(self) -> Iterator[None]:
+    def together(self, read: TrialsRead | None = None) -> Iterator[None]:
         """Inside, this thread's writes of trial parameters, trial system attributes and study user attributes
         are queued and made in one transaction as the scope ends (also when it ends with an error: what was
         set is kept, as it would have been one by one). Nested scopes write with the outermost.
 
         Reads of a study's trials are answered once inside: a read asked again with the same arguments
-        (a sampler's search-space inference, then its sampling, in one ask) gets the trials the first
-        read returned, as if the other writers had written a moment later; this thread writes nothing
-        it could miss until the scope ends."""
+        (a sampler's search-space inference, then its sampling, in one ask), or for trials an earlier read
+        holds (Optuna's cache after that read), gets the trials that read returned, as if the other writers
+        had written a moment later; this thread writes nothing it could miss until the scope ends.
+
+        ``read``: a read made before (with a new trial, ``fresh_trials``) that answers inside as if it had
+        been made as the scope began."""
         if getattr(self._local, "queued", None) is not None:
+            if read is not None:
+                self._local.reads.setdefault(read.key, read.trials)
             yield
             return
         queued: list[tuple[Any, ...]] = []
         self._local.queued = queued
-        self._local.reads = {}
+        self._local.reads = {} if read is None else {read.key: read.trials}
         try:
             yield
         finally:
@@ -236,10 +248,15 @@ class TrialStorage(optuna.storages.RDBStorage):
         trials = models.TrialModel.__table__
         start = datetime.now()
         if self.engine.dialect.name == "postgresql":  # in one round trip where the driver can
+            read_after = getattr(self._local, "read_after", None)
+            then_read = None if read_after is None else (_narrowed(*read_after), read_after[1])
             with self.engine.connect() as con:
-                made = create_trial_pipelined(con, study_id, start)
+                made = create_trial_pipelined(con, study_id, start, then_read=then_read)
             if made is not None:
-                return _running_trial(*made, start)
+                if read_after is not None and made.read is not None:
+                    self._local.ahead.append(TrialsRead(_read_key(study_id, None, *read_after),
+                                                        _built(made.read[0], _children_by_kind(made.read[1]))))
+                return _running_trial(made.trial_id, made.number, start)
         with self.engine.begin() as con:
             _require_study(con, study_id, lock=True)
             before = sa.select(sa.func.count()).select_from(trials).where(trials.c.study_id == study_id)
@@ -274,10 +291,10 @@ class TrialStorage(optuna.storages.RDBStorage):
         the ones in ``included_trial_ids`` or after ``trial_id_greater_than`` (when it is above -1); inside
         ``together``, a read asked before with the same arguments is answered from that read."""
         reads: dict[Any, list[FrozenTrial]] | None = getattr(self._local, "reads", None)
-        kept: Any = states  # a Container: in practice a tuple or a list of states
-        key = (study_id, None if kept is None else tuple(kept), frozenset(included_trial_ids), trial_id_greater_than)
-        if reads is not None and key in reads:
-            return list(reads[key])
+        key = _read_key(study_id, states, included_trial_ids, trial_id_greater_than)
+        answered = None if reads is None else reads[key] if key in reads else _within(reads, key)
+        if answered is not None:
+            return list(answered)
         found = self._read_study_trials(study_id, states, included_trial_ids, trial_id_greater_than)
         if reads is not None:
             reads[key] = found
@@ -288,11 +305,11 @@ class TrialStorage(optuna.storages.RDBStorage):
         from optuna.storages._rdb import models
 
         trials = models.TrialModel.__table__
-        included = {i for i in included_trial_ids if i <= trial_id_greater_than}
-        if self.engine.dialect.name == "postgresql":  # one round trip where the driver can
+        included = _narrowed(included_trial_ids, trial_id_greater_than)
+        if self.engine.dialect.name == "postgresql":  # one statement where the driver can
             kept = None if states is None else list(states)  # type: ignore[call-overload]
-            with self.engine.connect() as con:
-                read = read_trials_pipelined(con, study_id, kept, sorted(included), trial_id_greater_than)
+            with self._reading() as con:
+                read = read_trials_at_once(con, study_id, kept, included, trial_id_greater_than)
                 if read is not None:
                     found = _built(read[0], _children_by_kind(read[1])) if read[0] else []
                     if not found:
@@ -312,8 +329,9 @@ class TrialStorage(optuna.storages.RDBStorage):
                 found = _read_trials(con, [*base, *narrow])
             except OperationalError:  # too many ids for one IN (SQLite's variable limit): as Optuna falls back
                 con.rollback()
+                named = set(included)
                 found = [t for t in _read_trials(con, base)
-                         if t._trial_id in included or t._trial_id > trial_id_greater_than]
+                         if t._trial_id in named or t._trial_id > trial_id_greater_than]
             if not found:  # no trials: is there a study at all?
                 _require_study(con, study_id)
             return found
@@ -330,6 +348,41 @@ class TrialStorage(optuna.storages.RDBStorage):
         if not found:
             raise KeyError(models.NOT_FOUND_MSG)
         return found[0]
+
+
+class TrialsRead(NamedTuple):
+    """A read of a study's trials made ahead (``TrialStorage.fresh_trials``): ``_get_trials``' key for it
+    (``_read_key``), and the trials."""
+
+    key: tuple[Any, ...]
+    trials: list[FrozenTrial]
+
+
+def _read_key(study_id: int, states: Container[TrialState] | None, included_trial_ids: Container[int],
+              trial_id_greater_than: int) -> tuple[Any, ...]:
+    """``TrialStorage._get_trials``' arguments as a key of what it read."""
+    kept: Any = states  # Containers: in practice tuples, lists and sets
+    ids: Any = included_trial_ids
+    return study_id, None if kept is None else tuple(kept), frozenset(ids), trial_id_greater_than
+
+
+def _within(reads: dict[Any, list[FrozenTrial]], key: tuple[Any, ...]) -> list[FrozenTrial] | None:
+    """The trials a read of all states with ``key``'s arguments returns, taken from one of ``reads`` that holds
+    them all (Optuna's cache reads again after a read that moved its state, with ids the first read returned),
+    or None when none does."""
+    study_id, states, included, after = key
+    if states is not None:
+        return None
+    for (study, kept, named, above), trials in reads.items():
+        if study == study_id and kept is None and above <= after and all(i in named or i > above for i in included):
+            return [t for t in trials if t._trial_id in included or t._trial_id > after]
+    return None
+
+
+def _narrowed(included_trial_ids: Container[int], trial_id_greater_than: int) -> list[int]:
+    """Of ``included_trial_ids``, those a read must name (the others are above ``trial_id_greater_than``), sorted."""
+    ids: Any = included_trial_ids
+    return sorted(i for i in ids if i <= trial_id_greater_than)
 
 
 def _running_trial(trial_id: int, number: int, start: datetime) -> FrozenTrial:
@@ -582,14 +635,38 @@ def new_trial(study: optuna.Study) -> optuna.Trial:
         return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
 
 
+def new_trial_reading(study: optuna.Study) -> tuple[optuna.Trial, TrialsRead | None]:
+    """``new_trial``, and the read of the study's trials its sampler will make next through Optuna's cache
+    (TPE with ``constant_liar`` reads the running trials at every ask), made with the trial's creation: on
+    PostgreSQL in its round trip, one of three an ask takes. ``together(storage, read)`` answers that read
+    from it. None where the storage is not a ``TrialStorage`` on PostgreSQL behind Optuna's cache.
+
+    The read is the one the cache would ask for now (its running trials, and all after its last finished
+    one), a snapshot from the moment the trial is made (what this thread writes after, such as the trial's
+    tags, shows at the next read); if the cache's state moves before the sampler reads (another thread
+    read), the arguments differ and the sampler reads the database as before.
+    """
+    cache, backend = study._storage, _backend(study._storage)
+    if not (isinstance(backend, TrialStorage) and isinstance(cache, _CachedStorage)
+            and backend.engine.dialect.name == "postgresql"):
+        return new_trial(study), None
+    with cache._lock:
+        known = cache._studies.get(study._study_id)
+        read_after = (frozenset(known.unfinished_trial_ids), known.last_finished_trial_id) if known else (
+            frozenset(), -1)
+    with backend.fresh_trials(read_after) as ahead:
+        trial = optuna.Trial(study, cache.create_new_trial(study._study_id))
+    return trial, ahead[0] if ahead else None
+
+
 @contextmanager
-def together(storage: optuna.storages.BaseStorage) -> Iterator[None]:
+def together(storage: optuna.storages.BaseStorage, read: TrialsRead | None = None) -> Iterator[None]:
     """``TrialStorage.together`` where ``storage`` is one (also behind Optuna's cache); else nothing."""
     backend = _backend(storage)
     if not isinstance(backend, TrialStorage):
         yield
         return
-    with backend.together():
+    with backend.together(read):
         yield
 
 

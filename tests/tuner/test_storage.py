@@ -14,19 +14,17 @@ from _postgres import PostgresServer
 from optuna.trial import TrialState
 from sqlalchemy import event
 
-import tuner._pg_rows
 import tuner.storage
 from tuner.storage import (
     engine_kwargs,
     finish_trial,
     new_trial,
+    new_trial_reading,
     open_storage,
     ping_idle_connections,
     together,
     write_trials,
 )
-
-_read_trials_pipelined = tuner._pg_rows.read_trials_pipelined
 
 
 @pytest.fixture(params=["upserted", "read-then-written"])
@@ -181,24 +179,14 @@ class _Statements:
         """How many statements selected from ``table``."""
         return sum(s.lstrip().upper().startswith(("SELECT", "WITH")) and f"FROM {table}" in s for s in self.sent)
 
-    def _pipelined(self, con: Any, study_id: int, states: Any, included: Any, after: int) -> Any:
-        """``read_trials_pipelined``, which sends its statements on the driver's connection: they are noted too."""
-        read = _read_trials_pipelined(con, study_id, states, included, after)
-        if read is not None:
-            where = tuner._pg_rows._trials_where(states is not None, bool(included), after > -1)
-            self.sent += [tuner._pg_rows._trials_sql(where), tuner._pg_rows._children_sql(where)]
-        return read
-
     def __enter__(self) -> _Statements:
         event.listen(self.engine, "before_cursor_execute", self._statement)
         event.listen(self.engine, "commit", self._commit)
-        tuner.storage.read_trials_pipelined = self._pipelined
         return self
 
     def __exit__(self, *_: object) -> None:
         event.remove(self.engine, "before_cursor_execute", self._statement)
         event.remove(self.engine, "commit", self._commit)
-        tuner.storage.read_trials_pipelined = _read_trials_pipelined
 
 
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
@@ -246,15 +234,47 @@ def test_a_read_asked_again_inside_together_is_answered_from_the_first(storage_u
     with together(storage):
         with _Statements(storage.engine) as inside:
             third, fourth = read(), read()
+            # as Optuna's cache asks after a read that showed a finished trial: trials the first read holds
+            later = storage._get_trials(study._study_id, None, {running._trial_id}, done._trial_id)
         with _Statements(storage.engine) as other:
             elsewhere = storage._get_trials(study._study_id, (TrialState.COMPLETE,), set(), -1)
     assert len(outside.sent) == 2 * len(inside.sent) > 0  # the repeated read sent nothing
     assert other.sent  # other arguments: read from the database
     assert _seen(first) == _seen(second) == _seen(third) == _seen(fourth)
+    assert _seen(later) == _seen(first[1:])  # the running trial alone, and nothing sent for it
     assert [t.number for t in elsewhere] == [0]
     storage.set_trial_user_attr(running._trial_id, "k", 1)
     with together(storage):  # a new scope reads the database again
         assert [t.user_attrs for t in read()] == [{}, {"k": 1}]
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
+def test_a_new_trial_comes_with_the_read_its_sampler_makes_next(storage_url: str) -> None:
+    """TPE with ``constant_liar`` reads the running trials through Optuna's cache at every ask: on PostgreSQL that
+    read is made with the trial, in its round trip, and answers the sampler's."""
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name="a", storage=storage, sampler=optuna.samplers.TPESampler(
+        constant_liar=True, n_startup_trials=1, seed=0))
+    done = study.ask()
+    done.suggest_float("x", 0.0, 1.0)
+    study.tell(done, 0.5)
+    running = study.ask()
+    running.suggest_float("x", 0.0, 1.0)
+    running.report(0.7, 0)
+    study.get_trials()  # the cache now knows the finished trial and the running one
+    trial, read = new_trial_reading(study)
+    if storage.engine.dialect.name != "postgresql":
+        assert read is None  # nothing to save: SQLite has no round trips
+        return
+    assert read is not None
+    sid, (_, _, included, after) = study._study_id, read.key
+    assert (included, after) == ({running._trial_id}, done._trial_id)  # what the cache asks for
+    assert _seen(read.trials) == _seen(storage._get_trials(sid, None, included, after))  # as read after it
+    assert [t.number for t in read.trials] == [1, 2] and read.trials[0].params == running.params
+    with together(study._storage, read), _Statements(storage.engine) as seen:
+        x = trial.suggest_float("x", 0.0, 1.0)  # TPE's sample, from the read
+    assert seen.reads("trials") == 0 and 0.0 <= x <= 1.0
+    assert storage.get_trial(trial._trial_id).params == {"x": x}
 
 
 @pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)

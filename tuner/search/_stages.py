@@ -29,7 +29,7 @@ from tuner.search._space import encode, grid_space, off_is_known, suggest
 from tuner.search._tell import tell
 from tuner.search._trial import TrialOutcome, fail_trial, objective_values, set_attrs
 from tuner.spec import JobSpec, StageSpec
-from tuner.storage import new_trial, together
+from tuner.storage import TrialsRead, new_trial_reading, together
 
 __all__ = [
     "BUDGET_STATES",
@@ -154,23 +154,24 @@ class StageRun:
             if not self._reserve():
                 return None
             try:
-                trial = self._new_trial()
+                trial, read = self._new_trial()
             except Exception as exc:  # the sampler's before_trial, or the storage
                 self._sampler_failed(None, exc)
                 return None
         try:
-            config = self._configure(trial)
+            config = self._configure(trial, read)
         except Exception as exc:  # the sampler failed (a missing package, a bug): the stage cannot go on
             with self._lock:
                 self._sampler_failed(trial, exc)
             return None
         return trial, config
 
-    def _configure(self, trial: optuna.Trial) -> dict[str, float]:
-        """The sampler's suggestion for ``trial`` (this is where a sampler's own model runs)."""
+    def _configure(self, trial: optuna.Trial, read: TrialsRead | None) -> dict[str, float]:
+        """The sampler's suggestion for ``trial`` (this is where a sampler's own model runs); ``read``: the
+        study's trials, read with the trial's creation, which answer the sampler's read."""
         n_hidden = self.spec.model.dropout_slots
         per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
-        with together(trial.storage):  # one write for the trial's parameters, not one each
+        with together(trial.storage, read):  # one write for the trial's parameters, not one each
             suggested = suggest(trial, self.spec, self.stage.params, known_off=off_is_known(self.spec, self.stage,
                                                                                             self.fixed))
         return Knobs.from_params({**self.fixed, **suggested}, n_hidden).as_params(per_layer)
@@ -203,7 +204,7 @@ class StageRun:
             if not self._reserve():
                 return None
             try:
-                trial = self._new_trial(params)
+                trial, _ = self._new_trial(params)
             except Exception as exc:  # the storage
                 self._sampler_failed(None, exc)
                 return None
@@ -214,22 +215,24 @@ class StageRun:
         per_layer = bool(self.spec.search.space.dropout and self.spec.search.space.dropout.per_layer)
         return trial, Knobs.from_params({**self.fixed, **params}, n_hidden).as_params(per_layer)
 
-    def _new_trial(self, params: dict[str, float] | None = None) -> optuna.Trial:
-        """The study's next trial (``params`` enqueued first), tagged with ``trial_attrs``. Holds the lock.
+    def _new_trial(self, params: dict[str, float] | None = None) -> tuple[optuna.Trial, TrialsRead | None]:
+        """The study's next trial (``params`` enqueued first), tagged with ``trial_attrs``, and the read of the
+        study's trials made with it (``new_trial_reading``), if one was. Holds the lock.
 
         The tags say who runs it: a reclaimer fails only its own runner's trials.
         """
+        read = None
         if params is not None:
             self.study.enqueue_trial(params)
             trial = self.study.ask()  # pops the trial just enqueued
         else:  # ``ask`` without its look for enqueued trials (a stage enqueues only above), without reading
             # back the trial it creates, and without dropping the thread's cached trials, which ``tell`` drops:
             # the sampler's search space is read from that cache (a stage's space is fixed) and its model from a
-            # fresh read, as before; three reads saved
-            trial = new_trial(self.study)
+            # fresh read, made with the trial on PostgreSQL; three reads saved, four there
+            trial, read = new_trial_reading(self.study)
         if self.trial_attrs:
             set_attrs(trial, self.trial_attrs)
-        return trial
+        return trial, read
 
     def abort(self, reason: str, *, holding: bool = True, cause: BaseException | None = None) -> None:
         """Stop handing out trials after an error the stage cannot go on from.
