@@ -131,7 +131,8 @@ class TrialStorage(optuna.storages.RDBStorage):
     study's attributes, are written in one transaction as the scope ends; ``finish_trial``
     ends a trial with its last rows. Template trials (``enqueue_trial``, ``add_trial``) and
     every other write are Optuna's own. On PostgreSQL a read of a study's trials is one
-    statement, one round trip: the trials and their rows in one ``UNION ALL`` (``read_trials_at_once``).
+    statement, one round trip: the trials and their rows in one ``UNION ALL`` (``read_trials_at_once``);
+    so is a read of a study's user or system attributes.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -335,6 +336,34 @@ class TrialStorage(optuna.storages.RDBStorage):
             if not found:  # no trials: is there a study at all?
                 _require_study(con, study_id)
             return found
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        """``RDBStorage.get_study_user_attrs`` in one statement (Optuna's is four round trips on PostgreSQL:
+        BEGIN, the study, its attributes, COMMIT); KeyError when there is no such study."""
+        from optuna.storages._rdb import models
+
+        return self._study_attrs(study_id, models.StudyUserAttributeModel)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        """``RDBStorage.get_study_system_attrs`` in one statement; KeyError when there is no such study."""
+        from optuna.storages._rdb import models
+
+        return self._study_attrs(study_id, models.StudySystemAttributeModel)
+
+    def _study_attrs(self, study_id: int, model: Any) -> dict[str, Any]:
+        """The study's rows of ``model``'s table (its user or system attributes) as Optuna reads them: the study
+        joined with them, so that a study without attributes still has a row and a missing study has none."""
+        from optuna.storages._rdb import models
+
+        studies, attrs = models.StudyModel.__table__, model.__table__
+        query = (sa.select(studies.c.study_id, attrs.c.key, attrs.c.value_json)
+                 .select_from(studies.outerjoin(attrs, attrs.c.study_id == studies.c.study_id))
+                 .where(studies.c.study_id == study_id).order_by(*attrs.primary_key.columns))
+        with _as_optuna_raises(), self._reading() as con:
+            rows = con.execute(query).all()
+        if not rows:
+            raise KeyError(models.NOT_FOUND_MSG)
+        return {row.key: json.loads(row.value_json) for row in rows if row.key is not None}
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         """``RDBStorage.get_trial``: the trial with ``trial_id``; KeyError when there is none."""

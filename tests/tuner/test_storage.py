@@ -120,6 +120,8 @@ def _fill(storage: optuna.storages.BaseStorage) -> optuna.Study:
         else:
             study.tell(trial, [0.1 * n, float("inf") if n == 3 else -float(n)])
     study.enqueue_trial({"l2": 1e-3})  # WAITING
+    study.set_user_attr("spec", {"seed": 0, "knobs": ["l1", "l2"], "note": "ü"})
+    study.set_user_attr("budget", 7)
     return study
 
 
@@ -151,6 +153,12 @@ def test_trials_read_back_as_optunas_own_reader_reads_them(storage_url: str) -> 
         ours.get_trial(max(ids) + 100)
     with pytest.raises(KeyError):
         ours._get_trials(sid + 100, None, set(), -1)
+    for attrs in ("get_study_user_attrs", "get_study_system_attrs"):  # the study's attributes, in one statement
+        assert getattr(ours, attrs)(sid) == getattr(theirs, attrs)(sid)
+        with pytest.raises(KeyError):
+            getattr(ours, attrs)(sid + 100)
+    bare = optuna.create_study(study_name="bare", storage=ours)._study_id
+    assert ours.get_study_user_attrs(bare) == theirs.get_study_user_attrs(bare) == {}
     loaded = optuna.load_study(study_name="r", storage=ours)  # through Optuna's cache, as samplers read
     assert _seen(loaded.get_trials()) == _seen(theirs.get_all_trials(sid))
 
