@@ -148,3 +148,46 @@ def test_the_mailbox_actor_class_unpickles_without_importing_regtune(tmp_path: P
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["Mailbox", "{}", "True", "True"]
+
+
+def test_a_mailbox_keeps_each_runs_answers_in_its_box() -> None:
+    """One ``Mailbox`` serves every Tune run of a process: an answer is taken from its run's box only, and what a
+    run leaves behind is dropped with its box alone."""
+    import asyncio
+
+    from tuner.backends.ray._mailbox import Mailbox
+
+    async def exchange() -> list[Any]:
+        box = Mailbox()
+        await box.put("a", "t_00000", 1, [{"number": 3}])
+        await box.put("b", "t_00000", 1, [{"number": 7}])  # another run's trial with the same Tune id
+        await box.put("b", "t_00001", 2, [{"number": 8}])
+        taken = [await box.take("b", "t_00000", 1, 1.0), await box.take("a", "t_00000", 1, 1.0),
+                 await box.take("a", "t_00000", 2, 0.05)]  # never answered: None after the timeout
+        await box.forget("b")
+        return [*taken, sorted(box.answers), await box.take("b", "t_00001", 2, 0.05)]
+
+    assert asyncio.run(exchange()) == [[{"number": 7}], [{"number": 3}], None, [], None]
+
+
+@pytest.mark.ray
+def test_the_jobs_of_one_process_share_one_mailbox(ray_cluster: None, tiny: Tiny, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second job refills its batches through the mailbox the first started: an actor takes a worker process
+    of its own, which a mailbox per job started (and imported torch in) while the job trained."""
+    import ray
+
+    import tuner.backends.ray._mailbox as mailbox
+
+    started: list[str] = []
+    start = mailbox.start_mailbox
+    monkeypatch.setattr(mailbox, "start_mailbox", lambda name: started.append(name) or start(name))
+    stages = [{"name": "l2", "params": ["l2"], "trials": 5}]
+    actors = []
+    for job in ("first", "second"):
+        url = f"sqlite:///{tmp_path}/{job}.db"
+        run_job(ray_spec(tiny, epochs=3, parallelism=1, stages=stages, batch=2), storage=url)
+        states = [t.state for t in trials_of(url, "tiny/l2")]  # refilled: a batch left unanswered fails members
+        assert len(states) == 5 and set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
+        actors.append(ray.get_actor(mailbox.MAILBOX_NAME)._actor_id)
+    assert len(started) <= 1 and actors[0] == actors[1]  # (an earlier test may have started it)
