@@ -167,8 +167,8 @@ torch and regtune with it, and what opening the storage imports, so that a trial
 
 WARM_WORKERS = 2
 """The idle workers a local cluster keeps (``num_workers_soft_limit``), started with it: one for the first
-Tune trial, one for the ``Mailbox`` (one per driver process, kept for its later jobs). Ray would otherwise
-start one per core, and each holds about 250 MB of its own once torch is imported."""
+Tune trial, one for the ``Mailbox``. Ray would otherwise start one per core, and each holds about 250 MB
+of its own once torch is imported."""
 
 
 _init_lock = threading.Lock()

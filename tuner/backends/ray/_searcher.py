@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import ray
 from ray import tune
 from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.search import Searcher
 
 from tuner.backends._batches import batch_room, note_batching, trials_per_batch
-from tuner.backends.ray._mailbox import MAILBOX_NAME, shared_mailbox
+from tuner.backends.ray._mailbox import start_mailbox
 from tuner.backends.ray._trainable import member_outcome
 from tuner.search import StageRun, TrialOutcome, fail_trial
 from tuner.train import Dataset
@@ -69,10 +70,9 @@ class StageSearcher(Searcher):
         self.stages = stages
         self.data = data
         self.refillable = refillable  # whether batches are refilled from here (some stage batches, without vmap)
-        # the process's ``Mailbox`` actor (started now at the first job: its worker is ready by the time the
-        # first batch asks), where this run's answers go in a box of their own
-        self.mailbox: Any = shared_mailbox() if refillable else None
-        self.box = uuid.uuid4().hex
+        self.mailbox_name = f"regtune-mailbox-{uuid.uuid4().hex}"  # where a worker finds it (``ray.get_actor``)
+        # the ``Mailbox`` actor, started now: its worker is ready by the time the first batch asks
+        self.mailbox: Any = start_mailbox(self.mailbox_name) if refillable else None
         self.run: StageRun | None = None  # the stage handing out trials
         self.over = False  # no stage is left, or taking the next one raised (``error``)
         self.error: Exception | None = None
@@ -92,7 +92,7 @@ class StageSearcher(Searcher):
                 handed.add(members)
                 return {"stage": run.stage.name, "study": run.study.study_name,
                         "size": self.per_batch if self.refilled else len(members), "members": _described(members),
-                        "mailbox": MAILBOX_NAME if self.refilled else None, "box": self.box}
+                        "mailbox": self.mailbox_name if self.refilled else None}
             if run.cancelled:
                 return Searcher.FINISHED
             if run.in_flight > 0:  # trials still running may fail or be pruned, and the budget then needs more
@@ -119,10 +119,9 @@ class StageSearcher(Searcher):
         return self.run
 
     def close_mailbox(self) -> None:
-        """Drop what this run left in the ``Mailbox`` (answers no batch took), if it used one; the actor stays for
-        the process's next jobs."""
+        """End the ``Mailbox`` actor, if there is one."""
         if self.mailbox is not None:
-            self.mailbox.forget.remote(self.box)
+            ray.kill(self.mailbox)
             self.mailbox = None
 
     def end(self) -> None:
@@ -148,7 +147,7 @@ class StageSearcher(Searcher):
                 members = handed.run.ask_up_to(min(int(result["want"]), max(0, self.room() - int(result["live"]))))
                 handed.add(members)
         finally:  # the worker waits for an answer: it always gets one
-            self.mailbox.put.remote(self.box, trial_id, int(result["request"]), _described(members))
+            self.mailbox.put.remote(trial_id, int(result["request"]), _described(members))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:

@@ -44,8 +44,8 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], storage_url: st
     Args:
         config: what the driver's searcher suggested: ``stage``, ``study`` (its study's name), ``size`` (the
             most members the batch holds), ``members``, each with its ``trial_id``, ``number`` and ``params``,
-            ``mailbox``: the name of the actor where the driver answers the batch's requests for members
-            (``Mailbox``; None: the batch is not refilled), and ``box``: where in it (the Tune run's).
+            and ``mailbox``: the name of the actor where the driver answers the batch's requests for members
+            (``Mailbox``; None: the batch is not refilled).
         spec: the job spec as JSON (``JobSpec.model_dump(mode="json")``).
         storage_url: the Optuna storage, as a worker process can open it.
     """
@@ -63,7 +63,7 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], storage_url: st
                                     should_stop=_Heartbeat()))
         return
     asked: list[Asked] = [(optuna.Trial(study, m["trial_id"]), m["params"]) for m in members]
-    refills = _Refills(study, ray.get_actor(config["mailbox"]), config["box"], size) if config.get("mailbox") else None
+    refills = _Refills(study, ray.get_actor(config["mailbox"]), size) if config.get("mailbox") else None
     train_members(asked, spec=job, data=data, stage=config["stage"], on_told=_report, should_stop=_Heartbeat(),
                   size=size, ask=refills)
 
@@ -73,8 +73,8 @@ class _Refills:
     taken from the mailbox. Without an answer in ``REFILL_WAIT_S`` the batch shrinks (what the driver asked
     for it then fails as interrupted when the Tune trial ends)."""
 
-    def __init__(self, study: optuna.Study, mailbox: Any, box: str, size: int) -> None:
-        self.study, self.mailbox, self.box, self.size = study, mailbox, box, size
+    def __init__(self, study: optuna.Study, mailbox: Any, size: int) -> None:
+        self.study, self.mailbox, self.size = study, mailbox, size
         self.trial_id = tune.get_context().get_trial_id()
         self.requests = 0
         self.refused = 0  # the free places of the last request answered with none: not asked again until more
@@ -84,7 +84,7 @@ class _Refills:
             return []
         self.requests += 1
         tune.report({"want": free, "live": self.size - free, "request": self.requests})
-        members = ray.get(self.mailbox.take.remote(self.box, self.trial_id, self.requests, REFILL_WAIT_S)) or []
+        members = ray.get(self.mailbox.take.remote(self.trial_id, self.requests, REFILL_WAIT_S)) or []
         self.refused = 0 if members else free
         return [(optuna.Trial(self.study, m["trial_id"]), m["params"]) for m in members]
 
