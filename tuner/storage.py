@@ -290,7 +290,8 @@ class TrialStorage(optuna.storages.RDBStorage):
                     trial_id_greater_than: int) -> list[FrozenTrial]:
         """The trials ``RDBStorage._get_trials`` returns: those of the study in ``states``, and of those only
         the ones in ``included_trial_ids`` or after ``trial_id_greater_than`` (when it is above -1); inside
-        ``together``, a read asked before with the same arguments is answered from that read."""
+        ``together``, a read asked before with the same arguments, or one whose trials an earlier read holds
+        (``_within``), is answered from that read."""
         reads: dict[Any, list[FrozenTrial]] | None = getattr(self._local, "reads", None)
         key = _read_key(study_id, states, included_trial_ids, trial_id_greater_than)
         answered = None if reads is None else reads[key] if key in reads else _within(reads, key)
@@ -673,7 +674,8 @@ def new_trial_reading(study: optuna.Study) -> tuple[optuna.Trial, TrialsRead | N
     The read is the one the cache would ask for now (its running trials, and all after its last finished
     one), a snapshot from the moment the trial is made (what this thread writes after, such as the trial's
     tags, shows at the next read); if the cache's state moves before the sampler reads (another thread
-    read), the arguments differ and the sampler reads the database as before.
+    read), the arguments differ, and unless the read holds every trial they name (``_within``) the sampler
+    reads the database as before.
     """
     cache, backend = study._storage, _backend(study._storage)
     if not (isinstance(backend, TrialStorage) and isinstance(cache, _CachedStorage)
