@@ -26,7 +26,14 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 
-from tuner._pg_rows import Written, create_trial_pipelined, read_trials_at_once, write_at_once, write_queued_at_once
+from tuner._pg_rows import (
+    Read,
+    Written,
+    create_trial_pipelined,
+    read_trials_at_once,
+    write_at_once,
+    write_queued_at_once,
+)
 from tuner.errors import SpecError
 
 __all__ = ["DEFAULT_URL", "TrialStorage", "TrialsRead", "engine_kwargs", "finish_trial", "new_trial",
@@ -255,8 +262,7 @@ class TrialStorage(optuna.storages.RDBStorage):
                 made = create_trial_pipelined(con, study_id, start, then_read=then_read)
             if made is not None:
                 if read_after is not None and made.read is not None:
-                    self._local.ahead.append(TrialsRead(_read_key(study_id, None, *read_after),
-                                                        _built(made.read[0], _children_by_kind(made.read[1]))))
+                    self._local.ahead.append(TrialsRead(_read_key(study_id, None, *read_after), _trials_of(made.read)))
                 return _running_trial(made.trial_id, made.number, start)
         with self.engine.begin() as con:
             _require_study(con, study_id, lock=True)
@@ -313,7 +319,7 @@ class TrialStorage(optuna.storages.RDBStorage):
             with self._reading() as con:
                 read = read_trials_at_once(con, study_id, kept, included, trial_id_greater_than)
                 if read is not None:
-                    found = _built(read[0], _children_by_kind(read[1])) if read[0] else []
+                    found = _trials_of(read)
                     if not found:
                         _require_study(con, study_id)
                     return found
@@ -607,6 +613,11 @@ def _built(rows: Sequence[Any], children: list[dict[int, list[Any]]]) -> list[Fr
             trial_id=tid,
         ))
     return out
+
+
+def _trials_of(read: Read) -> list[FrozenTrial]:
+    """The trials of a one-statement read on PostgreSQL (``tuner._pg_rows``), built as Optuna builds them."""
+    return _built(read[0], _children_by_kind(read[1]))
 
 
 def _sqlite_synchronous_normal(dbapi_connection: sqlite3.Connection, _record: object) -> None:
