@@ -51,6 +51,7 @@ import functools
 import gc
 import math
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -262,6 +263,17 @@ def _row(name: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
             f"  chosen test {r['test_loss']:.4f}{extra}")
 
 
+def shown_run(label: str, args: argparse.Namespace, plain: dict[str, Any], threads: int, url: str, *,
+              batch: str | None = None, backend: str = "optuna", seed: int) -> dict[str, Any]:
+    """``regtune_run`` with the command line's budget (``batch`` for ``--batch``), its row printed; torch's
+    threads are set back to the default for the next run (``run_job`` sets its own)."""
+    r = regtune_run(args.trials, args.epochs, batch or args.batch, args.parallelism, args.pruner, url,
+                    backend=backend, seed=seed)
+    torch.set_num_threads(threads)
+    print(_row(label, r, plain), flush=True)
+    return r
+
+
 def ray_vs_optuna(args: argparse.Namespace, folder: Path, optuna_backend: dict[str, Any], plain: dict[str, Any],
                   threads: int, seed: int) -> float:
     """The same job on the Ray backend; its start-up apart, its trials/s as a ratio to the Optuna backend's."""
@@ -278,21 +290,17 @@ def ray_vs_optuna(args: argparse.Namespace, folder: Path, optuna_backend: dict[s
     try:
         for pair in range(args.ray_pairs):
             if pair:  # the Optuna backend again, beside the Ray run, under the same load (Ray's daemons up)
-                optuna_backend = regtune_run(args.trials, args.epochs, args.batch, args.parallelism, args.pruner,
-                                             f"sqlite:///{folder}/pair{pair}.db", seed=seed)
-                torch.set_num_threads(threads)
-                print(_row(f"regtune batch {args.batch}, par {args.parallelism}", optuna_backend, plain), flush=True)
-            r = regtune_run(args.trials, args.epochs, args.batch, args.parallelism, args.pruner,
-                            f"sqlite:///{folder}/ray{pair}.db", backend="ray", seed=seed)
-            torch.set_num_threads(threads)
-            print(_row(f"ray batch {args.batch}, par {args.parallelism}", r, plain), flush=True)
+                optuna_backend = shown_run(f"regtune batch {args.batch}, par {args.parallelism}", args, plain,
+                                           threads, f"sqlite:///{folder}/pair{pair}.db", seed=seed)
+            r = shown_run(f"ray batch {args.batch}, par {args.parallelism}", args, plain, threads,
+                          f"sqlite:///{folder}/ray{pair}.db", backend="ray", seed=seed)
             rate, base = r["trials"] / r["search_s"], optuna_backend["trials"] / optuna_backend["search_s"]
             ratios.append(rate / base)
     finally:
         import ray
 
         ray.shutdown()  # its daemons would share the cores with the runs after it
-    ratio = sorted(ratios)[len(ratios) // 2]
+    ratio = statistics.median(ratios)
     print(f"ray / optuna backend: {ratio:.2f}x trials/s over the search (the issue asks >= 0.80)"
           + (f", the median of {len(ratios)} pairs ({', '.join(f'{x:.2f}' for x in ratios)})" if len(ratios) > 1
              else ""), flush=True)
@@ -373,10 +381,9 @@ def one_seed(args: argparse.Namespace, seed: int, threads: int) -> dict[str, Any
     with tempfile.TemporaryDirectory() as folder:
         for batch, parallelism in runs:
             url = f"sqlite:///{folder}/b{batch}-p{parallelism}.db"
-            r = regtune_run(args.trials, args.epochs, batch, parallelism, args.pruner, url, seed=seed)
+            r = shown_run(f"regtune batch {batch}, par {parallelism}", args, plain, threads, url, batch=batch,
+                          seed=seed)
             result.setdefault("regtune", r)
-            torch.set_num_threads(threads)
-            print(_row(f"regtune batch {batch}, par {parallelism}", r, plain), flush=True)
         if args.ray:
             result["ray_ratio"] = ray_vs_optuna(args, Path(folder), result["regtune"], plain, threads, seed)
     if args.postgres:
@@ -384,9 +391,7 @@ def one_seed(args: argparse.Namespace, seed: int, threads: int) -> dict[str, Any
         if bindir is None:
             raise SystemExit("--postgres: PostgreSQL is not installed (apt-get install postgresql)")
         with running_server(bindir) as pg, pg.database() as url:
-            r = regtune_run(args.trials, args.epochs, args.batch, args.parallelism, args.pruner, url, seed=seed)
-            torch.set_num_threads(threads)
-            print(_row(f"regtune batch {args.batch}, postgres", r, plain), flush=True)
+            shown_run(f"regtune batch {args.batch}, postgres", args, plain, threads, url, seed=seed)
     return result
 
 
