@@ -25,6 +25,8 @@ epochs with patience 5, batch 128, Adam 1e-3.
   moves by about 15 % from run to run on this machine, so one ratio of two searches is a rough
   measure: with ``--ray-pairs N`` the Optuna backend runs again before each Ray run after the
   first, beside it and with the cluster's daemons up, and the ratio is the median of the N pairs'.
+  Before that Optuna run, the bench waits (timed, printed, not counted) for the workers the Ray job
+  restocked as it ended to import regtune, as a service's next job a few seconds later finds them.
 
 Prints per run: trials/s over the search (and over the whole run, report included),
 the ratio to plain, the best validation loss, the chosen configuration's test loss,
@@ -290,6 +292,12 @@ def ray_vs_optuna(args: argparse.Namespace, folder: Path, optuna_backend: dict[s
     try:
         for pair in range(args.ray_pairs):
             if pair:  # the Optuna backend again, beside the Ray run, under the same load (Ray's daemons up)
+                # first the workers the last job restocked (run_job's last step) finish importing regtune, as the
+                # cluster's first did above: a service's next job finds them so when it comes a few seconds later
+                waited = time.perf_counter()
+                restocked = _warm_workers_started()
+                print(f"between jobs: {time.perf_counter() - waited:.1f} s for {restocked} restocked worker(s) to "
+                      "import regtune, not counted below", flush=True)
                 optuna_backend = shown_run(f"regtune batch {args.batch}, par {args.parallelism}", args, plain,
                                            threads, f"sqlite:///{folder}/pair{pair}.db", seed=seed)
             r = shown_run(f"ray batch {args.batch}, par {args.parallelism}", args, plain, threads,

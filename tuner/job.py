@@ -111,14 +111,18 @@ def run_job(spec: JobSpec, *, storage: str, prefix: str | None = None, out_dir: 
     outcomes: list[StageOutcome] = []
     stages = _stage_runs(spec, rdb, prefix, outcomes, device=device, progress=progress, should_stop=should_stop,
                          trial_attrs=trial_attrs or {}, path=partial(run_path, data=search_data, storage_url=storage))
-    executor(stages, search_data, storage)
-    for run in stages:  # closes the stage the backend ran last, if it left it open (raising what that raises)
-        raise RegtuneError(f"the {spec.search.backend!r} backend ended before stage {run.stage.name!r} ran")
-    report = build_report(spec, data, outcomes, should_stop=should_stop,
-                          model_dir=model_dir if model_dir is not None else out_dir)
-    report.device = device
-    if out_dir is not None:
-        write_report(report, out_dir, [t for o in outcomes for t in o.study.get_trials(deepcopy=False)])
+    after_job = executor(stages, search_data, storage)
+    try:
+        for run in stages:  # closes the stage the backend ran last, if it left it open (raising what that raises)
+            raise RegtuneError(f"the {spec.search.backend!r} backend ended before stage {run.stage.name!r} ran")
+        report = build_report(spec, data, outcomes, should_stop=should_stop,
+                              model_dir=model_dir if model_dir is not None else out_dir)
+        report.device = device
+        if out_dir is not None:
+            write_report(report, out_dir, [t for o in outcomes for t in o.study.get_trials(deepcopy=False)])
+    finally:
+        if after_job is not None:  # the backend's work for after the job (``StageExecutor``)
+            after_job()
     return report
 
 

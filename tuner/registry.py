@@ -103,10 +103,12 @@ PRUNERS: Registry[Callable[[], BasePruner]] = Registry("pruner", {
     "hyperband": "tuner.search._samplers:hyperband_pruner",
 })
 
-StageExecutor = Callable[[Iterator["StageRun"], "Dataset", str], None]
+StageExecutor = Callable[[Iterator["StageRun"], "Dataset", str], Callable[[], object] | None]
 """Runs a job's stages in order, given the stages (an iterator of stage runs), the search data and the storage
 URL. It takes the next stage from the iterator only once every trial of the one before is told: taking it
-closes that stage (and raises what closing it raises, ``Cancelled`` or ``RegtuneError``)."""
+closes that stage (and raises what closing it raises, ``Cancelled`` or ``RegtuneError``). It may return work
+for after the job, which ``run_job`` calls once the report is written (the Ray backend: starting the workers
+the next job takes)."""
 
 BACKENDS: Registry[StageExecutor] = Registry("backend", {
     "optuna": "tuner.backends._threads:run_stages",
