@@ -676,7 +676,7 @@ def new_trial(study: optuna.Study) -> optuna.Trial:
         return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
 
 
-def new_trial_reading(study: optuna.Study) -> tuple[optuna.Trial, TrialsRead | None]:
+def new_trial_reading(study: optuna.Study, *, read: bool = True) -> tuple[optuna.Trial, TrialsRead | None]:
     """``new_trial``, and the read of the study's trials its sampler will make next through Optuna's cache
     (TPE with ``constant_liar`` reads the running trials at every ask), made with the trial's creation: on
     PostgreSQL in its round trip, one of three an ask takes. ``together(storage, read)`` answers that read
@@ -687,9 +687,12 @@ def new_trial_reading(study: optuna.Study) -> tuple[optuna.Trial, TrialsRead | N
     tags, shows at the next read); if the cache's state moves before the sampler reads (another thread
     read), the arguments differ, and unless the read holds every trial they name (``_within``) the sampler
     reads the database as before.
+
+    ``read=False``: the trial alone, for a sampler that reads no trials (Optuna's ``RandomSampler``), where the
+    read would be work for nothing inside the creation's round trip (0.3-0.5 ms on PostgreSQL).
     """
     cache, backend = study._storage, _backend(study._storage)
-    if not (isinstance(backend, TrialStorage) and isinstance(cache, _CachedStorage)
+    if not (read and isinstance(backend, TrialStorage) and isinstance(cache, _CachedStorage)
             and backend.engine.dialect.name == "postgresql"):
         return new_trial(study), None
     with cache._lock:

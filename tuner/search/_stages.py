@@ -229,7 +229,9 @@ class StageRun:
             # back the trial it creates, and without dropping the thread's cached trials, which ``tell`` drops:
             # the sampler's search space is read from that cache (a stage's space is fixed) and its model from a
             # fresh read, made with the trial on PostgreSQL; three reads saved, four there
-            trial, read = new_trial_reading(self.study)
+            # (the random sampler reads no trials: nothing is read ahead for it)
+            trial, read = new_trial_reading(
+                self.study, read=not isinstance(self.study.sampler, optuna.samplers.RandomSampler))
         if self.trial_attrs:
             set_attrs(trial, self.trial_attrs)
         return trial, read

@@ -143,3 +143,22 @@ def test_the_pruner_is_asked_only_where_it_can_prune(tiny: Tiny, sqlite_url: str
     done = optuna.load_study(study_name="tiny/l2", storage=sqlite_url).get_trials(
         states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(done) == trials
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_stage_reads_the_trials_with_a_new_one_only_for_a_sampler_that_reads_them(
+        tiny: Tiny, sampler: str, postgres_url: str) -> None:
+    """On PostgreSQL a new trial comes with the read its sampler makes next (``new_trial_reading``); the random
+    sampler reads no trials, so nothing is read for it."""
+    from tuner.search import StageRun
+    from tuner.storage import open_storage
+
+    spec = parse_spec(tiny(**FAST, search={"sampler": sampler}))
+    study = optuna.create_study(study_name="s", storage=open_storage(postgres_url),
+                                sampler=make_sampler(sampler, 0, False, None, constant_liar=True))
+    run = StageRun(spec=spec, stage=spec.stages[0], study=study, fixed={}, target=2, done=0)
+    first, read = run._new_trial()
+    if sampler == "tpe":
+        assert read is not None and [t.number for t in read.trials] == [first.number]
+    else:
+        assert read is None
