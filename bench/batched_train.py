@@ -9,6 +9,12 @@ members of one batched model, interleaved ``--repeats`` times; prints the median
 trial of each and the ratio (lone / batched per trial). ``--kind mlp`` is the MLP ``--hidden``
 (``train_batched``); ``cnn`` the built-in CNN (conv blocks ``--channels``, dense ``--hidden``) and
 ``plugin`` a factory of ``examples/models`` with ``--args`` on the 8x8 images (``train_vmapped``).
+
+For the MLP, each K's line also gives the FLOP/s of the products an epoch needs (the training steps' forward
+and backward, no input gradient at the first layer, and the plain losses of the training and validation
+splits at each epoch's end), and their ratio to ``torch.baddbmm``'s rate at (K, 128 rows, the widest hidden
+layer squared), timed in the same process: the share of the machine's product rate that the whole of
+batched training reaches, Python, the optimizer and the small kernels included.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import torch
 
 from tuner import parse_spec
 from tuner.knobs import Knobs
-from tuner.train import check_model, load_dataset, train, train_batched, train_vmapped
+from tuner.spec import ModelSpec
+from tuner.train import Dataset, check_model, load_dataset, train, train_batched, train_vmapped
+from tuner.train._batched import n_weights
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 
@@ -40,6 +48,26 @@ def _model(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         os.environ["REGTUNE_MODELS_DIR"] = str(MODELS)
         return {"kind": "module", "factory": args.factory, "args": json.loads(args.args)}, "digits_images"
     return {"kind": "mlp", "hidden": hidden}, "digits"
+
+
+def _products_per_epoch(model: ModelSpec, data: Dataset) -> int:
+    """One MLP member's FLOPs of products in an epoch: 2 per multiply-add, forward, weight gradients and the
+    input gradients of every layer but the first for the training rows, and a forward pass over the training
+    and validation rows for their plain losses."""
+    macs = n_weights(model, data.n_features, data.n_outputs)
+    later = macs - data.n_features * (model.hidden or [data.n_outputs])[0]
+    return 2 * len(data.train) * (2 * macs + later) + 2 * (len(data.train) + len(data.val)) * macs
+
+
+def _baddbmm_rate(k: int, width: int, repeats: int = 500) -> float:
+    """``torch.baddbmm``'s FLOP/s for K members' (128, width) x (width, width) with a bias."""
+    a, w, b = torch.randn(k, 128, width), torch.randn(k, width, width), torch.randn(k, 1, width)
+    for _ in range(20):
+        torch.baddbmm(b, a, w)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.baddbmm(b, a, w)
+    return 2 * k * 128 * width * width * repeats / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -83,7 +111,12 @@ def main() -> None:
           f"median of {args.repeats}")
     print(f"  alone: {med[1]:.3f} s/trial")
     for k in ks:
-        print(f"  K={k:<3} {med[k]:.3f} s/trial  {med[1] / med[k]:.2f}x")
+        line = f"  K={k:<3} {med[k]:.3f} s/trial  {med[1] / med[k]:.2f}x"
+        if args.kind == "mlp":
+            rate = _products_per_epoch(spec.model, data) * args.epochs / med[k]
+            line += (f"  {rate / 1e9:.1f} GFLOP/s of products, "
+                     f"{rate / _baddbmm_rate(k, max(spec.model.hidden or [1])):.2f} of baddbmm's")
+        print(line)
 
 
 if __name__ == "__main__":
