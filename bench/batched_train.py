@@ -12,9 +12,10 @@ trial of each and the ratio (lone / batched per trial). ``--kind mlp`` is the ML
 
 For the MLP, each K's line also gives the FLOP/s of the products an epoch needs (the training steps' forward
 and backward, no input gradient at the first layer, and the plain losses of the training and validation
-splits at each epoch's end), and their ratio to ``torch.baddbmm``'s rate at (K, 128 rows, the widest hidden
-layer squared), timed in the same process: the share of the machine's product rate that the whole of
-batched training reaches, Python, the optimizer and the small kernels included.
+splits at each epoch's end), and their ratio to the rate of the product alone at (K, 128 rows, the widest
+hidden layer squared) as batched training computes it (``tuner/train/_gemm.py``: OpenBLAS or torch's
+``baddbmm``, named on the line), timed in the same process: the share of the machine's product rate that
+the whole of batched training reaches, Python, the optimizer and the small kernels included.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tuner.knobs import Knobs
 from tuner.spec import ModelSpec
 from tuner.train import Dataset, check_model, load_dataset, train, train_batched, train_vmapped
 from tuner.train._batched import n_weights
+from tuner.train._gemm import bmm, products, threads_for_products
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 
@@ -59,15 +61,16 @@ def _products_per_epoch(model: ModelSpec, data: Dataset) -> int:
     return 2 * len(data.train) * (2 * macs + later) + 2 * (len(data.train) + len(data.val)) * macs
 
 
-def _baddbmm_rate(k: int, width: int, repeats: int = 500) -> float:
-    """``torch.baddbmm``'s FLOP/s for K members' (128, width) x (width, width) with a bias."""
+def _product_rate(k: int, width: int, repeats: int = 500) -> float:
+    """The FLOP/s of K members' (128, width) x (width, width) with a bias, as batched training computes it."""
     a, w, b = torch.randn(k, 128, width), torch.randn(k, width, width), torch.randn(k, 1, width)
-    for _ in range(20):
-        torch.baddbmm(b, a, w)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        torch.baddbmm(b, a, w)
-    return 2 * k * 128 * width * width * repeats / (time.perf_counter() - started)
+    with threads_for_products():
+        for _ in range(20):
+            bmm(a, w, b)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            bmm(a, w, b)
+        return 2 * k * 128 * width * width * repeats / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -114,8 +117,10 @@ def main() -> None:
         line = f"  K={k:<3} {med[k]:.3f} s/trial  {med[1] / med[k]:.2f}x"
         if args.kind == "mlp":
             rate = _products_per_epoch(spec.model, data) * args.epochs / med[k]
-            line += (f"  {rate / 1e9:.1f} GFLOP/s of products, "
-                     f"{rate / _baddbmm_rate(k, max(spec.model.hidden or [1])):.2f} of baddbmm's")
+            blas = products()
+            alone = _product_rate(k, max(spec.model.hidden or [1]))
+            line += (f"  {rate / 1e9:.1f} GFLOP/s of products, {rate / alone:.2f} of "
+                     f"{'OpenBLAS ' + blas.core if blas else 'torch baddbmm'}'s {alone / 1e9:.0f} alone")
         print(line)
 
 

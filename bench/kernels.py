@@ -16,7 +16,10 @@ ratio (old / new):
 - a hidden layer's ReLU and dropout masks, and their gradient: the compiled kernels
   (``tuner/train/_kernels.py``, one pass each) against torch's operations;
 - the optimizer step of K members with L1 and L2 (``_Stack._update``, Adam): the compiled kernel,
-  one pass over each tensor, against torch's operations.
+  one pass over each tensor, against torch's operations;
+- a 256-wide hidden layer's three products (forward with the bias, the input's and the weights'
+  gradients): ``tuner/train/_gemm.py``'s, OpenBLAS where it chose it, with torch at one thread and
+  OpenBLAS at ``--threads`` as batched training runs them, against torch's at ``--threads``.
 
 Each pair computes the same numbers (checked before timing; the optimizer step's to float tolerance).
 """
@@ -35,6 +38,7 @@ import tuner.train._batched as _batched
 from tuner import parse_spec
 from tuner.knobs import Knobs
 from tuner.train._batched import _cut, _mask, _SiteDrop, _Stack
+from tuner.train._gemm import bmm, products, threads_for_products
 from tuner.train._kernels import adam_l1_step, kernels
 from tuner.train._memory import keep_freed_memory
 from tuner.train._models import build_model
@@ -125,6 +129,29 @@ def main() -> None:
 
     print("optimizer step, Adam with L1 and L2, MLP 64-256-256-10")
     _optimizer_pair(k, n)
+
+    print("hidden layer 256 -> 256, products")
+    _products(k, rows, n)
+
+
+def _products(k: int, rows: int, repeats: int) -> None:
+    blas = products()
+    if blas is None:
+        print("  torch's products here (tuner/train/_gemm.py: REGTUNE_GEMM or the CPU): nothing to compare")
+        return
+    gen = torch.Generator().manual_seed(1)
+    h, g = torch.randn(k, rows, 256, generator=gen), torch.randn(k, rows, 256, generator=gen)
+    w, b = torch.randn(k, 256, 256, generator=gen), torch.randn(k, 1, 256, generator=gen)
+    forms = [("forward h.WT + b", lambda: torch.baddbmm(b, h, w.transpose(1, 2)), lambda: bmm(h, w.transpose(1, 2), b)),
+             ("input gradient g.W", lambda: torch.bmm(g, w), lambda: bmm(g, w)),
+             ("weight gradient gT.h", lambda: torch.bmm(g.transpose(1, 2), h), lambda: bmm(g.transpose(1, 2), h))]
+    for what, old, new in forms:
+        assert torch.allclose(old(), new(), rtol=1e-4, atol=1e-3), f"{what}: the two forms differ"
+        t_old = _median_us(old, repeats)
+        with threads_for_products():
+            t_new = _median_us(new, repeats)
+        print(f"  {what + ' (OpenBLAS ' + blas.core + ')':<58} {t_new:8.1f} us  (was {t_old:8.1f})  "
+              f"{t_old / t_new:5.2f}x")
 
 
 def _optimizer_pair(k: int, repeats: int) -> None:

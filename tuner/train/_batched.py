@@ -36,6 +36,7 @@ from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
+from tuner.train._gemm import bmm, threads_for_products
 from tuner.train._kernels import Kernels, adam_l1_step, kernels
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
 from tuner.train._memory import keep_freed_memory
@@ -456,7 +457,7 @@ class _Dense(torch.autograd.Function):
     @staticmethod
     def product(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The layer's outputs (K, rows, out), as ``forward`` computes them (evaluation calls it without a graph)."""
-        return torch.baddbmm(b, h, w.transpose(1, 2))
+        return bmm(h, w.transpose(1, 2), b)
 
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -474,8 +475,8 @@ class _Dense(torch.autograd.Function):
     def grads(needed: Sequence[bool], g: torch.Tensor, h: torch.Tensor, w: torch.Tensor
               ) -> tuple[torch.Tensor | None, ...]:
         """The gradients of h, W and b (each where ``needed``) from the gradient ``g`` at the product."""
-        dh = torch.bmm(g, w) if needed[0] else None
-        dw = torch.bmm(g.transpose(1, 2), h) if needed[1] else None
+        dh = bmm(g, w) if needed[0] else None
+        dw = bmm(g.transpose(1, 2), h) if needed[1] else None
         db = g.sum(1, keepdim=True) if needed[2] else None
         return dh, dw, db
 
@@ -542,7 +543,7 @@ class _LastDense(torch.autograd.Function):
     @staticmethod
     def product(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The layer's outputs (K, out, rows), as ``forward`` computes them (evaluation calls it without a graph)."""
-        return torch.baddbmm(b.transpose(1, 2), w, h.transpose(1, 2))
+        return bmm(w, h.transpose(1, 2), b.transpose(1, 2))
 
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -552,8 +553,8 @@ class _LastDense(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         h, w = ctx.saved_tensors
-        dh = torch.bmm(g.transpose(1, 2), w) if ctx.needs_input_grad[0] else None
-        dw = torch.bmm(g, h) if ctx.needs_input_grad[1] else None
+        dh = bmm(g.transpose(1, 2), w) if ctx.needs_input_grad[0] else None
+        dw = bmm(g, h) if ctx.needs_input_grad[1] else None
         db = g.sum(2, keepdim=True).transpose(1, 2) if ctx.needs_input_grad[2] else None
         return dh, dw, db
 
@@ -637,6 +638,9 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
     Each member's losses, callbacks and result are those ``train(data, model_spec,
     spec, knobs[k], seed, on_epoch[k])`` would give, to float tolerance.
 
+    The products run on OpenBLAS where ``_gemm.products()`` has it, the calling thread's torch threads
+    going to it while the members train (``threads_for_products``).
+
     Args:
         on_epoch: one callback per member (or None), called as ``train`` calls it; what it raises
             (pruning, a cancel) ends that member alone.
@@ -659,6 +663,18 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
     Raises:
         ValueError: batch norm (its statistics are not stacked), or no members.
     """
+    with threads_for_products():
+        return _train_batched(data, model_spec, spec, knobs, seed, on_epoch, on_end, should_stop, refill,
+                              after_epoch, size)
+
+
+def _train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Sequence[Knobs], seed: int,
+                   on_epoch: Sequence[EpochCallback | None] | None = None,
+                   on_end: Callable[[int, MemberOutcome], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None,
+                   refill: Callable[[int], Joining] | None = None,
+                   after_epoch: Callable[[], None] | None = None, size: int | None = None) -> list[MemberOutcome]:
+    """``train_batched``'s training, its products' threads set."""
     if model_spec.batch_norm:
         raise ValueError("batched training needs batch_norm: false (batch statistics are per model)")
     if not knobs:
