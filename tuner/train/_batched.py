@@ -36,7 +36,7 @@ from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
-from tuner.train._gemm import bmm, threads_for_products
+from tuner.train._gemm import bmm, with_product_threads
 from tuner.train._kernels import Kernels, adam_l1_step, kernels
 from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
 from tuner.train._memory import keep_freed_memory
@@ -627,6 +627,7 @@ Joining = Sequence[tuple[Knobs, EpochCallback | None]]
 """Members to add to a batch: each one's knobs and epoch callback."""
 
 
+@with_product_threads
 def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Sequence[Knobs], seed: int,
                   on_epoch: Sequence[EpochCallback | None] | None = None,
                   on_end: Callable[[int, MemberOutcome], None] | None = None,
@@ -663,18 +664,6 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
     Raises:
         ValueError: batch norm (its statistics are not stacked), or no members.
     """
-    with threads_for_products():
-        return _train_batched(data, model_spec, spec, knobs, seed, on_epoch, on_end, should_stop, refill,
-                              after_epoch, size)
-
-
-def _train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Sequence[Knobs], seed: int,
-                   on_epoch: Sequence[EpochCallback | None] | None = None,
-                   on_end: Callable[[int, MemberOutcome], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None,
-                   refill: Callable[[int], Joining] | None = None,
-                   after_epoch: Callable[[], None] | None = None, size: int | None = None) -> list[MemberOutcome]:
-    """``train_batched``'s training, its products' threads set."""
     if model_spec.batch_norm:
         raise ValueError("batched training needs batch_norm: false (batch statistics are per model)")
     if not knobs:

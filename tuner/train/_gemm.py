@@ -12,10 +12,10 @@ against 67-103 with ``REGTUNE_GEMM=torch``, in alternate runs.
   ``openblas`` (wherever the library loads, its own choice of kernels unless AVX-512 is there), ``torch``.
 - ``bmm(a, b, bias)``: a·b (+ bias) per member, as ``torch.bmm``/``torch.baddbmm`` with ``beta=1``; operands
   may be transposed views or a shared matrix expanded over the members.
-- ``threads_for_products()``: around a batched training. OpenBLAS's threads and torch's OpenMP threads
-  must not both run: on 2 cores, with both at 2 threads, a product beside torch's small operations took
-  13 ms instead of 0.5 (each pool's waiting threads spin on the cores the other needs). So while it
-  trains, the calling thread's torch threads are 1 and OpenBLAS gets the count they had.
+- ``threads_for_products()``: around a batched training (``with_product_threads``, its decorator). OpenBLAS's
+  threads and torch's OpenMP threads must not both run: on 2 cores, with both at 2 threads, a product beside
+  torch's small operations took 13 ms instead of 0.5 (each pool's waiting threads spin on the cores the other
+  needs). So while it trains, the calling thread's torch threads are 1 and OpenBLAS gets the count they had.
 
 Results agree with torch's to float rounding (the products sum in another order); with
 ``REGTUNE_GEMM=torch`` every product is torch's.
@@ -29,19 +29,24 @@ import logging
 import os
 import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import wraps
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import torch
 
-__all__ = ["bmm", "products", "threads_for_products"]
+__all__ = ["bmm", "products", "threads_for_products", "with_product_threads"]
 
 log = logging.getLogger(__name__)
 
 ENV = "REGTUNE_GEMM"
 AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"}  # what OpenBLAS's SkylakeX kernels use
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 _lock = threading.Lock()
 _loaded: list[_Blas | None] = []  # once per process
@@ -154,6 +159,15 @@ def threads_for_products() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def with_product_threads(train: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``train`` run inside ``threads_for_products()``."""
+    @wraps(train)
+    def training(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with threads_for_products():
+            return train(*args, **kwargs)
+    return training
 
 
 def _operand(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:

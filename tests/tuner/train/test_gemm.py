@@ -158,3 +158,22 @@ def test_batched_training_on_openblas_or_torch_gives_the_same_members(monkeypatc
         alone = train(data, spec.model, spec.training, knobs, spec.seed)
         assert_same(alone, on_blas)
         assert_same(alone, on_torch)
+
+
+def test_a_batch_trains_on_one_torch_thread_and_gives_the_others_back() -> None:
+    """``train_batched`` runs inside ``threads_for_products``: its callbacks see torch at one thread."""
+    blas = _openblas()
+    spec = parse_spec({"name": "t", "dataset": {"source": "sklearn", "name": "iris"},
+                       "model": {"kind": "mlp", "hidden": [8]}, "training": {"epochs": 2, "batch_size": 32},
+                       "search": {"space": {"l2": {"low": 1e-5, "high": 1e-1, "log": True}}}})
+    data = load_dataset(spec.dataset, spec.seed).without_test()
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        train_batched(data, spec.model, spec.training, [Knobs(), Knobs(l2=1e-2)], spec.seed,
+                      on_epoch=[lambda *_: seen.append(torch.get_num_threads()), None])
+        assert seen == [1, 1] and blas.threads == 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
