@@ -113,6 +113,8 @@ def _load(coretype: str | None) -> _Blas:
 
 def products() -> _Blas | None:
     """OpenBLAS for batched training's products, or None: torch's (see the module's docstring)."""
+    if _loaded:  # every product asks: no lock once the choice is made
+        return _loaded[0]
     with _lock:
         if _loaded:
             return _loaded[0]
