@@ -2,7 +2,7 @@
 
     python bench/search_speed.py [--trials 40] [--epochs 30] [--batch auto] [--parallelism 1]
                                  [--pruner median] [--also-unbatched] [--postgres] [--ray] [--ray-pairs 1]
-                                 [--seeds 1]
+                                 [--seeds 1] [--calls]
 
 One invocation, one split of digits (regtune's own 70/15/15), one budget: N TPE trials
 over λ₁, λ₂, dropout and label smoothing for an MLP 64-256-256-10, at most ``--epochs``
@@ -35,7 +35,8 @@ trial), and for regtune the share of the search's wall time spent in the storage
 during it (Optuna's, and regtune's batched writes; the seconds of every call of the run, the
 first stage's opening and the report's reads included, are printed beside it; the garbage
 collector's pauses that fell inside those calls are not storage, and are printed apart), on SQLite and,
-with ``--postgres``, on a throwaway PostgreSQL cluster started as the tests start theirs.
+with ``--postgres``, on a throwaway PostgreSQL cluster started as the tests start theirs; with
+``--calls``, those calls by name (how many, their milliseconds, the share of the search each).
 Timings on a shared machine move with its load: the load average is printed, and
 ratios are only comparable within one invocation.
 
@@ -167,7 +168,28 @@ _SCOPES = ("together", "fresh_trials")
 """``TrialStorage``'s scopes: they write nothing themselves (``_write_queued`` is timed)."""
 
 
-def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[float, float], tuple[float, float]]:
+class _Spent:
+    """The storage calls ``_time_storage`` timed: (start, seconds, seconds of garbage collection inside, name)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, float, float, str]] = []
+
+    def __call__(self, start: float, end: float) -> tuple[float, float]:
+        """Seconds of the calls that started within [start, end] (collections apart), and the collections'."""
+        inside = [(seconds, collected) for t, seconds, collected, _ in self.calls if start <= t <= end]
+        return sum(s - c for s, c in inside), sum(c for _, c in inside)
+
+    def by_call(self, start: float, end: float) -> dict[str, tuple[int, float]]:
+        """Per call's name, the calls that started within [start, end]: (how many, seconds without collections)."""
+        out: dict[str, tuple[int, float]] = {}
+        for t, seconds, collected, name in self.calls:
+            if start <= t <= end:
+                n, total = out.get(name, (0, 0.0))
+                out[name] = (n + 1, total + seconds - collected)
+        return out
+
+
+def _time_storage(storage: optuna.storages.BaseStorage) -> _Spent:
     """Time the calls to ``storage`` (this instance) and to regtune's batched writes to it.
 
     Every public method, the private ones Optuna's trial cache calls instead (``_PRIVATE_CALLS``),
@@ -179,7 +201,7 @@ def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[float, floa
     a full one walks the whole process's objects (torch's, Ray's, the plain script's; 0.2 s here), so
     the one that happened to start inside a storage call doubled the share of a search.
     """
-    calls: list[tuple[float, float, float]] = []  # (start, seconds, seconds of garbage collection inside)
+    spent = _Spent()
     local = threading.local()
 
     def collecting(phase: str, _info: dict[str, Any]) -> None:
@@ -188,7 +210,7 @@ def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[float, floa
         elif getattr(local, "n", 0) and getattr(local, "gc_started", None) is not None:
             local.gc = getattr(local, "gc", 0.0) + time.perf_counter() - local.gc_started
 
-    def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def timed(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             outer = getattr(local, "n", 0) == 0
@@ -201,21 +223,17 @@ def _time_storage(storage: optuna.storages.BaseStorage) -> Callable[[float, floa
             finally:
                 local.n -= 1
                 if outer:
-                    calls.append((t, time.perf_counter() - t, local.gc))
+                    spent.calls.append((t, time.perf_counter() - t, local.gc, name))
         return wrapper
 
     for name in dir(type(storage)):
         if ((not name.startswith("_") or name in _PRIVATE_CALLS) and name not in _SCOPES
                 and callable(getattr(storage, name))):
-            setattr(storage, name, timed(getattr(storage, name)))
+            setattr(storage, name, timed(getattr(storage, name), name))
     for module in (tuner.search._trial, tuner.search._board):
-        module.write_trials = timed(write_trials)  # type: ignore[attr-defined]
+        module.write_trials = timed(write_trials, "write_trials")  # type: ignore[attr-defined]
     gc.callbacks[:] = [c for c in gc.callbacks if getattr(c, "__name__", "") != "collecting"]  # an earlier run's
     gc.callbacks.append(collecting)
-
-    def spent(start: float, end: float) -> tuple[float, float]:
-        inside = [(seconds, collected) for t, seconds, collected in calls if start <= t <= end]
-        return sum(s - c for s, c in inside), sum(c for _, c in inside)
     return spent
 
 
@@ -247,6 +265,7 @@ def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: 
             "epochs": sum(int(t.user_attrs.get("epochs", 0)) for t in done),
             "search_s": search, "total_s": total, "storage_s": storage, "storage_gc_s": collected,
             "storage_all_s": sum(spent(-math.inf, math.inf)),
+            "storage_calls": spent.by_call(clock.start or started, clock.end),
             "best_val": min(t.user_attrs["val_loss"] for t in scored),
             "test_loss": report.chosen.test_loss, "params": report.chosen.params}
 
@@ -273,7 +292,19 @@ def shown_run(label: str, args: argparse.Namespace, plain: dict[str, Any], threa
                     backend=backend, seed=seed)
     torch.set_num_threads(threads)
     print(_row(label, r, plain), flush=True)
+    if args.calls:
+        print(_calls_table(r), flush=True)
     return r
+
+
+def _calls_table(r: dict[str, Any]) -> str:
+    """The storage calls made during the search, by name, the costliest first: how many, ms in all, ms each,
+    and the share of the search (the driver's calls only, on Ray)."""
+    lines = [f"    {'storage call':<22} {'calls':>5} {'ms':>8} {'ms each':>8} {'% of search':>11}"]
+    for name, (n, seconds) in sorted(r["storage_calls"].items(), key=lambda item: -item[1][1]):
+        lines.append(f"    {name:<22} {n:>5} {1000 * seconds:>8.1f} {1000 * seconds / n:>8.2f} "
+                     f"{100 * seconds / r['search_s']:>11.2f}")
+    return "\n".join(lines)
 
 
 def ray_vs_optuna(args: argparse.Namespace, folder: Path, optuna_backend: dict[str, Any], plain: dict[str, Any],
@@ -360,6 +391,8 @@ def main() -> None:
                    help="with --ray: the Ray run's ratio is the median of N pairs; pairs after the first run the "
                         "Optuna backend again right before the Ray run, with the cluster up (one search's speed "
                         "moves by 15%% from run to run here)")
+    p.add_argument("--calls", action="store_true",
+                   help="after each regtune run, its storage calls during the search by name: how many, and their ms")
     p.add_argument("--seeds", type=int, default=1,
                    help="run everything for seeds 0 .. N-1 (the split, the plain script's torch seed and sampler, "
                         "regtune's job seed) and summarize: one search's chosen test loss is one draw")

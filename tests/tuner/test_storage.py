@@ -14,6 +14,7 @@ from _postgres import PostgresServer
 from optuna.trial import TrialState
 from sqlalchemy import event
 
+import tuner._sqlite_rows
 import tuner.storage
 from tuner.storage import (
     engine_kwargs,
@@ -161,6 +162,64 @@ def test_trials_read_back_as_optunas_own_reader_reads_them(storage_url: str) -> 
     assert ours.get_study_user_attrs(bare) == theirs.get_study_user_attrs(bare) == {}
     loaded = optuna.load_study(study_name="r", storage=ours)  # through Optuna's cache, as samplers read
     assert _seen(loaded.get_trials()) == _seen(theirs.get_all_trials(sid))
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
+def test_a_read_of_a_studys_trials_is_one_statement(storage_url: str) -> None:
+    """The trials and their five tables' rows in one ``UNION ALL`` (``tuner._pg_rows``, ``tuner._sqlite_rows``)."""
+    ours = open_storage(storage_url)
+    study = _fill(ours)
+    with _Statements(ours.engine) as seen:
+        found = ours._get_trials(study._study_id, None, set(), -1)
+        running = ours._get_trials(study._study_id, (TrialState.RUNNING,), set(), -1)
+    assert len(seen.sent) == 2 and seen.commits == 0
+    assert len(found) == 8 and [t.number for t in running] == [0]
+
+
+def test_a_sqlite_that_cannot_run_the_one_statement_read_is_read_as_before(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SQLite built without its JSON functions: the read fails, and the trials are read table by table."""
+    ours = open_storage(sqlite_url)
+    study = _fill(ours)
+    sid = study._study_id
+    cuts = [(None, set(), -1), ((TrialState.COMPLETE,), set(), -1), (None, {1, 3}, 4)]
+    want = [_seen(ours._get_trials(sid, *cut)) for cut in cuts]
+    monkeypatch.setattr(tuner._sqlite_rows, "_read_sql", lambda *_: "SELECT no_such_function(:study)")
+    with _Statements(ours.engine) as seen:
+        assert [_seen(ours._get_trials(sid, *cut)) for cut in cuts] == want
+    assert "no_such_function" in seen.sent[0]
+    assert len(seen.sent) > 2 * len(cuts)  # each time the failed statement, then the trials and each table
+
+
+def test_rows_written_on_sqlite_are_stored_as_sqlalchemy_stores_them(sqlite_url: str) -> None:
+    """``tuner._sqlite_rows`` writes the driver's SQL: its times, states and value types are the text Optuna's own
+    writes (through SQLAlchemy) leave in the file."""
+    ours, theirs = open_storage(sqlite_url), optuna.storages.RDBStorage(sqlite_url)
+    sid = optuna.create_study(study_name="w", storage=ours)._study_id
+    a, b = ours.create_new_trial(sid), theirs.create_new_trial(sid)
+    steps = [(0, 0.5), (1, float("nan")), (2, float("inf"))]
+    finish_trial(ours, a, TrialState.COMPLETE, [float("-inf")], user_attrs=[(a, "k", [1, "ü"])],
+                 intermediate=[(a, step, value) for step, value in steps])
+    theirs.set_trial_user_attr(b, "k", [1, "ü"])
+    for step, value in steps:
+        theirs.set_trial_intermediate_value(b, step, value)
+    theirs.set_trial_state_values(b, TrialState.COMPLETE, [float("-inf")])
+    queries = {
+        "trials": "SELECT state, typeof(datetime_start), length(datetime_start), typeof(datetime_complete), "
+                  "length(datetime_complete) FROM trials WHERE trial_id = ?",
+        "values": "SELECT objective, value, value_type FROM trial_values WHERE trial_id = ?",
+        "attrs": "SELECT key, value_json FROM trial_user_attributes WHERE trial_id = ?",
+        "steps": "SELECT step, typeof(intermediate_value), intermediate_value, intermediate_value_type "
+                 "FROM trial_intermediate_values WHERE trial_id = ? ORDER BY step",
+    }
+    with ours.engine.connect() as con:
+        raw = con.connection.driver_connection
+        for name, query in queries.items():
+            mine, optunas = (raw.execute(query, (t,)).fetchall() for t in (a, b))
+            assert mine == optunas and mine, name
+    mine, optunas = ours._get_trials(sid, None, set(), -1)[0], theirs.get_trial(b)  # read back in one statement
+    assert (mine.state, mine.values, mine.user_attrs) == (optunas.state, optunas.values, optunas.user_attrs)
+    assert str(mine.intermediate_values) == str(optunas.intermediate_values)  # NaN as text: equal to itself
 
 
 class _Statements:
