@@ -432,7 +432,8 @@ def one_seed(args: argparse.Namespace, seed: int, threads: int) -> dict[str, Any
         if bindir is None:
             raise SystemExit("--postgres: PostgreSQL is not installed (apt-get install postgresql)")
         with running_server(bindir) as pg, pg.database() as url:
-            shown_run(f"regtune batch {args.batch}, postgres", args, plain, threads, url, seed=seed)
+            result["postgres"] = shown_run(f"regtune batch {args.batch}, postgres", args, plain, threads, url,
+                                           seed=seed)
     return result
 
 
@@ -456,6 +457,11 @@ def summarize(rows: list[dict[str, Any]]) -> None:
           f"{stat([r['test_loss'] - p['test_loss'] for r, p in zip(regtune, plain, strict=True)])}, "
           f"no worse in {sum(r['test_loss'] <= p['test_loss'] for r, p in zip(regtune, plain, strict=True))} of "
           f"{len(rows)}")
+    for database in ("regtune", "postgres"):
+        if all(database in r for r in rows):
+            shares = [100 * r[database]["storage_s"] / r[database]["search_s"] for r in rows]
+            print(f"  storage share, {'SQLite' if database == 'regtune' else 'PostgreSQL'}: {stat(shares)} % "
+                  f"({min(shares):.2f}-{max(shares):.2f}; under 5 % on {sum(x < 5 for x in shares)} of {len(rows)})")
     if all("ray_ratio" in r for r in rows):
         print(f"  ray / optuna backend: {stat([r['ray_ratio'] for r in rows])}")
 
