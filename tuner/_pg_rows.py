@@ -136,7 +136,7 @@ def create_trial_pipelined(con: sa.Connection, study_id: int, start: datetime, *
                          {"study": study_id, "state": TrialState.RUNNING.name, "start": start})
             if then_read is not None:
                 included, after = then_read
-                reader.execute(_read_sql(_trials_where(False, bool(included), after > -1)),
+                reader.execute(read_sql(trials_where(False, bool(included), after > -1)),
                                _read_params(study_id, None, included, after))
             raw.commit()
             row = made.fetchone()
@@ -175,7 +175,7 @@ class Made(NamedTuple):
 def read_trials_at_once(con: sa.Connection, study_id: int, states: Sequence[TrialState] | None,
                         included: Sequence[int], after: int) -> Read | None:
     """The study's trials in ``states`` (all when None) whose id is in ``included`` or above ``after`` (no such
-    condition when ``after`` is -1), and their rows in the five child tables, in one statement (``_read_sql``).
+    condition when ``after`` is -1), and their rows in the five child tables, in one statement (``read_sql``).
 
     One statement reads one snapshot, so the trials and their rows agree without a transaction: on a
     connection outside one (autocommit) it is one round trip, one message each way. The child rows are
@@ -185,28 +185,28 @@ def read_trials_at_once(con: sa.Connection, study_id: int, states: Sequence[Tria
     """
     if con.dialect.driver != "psycopg":
         return None
-    where = _trials_where(states is not None, bool(included), after > -1)
-    return _split(con.exec_driver_sql(_read_sql(where), _read_params(study_id, states, included, after)).all())
+    where = trials_where(states is not None, bool(included), after > -1)
+    return _split(con.exec_driver_sql(read_sql(where), _read_params(study_id, states, included, after)).all())
 
 
 def _read_params(study_id: int, states: Sequence[TrialState] | None, included: Sequence[int],
                  after: int) -> dict[str, Any]:
-    """``_read_sql``'s parameters."""
+    """``read_sql``'s parameters."""
     return {"study": study_id, "states": [s.name for s in states or ()], "ids": list(included), "after": after}
 
 
 def _split(rows: Sequence[Sequence[Any]]) -> Read:
-    """``_read_sql``'s rows as the trials' and their child tables' (by kind: the trials' come last)."""
+    """``read_sql``'s rows as the trials' and their child tables' (by kind: the trials' come last)."""
     first = next((i for i, r in enumerate(rows) if r[0] == TRIAL_KIND), len(rows))
     return [TrialRow(r[2], r[3], TrialState[r[4]], r[8], r[9]) for r in rows[first:]], rows[:first]
 
 
 TRIAL_KIND = 5
-"""``_read_sql``'s kind for a row of the trials table (0 to 4 are the child tables')."""
+"""``read_sql``'s kind for a row of the trials table (0 to 4 are the child tables')."""
 
 
 @functools.cache
-def _trials_where(states: bool, included: bool, after: bool) -> str:
+def trials_where(states: bool, included: bool, after: bool) -> str:
     """The condition on the trials table for ``read_trials_at_once``'s parameters, by which are given."""
     where = ["study_id = %(study)s"]
     if states:
@@ -221,7 +221,7 @@ def _trials_where(states: bool, included: bool, after: bool) -> str:
 
 
 @functools.cache
-def _read_sql(where: str) -> str:
+def read_sql(where: str) -> str:
     """The trials ``where`` selects and their five child tables' rows, in one ``UNION ALL`` by kind, then row id.
 
     Every row is (kind, trial id, row id, n, name, num, text, type, start, end): a child table's (kinds 0 to 4)

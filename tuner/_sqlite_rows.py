@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -34,6 +35,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.exc import OperationalError
 
+from tuner import _pg_rows as pg_rows
 from tuner._pg_rows import TRIAL_KIND, Read, TrialRow
 
 __all__ = ["Live", "create_trial", "end_trial", "insert_rows", "read_trials_at_once", "trial_states", "upsert_rows"]
@@ -70,38 +72,14 @@ def _read_time(dialect: Any) -> Any:
 
 @functools.cache
 def _read_sql(states: bool, included: bool, after: bool) -> str:
-    """The statement for the conditions given: rows (kind, trial id, row id, n, name, num, text, type, start, end)
-    as ``tuner._pg_rows``' ``_read_sql`` returns them, by kind, then row id (the trials' last)."""
-    from optuna.storages._rdb import models
+    """The statement for the conditions given: ``tuner._pg_rows``' own read in SQLite's dialect, which returns
+    the same rows (kind, trial id, row id, n, name, num, text, type, start, end), by kind, then row id.
 
-    where = ["study_id = :study"]
-    if states:
-        where.append("state IN (SELECT value FROM json_each(:states))")
-    if included and after:
-        where.append("(trial_id IN (SELECT value FROM json_each(:ids)) OR trial_id > :after)")
-    elif after:
-        where.append("trial_id > :after")
-    elif included:
-        where.append("trial_id IN (SELECT value FROM json_each(:ids))")
-
-    def part(kind: int, model: Any, row_id: str, n: str, name: str, num: str, text: str, type_: str) -> str:
-        return (f"SELECT {kind}, trial_id, {row_id}, {n}, {name}, {num}, {text}, {type_}, NULL, NULL "
-                f"FROM {model.__tablename__} WHERE trial_id IN (SELECT trial_id FROM t)")
-
-    return (f"WITH t AS (SELECT trial_id, number, state, datetime_start, datetime_complete "
-            f"FROM {models.TrialModel.__tablename__} WHERE {' AND '.join(where)}) " + " UNION ALL ".join([
-                part(0, models.TrialParamModel, "param_id", "NULL", "param_name", "param_value", "distribution_json",
-                     "NULL"),
-                part(1, models.TrialValueModel, "trial_value_id", "objective", "NULL", "value", "NULL", "value_type"),
-                part(2, models.TrialUserAttributeModel, "trial_user_attribute_id", "NULL", "key", "NULL",
-                     "value_json", "NULL"),
-                part(3, models.TrialSystemAttributeModel, "trial_system_attribute_id", "NULL", "key", "NULL",
-                     "value_json", "NULL"),
-                part(4, models.TrialIntermediateValueModel, "trial_intermediate_value_id", "step", "NULL",
-                     "intermediate_value", "NULL", "intermediate_value_type"),
-                f"SELECT {TRIAL_KIND}, trial_id, trial_id, number, state, NULL, NULL, NULL, datetime_start, "
-                "datetime_complete FROM t",
-            ]) + " ORDER BY 1, 3")
+    PostgreSQL's casts are dropped (SQLite keeps each value's own type), ``column = ANY(list)`` becomes
+    ``column IN (SELECT value FROM json_each(list))`` (the list given as JSON text) and ``%(name)s`` ``:name``."""
+    sql = pg_rows.read_sql(pg_rows.trials_where(states, included, after))
+    sql = re.sub(r"(\w+)(?:::\w+)? = ANY\(%\((\w+)\)s\)", r"\1 IN (SELECT value FROM json_each(:\2))", sql)
+    return re.sub(r"%\((\w+)\)s", r":\1", re.sub(r"::\w+", "", sql))
 
 
 class Live(NamedTuple):
