@@ -91,11 +91,13 @@ class Live(NamedTuple):
 
 
 def trial_states(con: sa.Connection, ids: Iterable[int]) -> dict[int, Live]:
-    """The trials ``ids`` that exist, by id: their study and state."""
+    """The trials ``ids`` that exist, by id: their study and state. A parameter per id, as SQLAlchemy's ``IN``
+    sends them (a write names a batch's trials at most): no write needs SQLite's JSON functions."""
     from optuna.storages._rdb import models
 
+    named = sorted(set(ids))
     rows = con.exec_driver_sql(f"SELECT trial_id, study_id, state FROM {models.TrialModel.__tablename__} "
-                               "WHERE trial_id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(ids)),))
+                               f"WHERE trial_id IN ({', '.join('?' * len(named))})", tuple(named))
     return {r[0]: Live(r[0], r[1], TrialState[r[2]]) for r in rows}
 
 
