@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -140,7 +140,7 @@ def create_trial_pipelined(con: sa.Connection, study_id: int, start: datetime, *
                                _read_params(study_id, None, included, after))
             raw.commit()
             row = made.fetchone()
-            read = None if then_read is None else _split(reader.fetchall())
+            read = None if then_read is None else split(reader.fetchall())
     except psycopg.Error:  # no such study (the insert's foreign key), a lock timeout: nothing was written
         try:
             raw.rollback()
@@ -186,7 +186,7 @@ def read_trials_at_once(con: sa.Connection, study_id: int, states: Sequence[Tria
     if con.dialect.driver != "psycopg":
         return None
     where = trials_where(states is not None, bool(included), after > -1)
-    return _split(con.exec_driver_sql(read_sql(where), _read_params(study_id, states, included, after)).all())
+    return split(con.exec_driver_sql(read_sql(where), _read_params(study_id, states, included, after)).all())
 
 
 def _read_params(study_id: int, states: Sequence[TrialState] | None, included: Sequence[int],
@@ -195,10 +195,11 @@ def _read_params(study_id: int, states: Sequence[TrialState] | None, included: S
     return {"study": study_id, "states": [s.name for s in states or ()], "ids": list(included), "after": after}
 
 
-def _split(rows: Sequence[Sequence[Any]]) -> Read:
-    """``read_sql``'s rows as the trials' and their child tables' (by kind: the trials' come last)."""
+def split(rows: Sequence[Sequence[Any]], when: Callable[[Any], datetime | None] = lambda t: t) -> Read:
+    """``read_sql``'s rows as the trials' and their child tables' (by kind: the trials' come last); ``when``: a
+    stored time as a ``datetime`` (psycopg gives one already; SQLite keeps text)."""
     first = next((i for i, r in enumerate(rows) if r[0] == TRIAL_KIND), len(rows))
-    return [TrialRow(r[2], r[3], TrialState[r[4]], r[8], r[9]) for r in rows[first:]], rows[:first]
+    return [TrialRow(r[2], r[3], TrialState[r[4]], when(r[8]), when(r[9])) for r in rows[first:]], rows[:first]
 
 
 TRIAL_KIND = 5

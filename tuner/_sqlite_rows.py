@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import OperationalError
 
 from tuner import _pg_rows as pg_rows
-from tuner._pg_rows import TRIAL_KIND, Read, TrialRow
+from tuner._pg_rows import Read
 
 __all__ = ["Live", "create_trial", "end_trial", "insert_rows", "read_trials_at_once", "trial_states", "upsert_rows"]
 
@@ -59,9 +59,7 @@ def read_trials_at_once(con: sa.Connection, study_id: int, states: Sequence[Tria
     except OperationalError:
         con.rollback()
         return None
-    first = next((i for i, r in enumerate(rows) if r[0] == TRIAL_KIND), len(rows))
-    when = _read_time(con.dialect)
-    return [TrialRow(r[2], r[3], TrialState[r[4]], when(r[8]), when(r[9])) for r in rows[first:]], rows[:first]
+    return pg_rows.split(rows, _read_time(con.dialect))
 
 
 @functools.cache

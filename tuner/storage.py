@@ -920,12 +920,13 @@ def _write_rows(session: Any, to_stored: Any, user_attrs: Sequence[tuple[int, st
 
 
 @functools.cache
-def _upsert(dialect: str, table: sa.Table, owner: str, key: str, columns: tuple[str, ...]) -> Any:
-    """``INSERT ... ON CONFLICT (owner, key) DO UPDATE`` of ``columns``, built once and run with a row per
-    parameter set (one statement compiled once, not a multi-row VALUES compiled anew for every write)."""
-    from sqlalchemy.dialects import postgresql, sqlite
+def _upsert(table: sa.Table, owner: str, key: str, columns: tuple[str, ...]) -> Any:
+    """PostgreSQL's ``INSERT ... ON CONFLICT (owner, key) DO UPDATE`` of ``columns``, built once and run with a row
+    per parameter set (one statement compiled once, not a multi-row VALUES compiled anew for every write); SQLite's
+    is ``tuner._sqlite_rows.upsert_rows``."""
+    from sqlalchemy.dialects import postgresql
 
-    stmt = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+    stmt = postgresql.insert(table)
     return stmt.on_conflict_do_update(index_elements=[owner, key], set_={c: stmt.excluded[c] for c in columns})
 
 
@@ -938,15 +939,16 @@ def _on_sqlite(session: Any) -> bool:
 def _set_rows(session: Any, model: Any, key: str, columns: tuple[str, ...],
               rows: dict[tuple[int, Any], tuple[Any, ...]], owner: str = "trial_id") -> None:
     """Set ``(owner id, key) -> column values`` in ``model``'s table (unique on owner and key): on SQLite and
-    PostgreSQL one upsert; elsewhere the rows there are read (one query) and updated, the rest added."""
+    PostgreSQL one upsert (SQLite's the driver's SQL); elsewhere the rows there are read (one query) and updated,
+    the rest added."""
     if not rows:
         return
-    dialect = (session if isinstance(session, sa.Connection) else session.get_bind()).dialect.name
     if _on_sqlite(session):
         sqlite_rows.upsert_rows(session, model.__table__, owner, key, columns, rows)
         return
-    if dialect in UPSERTS:
-        session.execute(_upsert(dialect, model.__table__, owner, key, columns),
+    dialect = (session if isinstance(session, sa.Connection) else session.get_bind()).dialect.name
+    if dialect in UPSERTS:  # PostgreSQL (SQLite's connections are answered above)
+        session.execute(_upsert(model.__table__, owner, key, columns),
                         [{owner: o, key: k, **dict(zip(columns, values, strict=True))}
                          for (o, k), values in rows.items()])
         return
