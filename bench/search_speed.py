@@ -2,7 +2,7 @@
 
     python bench/search_speed.py [--trials 40] [--epochs 30] [--batch auto] [--parallelism 1]
                                  [--pruner median] [--also-unbatched] [--postgres] [--ray] [--ray-pairs 1]
-                                 [--seeds 1] [--calls]
+                                 [--seeds 1] [--calls] [--pairs 1]
 
 One invocation, one split of digits (regtune's own 70/15/15), one budget: N TPE trials
 over λ₁, λ₂, dropout and label smoothing for an MLP 64-256-256-10, at most ``--epochs``
@@ -38,7 +38,11 @@ collector's pauses that fell inside those calls are not storage, and are printed
 with ``--postgres``, on a throwaway PostgreSQL cluster started as the tests start theirs; with
 ``--calls``, those calls by name (how many, their milliseconds, the share of the search each).
 Timings on a shared machine move with its load: the load average is printed, and
-ratios are only comparable within one invocation.
+ratios are only comparable within one invocation. The plain script's speed moves most (15-37 epochs/s
+from run to run on one 2-core machine, its two threads' small products meeting whatever else runs), so
+one ratio of two searches is a rough measure: with ``--pairs N`` the plain script and regtune run N
+times each, alternately, on the same split and seed, and the ratio is the median of the N pairs'
+(each pair's searches are the same trials and losses: only their speed differs, and the bench checks it).
 
 One search's chosen test loss is one draw: with ``--seeds N`` everything runs for seeds 0 to N-1
 (each its own split of digits, the plain script's ``torch.manual_seed`` and TPE seed, regtune's
@@ -393,6 +397,9 @@ def main() -> None:
                         "moves by 15%% from run to run here)")
     p.add_argument("--calls", action="store_true",
                    help="after each regtune run, its storage calls during the search by name: how many, and their ms")
+    p.add_argument("--pairs", type=int, default=1,
+                   help="the ratio to the plain script is the median of N pairs (the plain script, then regtune, "
+                        "on the same seed), run alternately: the plain script's speed moves a lot from run to run")
     p.add_argument("--seeds", type=int, default=1,
                    help="run everything for seeds 0 .. N-1 (the split, the plain script's torch seed and sampler, "
                         "regtune's job seed) and summarize: one search's chosen test loss is one draw")
@@ -418,13 +425,14 @@ def one_seed(args: argparse.Namespace, seed: int, threads: int) -> dict[str, Any
     torch.set_num_threads(threads)  # run_job sets its own; each run starts from the default
     print(_row(f"plain script ({threads} threads)", plain, None), flush=True)
     result: dict[str, Any] = {"seed": seed, "plain": plain}
-    runs = [(args.batch, args.parallelism)] + ([("1", args.parallelism)] if args.also_unbatched else [])
     with tempfile.TemporaryDirectory() as folder:
-        for batch, parallelism in runs:
-            url = f"sqlite:///{folder}/b{batch}-p{parallelism}.db"
-            r = shown_run(f"regtune batch {batch}, par {parallelism}", args, plain, threads, url, batch=batch,
-                          seed=seed)
-            result.setdefault("regtune", r)
+        first = shown_run(f"regtune batch {args.batch}, par {args.parallelism}", args, plain, threads,
+                          f"sqlite:///{folder}/regtune0.db", seed=seed)
+        result["regtune"] = first
+        result["ratio"], result["pairs"] = _paired_ratio(args, data, folder, threads, seed, plain, first), args.pairs
+        if args.also_unbatched:
+            shown_run(f"regtune batch 1, par {args.parallelism}", args, plain, threads, f"sqlite:///{folder}/b1.db",
+                      batch="1", seed=seed)
         if args.ray:
             result["ray_ratio"] = ray_vs_optuna(args, Path(folder), result["regtune"], plain, threads, seed)
     if args.postgres:
@@ -437,6 +445,39 @@ def one_seed(args: argparse.Namespace, seed: int, threads: int) -> dict[str, Any
     return result
 
 
+def _rate(r: dict[str, Any]) -> float:
+    return float(r["trials"] / r["search_s"])
+
+
+def _paired_ratio(args: argparse.Namespace, data: Dataset, folder: str, threads: int, seed: int,
+                  plain: dict[str, Any], regtune: dict[str, Any]) -> float:
+    """regtune's trials/s over the plain script's: with ``--pairs N``, the median of N pairs' ratios, the pairs
+    after the first run alternately now (the plain script, then regtune on a fresh SQLite file).
+
+    Raises:
+        SystemExit: a pair's searches differ from the first pair's (their trials or losses): the ratio would
+            compare different searches.
+    """
+    ratios = [_rate(regtune) / _rate(plain)]
+    for pair in range(1, args.pairs):
+        again = plain_script(data, args.trials, args.epochs, seed)
+        torch.set_num_threads(threads)
+        print(_row(f"plain script, pair {pair + 1}", again, None), flush=True)
+        r = shown_run(f"regtune, pair {pair + 1}", args, again, threads, f"sqlite:///{folder}/regtune{pair}.db",
+                      seed=seed)
+        for name, first, now in (("plain script", plain, again), ("regtune", regtune, r)):
+            searched = [(first[k], now[k]) for k in ("trials", "epochs", "best_val", "test_loss")]
+            if any(a != b for a, b in searched):
+                raise SystemExit(f"pair {pair + 1}: the {name}'s search differs from pair 1's (trials, epochs, best "
+                                 f"val, chosen test: {searched}); its speed would not compare the same search")
+        ratios.append(_rate(r) / _rate(again))
+    ratio = statistics.median(ratios)
+    if len(ratios) > 1:
+        print(f"regtune / plain script: {ratio:.2f}x trials/s over the search, the median of {len(ratios)} pairs "
+              f"({', '.join(f'{x:.2f}' for x in ratios)})", flush=True)
+    return ratio
+
+
 def summarize(rows: list[dict[str, Any]]) -> None:
     """Over the seeds: each measure's mean and standard deviation, and the chosen test losses side by side."""
     def stat(values: list[float]) -> str:
@@ -444,13 +485,12 @@ def summarize(rows: list[dict[str, Any]]) -> None:
         sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
         return f"{mean:.4f} ± {sd:.4f}"
 
-    def rate(r: dict[str, Any]) -> float:
-        return float(r["trials"] / r["search_s"])
-
     plain, regtune = [r["plain"] for r in rows], [r["regtune"] for r in rows]
     print(f"over {len(rows)} seeds (mean ± sd):")
-    print(f"  trials/s: plain {stat([rate(r) for r in plain])}, regtune {stat([rate(r) for r in regtune])}, "
-          f"ratio {stat([rate(r) / rate(p) for r, p in zip(regtune, plain, strict=True)])}")
+    print(f"  trials/s: plain {stat([_rate(r) for r in plain])}, regtune {stat([_rate(r) for r in regtune])}, "
+          f"ratio {stat([r['ratio'] for r in rows])}"
+          + (f" (each seed's the median of {rows[0]['pairs']} pairs)" if rows[0]["pairs"] > 1 else "")
+          + f", >= 5x on {sum(r['ratio'] >= 5 for r in rows)} of {len(rows)}")
     print(f"  best val: plain {stat([r['best_val'] for r in plain])}, regtune {stat([r['best_val'] for r in regtune])}")
     print(f"  chosen test: plain {stat([r['test_loss'] for r in plain])}, "
           f"regtune {stat([r['test_loss'] for r in regtune])}; regtune's minus plain's per seed "
