@@ -66,8 +66,8 @@ def read_progress(*, session: Session, prefix: str, spec: dict[str, Any]) -> Pro
     names = {name: stage for stage, name in stage_studies(prefix=prefix, spec=spec)}
     counts: dict[str, dict[TrialState, int]] = {name: {} for name in names}
     lowest: dict[str, float] = {}
-    for name, state, n, low in session.execute(_COUNTS, {"names": list(names)}):
-        counts[name][state] = n
+    for name, state, count, low in session.execute(_COUNTS, {"names": list(names)}):
+        counts[name][state] = count
         if state == TrialState.COMPLETE and low is not None:
             lowest[name] = low
     progress = []
