@@ -275,8 +275,8 @@ def regtune_run(trials: int, epochs: int, batch: str, parallelism: int, pruner: 
 
 
 def _row(name: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
-    rate, whole = r["trials"] / r["search_s"], r["trials"] / r["total_s"]
-    ratio = f"{rate / (base['trials'] / base['search_s']):5.2f}x" if base else "    -"
+    rate, whole = _rate(r), r["trials"] / r["total_s"]
+    ratio = f"{rate / _rate(base):5.2f}x" if base else "    -"
     extra = f"  {r['epochs']} epochs ({r['epochs'] / r['search_s']:.2f}/s)"
     if "storage_s" in r:
         extra += (f", {r['pruned']} pruned, storage {100 * r['storage_s'] / r['search_s']:4.1f}% of search"
@@ -337,16 +337,13 @@ def ray_vs_optuna(args: argparse.Namespace, folder: Path, optuna_backend: dict[s
                                            threads, f"sqlite:///{folder}/pair{pair}.db", seed=seed)
             r = shown_run(f"ray batch {args.batch}, par {args.parallelism}", args, plain, threads,
                           f"sqlite:///{folder}/ray{pair}.db", backend="ray", seed=seed)
-            rate, base = r["trials"] / r["search_s"], optuna_backend["trials"] / optuna_backend["search_s"]
-            ratios.append(rate / base)
+            ratios.append(_rate(r) / _rate(optuna_backend))
     finally:
         import ray
 
         ray.shutdown()  # its daemons would share the cores with the runs after it
-    ratio = statistics.median(ratios)
-    print(f"ray / optuna backend: {ratio:.2f}x trials/s over the search (the issue asks >= 0.80)"
-          + (f", the median of {len(ratios)} pairs ({', '.join(f'{x:.2f}' for x in ratios)})" if len(ratios) > 1
-             else ""), flush=True)
+    ratio, pairs = _median_of_pairs(ratios)
+    print(f"ray / optuna backend: {ratio:.2f}x trials/s over the search (the issue asks >= 0.80){pairs}", flush=True)
     return ratio
 
 
@@ -410,7 +407,7 @@ def main() -> None:
     for seed in range(SEED, SEED + args.seeds):
         rows.append(one_seed(args, seed, threads))
     if args.seeds > 1:
-        summarize(rows)
+        summarize(rows, args.pairs)
     print(f"load average {os.getloadavg()[0]:.1f} at the end (other processes share these cores)")
 
 
@@ -429,7 +426,7 @@ def one_seed(args: argparse.Namespace, seed: int, threads: int) -> dict[str, Any
         first = shown_run(f"regtune batch {args.batch}, par {args.parallelism}", args, plain, threads,
                           f"sqlite:///{folder}/regtune0.db", seed=seed)
         result["regtune"] = first
-        result["ratio"], result["pairs"] = _paired_ratio(args, data, folder, threads, seed, plain, first), args.pairs
+        result["ratio"] = _paired_ratio(args, data, folder, threads, seed, plain, first)
         if args.also_unbatched:
             shown_run(f"regtune batch 1, par {args.parallelism}", args, plain, threads, f"sqlite:///{folder}/b1.db",
                       batch="1", seed=seed)
@@ -471,15 +468,21 @@ def _paired_ratio(args: argparse.Namespace, data: Dataset, folder: str, threads:
                 raise SystemExit(f"pair {pair + 1}: the {name}'s search differs from pair 1's (trials, epochs, best "
                                  f"val, chosen test: {searched}); its speed would not compare the same search")
         ratios.append(_rate(r) / _rate(again))
-    ratio = statistics.median(ratios)
-    if len(ratios) > 1:
-        print(f"regtune / plain script: {ratio:.2f}x trials/s over the search, the median of {len(ratios)} pairs "
-              f"({', '.join(f'{x:.2f}' for x in ratios)})", flush=True)
+    ratio, pairs = _median_of_pairs(ratios)
+    if pairs:
+        print(f"regtune / plain script: {ratio:.2f}x trials/s over the search{pairs}", flush=True)
     return ratio
 
 
-def summarize(rows: list[dict[str, Any]]) -> None:
-    """Over the seeds: each measure's mean and standard deviation, and the chosen test losses side by side."""
+def _median_of_pairs(ratios: list[float]) -> tuple[float, str]:
+    """The pairs' median ratio, and how it was taken as printed after it (empty for one pair)."""
+    told = f", the median of {len(ratios)} pairs ({', '.join(f'{x:.2f}' for x in ratios)})" if len(ratios) > 1 else ""
+    return statistics.median(ratios), told
+
+
+def summarize(rows: list[dict[str, Any]], pairs: int) -> None:
+    """Over the seeds: each measure's mean and standard deviation (``pairs``: the pairs each seed's ratio is the
+    median of), and the chosen test losses side by side."""
     def stat(values: list[float]) -> str:
         mean = sum(values) / len(values)
         sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
@@ -489,7 +492,7 @@ def summarize(rows: list[dict[str, Any]]) -> None:
     print(f"over {len(rows)} seeds (mean ± sd):")
     print(f"  trials/s: plain {stat([_rate(r) for r in plain])}, regtune {stat([_rate(r) for r in regtune])}, "
           f"ratio {stat([r['ratio'] for r in rows])}"
-          + (f" (each seed's the median of {rows[0]['pairs']} pairs)" if rows[0]["pairs"] > 1 else "")
+          + (f" (each seed's the median of {pairs} pairs)" if pairs > 1 else "")
           + f", >= 5x on {sum(r['ratio'] >= 5 for r in rows)} of {len(rows)}")
     print(f"  best val: plain {stat([r['best_val'] for r in plain])}, regtune {stat([r['best_val'] for r in regtune])}")
     print(f"  chosen test: plain {stat([r['test_loss'] for r in plain])}, "
