@@ -649,9 +649,9 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         should_stop: asked between batches, about once a second (``STOP_POLL_S``); True ends every member
             with ``Cancelled``.
         refill: called at each epoch boundary where the batch has free places (members that ended there
-            or before, or places ``size`` has beyond them), with their number; the members it returns join
-            the batch from their first epoch and are numbered after those before them. Return nothing to
-            let the batch shrink.
+            or before, or places ``size`` has beyond them), with their number, after the members that ended
+            there are reported to ``on_end``; the members it returns join the batch from their first epoch
+            and are numbered after those before them. Return nothing to let the batch shrink.
         after_epoch: called once per epoch boundary, after every live member's ``on_epoch`` and before
             the members that ended there are reported to ``on_end`` (a caller writes the epoch's reports
             together there).
@@ -682,13 +682,19 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
     patience = spec.early_stopping.patience if spec.early_stopping else None
     min_delta = spec.early_stopping.min_delta if spec.early_stopping else 0.0
 
-    def resize(ended: dict[int, MemberOutcome], joining: Joining) -> None:
-        """Record the members at the given positions as ended, drop them, and add ``joining`` as a new cohort."""
-        nonlocal live
+    def tell(ended: dict[int, MemberOutcome]) -> None:
+        """Record the members at the given positions as ended, and report them to ``on_end``."""
         for pos, outcome in ended.items():
             outcomes[live[pos].index] = outcome
             if on_end is not None:
                 on_end(live[pos].index, outcome)
+
+    def resize(ended: dict[int, MemberOutcome], joining: Joining, *, told: bool = False) -> None:
+        """Record the members at the given positions as ended (unless ``told`` already), drop them, and add
+        ``joining`` as a new cohort."""
+        nonlocal live
+        if not told:
+            tell(ended)
         keep = [p for p in range(len(live)) if p not in ended]
         live = [live[p] for p in keep]
         if joining:
@@ -792,10 +798,13 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                 ended[pos] = result(pos)
         if after_epoch is not None:
             after_epoch()
+        # the members that ended are told before their places are refilled: the sampler proposes the newcomers
+        # knowing how they ended, as it would have had they run one after the other
+        tell(ended)
         free = size - len(live) + len(ended)
         joining = refill(free) if refill is not None and free > 0 else []
         if ended or joining:
-            resize(ended, joining)
+            resize(ended, joining, told=True)
     done: list[MemberOutcome] = []
     for o in outcomes:
         assert o is not None  # every member ends in the loop
