@@ -689,12 +689,10 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
             if on_end is not None:
                 on_end(live[pos].index, outcome)
 
-    def resize(ended: dict[int, MemberOutcome], joining: Joining, *, told: bool = False) -> None:
-        """Record the members at the given positions as ended (unless ``told`` already), drop them, and add
-        ``joining`` as a new cohort."""
+    def resize(ended: dict[int, MemberOutcome], joining: Joining) -> None:
+        """Drop the members at the given positions (``tell`` has recorded them) and add ``joining`` as a new
+        cohort."""
         nonlocal live
-        if not told:
-            tell(ended)
         keep = [p for p in range(len(live)) if p not in ended]
         live = [live[p] for p in keep]
         if joining:
@@ -753,8 +751,10 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         for batch, start in enumerate(range(0, n, spec.batch_size)):
             if should_stop is not None and time.monotonic() >= next_poll:
                 if should_stop():
-                    resize({pos: Cancelled(f"cancelled during epoch {m.cohort.epoch + 1}")
-                            for pos, m in enumerate(live)}, [])
+                    cancelled: dict[int, MemberOutcome] = {
+                        pos: Cancelled(f"cancelled during epoch {m.cohort.epoch + 1}") for pos, m in enumerate(live)}
+                    tell(cancelled)
+                    resize(cancelled, [])
                     stopped = True
                     break
                 next_poll = time.monotonic() + STOP_POLL_S
@@ -772,11 +772,13 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
             if bool(finite.all()):
                 stack.step(losses.sum())
                 continue
-            bad = {int(p): TrialFailed(f"the training loss became {float(losses[p].detach())} in epoch "
-                                       f"{live[int(p)].cohort.epoch + 1}") for p in (~finite).nonzero().flatten()}
+            bad: dict[int, MemberOutcome] = {
+                int(p): TrialFailed(f"the training loss became {float(losses[p].detach())} in epoch "
+                                    f"{live[int(p)].cohort.epoch + 1}") for p in (~finite).nonzero().flatten()}
             if len(bad) < len(live):
                 stack.step(losses[finite].sum())  # each member's gradient comes from its own loss alone
-            resize(bad, [])  # type: ignore[arg-type]
+            tell(bad)
+            resize(bad, [])
             if not live:
                 break
             which, counts = (None, None) if which is None else spread(cohorts)
@@ -804,7 +806,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         free = size - len(live) + len(ended)
         joining = refill(free) if refill is not None and free > 0 else []
         if ended or joining:
-            resize(ended, joining, told=True)
+            resize(ended, joining)
     done: list[MemberOutcome] = []
     for o in outcomes:
         assert o is not None  # every member ends in the loop
