@@ -227,7 +227,9 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
         should_stop: True stops every member at its next poll, recorded FAIL (``interrupted``).
         ask: the trials to take the places members left, given how many are free (at most that many;
             a Ray worker asks its driver once per epoch boundary); without it the batch shrinks as members
-            end. A module or cnn (through ``vmap``) is never refilled.
+            end. Called at every epoch boundary where members ended, after ``on_told`` has them, with 0
+            where the batch has no room now (a Ray worker sends what it holds then). A module or cnn
+            (through ``vmap``) is never refilled.
         size: the most members the batch holds (``len(first)`` when None); ``room()``, when given, how many
             it may hold now (places beyond it stay empty until it grows).
         hold: as ``run_trial``'s: a member's last rows go in the outcome, for ``StageRun.finish`` to write.
@@ -264,9 +266,11 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
         return [(r.knobs, r.on_epoch) for r in recorders[start:]]
 
     def refill(free: int) -> list[tuple[Knobs, EpochCallback | None]]:
+        if ask is None:
+            return []
         if room is not None:  # the batch keeps (size - free) members past this boundary
-            free = min(free, room() - ((size or len(first)) - free))
-        return join(list(ask(free))[:free] if ask is not None and free > 0 else [])
+            free = max(0, min(free, room() - ((size or len(first)) - free)))
+        return join(list(ask(free))[:free])
 
     try:
         members = join(first)

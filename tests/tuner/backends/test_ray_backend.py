@@ -83,16 +83,24 @@ def test_worker_storage_url_rejects_in_memory_sqlite(url: str) -> None:
 def test_a_batch_is_refilled_from_the_driver_and_records_what_the_thread_backend_records(
         ray_cluster: None, tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Members that end are replaced by trials the driver asks for, at the same epoch boundaries as the thread
-    backend's batch asks: the same trials, states, reports and attributes, pruning included."""
+    backend's batch asks: the same trials, states, reports and attributes, pruning included. The members that
+    end at a boundary travel with the request for their replacements, each member told once."""
     refills: list[int] = []
-    answer = StageSearcher._refill
+    results: list[tuple[int, bool]] = []  # per result with members or a request: (members told, a request)
+    answer, seen = StageSearcher._refill, StageSearcher.on_trial_result
 
     def counted(self: StageSearcher, trial_id: str, result: dict[str, Any]) -> None:
         before = self.handed[trial_id].given if trial_id in self.handed else 0
         answer(self, trial_id, result)
         refills.append(self.handed[trial_id].given - before if trial_id in self.handed else 0)
 
+    def noted(self: StageSearcher, trial_id: str, result: dict[str, Any]) -> None:
+        if result.get("outcomes") or "want" in result:
+            results.append((len(result.get("outcomes") or []), "want" in result))
+        seen(self, trial_id, result)
+
     monkeypatch.setattr(StageSearcher, "_refill", counted)
+    monkeypatch.setattr(StageSearcher, "on_trial_result", noted)
     stages = [{"name": "baseline", "params": [], "trials": 1}, {"name": "l2", "params": ["l2"], "trials": 7}]
     urls = {b: f"sqlite:///{tmp_path}/{b}.db" for b in ("ray", "optuna")}
     for backend, url in urls.items():
@@ -100,6 +108,9 @@ def test_a_batch_is_refilled_from_the_driver_and_records_what_the_thread_backend
             "backend": backend, "pruner": "median", "parallelism": 1, "stages": stages, "batch": 3})), storage=url)
     ray_trials, thread_trials = (trials_of(urls[b], "tiny/l2") for b in ("ray", "optuna"))
     assert sum(refills) > 0  # places were refilled within a Tune trial
+    # every member (the baseline's and the l2 stage's 7) told once, the most with the request for their places
+    # (alone only where the driver had refused as many places before: the batch does not ask again)
+    assert sum(n for n, _ in results) == 1 + 7 and sum(n for n, want in results if want) >= 6
     assert [(t.number, t.state, t.params, t.intermediate_values) for t in ray_trials] == [
         (t.number, t.state, t.params, t.intermediate_values) for t in thread_trials]
     assert [t.user_attrs["epochs"] for t in ray_trials] == [t.user_attrs["epochs"] for t in thread_trials]

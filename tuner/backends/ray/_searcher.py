@@ -23,7 +23,7 @@ from ray.tune.search import Searcher
 
 from tuner.backends._batches import batch_room, note_batching, trials_per_batch
 from tuner.backends.ray._mailbox import start_mailbox
-from tuner.backends.ray._trainable import member_outcome
+from tuner.backends.ray._trainable import member_outcomes
 from tuner.search import StageRun, TrialOutcome, fail_trial
 from tuner.train import Dataset
 
@@ -133,10 +133,9 @@ class StageSearcher(Searcher):
             raise self.error
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self._tell(trial_id, result)  # the members that ended first: the sampler proposes knowing how
         if "want" in result:
             self._refill(trial_id, result)
-            return
-        self._tell(trial_id, result)
 
     def _refill(self, trial_id: str, result: dict[str, Any]) -> None:
         """Answer a batch's request for members: as many as it has free places and the stage has room for."""
@@ -166,14 +165,15 @@ class StageSearcher(Searcher):
                 handed.run.finish(trial, outcome)
 
     def _tell(self, trial_id: str, result: dict[str, Any] | None) -> None:
-        """Tell the study how the member a result reports ended, once."""
-        told = member_outcome(result)
+        """Tell the study how each member a result reports ended, once."""
         handed = self.handed.get(trial_id)
-        if told is None or handed is None or told[0] not in handed.untold:
+        if handed is None:
             return
-        trial = handed.untold.pop(told[0])
-        with self._recording(handed.run, trial):
-            handed.run.finish(trial, told[1])
+        for index, outcome in member_outcomes(result):
+            trial = handed.untold.pop(index, None)
+            if trial is not None:
+                with self._recording(handed.run, trial):
+                    handed.run.finish(trial, outcome)
 
     def interrupt_unfinished(self) -> None:
         """Trials Tune stopped without telling the searcher (it does so when stopping the whole run)."""

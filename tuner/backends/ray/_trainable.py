@@ -4,13 +4,16 @@ A Tune trial carries one Optuna trial, trained by ``run_trial``, or a batch of K
 (``search.batch``), trained as one batched model by ``train_members`` exactly as
 the thread backend trains a batch. The worker writes each trial's user
 attributes and intermediate values itself, exactly as the Optuna backend does.
-How each member ended goes back to the driver in a Tune result of its own (the
-``member`` and ``outcome_*`` keys), reported as soon as it ends, where
-``member_outcome`` reads it; the driver tells the study.
+How each member ended goes back to the driver in a Tune result (its ``outcomes``),
+where ``member_outcomes`` reads it; the driver tells the study. A batch the driver
+refills sends the members that ended at an epoch boundary with its request for
+their replacements, one result where there were one per member and one more for
+the request (each waits on the driver): the driver tells them, then asks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -26,7 +29,7 @@ from tuner.spec import parse_spec
 from tuner.storage import open_storage
 from tuner.train import Dataset
 
-__all__ = ["member_outcome", "train_trial"]
+__all__ = ["member_outcomes", "train_trial"]
 
 HEARTBEAT_S = 0.5
 """How often a Tune trial gives Tune a result it can stop it at: per-epoch results would each wait on the driver."""
@@ -56,66 +59,97 @@ def train_trial(config: dict[str, Any], *, spec: dict[str, Any], storage_url: st
                               pruner=make_pruner(job.search.pruner))
     members: list[dict[str, Any]] = config["members"]
     size = int(config.get("size", len(members)))
-    if size == 1 and not batched_alone(job, data):
-        [member] = members
-        trial = optuna.Trial(study, member["trial_id"])
-        _report(0, trial, run_trial(trial, member["params"], spec=job, data=data, stage=config["stage"],
-                                    should_stop=_Heartbeat()))
-        return
-    asked: list[Asked] = [(optuna.Trial(study, m["trial_id"]), m["params"]) for m in members]
-    refills = _Refills(study, ray.get_actor(config["mailbox"]), size) if config.get("mailbox") else None
-    train_members(asked, spec=job, data=data, stage=config["stage"], on_told=_report, should_stop=_Heartbeat(),
-                  size=size, ask=refills)
+    refilled = bool(config.get("mailbox"))
+    outbox = _Outbox(held=refilled)
+    try:
+        if size == 1 and not batched_alone(job, data):
+            [member] = members
+            trial = optuna.Trial(study, member["trial_id"])
+            outbox.add(0, trial, run_trial(trial, member["params"], spec=job, data=data, stage=config["stage"],
+                                           should_stop=outbox.heartbeat))
+            return
+        asked: list[Asked] = [(optuna.Trial(study, m["trial_id"]), m["params"]) for m in members]
+        refills = _Refills(study, ray.get_actor(config["mailbox"]), size, outbox) if refilled else None
+        train_members(asked, spec=job, data=data, stage=config["stage"], on_told=outbox.add,
+                      should_stop=outbox.heartbeat, size=size, ask=refills)
+    except BaseException:
+        with contextlib.suppress(Exception):  # how the members that ended did, if it can still go
+            outbox.send()
+        raise
+    outbox.send()  # what ended with no request after it (a cancel, the last members)
 
 
-class _Refills:
-    """A batch's free places, filled by the driver: a result asks for them (``want``), the driver's answer is
-    taken from the mailbox. Without an answer in ``REFILL_WAIT_S`` the batch shrinks (what the driver asked
-    for it then fails as interrupted when the Tune trial ends)."""
+class _Outbox:
+    """How members ended, on their way to the driver in Tune results, and the heartbeat those results keep.
 
-    def __init__(self, study: optuna.Study, mailbox: Any, size: int) -> None:
-        self.study, self.mailbox, self.size = study, mailbox, size
-        self.trial_id = tune.get_context().get_trial_id()
-        self.requests = 0
-        self.refused = 0  # the free places of the last request answered with none: not asked again until more
+    Every result waits on the driver, so the worker sends as few as it can: with ``held`` (a batch the driver
+    refills) the members that end wait for the request for members that follows them at their epoch boundary
+    (``_Refills``), or for the next poll of the stop question, and go in its result. Otherwise each is sent
+    as it ends.
+    """
 
-    def __call__(self, free: int) -> list[Asked]:
-        if free <= self.refused:
-            return []
-        self.requests += 1
-        tune.report({"want": free, "live": self.size - free, "request": self.requests})
-        members = ray.get(self.mailbox.take.remote(self.trial_id, self.requests, REFILL_WAIT_S)) or []
-        self.refused = 0 if members else free
-        return [(optuna.Trial(self.study, m["trial_id"]), m["params"]) for m in members]
-
-
-class _Heartbeat:
-    """A trial's stop question, answered by Tune: a result at most every ``HEARTBEAT_S``, where Tune ends a
-    trial it was told to stop (a cancel). Per-epoch results would each wait on the driver."""
-
-    def __init__(self) -> None:
+    def __init__(self, *, held: bool) -> None:
+        self.held = held
+        self.pending: list[dict[str, Any]] = []
+        self.metrics: dict[str, Any] = {}  # the last member's, at the result's top level, for Tune to show
         self.last = time.monotonic()
 
-    def __call__(self) -> bool:
-        if time.monotonic() - self.last >= HEARTBEAT_S:
+    def add(self, index: int, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        """Member ``index`` ended (all its rows written: the driver tells the study, which then takes no more
+        writes for the trial)."""
+        attrs = trial.user_attrs
+        self.metrics = {key: attrs[key] for key in REPORTED if key in attrs}
+        self.pending.append({"member": index, "state": outcome.state.name, "values": outcome.values,
+                             "reason": outcome.reason, "cancelled": outcome.cancelled})
+        if not self.held:
+            self.send()
+
+    def send(self, **request: Any) -> None:
+        """One Tune result: the members held, and ``request`` (a request for members); none when neither."""
+        if not (self.pending or request):
+            return
+        result = {**self.metrics, "outcomes": self.pending, **request} if self.pending else dict(request)
+        self.pending, self.metrics = [], {}
+        self.last = time.monotonic()
+        tune.report(result)
+
+    def heartbeat(self) -> bool:
+        """A trial's stop question, answered by Tune: a result at most every ``HEARTBEAT_S`` (any result, with
+        the members held if there are), where Tune ends a trial it was told to stop (a cancel). Per-epoch
+        results would each wait on the driver. Always False: Tune stops the trial itself."""
+        if self.pending:
+            self.send()
+        elif time.monotonic() - self.last >= HEARTBEAT_S:
             self.last = time.monotonic()
             tune.report({"heartbeat": True})  # a result of no member: the searcher passes it by
         return False
 
 
-def _report(index: int, trial: optuna.Trial, outcome: TrialOutcome) -> None:
-    """One Tune result: how member ``index`` ended, with its last metrics (all written: the driver tells the
-    study, which then takes no more writes for the trial)."""
-    attrs = trial.user_attrs
-    metrics: dict[str, Any] = {key: attrs[key] for key in REPORTED if key in attrs}
-    tune.report({**metrics, "member": index, "outcome_state": outcome.state.name, "outcome_values": outcome.values,
-                 "outcome_reason": outcome.reason, "outcome_cancelled": outcome.cancelled})
+class _Refills:
+    """A batch's free places, filled by the driver: a result asks for them (``want``), with the members that
+    ended before it (``_Outbox``), and the driver's answer is taken from the mailbox. Without an answer in
+    ``REFILL_WAIT_S`` the batch shrinks (what the driver asked for it then fails as interrupted when the Tune
+    trial ends)."""
+
+    def __init__(self, study: optuna.Study, mailbox: Any, size: int, outbox: _Outbox) -> None:
+        self.study, self.mailbox, self.size, self.outbox = study, mailbox, size, outbox
+        self.trial_id = tune.get_context().get_trial_id()
+        self.requests = 0
+        self.refused = 0  # the free places of the last request answered with none: not asked again until more
+
+    def __call__(self, free: int) -> list[Asked]:
+        if free <= self.refused:  # (0: no room now) nothing to ask: what ended goes alone
+            self.outbox.send()
+            return []
+        self.requests += 1
+        self.outbox.send(want=free, live=self.size - free, request=self.requests)
+        members = ray.get(self.mailbox.take.remote(self.trial_id, self.requests, REFILL_WAIT_S)) or []
+        self.refused = 0 if members else free
+        return [(optuna.Trial(self.study, m["trial_id"]), m["params"]) for m in members]
 
 
-def member_outcome(result: dict[str, Any] | None) -> tuple[int, TrialOutcome] | None:
-    """The member a Tune result tells of and how it ended, or None for a result that tells of none."""
-    if not result or "outcome_state" not in result:
-        return None
-    return int(result.get("member", 0)), TrialOutcome(
-        TrialState[result["outcome_state"]], values=result.get("outcome_values"),
-        reason=result.get("outcome_reason"), cancelled=bool(result.get("outcome_cancelled")))
+def member_outcomes(result: dict[str, Any] | None) -> list[tuple[int, TrialOutcome]]:
+    """The members a Tune result tells of and how each ended, in the order they ended (none for most)."""
+    return [(int(o["member"]), TrialOutcome(TrialState[o["state"]], values=o.get("values"), reason=o.get("reason"),
+                                            cancelled=bool(o.get("cancelled"))))
+            for o in (result or {}).get("outcomes") or []]
