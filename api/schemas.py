@@ -128,7 +128,8 @@ class TrialPublic(BaseModel):
     interrupted: bool = False
     datetime_start: datetime | None = None
     datetime_complete: datetime | None = None
-    train_curve: list[float | None] | None = Field(default=None, description="with ?curves=true")
+    train_curve: list[float | None] | None = Field(
+        default=None, description="with ?curves=true, where the job's search.train_curve is on")
     val_curve: list[float | None] | None = Field(default=None, description="with ?curves=true")
 
 

@@ -33,7 +33,8 @@ assert {s.name for s in TrialState} == {s.value for s in TrialStateName}, "Optun
 def read_job_trials(session: SessionDep, storage: StorageDep, job_id: str,
                     stage: Annotated[str | None, Query(max_length=64, description="only this stage")] = None,
                     state: Annotated[TrialStateName | None, Query(description="only trials in this state")] = None,
-                    curves: Annotated[bool, Query(description="add per-epoch train and val losses")] = False,
+                    curves: Annotated[bool, Query(description="add per-epoch val losses, and train losses "
+                                                               "where the job's search.train_curve is on")] = False,
                     ) -> TrialsPublic:
     """Every trial of every stage: stage, number, state, params, full config, losses, gap, sparsity, epochs.
 

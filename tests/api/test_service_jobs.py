@@ -76,6 +76,7 @@ def test_trials_agree_with_optuna(client: TestClient, runner: Runner, storage_ur
             assert mine["train_curve"] is None
     curves = client.get(f"/jobs/{job['id']}/trials", params={"curves": "true", "stage": "l2"}).json()
     assert {t["stage"] for t in curves["items"]} == {"l2"} and len(curves["items"][0]["val_curve"]) == 3
+    assert curves["items"][0]["train_curve"] is None  # search.train_curve is off: the kept epoch's train loss only
     assert client.get(f"/jobs/{job['id']}/trials", params={"state": "RUNNING"}).json()["count"] == 0
 
 

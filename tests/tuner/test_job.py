@@ -44,7 +44,8 @@ def test_end_to_end_on_sqlite_and_postgresql(tiny: Tiny, storage_url: str, tmp_p
                 assert key in t.user_attrs, key
             assert t.user_attrs["gap"] == pytest.approx(t.user_attrs["val_loss"] - t.user_attrs["train_loss"])
             assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["epochs"] + 1))
-            assert len(t.user_attrs["train_curve"]) == t.user_attrs["epochs"]
+            assert len(t.user_attrs["val_curve"]) == t.user_attrs["epochs"]
+            assert "train_curve" not in t.user_attrs  # search.train_curve is off by default
     assert [s.study_name for s in report.stages] == ["tiny/baseline", "tiny/l2", "tiny/dropout"]
     written = json.loads((tmp_path / "out" / "report.json").read_text())
     for key in ("diagnosis", "baseline", "chosen", "candidates", "pareto", "importances"):

@@ -277,10 +277,11 @@ def train_members(first: Sequence[Asked], *, spec: JobSpec, data: Dataset, stage
         knobs, callbacks = [k for k, _ in members], [cb for _, cb in members]
         if board is None:  # a module or cnn through vmap: its batch is not refilled
             train_vmapped(data, spec.model, spec.training, knobs, spec.seed, callbacks, on_end=tell,
-                          should_stop=should_stop)
+                          should_stop=should_stop, train_curve=spec.search.train_curve)
         else:
             train_batched(data, spec.model, spec.training, knobs, spec.seed, callbacks, on_end=tell,
-                          should_stop=should_stop, refill=refill, after_epoch=board.flush, size=size)
+                          should_stop=should_stop, refill=refill, after_epoch=board.flush, size=size,
+                          train_curve=spec.search.train_curve)
     except Exception as exc:  # the batch itself broke: every member not yet told fails with the reason
         log.exception("a batch of %d trials of stage %s crashed", len(asked), stage)
         for index in range(len(asked)):

@@ -137,9 +137,12 @@ class TrialRecorder:
         else:
             set_attrs(trial, first)
 
-    def on_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
-        """Report a step (an epoch, or a fold); raises ``Cancelled`` or ``TrialPruned`` to stop the trial."""
-        self.curve_t.append(train_loss)
+    def on_epoch(self, epoch: int, train_loss: float | None, val_loss: float) -> None:
+        """Report a step (an epoch, or a fold); raises ``Cancelled`` or ``TrialPruned`` to stop the trial.
+
+        ``train_loss`` is None where it is measured only at the epoch kept (``search.train_curve: false``)."""
+        if train_loss is not None:
+            self.curve_t.append(train_loss)
         self.curve_v.append(val_loss)
         if self.should_stop is not None and self.should_stop():
             raise Cancelled(f"cancelled in {self.step} {epoch}")
@@ -157,7 +160,7 @@ class TrialRecorder:
         if pruned:
             raise optuna.TrialPruned(f"pruned after {self.step} {epoch}")
 
-    def cancel_check(self, epoch: int, train_loss: float, val_loss: float) -> None:
+    def cancel_check(self, epoch: int, train_loss: float | None, val_loss: float) -> None:
         """An epoch inside a fold: only a cancel is checked there."""
         if self.should_stop is not None and self.should_stop():
             raise Cancelled(f"cancelled in epoch {epoch} of fold {len(self.curve_v) + 1}")
@@ -240,10 +243,11 @@ def _run_trial(trial: optuna.Trial, config: dict[str, float], *, spec: JobSpec, 
         if data.folds:
             trial.set_user_attr("cv_folds", len(data.folds))
             result = train_cv(data, spec.model, spec.training, rec.knobs, spec.seed, on_fold=rec.on_epoch,
-                              on_epoch=rec.cancel_check, should_stop=should_stop)
+                              on_epoch=rec.cancel_check, should_stop=should_stop,
+                              train_curve=spec.search.train_curve)
         else:
             result = train(data, spec.model, spec.training, rec.knobs, spec.seed, rec.on_epoch, should_stop,
-                           init=init)
+                           init=init, train_curve=spec.search.train_curve)
     except (optuna.TrialPruned, TrialFailed, Cancelled) as exc:
         return rec.conclude(exc)
     return rec.conclude(result)
@@ -253,17 +257,21 @@ def _result_attrs(result: TrainResult) -> dict[str, Any]:
     """What a completed trial records of its run."""
     attrs: dict[str, Any] = {key: value for key, value in result.metrics().items() if value is not None}
     attrs["best_epoch"] = result.best_epoch
-    attrs["train_curve"] = [round(v, 6) for v in result.curve_train]
+    if result.curve_train:  # a search without train curves measures the train loss at the kept epoch only
+        attrs["train_curve"] = [round(v, 6) for v in result.curve_train]
     attrs["val_curve"] = [round(v, 6) for v in result.curve_val]
     return attrs
 
 
 def _partial_attrs(curve_t: list[float], curve_v: list[float]) -> dict[str, Any]:
-    """A trial that stopped early keeps what it measured up to its last full epoch."""
+    """A trial that stopped early keeps what it measured up to its last full epoch: its val loss, and its
+    train loss and gap where every epoch's was measured (``search.train_curve``)."""
     attrs: dict[str, Any] = {}
+    if curve_v:
+        attrs["val_loss"] = curve_v[-1]
     if curve_t:
-        attrs.update(train_loss=curve_t[-1], val_loss=curve_v[-1], gap=curve_v[-1] - curve_t[-1])
-    attrs["epochs"] = len(curve_t)
-    attrs["train_curve"] = [round(v, 6) for v in curve_t]
+        attrs.update(train_loss=curve_t[-1], gap=curve_v[-1] - curve_t[-1])
+        attrs["train_curve"] = [round(v, 6) for v in curve_t]
+    attrs["epochs"] = len(curve_v)
     attrs["val_curve"] = [round(v, 6) for v in curve_v]
     return attrs

@@ -213,6 +213,13 @@ class SearchSpec(Strict):
                                     "module or cnn one at a time; K > 1 batches a module or cnn through "
                                     "torch.func.vmap where its forward allows, else one at a time, saying why in "
                                     "the study's batched_reason; 1: one at a time")
+    train_curve: bool = Field(
+        default=False, description="measure each search trial's plain train loss after every epoch (its train_curve "
+                                   "in GET /jobs/{id}/trials?curves=true): an eval-mode pass over the training "
+                                   "split per epoch, about a third more time per trial. false: a trial's train "
+                                   "loss and gap are measured once, from the weights of the epoch it keeps (a "
+                                   "pruned trial has its val loss only). The report's baseline and chosen runs "
+                                   "keep both curves either way")
     space: Space = Field(default_factory=Space, description="the knobs' priors; a knob left out is never used")
     stages: list[StageSpec] | None = Field(default=None, description=(
         "run in order, each fixing its best values for the later ones; left out: a 'baseline' stage "

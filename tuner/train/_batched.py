@@ -38,7 +38,7 @@ from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
 from tuner.train._gemm import bmm, with_product_threads
 from tuner.train._kernels import Kernels, adam_l1_step, kernels
-from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
+from tuner.train._loop import STOP_POLL_S, UNMEASURED, EpochCallback, TrainResult, check_finite, kept_train_measure
 from tuner.train._memory import keep_freed_memory
 from tuner.train._models import MLP, build_model, dropout_bits, dropout_generators
 from tuner.train._regularizers import features_kept_mask, sparsity
@@ -137,27 +137,33 @@ class _Closing(Protocol):
     best_measures: tuple[_Measure, _Measure]
 
 
-def close_epoch(m: _Closing, epoch: int, tr: _Measure, va: _Measure, patience: int | None, min_delta: float,
-                state: Callable[[], Any]) -> Exception | bool:
+def close_epoch(m: _Closing, epoch: int, tr: _Measure | None, va: _Measure, patience: int | None,
+                min_delta: float, state: Callable[[], Any]) -> Exception | bool:
     """One member's epoch boundary, as ``train`` closes an epoch: the NaN check, its curves, its callback,
     its best epoch (``state()`` saved there when early stopping may go back to it) and early stopping.
+
+    ``tr`` is None where the train loss is not measured at every epoch (``train_curve=False``): the member's
+    result measures it from the weights it keeps (``kept_train_measure``).
 
     Returns:
         The exception that ends the member (a non-finite loss, or what its callback raised: pruned, cancelled,
         a bug), True when early stopping ends it (its result is due), False when it trains on.
     """
-    if not (math.isfinite(tr[0]) and math.isfinite(va[0])):
-        return TrialFailed(f"the loss became non-finite in epoch {epoch} (train {tr[0]}, val {va[0]})")
-    m.curve_t.append(tr[0])
+    try:
+        check_finite(epoch, tr or UNMEASURED, va)
+    except TrialFailed as exc:
+        return exc
+    if tr is not None:
+        m.curve_t.append(tr[0])
     m.curve_v.append(va[0])
     if m.on_epoch is not None:
         try:
-            m.on_epoch(epoch, tr[0], va[0])
+            m.on_epoch(epoch, None if tr is None else tr[0], va[0])
         except Exception as exc:  # pruned, cancelled, or a bug: this member stops, the others go on
             return exc
     if va[0] < m.best[0] - min_delta or patience is None:
         m.best = (va[0], epoch)
-        m.best_measures = (tr, va)
+        m.best_measures = (tr or UNMEASURED, va)
         if patience is not None:
             m.best_state = state()
         return False
@@ -633,7 +639,8 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                   on_end: Callable[[int, MemberOutcome], None] | None = None,
                   should_stop: Callable[[], bool] | None = None,
                   refill: Callable[[int], Joining] | None = None,
-                  after_epoch: Callable[[], None] | None = None, size: int | None = None) -> list[MemberOutcome]:
+                  after_epoch: Callable[[], None] | None = None, size: int | None = None,
+                  train_curve: bool = True) -> list[MemberOutcome]:
     """Train one model per entry of ``knobs``, all with ``seed``, as one batched network.
 
     Each member's losses, callbacks and result are those ``train(data, model_spec,
@@ -656,6 +663,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
             the members that ended there are reported to ``on_end`` (a caller writes the epoch's reports
             together there).
         size: the most members the batch holds, ``len(knobs)`` when None (or less).
+        train_curve: as ``train``'s: False measures each member's train loss once, from the weights it keeps.
 
     Returns:
         Per member, in the order they joined: its ``TrainResult``, or the exception that ended it
@@ -705,12 +713,17 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                 live.append(member)
         stack.resize(keep, [k for k, _ in joining])
 
-    def result(pos: int) -> TrainResult:
+    def result(pos: int) -> MemberOutcome:
         m = live[pos]
         state = m.best_state if m.best_state is not None else stack.member_state(pos)
         model = _lone_model(model_spec, data.n_features, data.n_outputs, state)
         weights = [lin.weight for lin in model.linears]
         tr, va = m.best_measures
+        if not train_curve:
+            try:
+                tr = kept_train_measure(model, data, m.best[1])
+            except TrialFailed as exc:
+                return exc
         return TrainResult(
             train_loss=tr[0], val_loss=va[0], train_acc=tr[1], val_acc=va[1],
             sparsity=sparsity(weights), features_mask=features_kept_mask(weights[0]),
@@ -786,8 +799,8 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
             break
         for c in cohorts:
             c.epoch += 1
-        trs, vas = stack.evaluate(data.train), stack.evaluate(data.val)
-
+        vas = stack.evaluate(data.val)
+        trs: Sequence[_Measure | None] = stack.evaluate(data.train) if train_curve else [None] * len(vas)
         share = (time.perf_counter() - epoch_started) / len(live)
         ended: dict[int, MemberOutcome] = {}
         for pos, (m, tr, va) in enumerate(zip(live, trs, vas, strict=True)):

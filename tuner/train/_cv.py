@@ -25,7 +25,7 @@ __all__ = ["refit", "train_cv"]
 
 def train_cv(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
              on_fold: EpochCallback | None = None, on_epoch: EpochCallback | None = None,
-             should_stop: Callable[[], bool] | None = None) -> TrainResult:
+             should_stop: Callable[[], bool] | None = None, train_curve: bool = True) -> TrainResult:
     """Train on every fold of ``data.folds``; the result holds the fold means and the folds' standard error.
 
     Args:
@@ -33,6 +33,8 @@ def train_cv(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Kn
             may raise to stop (pruning on the folds seen).
         on_epoch: called after each epoch of each fold; may raise to stop (a cancel).
         should_stop: asked between batches of each fold (``train``'s); True stops the run.
+        train_curve: ``train``'s, for each fold (``on_epoch`` then gets None for the train loss; ``on_fold``
+            gets the folds' kept train losses either way).
 
     Returns:
         A ``TrainResult`` with no model: the means over the folds (``epochs`` summed, ``best_epoch`` the
@@ -40,7 +42,7 @@ def train_cv(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Kn
     """
     runs: list[TrainResult] = []
     for number, fold in enumerate(data.folds, start=1):
-        runs.append(train(fold, model_spec, spec, knobs, seed, on_epoch, should_stop))
+        runs.append(train(fold, model_spec, spec, knobs, seed, on_epoch, should_stop, train_curve=train_curve))
         if on_fold is not None:
             on_fold(number, statistics.fmean(r.train_loss for r in runs), statistics.fmean(r.val_loss for r in runs))
     k = len(runs)
@@ -50,7 +52,7 @@ def train_cv(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Kn
         present = [v for v in values if v is not None]
         return statistics.fmean(present) if present else None
 
-    n = min(len(r.curve_val) for r in runs)
+    n, n_train = min(len(r.curve_val) for r in runs), min(len(r.curve_train) for r in runs)
     return TrainResult(
         train_loss=statistics.fmean(r.train_loss for r in runs), val_loss=statistics.fmean(vals),
         train_acc=mean([r.train_acc for r in runs]), val_acc=mean([r.val_acc for r in runs]),
@@ -58,7 +60,7 @@ def train_cv(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Kn
         features_mask=[2 * sum(col) > k for col in zip(*(r.features_mask for r in runs), strict=True)],
         epochs=sum(r.epochs for r in runs), best_epoch=round(statistics.fmean(r.best_epoch for r in runs)),
         seconds=sum(r.seconds for r in runs),
-        curve_train=[statistics.fmean(r.curve_train[i] for r in runs) for i in range(n)],
+        curve_train=[statistics.fmean(r.curve_train[i] for r in runs) for i in range(n_train)],
         curve_val=[statistics.fmean(r.curve_val[i] for r in runs) for i in range(n)],
         val_loss_se=statistics.stdev(vals) / math.sqrt(k) if k > 1 else 0.0, fold_val_losses=vals,
     )

@@ -27,10 +27,12 @@ from tuner.train._module import build_any, decay_weights, has_batch_norm
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
 from tuner.train._stream import StreamSplit
 
-__all__ = ["EpochCallback", "TrainResult", "evaluate", "loss_standard_error", "train"]
+__all__ = ["UNMEASURED", "EpochCallback", "TrainResult", "check_finite", "evaluate", "kept_train_measure",
+           "loss_standard_error", "train"]
 
-EpochCallback = Callable[[int, float, float], None]
-"""Called after each epoch with (epoch, train_loss, val_loss); may raise to stop (pruning, cancel)."""
+EpochCallback = Callable[[int, float | None, float], None]
+"""Called after each epoch with (epoch, train_loss, val_loss); may raise to stop (pruning, cancel). The train
+loss is None in a run that measures it only at the epoch it keeps (``train_curve=False``)."""
 
 STOP_POLL_S = 1.0
 """How often ``should_stop`` is asked inside an epoch: a long epoch (large data, batch size 1) stops within it."""
@@ -137,6 +139,25 @@ def evaluate(model: nn.Module, split: Split, task: str) -> tuple[float, float | 
     return loss, acc
 
 
+UNMEASURED: tuple[float, float | None] = (0.0, None)
+"""An epoch's train measure where the run does not take it (``train_curve=False``): never recorded."""
+
+
+def check_finite(epoch: int, tr: tuple[float, float | None], va: tuple[float, float | None]) -> None:
+    """Raise ``TrialFailed`` when an epoch's measured loss is NaN or infinite."""
+    if not (math.isfinite(tr[0]) and math.isfinite(va[0])):
+        raise TrialFailed(f"the loss became non-finite in epoch {epoch} (train {tr[0]}, val {va[0]})")
+
+
+def kept_train_measure(model: nn.Module, data: Dataset, epoch: int) -> tuple[float, float | None]:
+    """The plain train loss and accuracy of the weights a run keeps, measured once at its end (a run without
+    a train curve); ``TrialFailed`` when the loss is not finite."""
+    tr = evaluate(model, data.train, data.task)
+    if not math.isfinite(tr[0]):
+        raise TrialFailed(f"the train loss of the weights kept (epoch {epoch}) is {tr[0]}")
+    return tr
+
+
 # The optimizers ``tuner.registry.OPTIMIZERS`` names: (model, training spec, knobs) → optimizer.
 
 def adam(model: nn.Module, spec: TrainingSpec, knobs: Knobs) -> torch.optim.Optimizer:
@@ -173,7 +194,7 @@ def _in_memory(X: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size
 
 def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs, seed: int,
           on_epoch: EpochCallback | None = None, should_stop: Callable[[], bool] | None = None,
-          init: dict[str, torch.Tensor] | None = None) -> TrainResult:
+          init: dict[str, torch.Tensor] | None = None, train_curve: bool = True) -> TrainResult:
     """Train one model under ``knobs`` and return its measurements at the kept epoch.
 
     Args:
@@ -181,6 +202,10 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
         on_epoch: called with (epoch, train_loss, val_loss) after each epoch; may raise to stop.
         should_stop: asked between batches, about once a second (``STOP_POLL_S``); True stops the run.
         init: start from these weights (a ``state_dict``) instead of a fresh draw: the L1 path's warm start.
+        train_curve: measure the plain train loss after every epoch (``curve_train``, ``on_epoch``'s
+            second argument). False: it is measured once, from the weights of the epoch kept, the same
+            value (the gap is exact), and ``on_epoch`` gets None for it: a search's trials skip an
+            eval-mode pass over the training split per epoch (``search.train_curve``).
 
     Raises:
         TrialFailed: a loss became NaN or infinite.
@@ -239,14 +264,14 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
                 scaler.step(opt)
                 scaler.update()
                 prox_l1_(weights, knobs.l1, opt)
-            tr = evaluate(model, data.train, data.task)
+            tr = evaluate(model, data.train, data.task) if train_curve else UNMEASURED
             va = evaluate(model, data.val, data.task)
-            if not (math.isfinite(tr[0]) and math.isfinite(va[0])):
-                raise TrialFailed(f"the loss became non-finite in epoch {epoch} (train {tr[0]}, val {va[0]})")
-            curve_t.append(tr[0])
+            check_finite(epoch, tr, va)
+            if train_curve:
+                curve_t.append(tr[0])
             curve_v.append(va[0])
             if on_epoch is not None:
-                on_epoch(epoch, tr[0], va[0])
+                on_epoch(epoch, tr[0] if train_curve else None, va[0])
             if va[0] < best[0] - min_delta or patience is None:
                 state = copy.deepcopy(model.state_dict()) if patience is not None else None
                 best = (va[0], epoch, state, tr, va)
@@ -258,6 +283,8 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     _, best_epoch, state, tr, va = best
     if state is not None:
         model.load_state_dict(state)
+    if not train_curve:
+        tr = kept_train_measure(model, data, best_epoch)
     model.eval()
     return TrainResult(
         train_loss=tr[0], val_loss=va[0], train_acc=tr[1], val_acc=va[1],

@@ -43,7 +43,7 @@ from tuner.plugins import load_factory
 from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._batched import MemberOutcome, close_epoch
 from tuner.train._data import Dataset, Split
-from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult
+from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult, kept_train_measure
 from tuner.train._memory import keep_freed_memory
 from tuner.train._module import PluginModel, build_any, decay_weights, dropout_modules, has_batch_norm
 from tuner.train._regularizers import prox_l1_, sparsity
@@ -254,7 +254,7 @@ class _Stack:
 def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Sequence[Knobs], seed: int,
                   on_epoch: Sequence[EpochCallback | None] | None = None,
                   on_end: Callable[[int, MemberOutcome], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> list[MemberOutcome]:
+                  should_stop: Callable[[], bool] | None = None, train_curve: bool = True) -> list[MemberOutcome]:
     """Train one plug-in (or CNN) per entry of ``knobs``, all with ``seed``, vmapped as one batched model.
 
     The contract is ``train_batched``'s: each member's callbacks and result are those ``train(data,
@@ -267,6 +267,7 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         on_end: called with (member index, outcome) as soon as a member ends, while the others train on.
         should_stop: asked between batches, about once a second (``STOP_POLL_S``); True ends every member
             with ``Cancelled``.
+        train_curve: as ``train``'s: False measures each member's train loss once, from the weights it keeps.
 
     Returns:
         Per member, in order: its ``TrainResult``, or the exception that ended it (``TrialFailed``
@@ -302,7 +303,7 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         if live:
             stack.compact(keep, live)
 
-    def result(pos: int, epoch: int) -> TrainResult:
+    def result(pos: int, epoch: int) -> MemberOutcome:
         m = live[pos]
         model = _build(model_spec, data, torch.Generator().manual_seed(seed))  # a plain module, no hooks
         state = m.best_state if m.best_state is not None else stack.member_state(pos)
@@ -310,6 +311,11 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         model.set_dropout(m.knobs.dropout)  # the rates its lone run leaves set
         model.eval()
         tr, va = m.best_measures
+        if not train_curve:
+            try:
+                tr = kept_train_measure(model, data, m.best[1])
+            except TrialFailed as exc:
+                return exc
         return TrainResult(
             train_loss=tr[0], val_loss=va[0], train_acc=tr[1], val_acc=va[1],
             sparsity=sparsity(decay_weights(model)), features_mask=[True] * data.n_features,
@@ -346,7 +352,8 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
                 break
         if not live:
             break
-        trs, vas = stack.evaluate(data.train), stack.evaluate(data.val)
+        vas = stack.evaluate(data.val)
+        trs: Sequence[_Measure | None] = stack.evaluate(data.train) if train_curve else [None] * len(vas)
         share = (time.perf_counter() - epoch_started) / len(live)
         ended: dict[int, MemberOutcome] = {}
         for pos, (m, tr, va) in enumerate(zip(live, trs, vas, strict=True)):
@@ -360,7 +367,7 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         if ended:
             finish(ended)
     if live:
-        finish({pos: result(pos, len(m.curve_t)) for pos, m in enumerate(live)})
+        finish({pos: result(pos, len(m.curve_v)) for pos, m in enumerate(live)})
     done: list[MemberOutcome] = []
     for o in outcomes:
         assert o is not None  # every member ends in the loop or after it

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 Tiny = Callable[..., dict[str, Any]]
 
 RECORDED = ("stage", "config", "train_loss", "val_loss", "gap", "train_acc", "val_acc", "sparsity",
-            "features_kept", "epochs", "seconds", "train_curve", "val_curve")
-"""What every trial records, whichever backend ran it (DESIGN.md), beside its configuration and curves."""
+            "features_kept", "epochs", "seconds", "val_curve")
+"""What every completed trial records, whichever backend ran it (DESIGN.md), beside its configuration and val
+curve; ``train_curve`` too with ``search.train_curve``."""
 
 
 def trials_of(url: str, study_name: str) -> list[optuna.trial.FrozenTrial]:

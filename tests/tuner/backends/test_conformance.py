@@ -58,23 +58,31 @@ def _states(trials: list[Any]) -> list[tuple[int, str, Any]]:
     return [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials]
 
 
-def test_budgets_are_exact_and_every_trial_records_what_design_lists(backend: str, batch: int, tiny: Tiny,
-                                                                     tmp_path: Path) -> None:
-    """Batched, the l2 stage's three trials train as a batch of two beside one alone."""
+@pytest.mark.parametrize("train_curve", [False, True], ids=["kept-epoch", "curves"])
+def test_budgets_are_exact_and_every_trial_records_what_design_lists(backend: str, batch: int, train_curve: bool,
+                                                                     tiny: Tiny, tmp_path: Path) -> None:
+    """Batched, the l2 stage's three trials train as a batch of two beside one alone. With ``train_curve``
+    each trial keeps every epoch's train loss too; without it (the default), the kept epoch's."""
     url = f"sqlite:///{tmp_path}/x.db"
-    spec = spec_on(tiny, backend, epochs=3, parallelism=2, stages=BASELINE_L2, pruner="median", batch=batch)
+    spec = spec_on(tiny, backend, epochs=3, parallelism=2, stages=BASELINE_L2, pruner="median", batch=batch,
+                   train_curve=train_curve)
 
     report = run_job(spec, storage=url)
 
+    curves = {"train_curve"} if train_curve else set()
     for stage in spec.stages:
         trials = trials_of(url, f"tiny/{stage.name}")
         assert [t.state for t in trials] == [TrialState.COMPLETE] * stage.trials, _states(trials)
         for t in trials:
-            assert set(t.user_attrs) == {*RECORDED, "best_epoch", "val_loss_se"}, sorted(t.user_attrs)
+            assert set(t.user_attrs) == {*RECORDED, *curves, "best_epoch", "val_loss_se"}, sorted(t.user_attrs)
             assert t.user_attrs["stage"] == stage.name
             assert t.user_attrs["gap"] == pytest.approx(t.user_attrs["val_loss"] - t.user_attrs["train_loss"])
             assert sorted(t.intermediate_values) == [1, 2, 3]
-            assert len(t.user_attrs["train_curve"]) == len(t.user_attrs["val_curve"]) == t.user_attrs["epochs"]
+            assert len(t.user_attrs["val_curve"]) == t.user_attrs["epochs"]
+            if train_curve:
+                assert len(t.user_attrs["train_curve"]) == t.user_attrs["epochs"]
+                assert t.user_attrs["train_curve"][t.user_attrs["best_epoch"] - 1] == pytest.approx(
+                    t.user_attrs["train_loss"], abs=1e-6)
             assert t.values == [pytest.approx(t.user_attrs["val_loss"])]
     assert most_at_once(trials_of(url, "tiny/l2")) <= spec.search.parallelism * batch
     assert [s.study_name for s in report.stages] == ["tiny/baseline", "tiny/l2"]

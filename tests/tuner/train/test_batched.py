@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -17,7 +18,7 @@ from tuner.errors import Cancelled, TrialFailed
 from tuner.knobs import Knobs
 from tuner.search import StageRun, run_trial
 from tuner.spec import ModelSpec
-from tuner.train import auto_batch, load_dataset, train, train_batched
+from tuner.train import TrainResult, auto_batch, load_dataset, train, train_batched
 from tuner.train._batched import BITS_KEPT_BYTES, _cut, _mask, _SiteBits
 from tuner.train._models import dropout_bits, inverted_dropout
 
@@ -53,13 +54,18 @@ def _members(n_hidden: int, classification: bool) -> list[Knobs]:
     ]
 
 
+@pytest.mark.parametrize("train_curve", [True, False], ids=["curves", "kept-epoch"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_member_trains_as_it_would_alone(case: str) -> None:
+def test_each_member_trains_as_it_would_alone(case: str, train_curve: bool) -> None:
+    """With or without every epoch's train loss (without: measured once, from the weights kept)."""
     spec, data = _setup(*CASES[case])
     knobs = _members(len(spec.model.hidden), data.task == "classification")
     alone = [train(data, spec.model, spec.training, k, spec.seed) for k in knobs]
-    batched = train_batched(data, spec.model, spec.training, knobs, spec.seed)
+    batched = train_batched(data, spec.model, spec.training, knobs, spec.seed, train_curve=train_curve)
     for a, b in zip(alone, batched, strict=True):
+        if not train_curve:
+            assert isinstance(b, TrainResult) and b.curve_train == []
+            b = replace(b, curve_train=a.curve_train)
         assert_same(a, b)
     assert len({a.epochs for a in alone}) > 1, "members should stop at different epochs (early stopping)"
     assert any(a.sparsity > 0 for a in alone), "some member should have exact zeros (L1)"
@@ -136,6 +142,11 @@ def test_the_pruner_sees_each_members_reports_as_if_it_ran_alone() -> None:
         assert list(b.intermediate_values) == list(a.intermediate_values)
         assert list(b.intermediate_values.values()) == pytest.approx(list(a.intermediate_values.values()), abs=TOL)
         assert set(b.user_attrs) == set(a.user_attrs)
+        if a.state == TrialState.PRUNED:  # search.train_curve off: its last val loss, and no train loss measured
+            assert b.user_attrs["val_loss"] == pytest.approx(a.user_attrs["val_curve"][-1], abs=TOL)
+            assert "train_loss" not in b.user_attrs and "gap" not in b.user_attrs
+        else:  # the kept epoch's train loss, measured once from its weights
+            assert b.user_attrs["train_loss"] == pytest.approx(a.user_attrs["train_loss"], abs=TOL)
 
 
 def test_auto_batches_small_models_more_and_leaves_the_sampler_rounds_to_learn() -> None:

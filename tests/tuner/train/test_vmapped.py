@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,15 @@ def _setup(model: dict[str, Any], dataset: str, optimizer: str = "adam", patienc
 @pytest.mark.parametrize("case", list(CASES))
 def test_with_dropout_off_each_member_trains_as_it_would_alone(folders: Path, case: str) -> None:
     spec, data = _setup(*CASES[case])
+    _with_dropout_off_each_member_trains_as_it_would_alone(spec, data, train_curve=True)
+
+
+def test_without_train_curves_each_member_keeps_the_train_loss_it_would_keep_alone(folders: Path) -> None:
+    spec, data = _setup(*CASES["cnn"])
+    _with_dropout_off_each_member_trains_as_it_would_alone(spec, data, train_curve=False)
+
+
+def _with_dropout_off_each_member_trains_as_it_would_alone(spec: Any, data: Any, train_curve: bool) -> None:
     off = (0.0,) * spec.model.dropout_slots
     smooth = 0.1 if data.task == "classification" else 0.0
     knobs = [Knobs(dropout=off), Knobs(l1=0.1, l2=1e-2, dropout=off, label_smoothing=smooth),
@@ -123,8 +133,11 @@ def test_with_dropout_off_each_member_trains_as_it_would_alone(folders: Path, ca
         raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
     batched = train_vmapped(data, spec.model, spec.training, knobs, spec.seed, [None, None, prune_first_epoch],
-                            on_end=lambda k, _: ended.append(k))
+                            on_end=lambda k, _: ended.append(k), train_curve=train_curve)
     for a, b in zip(alone, batched[:2], strict=True):
+        if not train_curve:  # measured once, from the weights kept
+            assert isinstance(b, TrainResult) and b.curve_train == []
+            b = replace(b, curve_train=a.curve_train)
         assert_same(a, b, features=False)
     assert isinstance(batched[2], optuna.TrialPruned) and ended[0] == 2  # it left first; the others trained on
     assert any(a.sparsity > 0 for a in alone), "some member should have exact zeros (L1)"
