@@ -150,7 +150,7 @@ def close_epoch(m: _Closing, epoch: int, tr: _Measure | None, va: _Measure, pati
         a bug), True when early stopping ends it (its result is due), False when it trains on.
     """
     try:
-        check_finite(epoch, tr or UNMEASURED, va)
+        check_finite(epoch, tr, va)
     except TrialFailed as exc:
         return exc
     if tr is not None:

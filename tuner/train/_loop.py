@@ -143,9 +143,12 @@ UNMEASURED: tuple[float, float | None] = (0.0, None)
 """An epoch's train measure where the run does not take it (``train_curve=False``): never recorded."""
 
 
-def check_finite(epoch: int, tr: tuple[float, float | None], va: tuple[float, float | None]) -> None:
-    """Raise ``TrialFailed`` when an epoch's measured loss is NaN or infinite."""
-    if not (math.isfinite(tr[0]) and math.isfinite(va[0])):
+def check_finite(epoch: int, tr: tuple[float, float | None] | None, va: tuple[float, float | None]) -> None:
+    """Raise ``TrialFailed`` when an epoch's measured loss is NaN or infinite (``tr`` None: not measured)."""
+    if tr is None:
+        if not math.isfinite(va[0]):
+            raise TrialFailed(f"the loss became non-finite in epoch {epoch} (val {va[0]})")
+    elif not (math.isfinite(tr[0]) and math.isfinite(va[0])):
         raise TrialFailed(f"the loss became non-finite in epoch {epoch} (train {tr[0]}, val {va[0]})")
 
 
@@ -266,7 +269,7 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
                 prox_l1_(weights, knobs.l1, opt)
             tr = evaluate(model, data.train, data.task) if train_curve else UNMEASURED
             va = evaluate(model, data.val, data.task)
-            check_finite(epoch, tr, va)
+            check_finite(epoch, tr if train_curve else None, va)
             if train_curve:
                 curve_t.append(tr[0])
             curve_v.append(va[0])
