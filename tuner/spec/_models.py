@@ -216,7 +216,7 @@ class SearchSpec(Strict):
     train_curve: bool = Field(
         default=False, description="measure each search trial's plain train loss after every epoch (its train_curve "
                                    "in GET /jobs/{id}/trials?curves=true): an eval-mode pass over the training "
-                                   "split per epoch, about a third more time per trial. false: a trial's train "
+                                   "split per epoch, about 1.4 times a batched trial's time. false: a trial's train "
                                    "loss and gap are measured once, from the weights of the epoch it keeps (a "
                                    "pruned trial has its val loss only). The report's baseline and chosen runs "
                                    "keep both curves either way")
