@@ -38,7 +38,7 @@ from tuner.spec import ModelSpec, TrainingSpec
 from tuner.train._data import Dataset, Split
 from tuner.train._gemm import bmm, with_product_threads
 from tuner.train._kernels import Kernels, adam_l1_step, kernels
-from tuner.train._loop import STOP_POLL_S, UNMEASURED, EpochCallback, TrainResult, check_finite, kept_train_measure
+from tuner.train._loop import STOP_POLL_S, EpochCallback, TrainResult, check_finite, kept_train_measure
 from tuner.train._memory import keep_freed_memory
 from tuner.train._models import MLP, build_model, dropout_bits, dropout_generators
 from tuner.train._regularizers import features_kept_mask, sparsity
@@ -122,7 +122,7 @@ class _Member:
     curve_v: list[float] = field(default_factory=list)
     best: tuple[float, int] = (math.inf, 0)  # val loss, epoch
     best_state: list[torch.Tensor] | None = None
-    best_measures: tuple[_Measure, _Measure] = ((0.0, None), (0.0, None))
+    best_measures: tuple[_Measure | None, _Measure] = (None, (0.0, None))  # train's None: not measured yet
     seconds: float = 0.0  # its share of the batch's time
 
 
@@ -134,7 +134,7 @@ class _Closing(Protocol):
     curve_v: list[float]
     best: tuple[float, int]
     best_state: Any
-    best_measures: tuple[_Measure, _Measure]
+    best_measures: tuple[_Measure | None, _Measure]
 
 
 def close_epoch(m: _Closing, epoch: int, tr: _Measure | None, va: _Measure, patience: int | None,
@@ -163,7 +163,7 @@ def close_epoch(m: _Closing, epoch: int, tr: _Measure | None, va: _Measure, pati
             return exc
     if va[0] < m.best[0] - min_delta or patience is None:
         m.best = (va[0], epoch)
-        m.best_measures = (tr or UNMEASURED, va)
+        m.best_measures = (tr, va)
         if patience is not None:
             m.best_state = state()
         return False
@@ -719,7 +719,7 @@ def train_batched(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         model = _lone_model(model_spec, data.n_features, data.n_outputs, state)
         weights = [lin.weight for lin in model.linears]
         tr, va = m.best_measures
-        if not train_curve:
+        if tr is None:  # no train curve: measured once, from the weights kept
             try:
                 tr = kept_train_measure(model, data, m.best[1])
             except TrialFailed as exc:

@@ -27,8 +27,8 @@ from tuner.train._module import build_any, decay_weights, has_batch_norm
 from tuner.train._regularizers import features_kept_mask, l2_penalty, prox_l1_, sparsity
 from tuner.train._stream import StreamSplit
 
-__all__ = ["UNMEASURED", "EpochCallback", "TrainResult", "check_finite", "evaluate", "kept_train_measure",
-           "loss_standard_error", "train"]
+__all__ = ["EpochCallback", "TrainResult", "check_finite", "evaluate", "kept_train_measure", "loss_standard_error",
+           "train"]
 
 EpochCallback = Callable[[int, float | None, float], None]
 """Called after each epoch with (epoch, train_loss, val_loss); may raise to stop (pruning, cancel). The train
@@ -139,10 +139,6 @@ def evaluate(model: nn.Module, split: Split, task: str) -> tuple[float, float | 
     return loss, acc
 
 
-UNMEASURED: tuple[float, float | None] = (0.0, None)
-"""An epoch's train measure where the run does not take it (``train_curve=False``): never recorded."""
-
-
 def check_finite(epoch: int, tr: tuple[float, float | None] | None, va: tuple[float, float | None]) -> None:
     """Raise ``TrialFailed`` when an epoch's measured loss is NaN or infinite (``tr`` None: not measured)."""
     if tr is None:
@@ -237,9 +233,10 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     min_delta = spec.early_stopping.min_delta if spec.early_stopping else 0.0
     curve_t: list[float] = []
     curve_v: list[float] = []
-    # val loss, epoch, saved state, (train loss, acc), (val loss, acc) of the epoch kept
-    best: tuple[float, int, dict[str, Any] | None, tuple[float, float | None], tuple[float, float | None]] = (
-        math.inf, 0, None, (0.0, None), (0.0, None))
+    # val loss, epoch, saved state, (train loss, acc), (val loss, acc) of the epoch kept; the train measure is
+    # None without a train curve, and taken from the weights kept at the end
+    best: tuple[float, int, dict[str, Any] | None, tuple[float, float | None] | None, tuple[float, float | None]] = (
+        math.inf, 0, None, None, (0.0, None))
     epoch = 0
     next_poll = time.monotonic() + STOP_POLL_S
     try:
@@ -267,14 +264,14 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
                 scaler.step(opt)
                 scaler.update()
                 prox_l1_(weights, knobs.l1, opt)
-            tr = evaluate(model, data.train, data.task) if train_curve else UNMEASURED
+            tr = evaluate(model, data.train, data.task) if train_curve else None
             va = evaluate(model, data.val, data.task)
-            check_finite(epoch, tr if train_curve else None, va)
-            if train_curve:
+            check_finite(epoch, tr, va)
+            if tr is not None:
                 curve_t.append(tr[0])
             curve_v.append(va[0])
             if on_epoch is not None:
-                on_epoch(epoch, tr[0] if train_curve else None, va[0])
+                on_epoch(epoch, None if tr is None else tr[0], va[0])
             if va[0] < best[0] - min_delta or patience is None:
                 state = copy.deepcopy(model.state_dict()) if patience is not None else None
                 best = (va[0], epoch, state, tr, va)
@@ -286,7 +283,7 @@ def train(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knobs: Knobs
     _, best_epoch, state, tr, va = best
     if state is not None:
         model.load_state_dict(state)
-    if not train_curve:
+    if tr is None:
         tr = kept_train_measure(model, data, best_epoch)
     model.eval()
     return TrainResult(

@@ -115,7 +115,7 @@ class _Member:
     curve_v: list[float] = field(default_factory=list)
     best: tuple[float, int] = (math.inf, 0)  # val loss, epoch
     best_state: dict[str, torch.Tensor] | None = None
-    best_measures: tuple[_Measure, _Measure] = ((0.0, None), (0.0, None))
+    best_measures: tuple[_Measure | None, _Measure] = (None, (0.0, None))  # train's None: not measured yet
     seconds: float = 0.0  # its share of the batch's time
 
 
@@ -311,7 +311,7 @@ def train_vmapped(data: Dataset, model_spec: ModelSpec, spec: TrainingSpec, knob
         model.set_dropout(m.knobs.dropout)  # the rates its lone run leaves set
         model.eval()
         tr, va = m.best_measures
-        if not train_curve:
+        if tr is None:  # no train curve: measured once, from the weights kept
             try:
                 tr = kept_train_measure(model, data, m.best[1])
             except TrialFailed as exc:
